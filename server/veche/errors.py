@@ -1,0 +1,95 @@
+"""The error tree and the stable error codes sent to clients.
+
+Hierarchy::
+
+    VecheError                  base of everything Veche raises on purpose
+    ├── ProtocolError           a client message that cannot be accepted (bad JSON, schema, order)
+    └── RoomError               a room rule refused the request
+        ├── InvalidRoomName     the name fails the allow-list
+        └── RoomFull            the room holds ``max_participants`` already
+
+Every error carries an :class:`ErrorCode`; the code is the contract with clients (they switch on
+it), the message is for humans and may change.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "ErrorCode",
+    "InvalidRoomName",
+    "ProtocolError",
+    "RoomError",
+    "RoomFull",
+    "VecheError",
+]
+
+
+class ErrorCode(StrEnum):
+    """Stable machine-readable codes of ``error`` messages."""
+
+    BAD_JSON = "bad_json"
+    """The text frame is not valid JSON, or nests too deeply."""
+    BAD_MESSAGE = "bad_message"
+    """Valid JSON that does not match the message's schema; the message names the field."""
+    UNKNOWN_TYPE = "unknown_type"
+    """The ``type`` field names no client message."""
+    BINARY_UNSUPPORTED = "binary_unsupported"
+    """A binary frame was sent; the protocol is JSON text only."""
+    UNSUPPORTED_VERSION = "unsupported_version"
+    """``hello.version`` is not a protocol version this server speaks."""
+    NOT_JOINED = "not_joined"
+    """A room message was sent before a successful ``hello``."""
+    ALREADY_JOINED = "already_joined"
+    """A second ``hello`` on a connection that has joined."""
+    INVALID_ROOM = "invalid_room"
+    """The room name fails validation."""
+    ROOM_FULL = "room_full"
+    """The room has reached the configured participant limit."""
+    UNSUPPORTED = "unsupported"
+    """The request is valid but this server does not offer it."""
+    INTERNAL = "internal"
+    """The server failed; nothing about the cause is disclosed."""
+
+
+class VecheError(Exception):
+    """Base of all deliberate Veche errors; ``code`` is what the client sees."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(
+        self, message: str, *, code: ErrorCode | None = None, ref: str | None = None
+    ) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.ref = ref
+        """The ``id`` of the client message that caused this error, if known."""
+
+    @property
+    def message(self) -> str:
+        """The human-readable text, safe to send to the client."""
+        return str(self.args[0])
+
+
+class ProtocolError(VecheError):
+    """A client message could not be accepted; ``ref`` is the offending message's ``id``."""
+
+    code = ErrorCode.BAD_MESSAGE
+
+
+class RoomError(VecheError):
+    """A room rule refused the request."""
+
+
+class InvalidRoomName(RoomError):
+    """The room name fails the allow-list."""
+
+    code = ErrorCode.INVALID_ROOM
+
+
+class RoomFull(RoomError):
+    """The room holds the maximum number of participants."""
+
+    code = ErrorCode.ROOM_FULL

@@ -1,0 +1,343 @@
+"""THE signalling protocol between a browser (or any client) and a Veche server.
+
+One pydantic model per message, one tagged union per direction (:data:`ClientMessage`,
+:data:`ServerMessage`), keyed on ``type``; every model forbids unknown fields, so a client cannot
+smuggle identity fields (``participant_id``, ``role``...) that the server stamps itself.
+Messages travel as JSON text frames on the ``/ws`` WebSocket. ``docs/protocol.md`` describes the
+sequences; ``python -m veche.schema`` turns this module into ``web/protocol.schema.json`` and
+``web/protocol.gen.js`` for the browser.
+
+Any client message may carry an ``id`` (a string of at most 64 characters); an ``error`` or
+``pong`` caused by it echoes that ``id`` as ``ref``.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import IntEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from veche.errors import ErrorCode, ProtocolError
+
+__all__ = [
+    "CLIENT_TYPES",
+    "MAX_MESSAGE_BYTES",
+    "PROTOCOL_VERSION",
+    "SERVER_TYPES",
+    "SUPPORTED_VERSIONS",
+    "Answer",
+    "Candidate",
+    "ClientMessage",
+    "CloseCode",
+    "Error",
+    "Hello",
+    "IceServer",
+    "Leave",
+    "LeaveReason",
+    "Offer",
+    "ParticipantInfo",
+    "ParticipantJoined",
+    "ParticipantLeft",
+    "ParticipantUpdated",
+    "PeerRole",
+    "Ping",
+    "Pong",
+    "ServerMessage",
+    "Update",
+    "Welcome",
+    "encode",
+    "parse_client_message",
+]
+
+PROTOCOL_VERSION: Final = 1
+"""The version this server speaks; a client states its version in ``hello``."""
+
+SUPPORTED_VERSIONS: Final = frozenset({1})
+
+MAX_MESSAGE_BYTES: Final = 64 * 1024
+"""Largest text frame a server accepts; a larger one closes the connection with 1009."""
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the server uses, and what each means to a client."""
+
+    NORMAL = 1000
+    """The client said ``leave``."""
+    GOING_AWAY = 1001
+    """The server is shutting down; reconnect later."""
+    POLICY = 1008
+    """The client broke a rule (later: rate limits)."""
+    TOO_BIG = 1009
+    """A frame exceeded 64 KiB."""
+    TRY_AGAIN_LATER = 1013
+    """The client did not read its messages fast enough."""
+
+
+MessageId = Annotated[str, Field(min_length=1, max_length=64)]
+PeerRole = Literal["publish", "subscribe"]
+"""Which of a participant's two peer connections a media message is about: ``publish`` carries the
+participant's own tracks (the client offers), ``subscribe`` carries everyone else's (the server
+offers)."""
+
+LeaveReason = Literal["left", "disconnected", "timeout", "slow", "shutdown"]
+"""Why a participant left: ``left`` said ``leave``; ``disconnected`` closed its socket;
+``timeout`` missed keepalives; ``slow`` did not read its messages; ``shutdown`` the server
+stopped."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ClientBase(_Model):
+    id: MessageId | None = None
+
+
+# ---------------------------------------------------------------- shared payloads
+
+
+class ParticipantInfo(_Model):
+    """What everyone in a room knows about one participant."""
+
+    id: str
+    name: str
+    audio: bool = Field(description="Whether the microphone is on.")
+    video: bool = Field(description="Whether the camera is on.")
+    joined_at: float = Field(description="Unix time of joining, in seconds.")
+
+
+class IceServer(_Model):
+    """One entry of ``RTCConfiguration.iceServers``."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+# ---------------------------------------------------------------- both directions
+
+
+class Offer(_ClientBase):
+    """An SDP offer: client -> server for ``publish``, server -> client for ``subscribe``."""
+
+    type: Literal["offer"] = "offer"
+    pc: PeerRole
+    sdp: Annotated[str, Field(max_length=60000)]
+
+
+class Answer(_ClientBase):
+    """An SDP answer to the other side's :class:`Offer` on the same ``pc``."""
+
+    type: Literal["answer"] = "answer"
+    pc: PeerRole
+    sdp: Annotated[str, Field(max_length=60000)]
+
+
+class Candidate(_ClientBase):
+    """A trickled ICE candidate; an empty ``candidate`` means end of candidates."""
+
+    type: Literal["candidate"] = "candidate"
+    pc: PeerRole
+    candidate: Annotated[str, Field(max_length=1024)]
+    sdp_mid: Annotated[str, Field(max_length=64)] | None = None
+    sdp_mline_index: Annotated[int, Field(ge=0, le=255)] | None = None
+
+
+# ---------------------------------------------------------------- client -> server
+
+
+class Hello(_ClientBase):
+    """Join ``room`` as ``name``; the first message of every connection."""
+
+    type: Literal["hello"] = "hello"
+    version: int = Field(description="The protocol version the client speaks.")
+    room: Annotated[str, Field(max_length=256)]
+    name: Annotated[str, Field(max_length=256)] = Field(
+        description="Display name; the server trims it to 64 characters."
+    )
+    resume: Annotated[str, Field(max_length=128)] | None = Field(
+        None, description="Resume token from an earlier ``welcome``."
+    )
+
+
+class Leave(_ClientBase):
+    """Leave the room; the server answers by closing the socket with 1000."""
+
+    type: Literal["leave"] = "leave"
+
+
+class Ping(_ClientBase):
+    """Application-level liveness check; answered by :class:`Pong`. Allowed before ``hello``."""
+
+    type: Literal["ping"] = "ping"
+
+
+class Update(_ClientBase):
+    """Change one's own state; omitted fields stay as they are."""
+
+    type: Literal["update"] = "update"
+    audio: bool | None = None
+    video: bool | None = None
+
+
+ClientMessage = Annotated[
+    Hello | Leave | Ping | Update | Offer | Answer | Candidate,
+    Field(discriminator="type"),
+]
+"""Any message a client may send."""
+
+
+# ---------------------------------------------------------------- server -> client
+
+
+class Welcome(_Model):
+    """Reply to a successful ``hello``: who you are and who is here."""
+
+    type: Literal["welcome"] = "welcome"
+    version: int
+    participant_id: str
+    room: str = Field(description="The normalised room name.")
+    participants: list[ParticipantInfo] = Field(description="Everyone in the room, you included.")
+    ice_servers: list[IceServer]
+    resume_token: str
+
+
+class ParticipantJoined(_Model):
+    """Someone else entered the room."""
+
+    type: Literal["participant_joined"] = "participant_joined"
+    participant: ParticipantInfo
+
+
+class ParticipantLeft(_Model):
+    """Someone else left the room."""
+
+    type: Literal["participant_left"] = "participant_left"
+    participant_id: str
+    reason: LeaveReason
+
+
+class ParticipantUpdated(_Model):
+    """Someone's state changed (including yours, as confirmation)."""
+
+    type: Literal["participant_updated"] = "participant_updated"
+    participant: ParticipantInfo
+
+
+class Pong(_Model):
+    """Answer to :class:`Ping`."""
+
+    type: Literal["pong"] = "pong"
+    ref: str | None = None
+
+
+class Error(_Model):
+    """A request was refused or a message could not be read. The connection stays open unless a
+    close frame follows."""
+
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+    ref: str | None = Field(None, description="The ``id`` of the offending client message.")
+
+
+ServerMessage = Annotated[
+    Welcome
+    | ParticipantJoined
+    | ParticipantLeft
+    | ParticipantUpdated
+    | Pong
+    | Error
+    | Offer
+    | Answer
+    | Candidate,
+    Field(discriminator="type"),
+]
+"""Any message a server may send."""
+
+CLIENT_ADAPTER: Final[TypeAdapter[ClientMessage]] = TypeAdapter(ClientMessage)
+SERVER_ADAPTER: Final[TypeAdapter[ServerMessage]] = TypeAdapter(ServerMessage)
+
+
+def _tags(models: tuple[type[_Model], ...]) -> dict[str, type[_Model]]:
+    return {model.model_fields["type"].default: model for model in models}
+
+
+_CLIENT_MODELS: Final = _tags((Hello, Leave, Ping, Update, Offer, Answer, Candidate))
+_SERVER_MODELS: Final = _tags(
+    (
+        Welcome,
+        ParticipantJoined,
+        ParticipantLeft,
+        ParticipantUpdated,
+        Pong,
+        Error,
+        Offer,
+        Answer,
+        Candidate,
+    )
+)
+CLIENT_TYPES: Final = tuple(_CLIENT_MODELS)
+SERVER_TYPES: Final = tuple(_SERVER_MODELS)
+
+
+def parse_client_message(text: str) -> ClientMessage:
+    """Parse one text frame from a client.
+
+    Raises :class:`~veche.errors.ProtocolError` with code ``bad_json`` (not JSON, or nested too
+    deeply), ``bad_message`` (not an object, no ``type``, or a field is wrong: the message names
+    it) or ``unknown_type``; ``ref`` is the frame's ``id`` whenever one could be read.
+    """
+    try:
+        data: Any = json.loads(text)
+    except RecursionError:
+        raise ProtocolError("JSON nests too deeply", code=ErrorCode.BAD_JSON) from None
+    except ValueError as exc:
+        raise ProtocolError(f"invalid JSON: {exc}", code=ErrorCode.BAD_JSON) from None
+    if not isinstance(data, dict):
+        raise ProtocolError(f"a message must be a JSON object, not {_json_kind(data)}")
+    raw_id = data.get("id")
+    ref = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= 64 else None
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("'type' is missing or not a string", ref=ref)
+    model = _CLIENT_MODELS.get(kind)
+    if model is None:
+        shown = kind if len(kind) <= 40 else kind[:40] + "..."
+        raise ProtocolError(f"unknown message type {shown!r}", code=ErrorCode.UNKNOWN_TYPE, ref=ref)
+    try:
+        message: ClientMessage = model.model_validate(data)  # type: ignore[assignment]
+    except RecursionError:
+        raise ProtocolError("JSON nests too deeply", code=ErrorCode.BAD_JSON, ref=ref) from None
+    except ValidationError as exc:
+        raise ProtocolError(_describe(kind, exc), ref=ref) from None
+    return message
+
+
+def encode(message: ServerMessage) -> str:
+    """Serialise a server message to the JSON text sent on the wire (``None`` fields omitted)."""
+    return message.model_dump_json(exclude_none=True)
+
+
+def _describe(kind: str, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False)[:3]:
+        where = ".".join(str(part) for part in err["loc"]) or kind
+        problems.append(f"{where}: {err['msg']}")
+    more = exc.error_count() - len(problems)
+    suffix = f" (and {more} more)" if more > 0 else ""
+    return f"invalid {kind!r} message: " + "; ".join(problems) + suffix
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"

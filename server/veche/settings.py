@@ -1,0 +1,161 @@
+"""Every knob of a Veche server, typed and documented in one place.
+
+Values come from, in rising priority: the defaults below, ``VECHE_*`` environment variables, and the
+command-line flags of ``veche serve`` (``--port 9000`` for ``port``). List settings take a
+comma-separated string in the environment (``VECHE_ALLOWED_ORIGINS=https://a.example,https://b.example``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+_ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Server configuration. Field descriptions are the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="VECHE_", extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port of the HTTP server.")
+    public_url: str | None = Field(
+        None,
+        description="Public base URL users open (e.g. `https://meet.example.org`); "
+        "also an allowed WebSocket origin.",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra origins allowed to open the WebSocket, comma-separated; "
+        "the server's own origin is always allowed.",
+    )
+    ice_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="STUN/TURN URLs handed to clients and used by the server, comma-separated. "
+        "Empty: no STUN server is ever contacted.",
+    )
+    media_port_min: int = Field(
+        40000, ge=1024, le=65535, description="Lowest UDP port used for media."
+    )
+    media_port_max: int = Field(
+        40199, ge=1024, le=65535, description="Highest UDP port used for media."
+    )
+    public_ip: str | None = Field(
+        None, description="IP address announced in media candidates (behind NAT or Docker)."
+    )
+    max_participants: int = Field(
+        50, ge=1, le=10000, description="Maximum participants in one room."
+    )
+    empty_room_grace: float = Field(
+        60.0, ge=0, le=86400, description="Seconds an empty room is kept before it is dropped."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log level written."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log line format: human `text` or one JSON object per line."
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL for several nodes sharing the load (`redis://host:6379/0`); "
+        "unset: one process with in-memory state.",
+    )
+    ws_heartbeat: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds between WebSocket keepalive pings; a client that misses the pong "
+        "is dropped within 1.5x this.",
+    )
+    ws_outbox_size: int = Field(
+        256,
+        ge=1,
+        le=100000,
+        description="Messages queued for one client before it counts as not reading and is closed.",
+    )
+    ws_send_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Seconds one WebSocket write may block before the client "
+        "is closed as not reading.",
+    )
+
+    @field_validator("allowed_origins", "ice_servers", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        return [_origin_of(item, "an origin like https://meet.example.org") for item in value]
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        _origin_of(value, "a URL like https://meet.example.org")
+        return value.rstrip("/")
+
+    @field_validator("ice_servers")
+    @classmethod
+    def _ice(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(_ICE_SCHEMES) or len(url) <= len("turn:"):
+                raise ValueError(f"{url!r} is not a stun:, stuns:, turn: or turns: URL")
+        return value
+
+    @field_validator("public_ip")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _port_range(self) -> Settings:
+        if self.media_port_min > self.media_port_max:
+            raise ValueError(
+                f"media_port_min ({self.media_port_min}) is above media_port_max "
+                f"({self.media_port_max})"
+            )
+        return self
+
+    @property
+    def public_origin(self) -> str | None:
+        """The origin (scheme://host[:port]) of ``public_url``, if set."""
+        return _origin_of(self.public_url, "") if self.public_url else None
+
+
+def _origin_of(url: str, expected: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not {expected}")
+    return f"{parts.scheme}://{parts.netloc}".lower()

@@ -1,0 +1,143 @@
+"""The signalling protocol: models, parsing of client frames, generated browser files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import BaseModel
+
+from veche import schema
+from veche.assets import web_root
+from veche.errors import ErrorCode, ProtocolError
+from veche.protocol import (
+    CLIENT_ADAPTER,
+    CLIENT_TYPES,
+    SERVER_ADAPTER,
+    SERVER_TYPES,
+    Answer,
+    Candidate,
+    Error,
+    Hello,
+    IceServer,
+    Leave,
+    Offer,
+    ParticipantInfo,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantUpdated,
+    Ping,
+    Pong,
+    Update,
+    Welcome,
+    encode,
+    parse_client_message,
+)
+
+INFO = ParticipantInfo(id="p-1", name="Ada", audio=True, video=False, joined_at=1.5)
+CLIENT_SAMPLES: list[BaseModel] = [
+    Hello(id="m1", version=1, room="team", name="Ada", resume="tok"),
+    Leave(),
+    Ping(id="x"),
+    Update(audio=False),
+    Offer(pc="publish", sdp="v=0\r\n"),
+    Answer(pc="subscribe", sdp="v=0\r\n"),
+    Candidate(pc="publish", candidate="candidate:1 1 udp 1 10.0.0.1 5000 typ host", sdp_mid="0"),
+]
+SERVER_SAMPLES: list[BaseModel] = [
+    Welcome(
+        version=1,
+        participant_id="p-1",
+        room="team",
+        participants=[INFO],
+        ice_servers=[IceServer(urls=["turn:example.invalid"], username="u", credential="c")],
+        resume_token="tok",
+    ),
+    ParticipantJoined(participant=INFO),
+    ParticipantLeft(participant_id="p-1", reason="left"),
+    ParticipantUpdated(participant=INFO),
+    Pong(ref="x"),
+    Error(code=ErrorCode.ROOM_FULL, message="full", ref="m1"),
+    Offer(pc="subscribe", sdp="v=0\r\n"),
+    Answer(pc="publish", sdp="v=0\r\n"),
+    Candidate(pc="subscribe", candidate="", sdp_mline_index=0),
+]
+
+
+def test_samples_cover_every_message_type() -> None:
+    """Each message type of both directions has a round-trip sample below."""
+    assert {m.type for m in CLIENT_SAMPLES} == set(CLIENT_TYPES)  # type: ignore[attr-defined]
+    assert {m.type for m in SERVER_SAMPLES} == set(SERVER_TYPES)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("message", CLIENT_SAMPLES, ids=lambda m: m.type)
+def test_client_message_round_trips(message: BaseModel) -> None:
+    """A client message survives JSON encoding and parsing unchanged."""
+    assert parse_client_message(message.model_dump_json()) == message
+    assert CLIENT_ADAPTER.validate_json(message.model_dump_json(exclude_none=True)) == message
+
+
+@pytest.mark.parametrize("message", SERVER_SAMPLES, ids=lambda m: m.type)
+def test_server_message_round_trips(message: BaseModel) -> None:
+    """A server message survives :func:`encode` and validation unchanged."""
+    assert SERVER_ADAPTER.validate_json(encode(message)) == message  # type: ignore[arg-type]
+
+
+def test_encode_omits_none_fields() -> None:
+    """Unset optional fields are not sent."""
+    assert json.loads(encode(Pong())) == {"type": "pong"}
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "fragment"),
+    [
+        ("{", ErrorCode.BAD_JSON, "invalid JSON"),
+        ("null", ErrorCode.BAD_MESSAGE, "not null"),
+        ("[]", ErrorCode.BAD_MESSAGE, "not an array"),
+        ('"hello"', ErrorCode.BAD_MESSAGE, "not a string"),
+        ('{"id": "a"}', ErrorCode.BAD_MESSAGE, "'type'"),
+        ('{"type": 5}', ErrorCode.BAD_MESSAGE, "'type'"),
+        ('{"type": "dance"}', ErrorCode.UNKNOWN_TYPE, "'dance'"),
+        (
+            '{"type": "hello", "version": "one", "room": "a", "name": "b"}',
+            ErrorCode.BAD_MESSAGE,
+            "version",
+        ),
+        ('{"type": "hello", "version": 1, "room": "a"}', ErrorCode.BAD_MESSAGE, "name"),
+        ('{"type": "update", "participant_id": "p-x"}', ErrorCode.BAD_MESSAGE, "participant_id"),
+        ('{"type": "ping", "id": ""}', ErrorCode.BAD_MESSAGE, "id"),
+        (
+            '{"type": "update", "audio": ' + "[" * 5000 + "]" * 5000 + "}",
+            ErrorCode.BAD_JSON,
+            "deep",
+        ),
+    ],
+)
+def test_parse_rejects_bad_frame(frame: str, code: ErrorCode, fragment: str) -> None:
+    """Each malformed frame raises a ProtocolError with the right code and a telling message."""
+    with pytest.raises(ProtocolError) as caught:
+        parse_client_message(frame)
+    assert caught.value.code is code
+    assert fragment in caught.value.message
+
+
+def test_parse_error_carries_message_id_as_ref() -> None:
+    """The ``id`` of a rejected message comes back as ``ref``."""
+    with pytest.raises(ProtocolError) as caught:
+        parse_client_message('{"type": "update", "id": "m7", "audio": "loud"}')
+    assert caught.value.ref == "m7"
+    assert "audio" in caught.value.message
+
+
+def test_generated_browser_files_are_fresh() -> None:
+    """web/protocol.gen.js and web/protocol.schema.json match protocol.py (else run
+    ``python -m veche.schema``)."""
+    for name, content in schema.generate().items():
+        assert (web_root() / name).read_text(encoding="utf-8") == content, f"{name} is stale"
+
+
+def test_generated_js_names_every_type_and_code() -> None:
+    """The JS constants list every message type and error code."""
+    js = schema.generate()[schema.JS_FILE]
+    for kind in (*CLIENT_TYPES, *SERVER_TYPES, *(code.value for code in ErrorCode)):
+        assert f'"{kind}"' in js
