@@ -1,0 +1,64 @@
+"""``create_app(settings)``: the one place that wires Veche together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from veche.appkeys import HUB, SETTINGS, WEB_ROOT
+from veche.assets import web_root as default_web_root
+from veche.hub import Hub
+from veche.routes import setup_routes
+from veche.settings import Settings
+from veche.views import security_headers
+
+__all__ = ["create_app"]
+
+SHUTDOWN_WAIT: Final = 5.0
+"""Seconds shutdown waits for client loops to send their 1001 close frames."""
+
+
+def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Application:
+    """Build the application: routes, the hub, and the lifetimes of background work."""
+    app = web.Application()
+    root = web_root or default_web_root()
+    app[SETTINGS] = settings
+    app[HUB] = Hub(settings)
+    app[WEB_ROOT] = root
+    setup_routes(app, root)
+    app.on_response_prepare.append(security_headers)
+    app.cleanup_ctx.append(_room_sweeper)
+    app.on_shutdown.append(_close_clients)
+    return app
+
+
+async def _room_sweeper(app: web.Application) -> AsyncIterator[None]:
+    """Drop rooms that stay empty past the grace period, checking every few seconds."""
+    hub = app[HUB]
+    interval = min(5.0, max(0.05, app[SETTINGS].empty_room_grace / 4))
+
+    async def sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            hub.sweep()
+
+    task = asyncio.create_task(sweep_forever(), name="room-sweeper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _close_clients(app: web.Application) -> None:
+    """Close every WebSocket with 1001 and wait (bounded) for their loops to finish."""
+    hub = app[HUB]
+    hub.shutdown()
+    deadline = time.monotonic() + SHUTDOWN_WAIT
+    while hub.sessions and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a set
+        await asyncio.sleep(0.02)

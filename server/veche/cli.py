@@ -1,0 +1,110 @@
+"""The ``veche`` command: ``veche serve [--flag value ...]``.
+
+Every setting of :class:`veche.settings.Settings` is a flag named after it (``max_participants``
+is ``--max-participants``); a flag beats the ``VECHE_*`` environment variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from veche import __version__
+from veche.settings import Settings
+
+__all__ = ["main", "parse_settings"]
+
+log = logging.getLogger("veche")
+
+
+class SettingsError(Exception):
+    """A setting has an invalid value; the message is one line naming it."""
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _env(field: str) -> str:
+    return "VECHE_" + field.upper()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with one ``serve`` flag per setting."""
+    parser = argparse.ArgumentParser(prog="veche", description="Self-hosted video meetings.")
+    parser.add_argument("--version", action="version", version=f"veche {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the server (the default command)")
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = ",".join(default) if isinstance(default, list) else default
+        serve.add_argument(
+            _flag(name),
+            dest=name,
+            metavar="VALUE",
+            default=None,
+            help=f"{field.description} [env {_env(name)}, default {shown}]".replace("%", "%%"),
+        )
+    return parser
+
+
+def parse_settings(values: dict[str, str | None]) -> Settings:
+    """Settings from the environment overridden by ``values`` (flags not given are ``None``).
+
+    Raises :class:`SettingsError` with one line per invalid setting.
+    """
+    given = {key: value for key, value in values.items() if value is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            field = str(err["loc"][0]) if err["loc"] else ""
+            message = err["msg"].removeprefix("Value error, ")
+            if field:
+                lines.append(f"invalid setting {field} ({_env(field)} / {_flag(field)}): {message}")
+            else:
+                lines.append(f"invalid settings: {message}")
+        raise SettingsError("\n".join(lines)) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``veche`` console script and ``python -m veche``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or (args[0].startswith("--") and args[0] not in ("--help", "--version")):
+        args.insert(0, "serve")
+    parsed = build_parser().parse_args(args)
+    values = {name: getattr(parsed, name) for name in Settings.model_fields}
+    try:
+        settings = parse_settings(values)
+    except SettingsError as exc:
+        print(f"veche: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until SIGINT or SIGTERM; return the exit status."""
+    from aiohttp import web
+
+    from veche.app import create_app
+    from veche.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    url = f"http://{settings.host}:{settings.port}"
+    log.info("veche %s listening on %s", __version__, url, extra={"url": url})
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=10.0,
+    )
+    log.info("veche stopped")
+    return 0

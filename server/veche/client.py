@@ -1,0 +1,69 @@
+"""A small signalling client on the ``websockets`` library, for tests and tools.
+
+::
+
+    async with await VecheClient.connect("ws://127.0.0.1:8080/ws") as client:
+        welcome = await client.join("team", "Ada")
+        joined = await client.expect("participant_joined")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import TracebackType
+from typing import Any, Self
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from veche.protocol import PROTOCOL_VERSION, SERVER_ADAPTER, ServerMessage, Welcome
+
+__all__ = ["VecheClient"]
+
+
+class VecheClient:
+    """One signalling connection. Messages are validated against :data:`ServerMessage`."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def connect(cls, url: str, *, origin: str | None = None) -> Self:
+        """Open the WebSocket at ``url`` (``ws://host:port/ws``)."""
+        headers = {"Origin": origin} if origin else None
+        return cls(await connect(url, additional_headers=headers, max_size=2**20))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.ws.close()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Send a raw JSON message (not validated, so tests can send bad ones)."""
+        await self.ws.send(json.dumps(message))
+
+    async def receive(self, timeout: float = 5.0) -> ServerMessage:
+        """The next server message."""
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        return SERVER_ADAPTER.validate_json(raw)
+
+    async def expect(self, kind: str, timeout: float = 5.0) -> ServerMessage:
+        """Skip messages until one of type ``kind`` arrives."""
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self.receive(timeout)
+                if message.type == kind:
+                    return message
+
+    async def join(self, room: str, name: str) -> Welcome:
+        """Say ``hello`` and return the ``welcome``."""
+        await self.send({"type": "hello", "version": PROTOCOL_VERSION, "room": room, "name": name})
+        message = await self.expect("welcome")
+        assert isinstance(message, Welcome)
+        return message

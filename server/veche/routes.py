@@ -1,0 +1,23 @@
+"""Every URL the server answers, in one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from veche import views
+from veche.signalling import websocket_handler
+
+__all__ = ["setup_routes"]
+
+
+def setup_routes(app: web.Application, web_root: Path) -> None:
+    """Add Veche's routes to ``app``; static files come from ``web_root``."""
+    app.router.add_get("/", views.landing, name="landing")
+    app.router.add_get("/new", views.new_meeting, name="new")
+    app.router.add_get("/join", views.join_form, name="join")
+    app.router.add_get("/r/{room}", views.room_page, name="room")
+    app.router.add_get("/healthz", views.healthz, name="healthz")
+    app.router.add_get("/ws", websocket_handler, name="ws")
+    app.router.add_static("/static", web_root, name="static", follow_symlinks=False)

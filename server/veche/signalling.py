@@ -1,0 +1,202 @@
+"""The WebSocket edge: origin check, one loop per client, the only code that writes to a socket.
+
+Each connection runs :meth:`ClientConnection.run`, a single loop that reads frames, drains the
+connection's bounded outbox and performs the close. Everything else (the hub, rooms, other
+clients' loops) only *queues* messages through :meth:`ClientConnection.send`, which never blocks:
+a client that stops reading fills its own outbox and is closed with 1013, and nobody waits for it.
+Keepalive pings are aiohttp's heartbeat; a client that misses a pong is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Final
+
+from aiohttp import WSMessage, WSMsgType, web
+
+from veche.appkeys import HUB, SETTINGS
+from veche.errors import ErrorCode, VecheError
+from veche.hub import Hub, Session
+from veche.protocol import (
+    MAX_MESSAGE_BYTES,
+    CloseCode,
+    Error,
+    LeaveReason,
+    ServerMessage,
+    encode,
+    parse_client_message,
+)
+from veche.settings import Settings
+
+__all__ = ["ClientConnection", "origin_allowed", "websocket_handler"]
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT: Final = 2.0
+"""Seconds to wait for the client's close frame before dropping the TCP connection."""
+
+
+_CLOSE_REASONS: Final[dict[CloseCode, LeaveReason]] = {
+    CloseCode.TRY_AGAIN_LATER: "slow",
+    CloseCode.GOING_AWAY: "shutdown",
+}
+
+
+class ClientConnection:
+    """One client's WebSocket and its bounded outbox (implements :class:`veche.hub.Outlet`)."""
+
+    def __init__(
+        self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, settings: Settings
+    ) -> None:
+        self._ws = ws
+        self._transport = transport
+        self._limit = settings.ws_outbox_size
+        self._send_timeout = settings.ws_send_timeout
+        self._outbox: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self._close_request: tuple[CloseCode, str] | None = None
+        self._end: LeaveReason | None = None
+
+    def send(self, message: ServerMessage) -> None:
+        """Queue ``message``; if the outbox is full the client is closed as not reading."""
+        if self._close_request is not None:
+            return
+        if len(self._outbox) >= self._limit:
+            self.close(CloseCode.TRY_AGAIN_LATER, "not reading fast enough")
+            return
+        self._outbox.append(encode(message))
+        self._wake.set()
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """Ask the loop to send what is queued (unless the client is slow) and close."""
+        if self._close_request is None:
+            self._close_request = (code, reason)
+            if code is CloseCode.TRY_AGAIN_LATER:
+                self._outbox.clear()
+            self._wake.set()
+
+    async def run(self, hub: Hub, session: Session) -> LeaveReason:
+        """Serve the connection until it closes; return why it ended."""
+        self._end = await self._serve(hub, session)
+        return self._end
+
+    async def _serve(self, hub: Hub, session: Session) -> LeaveReason:
+        receive: asyncio.Task[object] = asyncio.ensure_future(self._ws.receive())
+        wake = asyncio.ensure_future(self._wake.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait({receive, wake}, return_when=asyncio.FIRST_COMPLETED)
+                if wake in done:
+                    self._wake.clear()
+                    if not await self._flush():
+                        self._end = "slow"
+                        return self._end
+                    if self._close_request is not None:
+                        self._end = _CLOSE_REASONS.get(self._close_request[0], "left")
+                        await self._close(*self._close_request)
+                        return self._end
+                    wake = asyncio.ensure_future(self._wake.wait())
+                if receive in done:
+                    reason = await self._on_frame(receive.result(), hub, session)
+                    if reason is not None:
+                        return reason
+                    receive = asyncio.ensure_future(self._ws.receive())
+        finally:
+            for task in (receive, wake):
+                task.cancel()
+            await asyncio.gather(receive, wake, return_exceptions=True)
+
+    async def _on_frame(self, msg: object, hub: Hub, session: Session) -> LeaveReason | None:
+        assert isinstance(msg, WSMessage)
+        if msg.type is WSMsgType.TEXT:
+            try:
+                await hub.handle(session, parse_client_message(msg.data))
+            except VecheError as exc:
+                self.send(Error(code=exc.code, message=exc.message, ref=exc.ref))
+            return None
+        if msg.type is WSMsgType.BINARY:
+            self.send(
+                Error(
+                    code=ErrorCode.BINARY_UNSUPPORTED,
+                    message="binary frames are not part of the protocol; send JSON text",
+                )
+            )
+            return None
+        if msg.type is WSMsgType.ERROR and not isinstance(msg.data, TimeoutError):
+            log.info("websocket error", extra={"error": str(msg.data)})
+        return self.loss_reason()
+
+    def loss_reason(self) -> LeaveReason:
+        """Why the connection ended: as decided by the loop, else a missed keepalive
+        (``timeout``) or anything else (``disconnected``)."""
+        if self._end is not None:
+            return self._end
+        return "timeout" if isinstance(self._ws.exception(), TimeoutError) else "disconnected"
+
+    async def _flush(self) -> bool:
+        """Send every queued message; False if a write blocked for too long."""
+        while self._outbox:
+            text = self._outbox.popleft()
+            try:
+                await asyncio.wait_for(self._ws.send_str(text), self._send_timeout)
+            except TimeoutError:
+                self._abort()
+                return False
+            except ConnectionError:
+                return True  # the socket is gone; the next receive reports it
+        return True
+
+    async def _close(self, code: CloseCode, reason: str) -> None:
+        try:
+            await asyncio.wait_for(
+                self._ws.close(code=code, message=reason.encode()), CLOSE_TIMEOUT
+            )
+        except (TimeoutError, ConnectionError):
+            self._abort()
+
+    def _abort(self) -> None:
+        if isinstance(self._transport, asyncio.WriteTransport):
+            self._transport.abort()
+
+
+def origin_allowed(request: web.Request, settings: Settings) -> bool:
+    """Whether the request's ``Origin`` may open a WebSocket.
+
+    Allowed: no ``Origin`` (not a browser), the server's own origin as the browser addressed it,
+    the origin of ``public_url``, and every origin in ``allowed_origins``.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    origin = origin.lower()
+    own = f"{request.scheme}://{request.host}".lower()
+    return origin == own or origin == settings.public_origin or origin in settings.allowed_origins
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    """``GET /ws``: refuse foreign origins with 403, then serve one signalling connection."""
+    settings = request.app[SETTINGS]
+    if not origin_allowed(request, settings):
+        raise web.HTTPForbidden(text="origin not allowed\n")
+    ws = web.WebSocketResponse(
+        # aiohttp refuses a frame whose size *equals* max_msg_size: allow exactly 64 KiB.
+        max_msg_size=MAX_MESSAGE_BYTES + 1,
+        heartbeat=settings.ws_heartbeat,
+        autoping=True,
+    )
+    await ws.prepare(request)
+    hub = request.app[HUB]
+    connection = ClientConnection(ws, request.transport, settings)
+    session = hub.connect(connection, remote=request.remote or "?")
+    try:
+        await connection.run(hub, session)
+    finally:
+        # Also reached when aiohttp cancels the handler because the connection was lost.
+        hub.disconnect(session, connection.loss_reason())
+        if not ws.closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT)
+    return ws

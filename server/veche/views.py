@@ -1,0 +1,105 @@
+"""Plain HTTP handlers: pages, redirects and health. URLs are in :mod:`veche.routes`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+from aiohttp import web
+
+from veche import __version__
+from veche.appkeys import HUB, WEB_ROOT
+from veche.errors import InvalidRoomName
+from veche.rooms import generate_room_name, normalize_room_name
+
+__all__ = ["healthz", "join_form", "landing", "new_meeting", "room_page", "security_headers"]
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' blob:",
+        "media-src 'self' blob:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "manifest-src 'self'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+"""Only Veche's own origin, no inline script or style: nothing a page loads leaves the server."""
+
+
+def _html(path: Path) -> web.FileResponse:
+    return web.FileResponse(path, headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+def room_url(name: str) -> str:
+    """The path of a room's page."""
+    return "/r/" + quote(name, safe="-_.")
+
+
+async def landing(request: web.Request) -> web.FileResponse:
+    """``GET /``: start a new meeting or join one by name."""
+    return _html(request.app[WEB_ROOT] / "index.html")
+
+
+async def new_meeting(request: web.Request) -> web.Response:
+    """``GET /new``: redirect to a fresh, unguessable room."""
+    raise web.HTTPSeeOther(room_url(generate_room_name()))
+
+
+async def join_form(request: web.Request) -> web.Response:
+    """``GET /join?room=NAME``: redirect to the room, or back to ``/`` with an error code."""
+    try:
+        name = normalize_room_name(request.query.get("room", "").strip())
+    except InvalidRoomName:
+        raise web.HTTPSeeOther("/?error=invalid_room") from None
+    raise web.HTTPSeeOther(room_url(name))
+
+
+async def room_page(request: web.Request) -> web.StreamResponse:
+    """``GET /r/{room}``: the meeting page; a non-canonical name redirects to the canonical one."""
+    raw = request.match_info["room"]
+    try:
+        name = normalize_room_name(raw)
+    except InvalidRoomName as exc:
+        raise web.HTTPNotFound(text=f"Not a valid room name: {exc.message}\n") from None
+    if name != raw:
+        target = room_url(name)
+        if request.query_string:
+            target += "?" + request.query_string
+        raise web.HTTPPermanentRedirect(target)
+    return _html(request.app[WEB_ROOT] / "room.html")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: liveness and a few counts, as JSON."""
+    hub = request.app[HUB]
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "rooms": len(hub.rooms),
+            "participants": hub.rooms.participant_count,
+            "connections": len(hub.sessions),
+        }
+    )
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: security and cache headers on every response."""
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if request.path == "/healthz":
+        headers.setdefault("Cache-Control", "no-store")
+    else:
+        # Assets are not content-hashed: let browsers keep them but revalidate (ETag and
+        # Last-Modified make that a 304), so an upgrade is never half-applied.
+        headers.setdefault("Cache-Control", "no-cache")

@@ -1,0 +1,45 @@
+"""The real ``veche serve`` process, driven by clients written with ``websockets``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from veche.client import VecheClient
+from veche.protocol import CloseCode, ParticipantJoined, ParticipantLeft
+
+from .serverproc import run_server
+
+pytestmark = pytest.mark.slow
+
+
+async def test_serve_process_join_leave_and_sigterm() -> None:
+    """Two clients see each other join and leave; SIGTERM closes sockets with 1001 and the
+    process exits 0."""
+    with run_server() as server:
+        async with await VecheClient.connect(server.ws) as ada:
+            welcome = await ada.join("Team", "Ada")
+            assert welcome.room == "team"
+            bob = await VecheClient.connect(server.ws)
+            bob_welcome = await bob.join("team", "Bob")
+            assert [p.name for p in bob_welcome.participants] == ["Ada", "Bob"]
+            joined = await ada.expect("participant_joined")
+            assert isinstance(joined, ParticipantJoined)
+            assert joined.participant.id == bob_welcome.participant_id
+            await bob.send({"type": "leave"})
+            await bob.ws.wait_closed()
+            assert bob.ws.close_code == CloseCode.NORMAL
+            left = await ada.expect("participant_left")
+            assert isinstance(left, ParticipantLeft)
+            assert (left.participant_id, left.reason) == (bob_welcome.participant_id, "left")
+
+            status = await asyncio.to_thread(server.terminate)
+            with pytest.raises(ConnectionClosed) as closed:
+                await ada.receive(timeout=10)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == CloseCode.GOING_AWAY
+        assert status == 0
+        output = server.process.stdout.read() if server.process.stdout else ""
+        assert "Traceback" not in output
