@@ -1,0 +1,51 @@
+# Veche: the commands the README names.
+#   make run    start a server on http://127.0.0.1:8080 with embedded defaults
+#   make test   install what the tests need and run the whole suite
+#   make check  lint, format check, type check, generated files fresh
+#   make bench  benchmarks under tests/bench (not part of `make test`)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+# Debian packages the test suite needs; `make test` installs the missing ones when run as root.
+TEST_DEBIAN_PACKAGES ?=
+
+.PHONY: run test check bench schema system-packages clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV) && \
+		sh scripts/debian-packages python3-venv && $(PYTHON) -m venv $(VENV); }
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	@touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	$(BIN)/veche serve
+
+system-packages:
+	@sh scripts/debian-packages $(TEST_DEBIAN_PACKAGES)
+
+test: $(VENV)/.installed-test system-packages
+	$(BIN)/python -m pytest
+
+check: $(VENV)/.installed-test
+	$(BIN)/ruff check server tests
+	$(BIN)/ruff format --check server tests
+	$(BIN)/mypy server
+	$(BIN)/python -m veche.schema --check
+
+bench: $(VENV)/.installed-test system-packages
+	@set -e; for bench in tests/bench/bench_*.py; do \
+		echo "== $$bench"; $(BIN)/python $$bench; done
+
+schema: $(VENV)/.installed-run
+	$(BIN)/python -m veche.schema
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
