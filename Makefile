@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 # Debian packages the test suite needs; `make test` installs the missing ones when run as root.
-TEST_DEBIAN_PACKAGES ?=
+TEST_DEBIAN_PACKAGES ?= iproute2
 
 .PHONY: run test check bench schema system-packages clean
 
@@ -31,8 +31,10 @@ run: $(VENV)/.installed-run
 system-packages:
 	@sh scripts/debian-packages $(TEST_DEBIAN_PACKAGES)
 
+# The suite runs inside a private network namespace (scripts/netns-run) so that WebRTC tests use
+# their own addresses and nothing can leave the machine.
 test: $(VENV)/.installed-test system-packages
-	$(BIN)/python -m pytest
+	sh scripts/netns-run $(BIN)/python -m pytest
 
 check: $(VENV)/.installed-test
 	$(BIN)/ruff check server tests
@@ -42,7 +44,7 @@ check: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test system-packages
 	@set -e; for bench in tests/bench/bench_*.py; do \
-		echo "== $$bench"; $(BIN)/python $$bench; done
+		echo "== $$bench"; sh scripts/netns-run $(BIN)/python $$bench; done
 
 schema: $(VENV)/.installed-run
 	$(BIN)/python -m veche.schema

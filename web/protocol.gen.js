@@ -35,6 +35,9 @@ export const ErrorCode = Object.freeze({
   ALREADY_JOINED: "already_joined",
   INVALID_ROOM: "invalid_room",
   ROOM_FULL: "room_full",
+  BAD_SDP: "bad_sdp",
+  WRONG_STATE: "wrong_state",
+  MEDIA_FAILED: "media_failed",
   UNSUPPORTED: "unsupported",
   INTERNAL: "internal",
 });
@@ -76,7 +79,7 @@ export const CloseCode = Object.freeze({
  * @property {(string | null)} [ref]
  */
 
-/** @typedef {("bad_json" | "bad_message" | "unknown_type" | "binary_unsupported" | "unsupported_version" | "not_joined" | "already_joined" | "invalid_room" | "room_full" | "unsupported" | "internal")} ErrorCodeValue */
+/** @typedef {("bad_json" | "bad_message" | "unknown_type" | "binary_unsupported" | "unsupported_version" | "not_joined" | "already_joined" | "invalid_room" | "room_full" | "bad_sdp" | "wrong_state" | "media_failed" | "unsupported" | "internal")} ErrorCodeValue */
 
 /**
  * Join ``room`` as ``name``; the first message of every connection.

@@ -34,6 +34,7 @@ def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Appli
     setup_routes(app, root)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_room_sweeper)
+    app.cleanup_ctx.append(_media)
     app.on_shutdown.append(_close_clients)
     return app
 
@@ -53,6 +54,12 @@ async def _room_sweeper(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _media(app: web.Application) -> AsyncIterator[None]:
+    """Every peer connection is closed (bounded in time) before the process exits."""
+    yield
+    await app[HUB].media.close()
 
 
 async def _close_clients(app: web.Application) -> None:

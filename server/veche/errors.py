@@ -4,6 +4,7 @@ Hierarchy::
 
     VecheError                  base of everything Veche raises on purpose
     ├── ProtocolError           a client message that cannot be accepted (bad JSON, schema, order)
+    ├── MediaError              an SDP or candidate could not be applied, or media failed
     └── RoomError               a room rule refused the request
         ├── InvalidRoomName     the name fails the allow-list
         └── RoomFull            the room holds ``max_participants`` already
@@ -19,6 +20,7 @@ from enum import StrEnum
 __all__ = [
     "ErrorCode",
     "InvalidRoomName",
+    "MediaError",
     "ProtocolError",
     "RoomError",
     "RoomFull",
@@ -47,6 +49,12 @@ class ErrorCode(StrEnum):
     """The room name fails validation."""
     ROOM_FULL = "room_full"
     """The room has reached the configured participant limit."""
+    BAD_SDP = "bad_sdp"
+    """An offer, answer or ICE candidate could not be applied; the message says why."""
+    WRONG_STATE = "wrong_state"
+    """A media message that does not fit the negotiation (e.g. an answer with no offer)."""
+    MEDIA_FAILED = "media_failed"
+    """A peer connection failed (ICE or DTLS); the client should publish or subscribe again."""
     UNSUPPORTED = "unsupported"
     """The request is valid but this server does not offer it."""
     INTERNAL = "internal"
@@ -77,6 +85,12 @@ class ProtocolError(VecheError):
     """A client message could not be accepted; ``ref`` is the offending message's ``id``."""
 
     code = ErrorCode.BAD_MESSAGE
+
+
+class MediaError(VecheError):
+    """An SDP or candidate could not be applied, or a media connection failed."""
+
+    code = ErrorCode.BAD_SDP
 
 
 class RoomError(VecheError):

@@ -14,6 +14,7 @@ from typing import Protocol, assert_never
 
 from veche.errors import ErrorCode, ProtocolError, VecheError
 from veche.ids import ParticipantId
+from veche.media import MediaRouter, media_config
 from veche.protocol import (
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -74,8 +75,15 @@ class Hub:
     caller turns it into an ``error`` reply.
     """
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        media: MediaRouter | None = None,
+    ) -> None:
         self.settings = settings
+        self.media = media or MediaRouter(media_config(settings), self._send_to)
         self.rooms = RoomRegistry(
             capacity=settings.max_participants, grace=settings.empty_room_grace
         )
@@ -117,12 +125,12 @@ class Hub:
                 room, participant = self._joined(session, message.id)
                 self._deliver(room.update(participant.id, audio=message.audio, video=message.video))
             case Offer() | Answer() | Candidate():
-                self._joined(session, message.id)
-                raise ProtocolError(
-                    "this server does not forward media yet",
-                    code=ErrorCode.UNSUPPORTED,
-                    ref=message.id,
-                )
+                _, participant = self._joined(session, message.id)
+                try:
+                    await self.media.handle(participant.id, message)
+                except VecheError as exc:
+                    exc.ref = exc.ref or message.id
+                    raise
             case _:  # pragma: no cover - the type checker proves this unreachable
                 assert_never(message)
 
@@ -160,6 +168,7 @@ class Hub:
             raise
         session.room, session.participant = room, participant
         self._by_participant[participant.id] = session
+        self.media.join(room.name, participant.id)
         session.outlet.send(
             Welcome(
                 version=PROTOCOL_VERSION,
@@ -182,6 +191,7 @@ class Hub:
             return
         session.room = session.participant = None
         self._by_participant.pop(participant.id, None)
+        self.media.leave(participant.id)
         self._deliver(room.leave(participant.id, reason, now=self._clock()))
         log.info(
             "participant left",
@@ -193,6 +203,11 @@ class Hub:
         if session.room is None or session.participant is None:
             raise ProtocolError("send 'hello' first", code=ErrorCode.NOT_JOINED, ref=ref)
         return session.room, session.participant
+
+    def _send_to(self, participant_id: str, message: ServerMessage) -> None:
+        target = self._by_participant.get(ParticipantId(participant_id))
+        if target is not None:
+            target.outlet.send(message)
 
     def _deliver(self, deliveries: Iterable[Delivery]) -> None:
         for delivery in deliveries:

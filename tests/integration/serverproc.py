@@ -42,11 +42,15 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def run_server(*args: str, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
-    """Start ``python -m veche serve`` and wait for /healthz; always stopped afterwards."""
+def run_server(
+    *args: str, env: dict[str, str] | None = None, launcher: list[str] | None = None
+) -> Iterator[ServerProcess]:
+    """Start ``python -m veche serve`` (or ``launcher serve``) and wait for /healthz; always
+    stopped afterwards."""
     port = free_port()
+    command = launcher or [sys.executable, "-m", "veche"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "veche", "serve", "--port", str(port), *args],
+        [*command, "serve", "--port", str(port), *args],
         env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -1,0 +1,342 @@
+"""Every use of aiortc's and aioice's private internals, in one place.
+
+aiortc's public API decodes every received frame and encodes every sent one; an SFU must do
+neither. Four narrow hooks make aiortc forward encoded media instead:
+
+* :func:`tap_receiver` replaces one receiver's RTP handler: it keeps the parts a good receiver
+  needs (statistics for receiver reports, RTX unwrapping, NACKs and REMB towards the publisher)
+  and hands each packet to Veche instead of the jitter buffer and decoder; the decoder thread
+  that ``receive()`` starts is stopped before any frame could reach it.
+* :func:`feed_sender` makes one sender take ready RTP payloads from Veche instead of a track,
+  so it never creates an encoder but still numbers packets, answers NACKs from its history and
+  sends sender reports; a PLI or FIR it receives is passed to Veche.
+* :func:`pin_codecs` narrows a transceiver to one negotiated codec before answering.
+* :func:`bind_ports` makes a peer connection's ICE gathering bind only UDP ports of a range and
+  announce a configured public address (aioice has no option for either).
+
+The aiortc version range is pinned in ``pyproject.toml``; :func:`check_internals` verifies that
+what this module relies on still exists and ``tests/unit/test_media_internals.py`` calls it, so
+an upgrade that changes them fails loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
+
+import aioice.ice
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.codecs import is_rtx
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtcrtpsender import RTCEncodedFrame
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RtcpPsfbPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unwrap_rtx,
+)
+
+__all__ = [
+    "EncodedFrame",
+    "FrameSource",
+    "PacketSink",
+    "bind_ports",
+    "check_internals",
+    "codec_objects",
+    "feed_sender",
+    "pin_codecs",
+    "request_keyframe",
+    "tap_receiver",
+]
+
+log = logging.getLogger(__name__)
+
+EncodedFrame = RTCEncodedFrame
+"""Ready RTP payloads of one frame, their timestamp and (audio) level in -dBov."""
+
+_R = "_RTCRtpReceiver__"
+_S = "_RTCRtpSender__"
+_RECEIVER_FIELDS: Final = (
+    "remote_bitrate_estimator",
+    "rtcp_ssrc",
+    "active_ssrc",
+    "codecs",
+    "remote_streams",
+    "rtx_ssrc",
+    "nack_generator",
+    "decoder_thread",
+    "stop_decoder",
+)
+_SENDER_FIELDS: Final = ("encoder", "track")
+_ESTIMATOR: Final = f"{_R}remote_bitrate_estimator"
+_RTCP_SSRC: Final = f"{_R}rtcp_ssrc"
+_CODECS: Final = f"{_R}codecs"
+_STREAMS: Final = f"{_R}remote_streams"
+_RTX_SSRC: Final = f"{_R}rtx_ssrc"
+_NACKS: Final = f"{_R}nack_generator"
+
+
+class PacketSink(Protocol):
+    """Receives every RTP packet of a tapped receiver (RTX already unwrapped)."""
+
+    def __call__(self, packet: RtpPacket, codec: RTCRtpCodecParameters) -> None: ...
+
+
+class FrameSource(Protocol):
+    """Supplies a fed sender with frames."""
+
+    async def next_frame(self) -> EncodedFrame | None:
+        """The next frame to send, or ``None`` to send nothing this time."""
+
+    def keyframe_requested(self) -> None:
+        """The remote receiver asked for a keyframe (PLI or FIR)."""
+
+
+def check_internals() -> list[str]:
+    """Names of private aiortc/aioice members this module needs that are missing."""
+    missing: list[str] = []
+    receiver_init = RTCRtpReceiver.__init__.__code__.co_names
+    for field in _RECEIVER_FIELDS:
+        if f"{_R}{field}" not in receiver_init and not hasattr(RTCRtpReceiver, f"{_R}{field}"):
+            missing.append(f"RTCRtpReceiver.{_R}{field}")
+    sender_names = (
+        RTCRtpSender.__init__.__code__.co_names + RTCRtpSender.replaceTrack.__code__.co_names
+    )
+    for field in _SENDER_FIELDS:
+        if f"{_S}{field}" not in sender_names:
+            missing.append(f"RTCRtpSender.{_S}{field}")
+    for owner, name in (
+        (RTCRtpReceiver, "_handle_rtp_packet"),
+        (RTCRtpReceiver, "_send_rtcp"),
+        (RTCRtpReceiver, "_send_rtcp_nack"),
+        (RTCRtpReceiver, "_send_rtcp_pli"),
+        (RTCRtpSender, "_next_encoded_frame"),
+        (RTCRtpSender, "_send_keyframe"),
+        (RTCRtpSender, "_run_rtp"),
+        (aioice.ice.Connection, "get_component_candidates"),
+        (aioice.ice, "StunProtocol"),
+    ):
+        if not hasattr(owner, name):
+            missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
+    run_rtp = RTCRtpSender._run_rtp.__code__.co_names
+    if "_next_encoded_frame" not in run_rtp:
+        missing.append("RTCRtpSender._run_rtp no longer calls _next_encoded_frame")
+    if "_protocols" not in aioice.ice.Connection.get_component_candidates.__code__.co_names:
+        missing.append("aioice Connection._protocols")
+    return missing
+
+
+# ------------------------------------------------------------------------------- receivers
+
+
+def tap_receiver(receiver: RTCRtpReceiver, sink: PacketSink) -> None:
+    """Deliver ``receiver``'s packets to ``sink`` instead of decoding them.
+
+    Call before the receiver starts (from the peer connection's ``track`` event).
+    """
+    state = receiver.__dict__
+
+    async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+        if not receiver._enabled:
+            return
+        estimator = state[_ESTIMATOR]
+        rtcp_ssrc = state[_RTCP_SSRC]
+        if estimator is not None and packet.extensions.abs_send_time is not None:
+            remb = estimator.add(
+                abs_send_time=packet.extensions.abs_send_time,
+                arrival_time_ms=arrival_time_ms,
+                payload_size=len(packet.payload) + packet.padding_size,
+                ssrc=packet.ssrc,
+            )
+            if remb is not None and rtcp_ssrc is not None:
+                feedback = RtcpPsfbPacket(
+                    fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
+                )
+                await receiver._send_rtcp(feedback)
+        codecs: dict[int, RTCRtpCodecParameters] = state[_CODECS]
+        codec = codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        streams = state[_STREAMS]
+        stats = streams.get(packet.ssrc)
+        if stats is None:
+            stats = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stats.add(packet)
+        if is_rtx(codec):
+            original_ssrc = state[_RTX_SSRC].get(packet.ssrc)
+            apt = codec.parameters.get("apt")
+            if original_ssrc is None or len(packet.payload) < 2 or apt not in codecs:
+                return  # unknown source, or padding used for bandwidth probing
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+            codec = codecs[apt]
+        nacks = state[_NACKS]
+        if nacks is not None and nacks.add(packet):
+            await receiver._send_rtcp_nack(packet.ssrc, sorted(nacks.missing))
+        sink(packet, codec)
+
+    original_receive = receiver.receive
+
+    async def receive(parameters: Any) -> None:
+        await original_receive(parameters)
+        # No frame has been queued (handle_rtp never does): stopping now means the thread
+        # exits without ever creating a decoder.
+        getattr(receiver, f"{_R}stop_decoder")()
+
+    receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
+    receiver.receive = receive  # type: ignore[method-assign]
+
+
+async def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
+    """Send a PLI for ``media_ssrc`` to the publisher behind ``receiver``."""
+    with contextlib.suppress(ConnectionError):
+        await receiver._send_rtcp_pli(media_ssrc)
+
+
+# ------------------------------------------------------------------------------- senders
+
+
+def feed_sender(sender: RTCRtpSender, source: FrameSource) -> None:
+    """Make ``sender`` send ``source``'s frames as they are, without an encoder.
+
+    The sender must have a track (any track: it is never read) so that its RTP loop runs.
+    """
+
+    async def next_encoded_frame(codec: RTCRtpCodecParameters) -> EncodedFrame | None:
+        if not sender._enabled:
+            await asyncio.sleep(0.02)
+            return None
+        return await source.next_frame()
+
+    def send_keyframe() -> None:
+        source.keyframe_requested()
+
+    sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
+    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+
+
+def codec_objects(pc: RTCPeerConnection) -> list[str]:
+    """Describe every decoder thread or encoder that ``pc``'s receivers and senders hold."""
+    found = []
+    for transceiver in pc.getTransceivers():
+        if getattr(transceiver.receiver, f"{_R}decoder_thread", None) is not None:
+            found.append(f"decoder thread on {transceiver.mid}")
+        if getattr(transceiver.sender, f"{_S}encoder", None) is not None:
+            found.append(f"encoder on {transceiver.mid}")
+    return found
+
+
+# ------------------------------------------------------------------------------- codecs
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """The codecs a transceiver has negotiated so far, in preference order."""
+    codecs: list[RTCRtpCodecParameters] = transceiver._codecs
+    return codecs
+
+
+def pin_codecs(transceiver: RTCRtpTransceiver, codec: RTCRtpCodecParameters) -> None:
+    """Keep only ``codec`` (and its RTX) on a transceiver whose remote offer is applied, so the
+    answer lets the browser send nothing else."""
+    kept = [codec]
+    for candidate in transceiver._codecs:
+        if is_rtx(candidate) and candidate.parameters.get("apt") == codec.payloadType:
+            kept.append(candidate)
+    transceiver._codecs = kept
+
+
+# ------------------------------------------------------------------------------- ports
+
+
+def bind_ports(pc: RTCPeerConnection, port_min: int, port_max: int, public_ip: str | None) -> None:
+    """Make every ICE gatherer of ``pc`` not yet gathering bind host candidates to UDP ports in
+    ``[port_min, port_max]`` and, if ``public_ip`` is set, announce that address instead of the
+    interface's. Call before ``setLocalDescription``; it is idempotent."""
+    for transceiver in pc.getTransceivers():
+        gatherer = transceiver.receiver.transport.transport.iceGatherer
+        connection = gatherer._connection
+        if getattr(connection, "_veche_ports", False) or gatherer.state != "new":
+            continue
+        connection._veche_ports = True  # type: ignore[attr-defined]
+        original = connection.get_component_candidates
+
+        async def gather(
+            component: int,
+            addresses: list[str],
+            timeout: int = 5,
+            *,
+            _connection: aioice.ice.Connection = connection,
+            _original: Callable[..., Awaitable[list[Candidate]]] = original,
+        ) -> list[Candidate]:
+            candidates = await _bind_hosts(
+                _connection, component, addresses, port_min, port_max, public_ip
+            )
+            if _connection.turn_server or _connection.stun_server:
+                # aioice's own code for relayed candidates; with no addresses it binds nothing.
+                candidates += await _original(component, [], timeout)
+            return candidates
+
+        connection.get_component_candidates = gather  # type: ignore[method-assign]
+
+
+async def _bind_hosts(
+    connection: aioice.ice.Connection,
+    component: int,
+    addresses: list[str],
+    port_min: int,
+    port_max: int,
+    public_ip: str | None,
+) -> list[Candidate]:
+    loop = asyncio.get_running_loop()
+    candidates = []
+    for address in addresses:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = _bind_in_range(family, address, port_min, port_max)
+        if sock is None:
+            log.warning(
+                "no free UDP port for media",
+                extra={"address": address, "range": f"{port_min}-{port_max}"},
+            )
+            continue
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: aioice.ice.StunProtocol(connection), sock=sock
+        )
+        host, port = sock.getsockname()[:2]
+        announced = public_ip if public_ip and family == socket.AF_INET else host
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", announced),
+            component=component,
+            transport="udp",
+            priority=candidate_priority(component, "host"),
+            host=announced,
+            port=port,
+            type="host",
+        )
+        connection._protocols.append(protocol)
+        candidates.append(protocol.local_candidate)
+    return candidates
+
+
+def _bind_in_range(family: int, address: str, port_min: int, port_max: int) -> socket.socket | None:
+    ports = list(range(port_min, port_max + 1))
+    start = random.randrange(len(ports))  # spread sockets over the range
+    for port in ports[start:] + ports[:start]:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                continue
+            return None
+        sock.setblocking(False)
+        return sock
+    return None

@@ -1,0 +1,334 @@
+"""One participant's media: a *publish* connection the client offers, carrying its own tracks,
+and a *subscribe* connection the server offers, carrying everyone else's.
+
+Each side offers on one connection only, so offers never collide. The subscribe connection is
+renegotiated whenever tracks come or go; changes that arrive while an offer is outstanding are
+folded into one new offer after the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.codecs import is_rtx
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
+from aiortc.sdp import candidate_from_sdp
+
+from veche.errors import ErrorCode, MediaError
+from veche.media.internals import (
+    bind_ports,
+    feed_sender,
+    negotiated_codecs,
+    pin_codecs,
+    tap_receiver,
+)
+from veche.media.tracks import Downtrack, Uptrack
+from veche.protocol import Answer, Candidate, Error, Offer, PeerRole, ServerMessage
+
+__all__ = ["MediaConfig", "MediaPeer"]
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT: Final = 5.0
+"""Seconds to wait for a peer connection to close (aiortc's close can hang)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    """What every peer connection of this server is configured with."""
+
+    ice_servers: list[RTCIceServer] = field(default_factory=list)
+    port_min: int = 40000
+    port_max: int = 40199
+    public_ip: str | None = None
+
+
+class _ForwardedTrack(MediaStreamTrack):
+    """Stands in for a forwarded track on a subscriber's sender; never read (the sender is fed
+    by a downtrack), its id names the track in the subscriber's SDP."""
+
+    def __init__(self, kind: str, track_id: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._id = track_id
+
+    async def recv(self) -> None:  # type: ignore[override]
+        raise RuntimeError("forwarded tracks are fed, not read")
+
+
+class MediaPeer:
+    """The two peer connections of one participant.
+
+    ``send`` delivers a server message to this participant; ``on_publish`` is called with each
+    new track the participant publishes.
+    """
+
+    def __init__(
+        self,
+        participant_id: str,
+        config: MediaConfig,
+        *,
+        send: Callable[[ServerMessage], None],
+        on_publish: Callable[[Uptrack], None],
+    ) -> None:
+        self.participant_id = participant_id
+        self.config = config
+        self._send = send
+        self._on_publish = on_publish
+        self.publish_pc: RTCPeerConnection | None = None
+        self.subscribe_pc: RTCPeerConnection | None = None
+        self.uptracks: list[Uptrack] = []
+        self._downtracks: dict[str, tuple[RTCRtpTransceiver, Downtrack]] = {}
+        self._awaiting_answer = False
+        self._renegotiate = False
+        self._negotiation: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    # ---------------------------------------------------------------- messages from the client
+
+    async def handle(self, message: Offer | Answer | Candidate) -> None:
+        """Apply a media message from this participant's client."""
+        match message:
+            case Offer(pc="publish"):
+                await self._publish_offer(message.sdp)
+            case Answer(pc="subscribe"):
+                await self._subscribe_answer(message.sdp)
+            case Candidate():
+                await self._candidate(message)
+            case _:
+                raise MediaError(
+                    f"a client sends offers only for 'publish' and answers only for "
+                    f"'subscribe', not {message.type} for {message.pc!r}",
+                    code=ErrorCode.WRONG_STATE,
+                    ref=message.id,
+                )
+
+    async def _publish_offer(self, sdp: str) -> None:
+        async with self._lock:
+            if self.closed:
+                return
+            pc = self.publish_pc
+            if pc is None:
+                pc = self.publish_pc = self._new_pc("publish")
+                pc.on("track", lambda track: self._tap(pc, track))
+            known = {t.mid for t in pc.getTransceivers()}
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            except Exception as exc:
+                raise MediaError(f"the publish offer could not be applied: {exc}") from None
+            added = []
+            for transceiver in pc.getTransceivers():
+                if transceiver.mid in known or transceiver.receiver.track is None:
+                    continue
+                codecs = [c for c in negotiated_codecs(transceiver) if not is_rtx(c)]
+                if not codecs:
+                    continue
+                pin_codecs(transceiver, codecs[0])
+                added.append(self._uptrack_for(transceiver, codecs[0]))
+            bind_ports(pc, self.config.port_min, self.config.port_max, self.config.public_ip)
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+            self._send(Answer(pc="publish", sdp=pc.localDescription.sdp))
+        for uptrack in added:
+            self._on_publish(uptrack)
+
+    def _tap(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
+        for transceiver in pc.getTransceivers():
+            if transceiver.receiver.track is track:
+                receiver = transceiver.receiver
+
+                def sink(
+                    packet: RtpPacket,
+                    codec: RTCRtpCodecParameters,
+                    *,
+                    t: RTCRtpTransceiver = transceiver,
+                ) -> None:
+                    uptrack = getattr(t, "_veche_uptrack", None)
+                    if uptrack is not None:
+                        uptrack.on_packet(packet, codec)
+
+                tap_receiver(receiver, sink)
+
+    def _uptrack_for(self, transceiver: RTCRtpTransceiver, codec: RTCRtpCodecParameters) -> Uptrack:
+        uptrack = Uptrack(self.participant_id, transceiver.kind, codec, transceiver.receiver)
+        transceiver._veche_uptrack = uptrack  # type: ignore[attr-defined]
+        self.uptracks.append(uptrack)
+        log.info(
+            "track published",
+            extra={"participant": self.participant_id, "track": uptrack.id, "codec": codec.name},
+        )
+        return uptrack
+
+    async def _subscribe_answer(self, sdp: str) -> None:
+        async with self._lock:
+            pc = self.subscribe_pc
+            if pc is None or not self._awaiting_answer:
+                raise MediaError(
+                    "no subscribe offer is waiting for an answer", code=ErrorCode.WRONG_STATE
+                )
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            except Exception as exc:
+                raise MediaError(f"the subscribe answer could not be applied: {exc}") from None
+            self._awaiting_answer = False
+        if self._renegotiate:
+            self._renegotiate = False
+            self._schedule_negotiation()
+
+    async def _candidate(self, message: Candidate) -> None:
+        pc = self.publish_pc if message.pc == "publish" else self.subscribe_pc
+        if pc is None or pc.remoteDescription is None:
+            raise MediaError(
+                f"no {message.pc} connection to add a candidate to",
+                code=ErrorCode.WRONG_STATE,
+                ref=message.id,
+            )
+        if not message.candidate:
+            return  # end of candidates: aioice does not need to be told
+        text = message.candidate.removeprefix("candidate:")
+        try:
+            candidate = candidate_from_sdp(text)
+        except (AssertionError, ValueError, IndexError):
+            raise MediaError("the ICE candidate could not be parsed", ref=message.id) from None
+        candidate.sdpMid = message.sdp_mid
+        candidate.sdpMLineIndex = message.sdp_mline_index
+        if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
+            candidate.sdpMLineIndex = 0
+        try:
+            await pc.addIceCandidate(candidate)
+        except Exception as exc:
+            raise MediaError(f"the ICE candidate was refused: {exc}", ref=message.id) from None
+
+    # ---------------------------------------------------------------- forwarding to this peer
+
+    def subscribe(self, uptrack: Uptrack) -> None:
+        """Start receiving ``uptrack`` (another participant's track)."""
+        if self.closed or uptrack.id in self._downtracks or uptrack.closed:
+            return
+        pc = self.subscribe_pc
+        if pc is None:
+            pc = self.subscribe_pc = self._new_pc("subscribe")
+        transceiver = pc.addTransceiver(uptrack.kind, direction="sendonly")
+        transceiver.setCodecPreferences(_capabilities_for(uptrack.codec))
+        sender: RTCRtpSender = transceiver.sender
+        sender._stream_id = uptrack.owner  # the subscriber's ontrack sees it as streams[0].id
+        sender.replaceTrack(_ForwardedTrack(uptrack.kind, uptrack.id))
+        downtrack = Downtrack(uptrack, self.participant_id)
+        feed_sender(sender, downtrack)
+        self._downtracks[uptrack.id] = (transceiver, downtrack)
+        self._schedule_negotiation()
+
+    def unsubscribe(self, uptrack: Uptrack) -> None:
+        """Stop receiving ``uptrack``; its transceiver goes inactive in the next offer."""
+        entry = self._downtracks.pop(uptrack.id, None)
+        if entry is None or self.closed:
+            return
+        transceiver, downtrack = entry
+        downtrack.detach()
+        transceiver.direction = "inactive"
+        self._schedule_negotiation()
+
+    def _schedule_negotiation(self) -> None:
+        if self._negotiation is not None and not self._negotiation.done():
+            self._renegotiate = True
+            return
+        self._negotiation = asyncio.create_task(self._negotiate())
+
+    async def _negotiate(self) -> None:
+        await asyncio.sleep(0)  # let a burst of track changes land in one offer
+        async with self._lock:
+            pc = self.subscribe_pc
+            if pc is None or self.closed:
+                return
+            if self._awaiting_answer:
+                self._renegotiate = True
+                return
+            self._renegotiate = False
+            try:
+                bind_ports(pc, self.config.port_min, self.config.port_max, self.config.public_ip)
+                offer = await pc.createOffer()
+                await pc.setLocalDescription(offer)
+            except Exception:
+                log.exception("subscribe offer failed", extra={"participant": self.participant_id})
+                self._send(Error(code=ErrorCode.MEDIA_FAILED, message="could not offer media"))
+                return
+            self._awaiting_answer = True
+            self._send(Offer(pc="subscribe", sdp=pc.localDescription.sdp))
+
+    # ---------------------------------------------------------------- lifetime
+
+    def _new_pc(self, role: PeerRole) -> RTCPeerConnection:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self.config.ice_servers)))
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            log.info(
+                "media connection state",
+                extra={"participant": self.participant_id, "pc": role, "state": pc.connectionState},
+            )
+            if pc.connectionState == "failed" and not self.closed:
+                self._send(
+                    Error(
+                        code=ErrorCode.MEDIA_FAILED,
+                        message=f"the {role} media connection failed (ICE or DTLS)",
+                    )
+                )
+
+        return pc
+
+    async def close(self) -> None:
+        """Stop publishing and subscribing, and close both connections (bounded in time)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._negotiation is not None:
+            self._negotiation.cancel()
+        for uptrack in self.uptracks:
+            uptrack.close()
+        for _, downtrack in self._downtracks.values():
+            downtrack.detach()
+        self._downtracks.clear()
+        for pc in (self.publish_pc, self.subscribe_pc):
+            if pc is None:
+                continue
+            try:
+                await asyncio.wait_for(pc.close(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.warning(
+                    "peer connection close timed out", extra={"participant": self.participant_id}
+                )
+        if self._negotiation is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._negotiation
+
+
+def _capabilities_for(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
+    """Codec preferences that pin a subscriber leg to the publisher's ``codec`` (plus RTX for
+    video, so lost packets are resent on their own stream)."""
+    kind = codec.mimeType.split("/", 1)[0].lower()
+    capabilities = RTCRtpSender.getCapabilities(kind).codecs
+    chosen = [
+        cap
+        for cap in capabilities
+        if cap.mimeType.lower() == codec.mimeType.lower() and cap.parameters == codec.parameters
+    ][:1]
+    if not chosen:
+        raise MediaError(f"cannot forward {codec.mimeType} {codec.parameters}")
+    rtx = [cap for cap in capabilities if cap.mimeType.lower() == "video/rtx"][:1]
+    return chosen + (rtx if kind == "video" else [])

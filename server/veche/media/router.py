@@ -1,0 +1,115 @@
+"""The SFU's routing table: in each room, every participant receives every other's tracks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiortc import RTCIceServer
+
+from veche.media.internals import codec_objects
+from veche.media.peer import MediaConfig, MediaPeer
+from veche.media.tracks import Uptrack
+from veche.protocol import Answer, Candidate, Offer, ServerMessage
+from veche.settings import Settings
+
+__all__ = ["MediaRouter", "media_config"]
+
+log = logging.getLogger(__name__)
+
+
+def media_config(settings: Settings) -> MediaConfig:
+    """Peer connection settings: the server itself only uses STUN servers (it needs no relay),
+    and an empty list means no STUN server is ever contacted."""
+    stun = [url for url in settings.ice_servers if url.startswith(("stun:", "stuns:"))]
+    return MediaConfig(
+        ice_servers=[RTCIceServer(urls=stun)] if stun else [],
+        port_min=settings.media_port_min,
+        port_max=settings.media_port_max,
+        public_ip=settings.public_ip,
+    )
+
+
+class MediaRouter:
+    """Media peers by participant, grouped by room.
+
+    ``send(participant_id, message)`` delivers a server message to one participant.
+    """
+
+    def __init__(self, config: MediaConfig, send: Callable[[str, ServerMessage], None]) -> None:
+        self.config = config
+        self._send = send
+        self._peers: dict[str, MediaPeer] = {}
+        self._rooms: dict[str, set[str]] = {}
+        self._room_of: dict[str, str] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def peers(self) -> list[MediaPeer]:
+        """Every participant's media."""
+        return list(self._peers.values())
+
+    def join(self, room: str, participant_id: str) -> None:
+        """Add a participant: it will receive every track already published in the room."""
+        peer = MediaPeer(
+            participant_id,
+            self.config,
+            send=lambda message: self._send(participant_id, message),
+            on_publish=self._published,
+        )
+        members = self._rooms.setdefault(room, set())
+        for other in members:
+            for uptrack in self._peers[other].uptracks:
+                peer.subscribe(uptrack)
+        members.add(participant_id)
+        self._peers[participant_id] = peer
+        self._room_of[participant_id] = room
+
+    def leave(self, participant_id: str) -> None:
+        """Remove a participant: its tracks leave every subscriber; its connections close in the
+        background (see :meth:`close`)."""
+        peer = self._peers.pop(participant_id, None)
+        room = self._room_of.pop(participant_id, None)
+        if peer is None or room is None:
+            return
+        members = self._rooms.get(room, set())
+        members.discard(participant_id)
+        if not members:
+            self._rooms.pop(room, None)
+        for other in members:
+            for uptrack in peer.uptracks:
+                self._peers[other].unsubscribe(uptrack)
+        task = asyncio.ensure_future(peer.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def handle(self, participant_id: str, message: Offer | Answer | Candidate) -> None:
+        """Apply a participant's offer, answer or candidate."""
+        peer = self._peers.get(participant_id)
+        if peer is not None:
+            await peer.handle(message)
+
+    def _published(self, uptrack: Uptrack) -> None:
+        room = self._room_of.get(uptrack.owner)
+        if room is None:
+            return
+        for other in self._rooms.get(room, ()):
+            if other != uptrack.owner:
+                self._peers[other].subscribe(uptrack)
+
+    def codec_objects(self) -> list[str]:
+        """Every decoder or encoder held by any peer connection (the SFU should hold none)."""
+        found = []
+        for peer in self._peers.values():
+            for pc in (peer.publish_pc, peer.subscribe_pc):
+                if pc is not None:
+                    found += codec_objects(pc)
+        return found
+
+    async def close(self) -> None:
+        """Close every participant's media and wait for all closes to finish."""
+        for participant_id in list(self._peers):
+            self.leave(participant_id)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

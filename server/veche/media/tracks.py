@@ -1,0 +1,209 @@
+"""Published tracks (uptracks) and their per-subscriber copies (downtracks).
+
+An :class:`Uptrack` turns a publisher's RTP packets into whole frames and hands each frame to
+every :class:`Downtrack`; a downtrack queues frames for one subscriber's RTP sender, which sends
+them as they are. Nothing is decoded or encoded. A new or recovering video downtrack holds back
+everything until a keyframe and asks the publisher for one; keyframe requests to a publisher are
+rate-limited but never lost (a request inside the quiet interval is sent when it ends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from aiortc import RTCRtpReceiver
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
+
+from veche.media.assembler import AssembledFrame, FrameAssembler, Packet
+from veche.media.internals import EncodedFrame, request_keyframe
+
+__all__ = ["Downtrack", "TrackStats", "Uptrack"]
+
+log = logging.getLogger(__name__)
+
+KEYFRAME_INTERVAL: Final = 0.3
+"""Least seconds between two keyframe requests to one publisher track."""
+DOWNTRACK_QUEUE: Final = 120
+"""Frames queued for one subscriber before it counts as stalled (about 2 s of video)."""
+
+_track_numbers = itertools.count(1)
+
+
+@dataclass(slots=True)
+class TrackStats:
+    """Counters of one uptrack, for benchmarks, metrics and tests."""
+
+    packets_in: int = 0
+    frames_in: int = 0
+    frames_dropped: int = 0
+    frames_forwarded: int = 0
+    keyframe_requests: int = 0
+
+
+class Uptrack:
+    """One track a participant publishes: ``kind`` is ``audio`` or ``video``."""
+
+    def __init__(
+        self,
+        owner: str,
+        kind: str,
+        codec: RTCRtpCodecParameters,
+        receiver: RTCRtpReceiver,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.owner = owner
+        self.kind = kind
+        self.codec = codec
+        self.id = f"{owner}-{kind}-{next(_track_numbers)}"
+        self.stats = TrackStats()
+        self.downtracks: set[Downtrack] = set()
+        self._receiver = receiver
+        self._clock = clock
+        self._assembler = FrameAssembler(codec.name, video=kind == "video", clock=clock)
+        self._ssrc: int | None = None
+        self._last_request = -KEYFRAME_INTERVAL
+        self._pending_request: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    def on_packet(self, packet: RtpPacket, codec: RTCRtpCodecParameters) -> None:
+        """Receive one RTP packet from the publisher (the receiver tap calls this)."""
+        if codec.payloadType != self.codec.payloadType or self.closed:
+            return
+        self.stats.packets_in += 1
+        self._ssrc = packet.ssrc
+        level = packet.extensions.audio_level
+        frames, lost = self._assembler.push(
+            Packet(
+                packet.sequence_number,
+                packet.timestamp,
+                bool(packet.marker),
+                packet.payload,
+                level[1] if level is not None else None,
+            )
+        )
+        if lost and self.kind == "video":
+            self.stats.frames_dropped += 1
+            for downtrack in self.downtracks:
+                downtrack.hold_until_keyframe()
+            self.request_keyframe()
+        for frame in frames:
+            self.stats.frames_in += 1
+            for downtrack in self.downtracks:
+                downtrack.push(frame)
+
+    def request_keyframe(self) -> None:
+        """Ask the publisher for a keyframe, at most once per ``KEYFRAME_INTERVAL``."""
+        if self.kind != "video" or self.closed or self._pending_request is not None:
+            return
+        wait = self._last_request + KEYFRAME_INTERVAL - self._clock()
+        if wait > 0:
+            loop = asyncio.get_running_loop()
+            self._pending_request = loop.call_later(wait, self._send_request)
+        else:
+            self._send_request()
+
+    def _send_request(self) -> None:
+        self._pending_request = None
+        if self._ssrc is None or self.closed:
+            # Nothing received yet: the first frame of a new stream is a keyframe anyway.
+            return
+        self._last_request = self._clock()
+        self.stats.keyframe_requests += 1
+        task = asyncio.ensure_future(request_keyframe(self._receiver, self._ssrc))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        """Stop forwarding: detach every downtrack and cancel pending requests."""
+        self.closed = True
+        log.info(
+            "track ended",
+            extra={
+                "track": self.id,
+                "packets": self.stats.packets_in,
+                "frames": self.stats.frames_in,
+                "dropped": self.stats.frames_dropped,
+                "forwarded": self.stats.frames_forwarded,
+                "keyframe_requests": self.stats.keyframe_requests,
+            },
+        )
+        if self._pending_request is not None:
+            self._pending_request.cancel()
+            self._pending_request = None
+        for downtrack in list(self.downtracks):
+            downtrack.detach()
+
+
+class Downtrack:
+    """One subscriber's copy of an uptrack; the subscriber's RTP sender pulls its frames."""
+
+    def __init__(self, uptrack: Uptrack, subscriber: str) -> None:
+        self.uptrack = uptrack
+        self.subscriber = subscriber
+        self.frames_sent = 0
+        self._queue: deque[AssembledFrame] = deque()
+        self._ready = asyncio.Event()
+        self._started = False
+        self._waiting_for_keyframe = uptrack.kind == "video"
+        self._timestamp_base: int | None = None
+        uptrack.downtracks.add(self)
+
+    def push(self, frame: AssembledFrame) -> None:
+        """Queue a frame from the uptrack."""
+        if not self._started:
+            return  # the sender is not running yet; it asks for a keyframe when it is
+        if self._waiting_for_keyframe:
+            if not frame.keyframe:
+                return
+            self._waiting_for_keyframe = False
+        if len(self._queue) >= DOWNTRACK_QUEUE:
+            # The subscriber's sender is not keeping up: start again from a keyframe.
+            self._queue.clear()
+            self.hold_until_keyframe()
+            self.uptrack.request_keyframe()
+            return
+        self._queue.append(frame)
+        self._ready.set()
+
+    def hold_until_keyframe(self) -> None:
+        """Send nothing more until the next keyframe (after a loss or a stall)."""
+        if self.uptrack.kind == "video":
+            self._waiting_for_keyframe = True
+
+    def detach(self) -> None:
+        """Stop receiving frames from the uptrack."""
+        self.uptrack.downtracks.discard(self)
+        self._queue.clear()
+
+    async def next_frame(self) -> EncodedFrame | None:
+        """The next frame for the sender, waiting for one (the sender's RTP loop calls this)."""
+        if not self._started:
+            self._started = True
+            self.uptrack.request_keyframe()
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        frame = self._queue.popleft()
+        if self._timestamp_base is None:
+            self._timestamp_base = frame.timestamp
+        self.frames_sent += 1
+        self.uptrack.stats.frames_forwarded += 1
+        return EncodedFrame(
+            frame.payloads,
+            (frame.timestamp - self._timestamp_base) & 0xFFFFFFFF,
+            -frame.audio_level if frame.audio_level is not None else None,  # type: ignore[arg-type]
+        )
+
+    def keyframe_requested(self) -> None:
+        """The subscriber lost the picture: pass the request on to the publisher."""
+        self.uptrack.request_keyframe()
