@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 # Debian packages the test suite needs; `make test` installs the missing ones when run as root.
-TEST_DEBIAN_PACKAGES ?= iproute2
+TEST_DEBIAN_PACKAGES ?= iproute2 chromium
 
 .PHONY: run test check bench schema system-packages clean
 

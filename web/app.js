@@ -1,48 +1,268 @@
 // @ts-check
-/** The room page UI: pre-join form, participant list, leave. Signalling lives in connection.js. */
+/**
+ * The room page: pre-join screen (name, preview, devices), the call grid, controls.
+ * Signalling and peer connections live in connection.js; this file only drives the DOM.
+ */
 import { Connection } from "./connection.js";
-import { bindLanguageSwitcher, preferredLanguage, setLanguage, t } from "./i18n.js";
+import { bindLanguageSwitcher, preferredLanguage, setLanguage, t, translatePage } from "./i18n.js";
 import { CloseCode, ErrorCode } from "./protocol.gen.js";
+
+/** @typedef {import("./connection.js").ParticipantInfo} ParticipantInfo */
 
 /**
  * @param {string} id
- * @returns {HTMLElement}
+ * @returns {any}
  */
-const byId = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const byId = (id) => document.getElementById(id);
+
+const VIDEO_CONSTRAINTS = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30 } };
 
 const room = decodeURIComponent(location.pathname.replace(/^\/r\//, ""));
 const params = new URLSearchParams(location.search);
-const prejoin = byId("prejoin");
-const meeting = byId("meeting");
-const list = byId("participants");
-const status = byId("status");
-const nameInput = /** @type {HTMLInputElement} */ (byId("display-name"));
+/** @type {HTMLElement} */ const prejoin = byId("prejoin");
+/** @type {HTMLElement} */ const meeting = byId("meeting");
+/** @type {HTMLElement} */ const grid = byId("grid");
+/** @type {HTMLElement} */ const statusLine = byId("status");
+/** @type {HTMLElement} */ const deviceNote = byId("device-note");
+/** @type {HTMLVideoElement} */ const preview = byId("preview");
+/** @type {HTMLInputElement} */ const nameInput = byId("display-name");
+/** @type {HTMLButtonElement} */ const soundButton = byId("sound");
+/** @type {HTMLTemplateElement} */ const tileTemplate = byId("tile-template");
+
+const local = {
+  /** @type {MediaStreamTrack | null} */ audio: null,
+  /** @type {MediaStreamTrack | null} */ video: null,
+  micOn: true,
+  camOn: true,
+  /** @type {string | undefined} */ micDevice: undefined,
+  /** @type {string | undefined} */ camDevice: undefined,
+};
 
 /** @type {Connection | null} */
 let connection = null;
-/** @type {[string, Record<string, string>] | null} the status line, kept to re-translate */
+/** @type {Map<string, {tile: HTMLElement, stream: MediaStream}>} */
+const tiles = new Map();
+/** @type {[string, Record<string, string>] | null} */
 let statusKey = null;
+/** @type {string | null} */
+let deviceNoteKey = null;
 
 /**
+ * Show a translated status line (kept so a language switch re-translates it).
  * @param {string | null} key
  * @param {Record<string, string>} [values]
  */
 function setStatus(key, values = {}) {
   statusKey = key ? [key, values] : null;
-  status.textContent = key ? t(key, values) : "";
+  statusLine.textContent = key ? t(key, values) : "";
 }
 
-/** @param {Map<string, import("./connection.js").ParticipantInfo>} participants */
-function renderRoster(participants) {
-  const items = [...participants.values()].map((p) => {
-    const li = document.createElement("li");
-    li.dataset.participantId = p.id;
-    li.textContent = p.id === connection?.participantId ? `${p.name} (${t("meeting.you")})` : p.name;
-    if (p.id === connection?.participantId) li.classList.add("me");
-    return li;
-  });
-  list.replaceChildren(...items);
+/** @param {string | null} key */
+function setDeviceNote(key) {
+  deviceNoteKey = key;
+  deviceNote.textContent = key ? t(key) : "";
 }
+
+// ------------------------------------------------------------------ devices
+
+/**
+ * @param {"audio" | "video"} kind
+ * @param {string | undefined} deviceId
+ * @returns {Promise<MediaStreamTrack | null>}
+ */
+async function acquire(kind, deviceId) {
+  /** @type {MediaTrackConstraints} */
+  const base = kind === "video" ? { ...VIDEO_CONSTRAINTS } : { echoCancellation: true, noiseSuppression: true };
+  if (deviceId) base.deviceId = { exact: deviceId };
+  const stream = await navigator.mediaDevices.getUserMedia({ [kind]: base });
+  return stream.getTracks()[0] ?? null;
+}
+
+/** Ask for the camera and microphone; fall back to one of them, or to listening only. */
+async function acquireDevices() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    setDeviceNote("media.missing");
+    return;
+  }
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: VIDEO_CONSTRAINTS });
+    local.audio = stream.getAudioTracks()[0] ?? null;
+    local.video = stream.getVideoTracks()[0] ?? null;
+  } catch (error) {
+    const denied = error instanceof DOMException && error.name === "NotAllowedError";
+    local.audio = await acquire("audio", undefined).catch(() => null);
+    local.video = await acquire("video", undefined).catch(() => null);
+    if (!local.audio && !local.video) setDeviceNote(denied ? "media.denied" : "media.missing");
+  }
+  if (local.audio && !local.video) setDeviceNote("media.camera_unavailable");
+  if (!local.audio && local.video) setDeviceNote("media.microphone_unavailable");
+  local.micOn = local.audio !== null;
+  local.camOn = local.video !== null;
+  local.micDevice = local.audio?.getSettings().deviceId;
+  local.camDevice = local.video?.getSettings().deviceId;
+  await fillDeviceLists();
+}
+
+async function fillDeviceLists() {
+  const devices = await navigator.mediaDevices.enumerateDevices().catch(() => []);
+  /** @type {[string, string, string | undefined][]} */
+  const lists = [
+    ["mic-select", "audioinput", local.micDevice],
+    ["cam-select", "videoinput", local.camDevice],
+    ["mic-select-call", "audioinput", local.micDevice],
+    ["cam-select-call", "videoinput", local.camDevice],
+  ];
+  for (const [id, kind, selected] of lists) {
+    /** @type {HTMLSelectElement} */
+    const select = byId(id);
+    const found = devices.filter((d) => d.kind === kind && d.deviceId);
+    select.replaceChildren(
+      ...found.map((d, i) => new Option(d.label || `${t(kind === "audioinput" ? "devices.microphone" : "devices.camera")} ${i + 1}`, d.deviceId, false, d.deviceId === selected)),
+    );
+    if (found.length === 0) select.replaceChildren(new Option(t("devices.none"), ""));
+    select.disabled = found.length === 0;
+  }
+}
+
+/**
+ * Switch to another device, in the preview and in the call.
+ * @param {"audio" | "video"} kind
+ * @param {string} deviceId
+ */
+async function switchDevice(kind, deviceId) {
+  if (!deviceId) return;
+  const on = kind === "audio" ? local.micOn : local.camOn;
+  if (kind === "audio") local.micDevice = deviceId;
+  else local.camDevice = deviceId;
+  if (!on) return;
+  const track = await acquire(kind, deviceId).catch(() => null);
+  if (!track) return;
+  const old = local[kind];
+  local[kind] = track;
+  await connection?.replaceTrack(kind, track);
+  old?.stop();
+  renderLocal();
+  await fillDeviceLists();
+}
+
+/**
+ * Turn the microphone or camera on or off. Off means nothing is sent (and the camera light
+ * goes out); the others see the indicator.
+ * @param {"audio" | "video"} kind
+ */
+async function toggle(kind) {
+  if (kind === "audio") {
+    local.micOn = !local.micOn;
+    if (local.micOn && !local.audio) local.audio = await acquire("audio", local.micDevice).catch(() => null);
+    local.micOn = local.micOn && local.audio !== null;
+    await connection?.replaceTrack("audio", local.micOn ? local.audio : null);
+  } else {
+    local.camOn = !local.camOn;
+    if (local.camOn) {
+      local.video = await acquire("video", local.camDevice).catch(() => null);
+      local.camOn = local.video !== null;
+    } else {
+      local.video?.stop();
+      local.video = null;
+    }
+    await connection?.replaceTrack("video", local.camOn ? local.video : null);
+  }
+  connection?.update({ audio: local.micOn, video: local.camOn });
+  renderLocal();
+}
+
+/** Reflect the local state in the preview, own tile and toggle buttons. */
+function renderLocal() {
+  const stream = new MediaStream(local.camOn && local.video ? [local.video] : []);
+  preview.srcObject = stream;
+  byId("preview-off").hidden = local.camOn && local.video !== null;
+  for (const id of ["prejoin-mic", "mic"]) byId(id).setAttribute("aria-pressed", String(local.micOn));
+  for (const id of ["prejoin-cam", "cam"]) byId(id).setAttribute("aria-pressed", String(local.camOn));
+  const me = connection?.participantId;
+  const entry = me ? tiles.get(me) : undefined;
+  if (entry) {
+    const video = /** @type {HTMLVideoElement} */ (entry.tile.querySelector("video"));
+    video.srcObject = stream;
+  }
+}
+
+// ------------------------------------------------------------------ tiles
+
+/**
+ * @param {string} participantId
+ * @returns {{tile: HTMLElement, stream: MediaStream}}
+ */
+function tileFor(participantId) {
+  let entry = tiles.get(participantId);
+  if (!entry) {
+    const tile = /** @type {HTMLElement} */ (
+      /** @type {DocumentFragment} */ (tileTemplate.content.cloneNode(true)).firstElementChild
+    );
+    tile.dataset.participantId = participantId;
+    const stream = new MediaStream();
+    const isMe = participantId === connection?.participantId;
+    const video = /** @type {HTMLVideoElement} */ (tile.querySelector("video"));
+    const audio = /** @type {HTMLAudioElement} */ (tile.querySelector("audio"));
+    if (isMe) {
+      tile.classList.add("me");
+      audio.remove();
+    } else {
+      video.srcObject = stream;
+      audio.srcObject = stream;
+    }
+    entry = { tile, stream };
+    tiles.set(participantId, entry);
+    grid.append(tile);
+    if (isMe) renderLocal();
+  }
+  return entry;
+}
+
+/** @param {Map<string, ParticipantInfo>} participants */
+function renderRoster(participants) {
+  for (const [id, entry] of tiles) {
+    if (!participants.has(id)) {
+      entry.tile.remove();
+      tiles.delete(id);
+    }
+  }
+  for (const p of participants.values()) {
+    const { tile } = tileFor(p.id);
+    const isMe = p.id === connection?.participantId;
+    /** @type {HTMLElement} */ (tile.querySelector(".name")).textContent = isMe ? `${p.name} (${t("meeting.you")})` : p.name;
+    const micOff = /** @type {HTMLElement} */ (tile.querySelector(".mic-off"));
+    const camOff = /** @type {HTMLElement} */ (tile.querySelector(".cam-off"));
+    micOff.hidden = p.audio;
+    micOff.textContent = t("tile.mic_off");
+    camOff.hidden = p.video;
+    camOff.textContent = t("tile.cam_off");
+    tile.classList.toggle("no-video", !p.video);
+    tile.dataset.audio = String(p.audio);
+    tile.dataset.video = String(p.video);
+  }
+}
+
+/**
+ * @param {string} participantId
+ * @param {MediaStreamTrack} track
+ */
+function addRemoteTrack(participantId, track) {
+  const { tile, stream } = tileFor(participantId);
+  for (const old of stream.getTracks()) if (old.kind === track.kind) stream.removeTrack(old);
+  stream.addTrack(track);
+  if (track.kind === "audio") {
+    const audio = /** @type {HTMLAudioElement} */ (tile.querySelector("audio"));
+    audio.srcObject = stream;
+    audio.play().catch(() => {
+      soundButton.hidden = false;
+    });
+  } else {
+    const video = /** @type {HTMLVideoElement} */ (tile.querySelector("video"));
+    video.srcObject = stream;
+  }
+}
+
+// ------------------------------------------------------------------ joining
 
 /** @param {string} name */
 function join(name) {
@@ -54,35 +274,78 @@ function join(name) {
   setStatus("status.connecting");
   const conn = new Connection(room, name);
   connection = conn;
-  conn.onWelcome = () => {
+  conn.onWelcome = async () => {
     prejoin.hidden = true;
     meeting.hidden = false;
     setStatus("status.joined");
+    tileFor(/** @type {string} */ (conn.participantId));
+    await conn.publish(local.micOn ? local.audio : null, local.camOn ? local.video : null);
+    conn.update({ audio: local.micOn, video: local.camOn });
   };
   conn.onRoster = renderRoster;
+  conn.onTrack = addRemoteTrack;
+  conn.onTrackRemoved = (participantId, track) => tiles.get(participantId)?.stream.removeTrack(track);
+  conn.onMediaState = (_role, state) => {
+    if (state === "failed") setStatus("media.failed");
+    else if (state === "connected" && statusKey?.[0] === "status.joined") setStatus("status.connected_media");
+  };
   conn.onError = (error) => {
     if (error.code === ErrorCode.ROOM_FULL) setStatus("error.room_full");
     else if (error.code === ErrorCode.INVALID_ROOM) setStatus("error.invalid_room");
+    else if (error.code === ErrorCode.MEDIA_FAILED) setStatus("media.failed");
     else setStatus("error.generic", { message: error.message });
   };
   conn.onClose = (code) => {
     meeting.hidden = true;
     prejoin.hidden = false;
-    list.replaceChildren();
+    for (const { tile } of tiles.values()) tile.remove();
+    tiles.clear();
     if (code === CloseCode.NORMAL) setStatus("status.left");
     else if (code === CloseCode.GOING_AWAY) setStatus("status.server_stopped");
-    else if (conn.participantId === null) setStatus("status.unreachable");
+    else if (conn.participantId === null) setStatus(statusKey?.[0] === "error.room_full" ? "error.room_full" : "status.unreachable");
     else setStatus("status.disconnected");
+    connection = null;
   };
   conn.connect();
 }
 
+// ------------------------------------------------------------------ start
+
+// A handle for diagnostics (the browser console, the connectivity doctor and tests).
+/** @type {any} */ (window).veche = {
+  get connection() {
+    return connection;
+  },
+};
+
 byId("room-name").textContent = room;
 document.title = `${room} · Veche`;
 await setLanguage(preferredLanguage());
-bindLanguageSwitcher(/** @type {HTMLSelectElement} */ (byId("lang")), () => {
+bindLanguageSwitcher(byId("lang"), () => {
+  translatePage();
   if (statusKey) setStatus(...statusKey);
+  setDeviceNote(deviceNoteKey);
   if (connection) renderRoster(connection.participants);
+});
+
+byId("prejoin-mic").addEventListener("click", () => toggle("audio"));
+byId("prejoin-cam").addEventListener("click", () => toggle("video"));
+byId("mic").addEventListener("click", () => toggle("audio"));
+byId("cam").addEventListener("click", () => toggle("video"));
+for (const id of ["mic-select", "mic-select-call"]) {
+  byId(id).addEventListener("change", (/** @type {Event} */ e) => switchDevice("audio", /** @type {HTMLSelectElement} */ (e.target).value));
+}
+for (const id of ["cam-select", "cam-select-call"]) {
+  byId(id).addEventListener("change", (/** @type {Event} */ e) => switchDevice("video", /** @type {HTMLSelectElement} */ (e.target).value));
+}
+soundButton.addEventListener("click", () => {
+  for (const audio of grid.querySelectorAll("audio")) audio.play().catch(() => {});
+  soundButton.hidden = true;
+});
+byId("leave").addEventListener("click", () => connection?.leave());
+byId("join-form").addEventListener("submit", (/** @type {Event} */ event) => {
+  event.preventDefault();
+  if (connection === null) join(nameInput.value.trim());
 });
 
 try {
@@ -90,10 +353,7 @@ try {
 } catch {
   nameInput.value = params.get("name") || "";
 }
-byId("join-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  join(nameInput.value.trim());
-});
-byId("leave").addEventListener("click", () => connection?.leave());
+await acquireDevices();
+renderLocal();
 if (params.get("join") === "1" && nameInput.value.trim()) join(nameInput.value.trim());
 else nameInput.focus();

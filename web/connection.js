@@ -1,7 +1,11 @@
 // @ts-check
 /**
- * The signalling connection to a Veche server: WebSocket and (from the media issue on)
- * RTCPeerConnections. No DOM here; the UI listens through the `on*` callbacks.
+ * The connection to a Veche server: signalling over a WebSocket and two RTCPeerConnections.
+ * No DOM here; the UI listens through the `on*` callbacks.
+ *
+ * - `publish`: this participant's microphone and camera. The client offers.
+ * - `subscribe`: everyone else's tracks. The server offers, again whenever tracks come or go;
+ *   each remote stream's id is the id of the participant it comes from.
  */
 import { ClientType, PROTOCOL_VERSION, ServerType } from "./protocol.gen.js";
 
@@ -11,6 +15,7 @@ import { ClientType, PROTOCOL_VERSION, ServerType } from "./protocol.gen.js";
  * @typedef {import("./protocol.gen.js").ParticipantInfo} ParticipantInfo
  * @typedef {import("./protocol.gen.js").WelcomeMessage} WelcomeMessage
  * @typedef {import("./protocol.gen.js").ErrorMessage} ErrorMessage
+ * @typedef {"publish" | "subscribe"} PeerRole
  */
 
 export class Connection {
@@ -27,14 +32,31 @@ export class Connection {
     this.participantId = null;
     /** @type {Map<string, ParticipantInfo>} everyone in the room, this participant included */
     this.participants = new Map();
+    /** @type {RTCIceServer[]} */
+    this.iceServers = [];
+    /** @type {RTCPeerConnection | null} */
+    this.publishPc = null;
+    /** @type {RTCPeerConnection | null} */
+    this.subscribePc = null;
+    /** @type {{audio: RTCRtpSender | null, video: RTCRtpSender | null}} */
+    this.senders = { audio: null, video: null };
+
     /** @type {(welcome: WelcomeMessage) => void} */
     this.onWelcome = () => {};
     /** @type {(participants: Map<string, ParticipantInfo>) => void} */
     this.onRoster = () => {};
+    /** @type {(participantId: string, track: MediaStreamTrack) => void} a remote track arrived */
+    this.onTrack = () => {};
+    /** @type {(participantId: string, track: MediaStreamTrack) => void} a remote track went away */
+    this.onTrackRemoved = () => {};
+    /** @type {(role: PeerRole, state: RTCPeerConnectionState) => void} */
+    this.onMediaState = () => {};
     /** @type {(error: ErrorMessage) => void} */
     this.onError = () => {};
     /** @type {(code: number, reason: string) => void} close code as sent by the server, 1006 if none */
     this.onClose = () => {};
+    /** @type {Promise<void>} serialises subscribe negotiations */
+    this._subscribeQueue = Promise.resolve();
   }
 
   /** Open the WebSocket and say hello. */
@@ -48,6 +70,7 @@ export class Connection {
     ws.addEventListener("message", (event) => this.#receive(event.data));
     ws.addEventListener("close", (event) => {
       this.ws = null;
+      this.#closePeers();
       this.onClose(event.code, event.reason);
     });
   }
@@ -58,6 +81,32 @@ export class Connection {
    */
   send(message) {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  /**
+   * Start publishing. Both an audio and a video sender are created even without tracks, so a
+   * device switched on later needs no renegotiation.
+   * @param {MediaStreamTrack | null} audio
+   * @param {MediaStreamTrack | null} video
+   */
+  async publish(audio, video) {
+    const pc = this.#newPeer("publish");
+    this.publishPc = pc;
+    const stream = new MediaStream([audio, video].filter((t) => t !== null));
+    this.senders.audio = pc.addTransceiver(audio ?? "audio", { direction: "sendonly", streams: [stream] }).sender;
+    this.senders.video = pc.addTransceiver(video ?? "video", { direction: "sendonly", streams: [stream] }).sender;
+    await pc.setLocalDescription();
+    const sdp = pc.localDescription?.sdp ?? "";
+    this.send({ type: ClientType.OFFER, pc: "publish", sdp });
+  }
+
+  /**
+   * Send another track (a different device), or nothing (`null`), without renegotiating.
+   * @param {"audio" | "video"} kind
+   * @param {MediaStreamTrack | null} track
+   */
+  async replaceTrack(kind, track) {
+    await this.senders[kind]?.replaceTrack(track);
   }
 
   /**
@@ -73,6 +122,52 @@ export class Connection {
     this.send({ type: ClientType.LEAVE });
   }
 
+  /**
+   * @param {PeerRole} role
+   * @returns {RTCPeerConnection}
+   */
+  #newPeer(role) {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
+    pc.addEventListener("icecandidate", (event) => {
+      const candidate = event.candidate;
+      if (!candidate) return;
+      this.send({
+        type: ClientType.CANDIDATE,
+        pc: role,
+        candidate: candidate.candidate,
+        sdp_mid: candidate.sdpMid,
+        sdp_mline_index: candidate.sdpMLineIndex,
+      });
+    });
+    pc.addEventListener("connectionstatechange", () => this.onMediaState(role, pc.connectionState));
+    return pc;
+  }
+
+  /** @param {string} sdp */
+  async #answerSubscribe(sdp) {
+    let pc = this.subscribePc;
+    if (!pc) {
+      pc = this.#newPeer("subscribe");
+      this.subscribePc = pc;
+      pc.addEventListener("track", (event) => {
+        const stream = event.streams[0];
+        if (!stream) return;
+        const owner = stream.id;
+        this.onTrack(owner, event.track);
+        stream.addEventListener("removetrack", (removed) => this.onTrackRemoved(owner, removed.track));
+      });
+    }
+    await pc.setRemoteDescription({ type: "offer", sdp });
+    await pc.setLocalDescription();
+    this.send({ type: ClientType.ANSWER, pc: "subscribe", sdp: pc.localDescription?.sdp ?? "" });
+  }
+
+  #closePeers() {
+    for (const pc of [this.publishPc, this.subscribePc]) pc?.close();
+    this.publishPc = null;
+    this.subscribePc = null;
+  }
+
   /** @param {unknown} data */
   #receive(data) {
     if (typeof data !== "string") return;
@@ -81,6 +176,11 @@ export class Connection {
     switch (message.type) {
       case ServerType.WELCOME:
         this.participantId = message.participant_id;
+        this.iceServers = message.ice_servers.map((s) => ({
+          urls: s.urls,
+          ...(s.username ? { username: s.username } : {}),
+          ...(s.credential ? { credential: s.credential } : {}),
+        }));
         this.participants = new Map(message.participants.map((p) => [p.id, p]));
         this.onWelcome(message);
         this.onRoster(this.participants);
@@ -93,6 +193,21 @@ export class Connection {
       case ServerType.PARTICIPANT_LEFT:
         this.participants.delete(message.participant_id);
         this.onRoster(this.participants);
+        break;
+      case ServerType.ANSWER:
+        if (message.pc === "publish") {
+          this.publishPc?.setRemoteDescription({ type: "answer", sdp: message.sdp }).catch((error) => {
+            this.onError({ type: "error", code: "bad_sdp", message: String(error) });
+          });
+        }
+        break;
+      case ServerType.OFFER:
+        if (message.pc === "subscribe") {
+          const sdp = message.sdp;
+          this._subscribeQueue = this._subscribeQueue
+            .then(() => this.#answerSubscribe(sdp))
+            .catch((error) => this.onError({ type: "error", code: "bad_sdp", message: String(error) }));
+        }
         break;
       case ServerType.ERROR:
         this.onError(message);

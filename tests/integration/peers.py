@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCSessionDescription,
@@ -31,6 +32,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 WIDTH, HEIGHT = 640, 480
+# Like browsers: one transport for everything (aiortc's default, balanced, mishandles a second
+# m-section of a kind when bundling).
+_CONFIG = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 BLOCK = 16  # pixels per bit of the drawn frame number
 BITS = 20
 
@@ -122,7 +126,7 @@ class MediaClient:
         self.participant_id = ""
         self.welcome: dict[str, Any] = {}
         self.messages: list[dict[str, Any]] = []
-        self.publish_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.publish_pc = RTCPeerConnection(_CONFIG)
         self.subscribe_pc: RTCPeerConnection | None = None
         self.remote: list[RemoteTrack] = []
         self.video_source: CountingVideoTrack | None = None
@@ -189,7 +193,7 @@ class MediaClient:
 
     async def _answer_subscribe(self, sdp: str) -> None:
         if self.subscribe_pc is None:
-            pc = self.subscribe_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc = self.subscribe_pc = RTCPeerConnection(_CONFIG)
 
             @pc.on("track")
             def on_track(track: MediaStreamTrack) -> None:

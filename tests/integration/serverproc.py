@@ -8,10 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO
 
 
 def free_port() -> int:
@@ -25,6 +27,13 @@ def free_port() -> int:
 class ServerProcess:
     process: subprocess.Popen[str]
     port: int
+    log: IO[str]
+
+    def output(self) -> str:
+        """Everything the server wrote so far (stdout and stderr)."""
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
 
     @property
     def http(self) -> str:
@@ -49,33 +58,35 @@ def run_server(
     stopped afterwards."""
     port = free_port()
     command = launcher or [sys.executable, "-m", "veche"]
-    process = subprocess.Popen(
-        [*command, "serve", "--port", str(port), *args],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    server = ServerProcess(process, port)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"veche exited early:\n{process.stdout.read() if process.stdout else ''}"
-                )
-            try:
-                with urllib.request.urlopen(server.http + "/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield server
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(10)
-        if process.stdout:
-            process.stdout.close()
+    # A file, not a pipe: a chatty server must never block on a pipe nobody reads.
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            [*command, "serve", "--port", str(port), *args],
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        server = ServerProcess(process, port, log)
+        try:
+            _wait_healthy(server)
+            yield server
+        finally:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+
+def _wait_healthy(server: ServerProcess) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"veche exited early:\n{server.output()}")
+        try:
+            with urllib.request.urlopen(server.http + "/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

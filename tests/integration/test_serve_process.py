@@ -41,5 +41,4 @@ async def test_serve_process_join_leave_and_sigterm() -> None:
             assert closed.value.rcvd is not None
             assert closed.value.rcvd.code == CloseCode.GOING_AWAY
         assert status == 0
-        output = server.process.stdout.read() if server.process.stdout else ""
-        assert "Traceback" not in output
+        assert "Traceback" not in server.output()

@@ -91,6 +91,52 @@ async def test_late_subscriber_gets_picture_within_a_second() -> None:
                 await client.close()
 
 
+async def test_late_joiner_receives_every_publisher() -> None:
+    """Two participants publish; a third joining later receives both videos and both audios
+    on one subscribe connection (four m-sections on one bundled transport)."""
+    with run_server() as server:
+        first = await MediaClient.join(server.ws, "pair", "A")
+        await first.publish()
+        second = await MediaClient.join(server.ws, "pair", "B")
+        await second.publish()
+        third: MediaClient | None = None
+        try:
+            await _until(
+                lambda: (
+                    all(r.frames > 10 for r in first.remote + second.remote)
+                    and len(first.remote) == 2
+                    and len(second.remote) == 2
+                ),
+                timeout=20,
+            )
+            third = await MediaClient.join(server.ws, "pair", "C")
+            await third.publish()
+
+            def third_receives_all() -> bool:
+                assert third is not None
+                owners = {(r.owner, r.track.kind) for r in third.remote if r.frames > 10}
+                return owners == {
+                    (p.participant_id, kind) for p in (first, second) for kind in ("audio", "video")
+                }
+
+            await _until(third_receives_all, timeout=10)
+            await _until(
+                lambda: all(
+                    any(
+                        r.owner == third.participant_id
+                        and r.track.kind == "video"
+                        and r.frames > 10
+                        for r in client.remote
+                    )
+                    for client in (first, second)
+                ),
+                timeout=10,
+            )
+        finally:
+            for client in (first, second, *([third] if third else [])):
+                await client.close()
+
+
 async def test_leaving_publisher_is_removed_from_subscribers() -> None:
     """When the publisher leaves, subscribers get participant_left and a renegotiation that
     makes its transceivers inactive; the server stays healthy."""

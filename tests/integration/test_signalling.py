@@ -148,10 +148,21 @@ BAD_INPUTS: dict[str, tuple[list[str | bytes], bool, str]] = {
         False,
         "unsupported_version",
     ),
-    "media before media exists": (
-        ['{"type": "offer", "pc": "publish", "sdp": "v=0"}'],
+    "unusable sdp": (['{"type": "offer", "pc": "publish", "sdp": "v=0"}'], True, "bad_sdp"),
+    "answer with no offer": (
+        ['{"type": "answer", "pc": "subscribe", "sdp": "v=0"}'],
         True,
-        "unsupported",
+        "wrong_state",
+    ),
+    "offer for the server's connection": (
+        ['{"type": "offer", "pc": "subscribe", "sdp": "v=0"}'],
+        True,
+        "wrong_state",
+    ),
+    "candidate with no connection": (
+        ['{"type": "candidate", "pc": "publish", "candidate": "x"}'],
+        True,
+        "wrong_state",
     ),
 }
 

@@ -17,6 +17,7 @@ from typing import Final
 
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -120,6 +121,8 @@ class MediaPeer:
                 )
 
     async def _publish_offer(self, sdp: str) -> None:
+        if not any(line.startswith(("m=audio", "m=video")) for line in sdp.splitlines()):
+            raise MediaError("the publish offer has no audio or video section")
         async with self._lock:
             if self.closed:
                 return
@@ -274,7 +277,15 @@ class MediaPeer:
     # ---------------------------------------------------------------- lifetime
 
     def _new_pc(self, role: PeerRole) -> RTCPeerConnection:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self.config.ice_servers)))
+        # max-bundle: every transceiver shares the first one's transport from the start, so a
+        # renegotiation never gathers new candidates (aiortc's default, balanced, also leaves a
+        # later transceiver on a transport that bundling then discards).
+        pc = RTCPeerConnection(
+            RTCConfiguration(
+                iceServers=list(self.config.ice_servers),
+                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+            )
+        )
 
         @pc.on("connectionstatechange")
         def on_state() -> None:

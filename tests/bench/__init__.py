@@ -1,0 +1,1 @@
+"""Benchmarks, run as scripts by ``make bench`` (not collected by pytest)."""

@@ -1,0 +1,67 @@
+"""One real Veche server and one Debian Chromium for the whole browser suite.
+
+Participants are browser contexts (each with its own fake camera and microphone), far cheaper
+than one browser each. Everything runs inside the private network namespace of ``make test``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, async_playwright
+
+from tests.integration.serverproc import ServerProcess, run_server
+
+CHROMIUM_PATHS = ("/usr/lib/chromium/chromium", "/usr/bin/chromium")
+
+pytestmark = pytest.mark.slow
+
+
+def chromium_path() -> str | None:
+    for path in CHROMIUM_PATHS:
+        if Path(path).exists():
+            return path
+    found = shutil.which("chromium")
+    return found
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    reason = None
+    if os.environ.get("VECHE_IN_NETNS") != "1":
+        reason = "browser calls run inside a private network namespace (make test)"
+    elif chromium_path() is None:
+        reason = "Debian chromium is not installed (make test installs it as root)"
+    if reason:
+        for item in items:
+            if "tests/browser" in str(item.fspath):
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with run_server("--host", "127.0.0.1") as process:
+        yield process
+        assert process.terminate() == 0
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=chromium_path(),
+            args=[
+                "--use-fake-device-for-media-stream",
+                "--disable-features=WebRtcHideLocalIpsWithMdns",
+                "--autoplay-policy=no-user-gesture-required",
+                "--disable-gpu",
+            ],
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()

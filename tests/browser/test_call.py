@@ -1,0 +1,135 @@
+"""Calls in real headless Chromium with fake cameras and microphones, against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page
+
+from tests.integration.serverproc import ServerProcess
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+JS_REMOTE_VIDEOS = """() => [...document.querySelectorAll('.tile:not(.me) video')]
+    .filter(v => v.videoWidth > 0).length"""
+
+JS_INBOUND = """async () => {
+    const pc = window.veche.connection?.subscribePc;
+    if (!pc) return {video: [], audio: []};
+    const stats = await pc.getStats();
+    const out = {video: [], audio: []};
+    stats.forEach(s => {
+        if (s.type !== 'inbound-rtp') return;
+        if (s.kind === 'video') out.video.push(s.framesDecoded || 0);
+        else out.audio.push(s.packetsReceived || 0);
+    });
+    return out;
+}"""
+
+
+async def _participant(
+    browser: Browser, server: ServerProcess, room: str, name: str, *, devices: bool = True
+) -> tuple[BrowserContext, Page]:
+    context = await browser.new_context(
+        permissions=["camera", "microphone"] if devices else [],
+        base_url=server.http,
+    )
+    page = await context.new_page()
+    await page.goto(f"/r/{room}?name={name}&join=1&lang=en")
+    return context, page
+
+
+async def _wait(page: Page, script: str, expected: Any, timeout: float) -> float:
+    start = time.monotonic()
+    await page.wait_for_function(f"() => ({script})() >= {expected}", timeout=timeout * 1000)
+    return time.monotonic() - start
+
+
+async def _tile_count(page: Page) -> int:
+    return await page.locator(".tile").count()
+
+
+async def test_three_participants_see_and_hear_each_other(
+    browser: Browser, server: ServerProcess
+) -> None:
+    """Two join, a third joins late and shows both videos within 2 s; everyone decodes two
+    videos and receives two audio streams; toggles and leaving are seen by the others."""
+    a_ctx, a = await _participant(browser, server, "trio", "Ada")
+    b_ctx, b = await _participant(browser, server, "trio", "Bob")
+    c_ctx: BrowserContext | None = None
+    try:
+        for page in (a, b):
+            await _wait(page, JS_REMOTE_VIDEOS, 1, timeout=20)
+
+        c_ctx, c = await _participant(browser, server, "trio", "Cyd")
+        await c.wait_for_selector(".tile.me", timeout=10000)
+        joined = time.monotonic()
+        await _wait(c, JS_REMOTE_VIDEOS, 2, timeout=10)
+        late_join_seconds = time.monotonic() - joined
+        assert late_join_seconds < 2.0, (
+            f"late joiner showed both videos after {late_join_seconds:.2f} s"
+        )
+
+        for page in (a, b, c):
+            await _wait(page, JS_REMOTE_VIDEOS, 2, timeout=10)
+            first = await page.evaluate(JS_INBOUND)
+            await asyncio.sleep(1.0)
+            second = await page.evaluate(JS_INBOUND)
+            assert len(second["video"]) >= 2
+            assert len(second["audio"]) >= 2
+            decoding = sorted(second["video"])[-2:]
+            assert all(frames > 0 for frames in decoding)
+            assert sum(second["video"]) > sum(first["video"]) + 20, (first, second)
+            assert sorted(second["audio"])[-2] > 0
+
+        # Ada mutes her microphone and turns off her camera: the others see it.
+        await a.click("#mic")
+        await a.click("#cam")
+        for page in (b, c):
+            tile = page.locator(".tile[data-audio='false'][data-video='false']")
+            await tile.wait_for(timeout=5000)
+            assert await tile.locator(".mic-off").is_visible()
+            assert await tile.locator(".cam-off").is_visible()
+        assert await a.get_attribute("#mic", "aria-pressed") == "false"
+
+        # Cyd leaves: the tile disappears from the others within 2 s.
+        await c.click("#leave")
+        left = time.monotonic()
+        for page in (a, b):
+            await page.wait_for_function(
+                "() => document.querySelectorAll('.tile').length === 2", timeout=5000
+            )
+        assert time.monotonic() - left < 2.0
+        assert await c.locator("#status").text_content() == "You left the meeting."
+    finally:
+        for ctx in (a_ctx, b_ctx, c_ctx):
+            if ctx is not None:
+                await ctx.close()
+
+
+async def test_participant_without_camera_permission_joins_and_hears(
+    browser: Browser, server: ServerProcess
+) -> None:
+    """Camera and microphone denied: the page says so in words, joins as a listener and
+    receives the others' audio and video."""
+    a_ctx, a = await _participant(browser, server, "listen", "Ada")
+    l_ctx, listener = await _participant(browser, server, "listen", "Lia", devices=False)
+    try:
+        await listener.wait_for_selector(".tile.me", timeout=15000)
+        note = await listener.locator("#device-note").text_content()
+        assert note is not None
+        assert "listener" in note
+        await _wait(listener, JS_REMOTE_VIDEOS, 1, timeout=20)
+        await listener.wait_for_function(
+            f"async () => ((await ({JS_INBOUND})()).audio.some(p => p > 20))", timeout=10000
+        )
+        me = listener.locator(".tile.me")
+        assert await me.get_attribute("data-audio") == "false"
+        # The speaker sees the listener's tile with both indicators.
+        await a.locator(".tile[data-audio='false'][data-video='false']").wait_for(timeout=5000)
+    finally:
+        await a_ctx.close()
+        await l_ctx.close()
