@@ -7,7 +7,7 @@
  * - `subscribe`: everyone else's tracks. The server offers, again whenever tracks come or go;
  *   each remote stream's id is the id of the participant it comes from.
  */
-import { ClientType, PROTOCOL_VERSION, ServerType } from "./protocol.gen.js";
+import { ClientType, ErrorCode, PROTOCOL_VERSION, ServerType } from "./protocol.gen.js";
 
 /**
  * @typedef {import("./protocol.gen.js").ServerMessage} ServerMessage
@@ -40,6 +40,8 @@ export class Connection {
     this.subscribePc = null;
     /** @type {{audio: RTCRtpSender | null, video: RTCRtpSender | null}} */
     this.senders = { audio: null, video: null };
+    /** @type {{audio: MediaStreamTrack | null, video: MediaStreamTrack | null}} what is sent */
+    this.tracks = { audio: null, video: null };
 
     /** @type {(welcome: WelcomeMessage) => void} */
     this.onWelcome = () => {};
@@ -90,6 +92,7 @@ export class Connection {
    * @param {MediaStreamTrack | null} video
    */
   async publish(audio, video) {
+    this.tracks = { audio, video };
     const pc = this.#newPeer("publish");
     this.publishPc = pc;
     const stream = new MediaStream([audio, video].filter((t) => t !== null));
@@ -106,6 +109,7 @@ export class Connection {
    * @param {MediaStreamTrack | null} track
    */
   async replaceTrack(kind, track) {
+    this.tracks[kind] = track;
     await this.senders[kind]?.replaceTrack(track);
   }
 
@@ -210,6 +214,11 @@ export class Connection {
         }
         break;
       case ServerType.ERROR:
+        if (message.code === ErrorCode.MEDIA_FAILED) {
+          // The server released this participant's media: start both connections afresh.
+          this.#closePeers();
+          this.publish(this.tracks.audio, this.tracks.video);
+        }
         this.onError(message);
         break;
       default:

@@ -60,6 +60,7 @@ async def test_three_participants_see_and_hear_each_other(
     a_ctx, a = await _participant(browser, server, "trio", "Ada")
     b_ctx, b = await _participant(browser, server, "trio", "Bob")
     c_ctx: BrowserContext | None = None
+    contexts: list[BrowserContext] = []
     try:
         for page in (a, b):
             await _wait(page, JS_REMOTE_VIDEOS, 1, timeout=20)
@@ -104,8 +105,20 @@ async def test_three_participants_see_and_hear_each_other(
             )
         assert time.monotonic() - left < 2.0
         assert await c.locator("#status").text_content() == "You left the meeting."
+
+        # Dan joins next: the others' idle transceivers (Cyd's) are reused for his tracks.
+        d_ctx, d = await _participant(browser, server, "trio", "Dan")
+        contexts.append(d_ctx)
+        # (Ada's camera is off by now: Bob and Dan see one video each, Ada sees two.)
+        await _wait(a, JS_REMOTE_VIDEOS, 2, timeout=10)
+        for page in (b, d):
+            await _wait(page, JS_REMOTE_VIDEOS, 1, timeout=10)
+        offer_sections = await a.evaluate(
+            "() => window.veche.connection.subscribePc.remoteDescription.sdp.split('m=').length - 1"
+        )
+        assert offer_sections == 4, "Cyd's two m-sections were not reused for Dan"
     finally:
-        for ctx in (a_ctx, b_ctx, c_ctx):
+        for ctx in (a_ctx, b_ctx, c_ctx, *contexts):
             if ctx is not None:
                 await ctx.close()
 

@@ -24,6 +24,7 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import VideoStreamTrack
@@ -164,19 +165,37 @@ class MediaClient:
         self._waiters.append((predicate, future))
         return await asyncio.wait_for(future, timeout)
 
-    async def publish(self, *, audio: bool = True, video: bool = True) -> None:
-        """Offer synthetic tracks on the publish connection and apply the answer."""
+    async def publish(
+        self, *, audio: bool = True, video: bool = True, video_codec: str | None = None
+    ) -> None:
+        """Offer synthetic tracks on the publish connection and apply the answer;
+        ``video_codec`` (``"video/H264"``) is offered first when given, as a browser that
+        prefers it would."""
         if audio:
             self.publish_pc.addTrack(ToneTrack())
         if video:
             self.video_source = CountingVideoTrack()
             self.publish_pc.addTrack(self.video_source)
+            if video_codec:
+                codecs = RTCRtpSender.getCapabilities("video").codecs
+                preferred = [c for c in codecs if c.mimeType == video_codec]
+                rest = [c for c in codecs if c.mimeType != video_codec]
+                for transceiver in self.publish_pc.getTransceivers():
+                    if transceiver.kind == "video":
+                        transceiver.setCodecPreferences(preferred + rest)
         await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
         await self.send(
             {"type": "offer", "pc": "publish", "sdp": self.publish_pc.localDescription.sdp}
         )
         answer = await self.wait_for(lambda m: m["type"] == "answer" and m["pc"] == "publish")
         await self.publish_pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+
+    async def republish(self) -> None:
+        """Publish again on a new connection (after the server reported ``media_failed``)."""
+        await asyncio.wait_for(self.publish_pc.close(), 10)
+        self.publish_pc = RTCPeerConnection(_CONFIG)
+        self.messages = [m for m in self.messages if m["type"] != "answer"]
+        await self.publish()
 
     async def _read(self) -> None:
         with contextlib.suppress(ConnectionClosed):

@@ -63,6 +63,31 @@ async def test_one_publisher_three_subscribers_forwarded_without_codecs(tmp_path
     assert json.loads(spy_file.read_text()) == {"decoders": 0, "encoders": 0}
 
 
+async def test_h264_publisher_is_forwarded_as_h264() -> None:
+    """A publisher that prefers H.264 is answered with H.264 only, and subscribers receive
+    H.264 (pinned on their leg too) and decode it."""
+    with run_server() as server:
+        publisher = await MediaClient.join(server.ws, "h264", "Pub")
+        sub = await MediaClient.join(server.ws, "h264", "Sub")
+        try:
+            await publisher.publish(video_codec="video/H264")
+            answer = next(m for m in publisher.messages if m["type"] == "answer")["sdp"]
+            video_section = answer.split("m=video", 1)[1]
+            assert "H264/90000" in video_section
+            assert "VP8/90000" not in video_section
+            await _until(
+                lambda: any(r.track.kind == "video" and r.frames > 30 for r in sub.remote),
+                timeout=20,
+            )
+            offer = next(m for m in sub.messages if m["type"] == "offer")["sdp"]
+            sub_video = offer.split("m=video", 1)[1]
+            assert "H264/90000" in sub_video
+            assert "VP8/90000" not in sub_video
+        finally:
+            await publisher.close()
+            await sub.close()
+
+
 async def test_late_subscriber_gets_picture_within_a_second() -> None:
     """A participant joining a running call decodes video within 1 s of its media connecting
     (the server holds video until a keyframe and asks the publisher for one)."""
@@ -159,3 +184,96 @@ async def test_leaving_publisher_is_removed_from_subscribers() -> None:
         finally:
             await publisher.close()
             await sub.close()
+
+
+def _udp_ports(pid: int) -> list[int]:
+    """Local ports of the UDP sockets process ``pid`` holds (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = []
+    for table in ("udp", "udp6"):
+        lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        for line in lines:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+async def test_media_stays_in_port_range_announces_public_ip_and_is_released() -> None:
+    """Every UDP socket of the server is in the configured range, its candidates announce
+    VECHE_PUBLIC_IP, and when everyone has left no UDP socket remains."""
+    with run_server(
+        "--media-port-min", "41000", "--media-port-max", "41019", "--public-ip", "10.99.0.1"
+    ) as server:
+        publisher = await MediaClient.join(server.ws, "ports", "Pub")
+        sub = await MediaClient.join(server.ws, "ports", "Sub")
+        try:
+            await publisher.publish()
+            await _until(lambda: any(r.frames > 10 for r in sub.remote), timeout=20)
+            ports = _udp_ports(server.process.pid)
+            assert ports, "the server holds no UDP socket during a call"
+            assert all(41000 <= port <= 41019 for port in ports), ports
+            answer = next(m for m in publisher.messages if m["type"] == "answer")["sdp"]
+            candidates = [line for line in answer.splitlines() if line.startswith("a=candidate")]
+            assert candidates
+            assert all(" 10.99.0.1 " in line for line in candidates)
+        finally:
+            await publisher.close()
+            await sub.close()
+        await _until(lambda: not _udp_ports(server.process.pid), timeout=10)
+
+
+async def test_failed_connection_releases_media_and_starts_afresh() -> None:
+    """When a participant's media connection fails, it is told ``media_failed``, its tracks
+    leave the other subscribers, its connections are closed, and it can publish again."""
+    from aiohttp.test_utils import TestServer
+
+    from veche.app import create_app
+    from veche.appkeys import HUB
+    from veche.settings import Settings
+
+    app = create_app(Settings())
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    url = f"ws://127.0.0.1:{server.port}/ws"
+    publisher = await MediaClient.join(url, "fail", "Pub")
+    sub = await MediaClient.join(url, "fail", "Sub")
+    try:
+        await publisher.publish()
+        await _until(lambda: any(r.frames > 10 for r in sub.remote), timeout=20)
+        media = app[HUB].media
+        failing = next(p for p in media.peers if p.participant_id == publisher.participant_id)
+        pc = failing.publish_pc
+        assert pc is not None
+        offers_before = sum(1 for m in sub.messages if m["type"] == "offer")
+        # Simulate ICE giving up (it takes aioice 30 s or more to decide by itself).
+        pc._RTCPeerConnection__connectionState = "failed"  # type: ignore[attr-defined]
+        pc.emit("connectionstatechange")
+        error = await publisher.wait_for(lambda m: m["type"] == "error")
+        assert error["code"] == "media_failed"
+        await _until(lambda: failing.closed and pc.connectionState == "closed", timeout=5)
+        await _until(
+            lambda: sum(1 for m in sub.messages if m["type"] == "offer") > offers_before,
+            timeout=5,
+        )
+        assert "a=inactive" in [m for m in sub.messages if m["type"] == "offer"][-1]["sdp"]
+        # The participant publishes again on a new connection and is forwarded again, on the
+        # subscriber's idle transceivers (reused rather than added).
+        (video,) = [r for r in sub.remote if r.track.kind == "video"]
+        frames_before = video.frames
+        await publisher.republish()
+        await _until(lambda: video.frames > frames_before + 10, timeout=20)
+        last_offer = [m for m in sub.messages if m["type"] == "offer"][-1]["sdp"]
+        assert last_offer.count("m=") == 2
+        assert f"a=msid:{publisher.participant_id} " in last_offer
+    finally:
+        await publisher.close()
+        await sub.close()
+        await server.close()

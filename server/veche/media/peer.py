@@ -38,7 +38,7 @@ from veche.media.internals import (
     pin_codecs,
     tap_receiver,
 )
-from veche.media.tracks import Downtrack, Uptrack
+from veche.media.tracks import Downtrack, SenderFeed, Uptrack
 from veche.protocol import Answer, Candidate, Error, Offer, PeerRole, ServerMessage
 
 __all__ = ["MediaConfig", "MediaPeer"]
@@ -76,7 +76,8 @@ class MediaPeer:
     """The two peer connections of one participant.
 
     ``send`` delivers a server message to this participant; ``on_publish`` is called with each
-    new track the participant publishes.
+    new track the participant publishes; ``on_failed`` when a connection fails (ICE or DTLS),
+    after the client was told with a ``media_failed`` error.
     """
 
     def __init__(
@@ -86,15 +87,18 @@ class MediaPeer:
         *,
         send: Callable[[ServerMessage], None],
         on_publish: Callable[[Uptrack], None],
+        on_failed: Callable[[], None] = lambda: None,
     ) -> None:
         self.participant_id = participant_id
         self.config = config
         self._send = send
         self._on_publish = on_publish
+        self._on_failed = on_failed
         self.publish_pc: RTCPeerConnection | None = None
         self.subscribe_pc: RTCPeerConnection | None = None
         self.uptracks: list[Uptrack] = []
         self._downtracks: dict[str, tuple[RTCRtpTransceiver, Downtrack]] = {}
+        self._feeds: list[tuple[RTCRtpTransceiver, SenderFeed, RTCRtpCodecParameters]] = []
         self._awaiting_answer = False
         self._renegotiate = False
         self._negotiation: asyncio.Task[None] | None = None
@@ -227,15 +231,35 @@ class MediaPeer:
         pc = self.subscribe_pc
         if pc is None:
             pc = self.subscribe_pc = self._new_pc("subscribe")
-        transceiver = pc.addTransceiver(uptrack.kind, direction="sendonly")
-        transceiver.setCodecPreferences(_capabilities_for(uptrack.codec))
+        reusable = self._free_feed(uptrack)
+        if reusable is None:
+            transceiver = pc.addTransceiver(uptrack.kind, direction="sendonly")
+            transceiver.setCodecPreferences(_capabilities_for(uptrack.codec))
+            feed = SenderFeed(uptrack.kind)
+            feed_sender(transceiver.sender, feed)
+            self._feeds.append((transceiver, feed, uptrack.codec))
+        else:
+            transceiver, feed = reusable
+            transceiver.direction = "sendonly"
         sender: RTCRtpSender = transceiver.sender
         sender._stream_id = uptrack.owner  # the subscriber's ontrack sees it as streams[0].id
         sender.replaceTrack(_ForwardedTrack(uptrack.kind, uptrack.id))
-        downtrack = Downtrack(uptrack, self.participant_id)
-        feed_sender(sender, downtrack)
+        downtrack = Downtrack(uptrack, self.participant_id, feed)
         self._downtracks[uptrack.id] = (transceiver, downtrack)
         self._schedule_negotiation()
+
+    def _free_feed(self, uptrack: Uptrack) -> tuple[RTCRtpTransceiver, SenderFeed] | None:
+        """An idle transceiver that can carry ``uptrack``: same kind and same codec (a running
+        sender keeps the payload type it started with)."""
+        for transceiver, feed, codec in self._feeds:
+            if (
+                feed.downtrack is None
+                and transceiver.kind == uptrack.kind
+                and codec.mimeType.lower() == uptrack.codec.mimeType.lower()
+                and codec.parameters == uptrack.codec.parameters
+            ):
+                return transceiver, feed
+        return None
 
     def unsubscribe(self, uptrack: Uptrack) -> None:
         """Stop receiving ``uptrack``; its transceiver goes inactive in the next offer."""
@@ -300,6 +324,7 @@ class MediaPeer:
                         message=f"the {role} media connection failed (ICE or DTLS)",
                     )
                 )
+                self._on_failed()
 
         return pc
 

@@ -57,6 +57,7 @@ class MediaRouter:
             self.config,
             send=lambda message: self._send(participant_id, message),
             on_publish=self._published,
+            on_failed=lambda: self.reset(participant_id),
         )
         members = self._rooms.setdefault(room, set())
         for other in members:
@@ -83,6 +84,17 @@ class MediaRouter:
         task = asyncio.ensure_future(peer.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    def reset(self, participant_id: str) -> None:
+        """Start a participant's media afresh after a failure: its tracks leave every subscriber
+        and its connections are released; it may publish again, and is offered the others'
+        tracks on a new subscribe connection."""
+        room = self._room_of.get(participant_id)
+        if room is None:
+            return
+        log.info("media reset after failure", extra={"participant": participant_id})
+        self.leave(participant_id)
+        self.join(room, participant_id)
 
     async def handle(self, participant_id: str, message: Offer | Answer | Candidate) -> None:
         """Apply a participant's offer, answer or candidate."""

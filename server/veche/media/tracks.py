@@ -1,10 +1,11 @@
 """Published tracks (uptracks) and their per-subscriber copies (downtracks).
 
 An :class:`Uptrack` turns a publisher's RTP packets into whole frames and hands each frame to
-every :class:`Downtrack`; a downtrack queues frames for one subscriber's RTP sender, which sends
-them as they are. Nothing is decoded or encoded. A new or recovering video downtrack holds back
-everything until a keyframe and asks the publisher for one; keyframe requests to a publisher are
-rate-limited but never lost (a request inside the quiet interval is sent when it ends).
+every :class:`Downtrack`; a downtrack passes them to the :class:`SenderFeed` of one subscriber's
+RTP sender, which sends them as they are. Nothing is decoded or encoded. A new or recovering
+video downtrack holds back everything until a keyframe and asks the publisher for one;
+keyframe requests to a publisher are rate-limited but never lost (a request inside the quiet
+interval is sent when it ends).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from aiortc.rtp import RtpPacket
 from veche.media.assembler import AssembledFrame, FrameAssembler, Packet
 from veche.media.internals import EncodedFrame, request_keyframe
 
-__all__ = ["Downtrack", "TrackStats", "Uptrack"]
+__all__ = ["Downtrack", "SenderFeed", "TrackStats", "Uptrack"]
 
 log = logging.getLogger(__name__)
 
@@ -144,36 +145,110 @@ class Uptrack:
             downtrack.detach()
 
 
-class Downtrack:
-    """One subscriber's copy of an uptrack; the subscriber's RTP sender pulls its frames."""
+class SenderFeed:
+    """What one subscriber's RTP sender sends: the frames of its current downtrack.
 
-    def __init__(self, uptrack: Uptrack, subscriber: str) -> None:
-        self.uptrack = uptrack
-        self.subscriber = subscriber
+    A sender outlives the tracks it carries: when a publisher leaves, its transceiver on each
+    subscriber goes inactive and is reused for the next track of the same kind and codec. The
+    feed keeps the RTP timestamps it hands out continuous across such switches.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.downtrack: Downtrack | None = None
         self.frames_sent = 0
         self._queue: deque[AssembledFrame] = deque()
         self._ready = asyncio.Event()
         self._started = False
+        self._offset = 0
+        self._rebase = True
+        self._last: int | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether the sender has begun pulling frames (its connection is up)."""
+        return self._started
+
+    def attach(self, downtrack: Downtrack) -> None:
+        """Carry ``downtrack`` from now on."""
+        self.downtrack = downtrack
+        self._queue.clear()
+        self._rebase = True
+        if self._started:
+            downtrack.start()
+
+    def release(self, downtrack: Downtrack) -> None:
+        """Stop carrying ``downtrack`` (if it is the current one)."""
+        if self.downtrack is downtrack:
+            self.downtrack = None
+            self._queue.clear()
+
+    def put(self, frame: AssembledFrame) -> None:
+        """Queue a frame for the sender."""
+        if len(self._queue) >= DOWNTRACK_QUEUE and self.downtrack is not None:
+            # The sender is not keeping up: start again from a keyframe.
+            self._queue.clear()
+            self.downtrack.hold_until_keyframe()
+            self.downtrack.uptrack.request_keyframe()
+            return
+        self._queue.append(frame)
+        self._ready.set()
+
+    async def next_frame(self) -> EncodedFrame | None:
+        """The next frame, waiting for one (the sender's RTP loop calls this)."""
+        if not self._started:
+            self._started = True
+            if self.downtrack is not None:
+                self.downtrack.start()
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        frame = self._queue.popleft()
+        if self._rebase:
+            step = 3000 if self.kind == "video" else 960  # a frame's worth, at 90 or 48 kHz
+            target = 0 if self._last is None else self._last + step
+            self._offset = (target - frame.timestamp) & 0xFFFFFFFF
+            self._rebase = False
+        timestamp = (frame.timestamp + self._offset) & 0xFFFFFFFF
+        self._last = timestamp
+        self.frames_sent += 1
+        if self.downtrack is not None:
+            self.downtrack.uptrack.stats.frames_forwarded += 1
+        level = -frame.audio_level if frame.audio_level is not None else None
+        return EncodedFrame(frame.payloads, timestamp, level)  # type: ignore[arg-type]
+
+    def keyframe_requested(self) -> None:
+        """The subscriber lost the picture: pass the request on to the publisher."""
+        if self.downtrack is not None:
+            self.downtrack.uptrack.request_keyframe()
+
+
+class Downtrack:
+    """One subscriber's copy of an uptrack, carried by one :class:`SenderFeed`."""
+
+    def __init__(self, uptrack: Uptrack, subscriber: str, feed: SenderFeed) -> None:
+        self.uptrack = uptrack
+        self.subscriber = subscriber
+        self.feed = feed
+        self._started = False
         self._waiting_for_keyframe = uptrack.kind == "video"
-        self._timestamp_base: int | None = None
         uptrack.downtracks.add(self)
+        feed.attach(self)
+
+    def start(self) -> None:
+        """The sender runs: from now on frames are passed on, beginning with a keyframe."""
+        self._started = True
+        self.uptrack.request_keyframe()
 
     def push(self, frame: AssembledFrame) -> None:
-        """Queue a frame from the uptrack."""
+        """Pass a frame from the uptrack on to the sender."""
         if not self._started:
             return  # the sender is not running yet; it asks for a keyframe when it is
         if self._waiting_for_keyframe:
             if not frame.keyframe:
                 return
             self._waiting_for_keyframe = False
-        if len(self._queue) >= DOWNTRACK_QUEUE:
-            # The subscriber's sender is not keeping up: start again from a keyframe.
-            self._queue.clear()
-            self.hold_until_keyframe()
-            self.uptrack.request_keyframe()
-            return
-        self._queue.append(frame)
-        self._ready.set()
+        self.feed.put(frame)
 
     def hold_until_keyframe(self) -> None:
         """Send nothing more until the next keyframe (after a loss or a stall)."""
@@ -181,29 +256,6 @@ class Downtrack:
             self._waiting_for_keyframe = True
 
     def detach(self) -> None:
-        """Stop receiving frames from the uptrack."""
+        """Stop receiving frames from the uptrack and free the feed."""
         self.uptrack.downtracks.discard(self)
-        self._queue.clear()
-
-    async def next_frame(self) -> EncodedFrame | None:
-        """The next frame for the sender, waiting for one (the sender's RTP loop calls this)."""
-        if not self._started:
-            self._started = True
-            self.uptrack.request_keyframe()
-        while not self._queue:
-            self._ready.clear()
-            await self._ready.wait()
-        frame = self._queue.popleft()
-        if self._timestamp_base is None:
-            self._timestamp_base = frame.timestamp
-        self.frames_sent += 1
-        self.uptrack.stats.frames_forwarded += 1
-        return EncodedFrame(
-            frame.payloads,
-            (frame.timestamp - self._timestamp_base) & 0xFFFFFFFF,
-            -frame.audio_level if frame.audio_level is not None else None,  # type: ignore[arg-type]
-        )
-
-    def keyframe_requested(self) -> None:
-        """The subscriber lost the picture: pass the request on to the publisher."""
-        self.uptrack.request_keyframe()
+        self.feed.release(self)
