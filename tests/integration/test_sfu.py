@@ -277,3 +277,62 @@ async def test_failed_connection_releases_media_and_starts_afresh() -> None:
         await publisher.close()
         await sub.close()
         await server.close()
+
+
+async def test_lossy_links_recover_with_retransmissions() -> None:
+    """With packets lost both on the way in (publisher to server) and on the way out (server to
+    subscriber), video keeps decoding: the server NACKs the publisher, answers the subscriber's
+    NACKs from its packet history (RTX), and asks for a keyframe when a frame is lost for good."""
+    from aiortc.rtp import is_rtcp
+
+    with run_server() as server:
+        publisher = await MediaClient.join(server.ws, "lossy", "Pub")
+        sub = await MediaClient.join(server.ws, "lossy", "Sub")
+        try:
+            await publisher.publish(audio=False)
+            await _until(lambda: sub.subscribe_pc is not None, timeout=10)
+            assert sub.subscribe_pc is not None
+
+            # Publisher -> server: drop every 20th outgoing RTP packet.
+            out_transport = publisher.publish_pc.getTransceivers()[0].sender.transport
+            send_rtp = out_transport._send_rtp
+            sent = {"n": 0}
+
+            async def lossy_send(data: bytes) -> None:
+                if not is_rtcp(data):
+                    sent["n"] += 1
+                    if sent["n"] % 20 == 0:
+                        return
+                await send_rtp(data)
+
+            out_transport._send_rtp = lossy_send  # type: ignore[method-assign]
+
+            # Server -> subscriber: drop every 15th incoming RTP packet, count retransmissions.
+            await _until(lambda: bool(sub.remote), timeout=10)
+            in_transport = sub.subscribe_pc.getTransceivers()[0].receiver.transport
+            handle_rtp = in_transport._handle_rtp_data
+            rtx_types = {
+                int(line.split()[0].split(":")[1])
+                for line in sub.subscribe_pc.remoteDescription.sdp.splitlines()
+                if line.startswith("a=rtpmap:") and "rtx/" in line
+            }
+            received = {"n": 0, "rtx": 0}
+
+            async def lossy_receive(data: bytes, arrival_time_ms: int) -> None:
+                received["n"] += 1
+                if data[1] & 0x7F in rtx_types:
+                    received["rtx"] += 1
+                elif received["n"] % 15 == 0:
+                    return
+                await handle_rtp(data, arrival_time_ms)
+
+            in_transport._handle_rtp_data = lossy_receive  # type: ignore[method-assign]
+
+            (video,) = sub.tracks_from(publisher.participant_id, "video")
+            start = video.frames
+            await asyncio.sleep(6)
+            assert video.frames - start >= 120, f"only {video.frames - start} frames in 6 s"
+            assert received["rtx"] > 0, "no retransmission reached the subscriber"
+        finally:
+            await publisher.close()
+            await sub.close()
