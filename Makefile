@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 # Debian packages the test suite needs; `make test` installs the missing ones when run as root.
 TEST_DEBIAN_PACKAGES ?= iproute2 chromium
 
-.PHONY: run test check bench schema system-packages clean
+.PHONY: run test check check-js bench schema system-packages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV) && \
@@ -41,6 +41,15 @@ check: $(VENV)/.installed-test
 	$(BIN)/ruff format --check server tests
 	$(BIN)/mypy server
 	$(BIN)/python -m veche.schema --check
+	@$(MAKE) --no-print-directory check-js
+
+# The browser client's JSDoc types, checked by TypeScript (strict, no emit) where npm exists.
+TSC := $(VENV)/tools/node_modules/.bin/tsc
+check-js:
+	@if command -v npm >/dev/null 2>&1; then \
+		[ -x $(TSC) ] || npm install --silent --prefix $(VENV)/tools typescript@5 >/dev/null; \
+		echo "$(TSC) -p web/jsconfig.json"; $(TSC) -p web/jsconfig.json; \
+	else echo "note: npm not found, the browser client's types were not checked"; fi
 
 bench: $(VENV)/.installed-test system-packages
 	@set -e; for bench in tests/bench/bench_*.py; do \

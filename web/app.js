@@ -252,13 +252,10 @@ function addRemoteTrack(participantId, track) {
   stream.addTrack(track);
   if (track.kind === "audio") {
     const audio = /** @type {HTMLAudioElement} */ (tile.querySelector("audio"));
-    audio.srcObject = stream;
-    audio.play().catch(() => {
-      soundButton.hidden = false;
+    audio.play().catch((/** @type {unknown} */ error) => {
+      // Only a refusal by the autoplay policy needs the user; other rejections are transient.
+      if (error instanceof DOMException && error.name === "NotAllowedError") soundButton.hidden = false;
     });
-  } else {
-    const video = /** @type {HTMLVideoElement} */ (tile.querySelector("video"));
-    video.srcObject = stream;
   }
 }
 
