@@ -11,6 +11,15 @@ export const ClientType = Object.freeze({
   OFFER: "offer",
   ANSWER: "answer",
   CANDIDATE: "candidate",
+  CHAT: "chat",
+  HAND: "hand",
+  REACT: "react",
+  SCREEN_SHARE: "screen_share",
+  MODERATE: "moderate",
+  CONFIGURE: "configure",
+  ADMIT: "admit",
+  DENY: "deny",
+  END_MEETING: "end_meeting",
 });
 
 export const ServerType = Object.freeze({
@@ -23,6 +32,13 @@ export const ServerType = Object.freeze({
   OFFER: "offer",
   ANSWER: "answer",
   CANDIDATE: "candidate",
+  CHAT_POSTED: "chat_posted",
+  REACTED: "reacted",
+  ACTIVE_SPEAKER: "active_speaker",
+  ROOM_UPDATED: "room_updated",
+  LOBBY_UPDATED: "lobby_updated",
+  WAITING: "waiting",
+  GOODBYE: "goodbye",
 });
 
 export const ErrorCode = Object.freeze({
@@ -38,6 +54,13 @@ export const ErrorCode = Object.freeze({
   BAD_SDP: "bad_sdp",
   WRONG_STATE: "wrong_state",
   MEDIA_FAILED: "media_failed",
+  FORBIDDEN: "forbidden",
+  NOT_ADMITTED: "not_admitted",
+  ROOM_UNAVAILABLE: "room_unavailable",
+  RATE_LIMITED: "rate_limited",
+  TOO_LONG: "too_long",
+  SCREEN_BUSY: "screen_busy",
+  NOT_FOUND: "not_found",
   UNSUPPORTED: "unsupported",
   INTERNAL: "internal",
 });
@@ -49,6 +72,22 @@ export const CloseCode = Object.freeze({
   TOO_BIG: 1009,
   TRY_AGAIN_LATER: 1013,
 });
+
+/**
+ * Who is speaking now (``None``: nobody), from the audio levels publishers send.
+ * @typedef {object} ActiveSpeakerMessage
+ * @property {"active_speaker"} type
+ * @property {(string | null)} [participant_id]
+ */
+
+/**
+ * A moderator lets waiting people in: one (``participant_id``) or everyone (``all``).
+ * @typedef {object} AdmitMessage
+ * @property {(string | null)} [id]
+ * @property {"admit"} type
+ * @property {(string | null)} [participant_id]
+ * @property {boolean} [all]
+ */
 
 /**
  * An SDP answer to the other side's :class:`Offer` on the same ``pc``.
@@ -71,6 +110,58 @@ export const CloseCode = Object.freeze({
  */
 
 /**
+ * Send a chat message to the room (plain text, at most 2000 characters).
+ * @typedef {object} ChatMessage
+ * @property {(string | null)} [id]
+ * @property {"chat"} type
+ * @property {string} text
+ */
+
+/**
+ * One chat message. ``text`` is plain text: clients must never render it as HTML.
+ * @typedef {object} ChatEntry
+ * @property {number} id
+ * @property {string} participant_id
+ * @property {string} name
+ * @property {string} text
+ * @property {number} at
+ */
+
+/**
+ * A chat message, to everyone in the room (the sender included).
+ * @typedef {object} ChatPostedMessage
+ * @property {"chat_posted"} type
+ * @property {ChatEntry} entry
+ */
+
+/**
+ * A moderator changes room settings; omitted fields stay. ``password`` set to an empty string clears it.
+ * @typedef {object} ConfigureMessage
+ * @property {(string | null)} [id]
+ * @property {"configure"} type
+ * @property {(boolean | null)} [locked]
+ * @property {(boolean | null)} [lobby]
+ * @property {(string | null)} [password]
+ * @property {(boolean | null)} [moderator_must_allow]
+ */
+
+/**
+ * A moderator turns waiting people away: one (``participant_id``) or everyone (``all``).
+ * @typedef {object} DenyMessage
+ * @property {(string | null)} [id]
+ * @property {"deny"} type
+ * @property {(string | null)} [participant_id]
+ * @property {boolean} [all]
+ */
+
+/**
+ * A moderator ends the meeting for everyone.
+ * @typedef {object} EndMeetingMessage
+ * @property {(string | null)} [id]
+ * @property {"end_meeting"} type
+ */
+
+/**
  * A request was refused or a message could not be read. The connection stays open unless a close frame follows.
  * @typedef {object} ErrorMessage
  * @property {"error"} type
@@ -79,7 +170,22 @@ export const CloseCode = Object.freeze({
  * @property {(string | null)} [ref]
  */
 
-/** @typedef {("bad_json" | "bad_message" | "unknown_type" | "binary_unsupported" | "unsupported_version" | "not_joined" | "already_joined" | "invalid_room" | "room_full" | "bad_sdp" | "wrong_state" | "media_failed" | "unsupported" | "internal")} ErrorCodeValue */
+/** @typedef {("bad_json" | "bad_message" | "unknown_type" | "binary_unsupported" | "unsupported_version" | "not_joined" | "already_joined" | "invalid_room" | "room_full" | "bad_sdp" | "wrong_state" | "media_failed" | "forbidden" | "not_admitted" | "room_unavailable" | "rate_limited" | "too_long" | "screen_busy" | "not_found" | "unsupported" | "internal")} ErrorCodeValue */
+
+/**
+ * The server ends this participant's presence; the socket closes next (1000). ``removed`` by a moderator, ``denied`` entry from the lobby, ``ended``: the meeting ended.
+ * @typedef {object} GoodbyeMessage
+ * @property {"goodbye"} type
+ * @property {("removed" | "denied" | "ended")} reason
+ */
+
+/**
+ * Raise or lower one's hand.
+ * @typedef {object} HandMessage
+ * @property {(string | null)} [id]
+ * @property {"hand"} type
+ * @property {boolean} raised
+ */
 
 /**
  * Join ``room`` as ``name``; the first message of every connection.
@@ -90,6 +196,7 @@ export const CloseCode = Object.freeze({
  * @property {string} room
  * @property {string} name
  * @property {(string | null)} [resume]
+ * @property {(string | null)} [password]
  */
 
 /**
@@ -108,12 +215,29 @@ export const CloseCode = Object.freeze({
  */
 
 /**
+ * To moderators: who is waiting in the lobby now.
+ * @typedef {object} LobbyUpdatedMessage
+ * @property {"lobby_updated"} type
+ * @property {Array<WaitingInfo>} waiting
+ */
+
+/**
+ * A moderator's action on one participant. ``mute`` stops forwarding their microphone, ``camera_off`` their camera; ``allow_unmute`` lets someone muted under 'moderator must allow' unmute again; ``remove`` ends their participation (they cannot come back with the same browser session); ``make_moderator`` shares the role.
+ * @typedef {object} ModerateMessage
+ * @property {(string | null)} [id]
+ * @property {"moderate"} type
+ * @property {("mute" | "camera_off" | "allow_unmute" | "remove" | "make_moderator")} action
+ * @property {string} participant_id
+ */
+
+/**
  * An SDP offer: client -> server for ``publish``, server -> client for ``subscribe``.
  * @typedef {object} OfferMessage
  * @property {(string | null)} [id]
  * @property {"offer"} type
  * @property {("publish" | "subscribe")} pc
  * @property {string} sdp
+ * @property {(* | null)} [sources]
  */
 
 /**
@@ -121,8 +245,12 @@ export const CloseCode = Object.freeze({
  * @typedef {object} ParticipantInfo
  * @property {string} id
  * @property {string} name
+ * @property {("moderator" | "participant")} [role]
  * @property {boolean} audio
  * @property {boolean} video
+ * @property {boolean} [screen]
+ * @property {(number | null)} [hand_raised_at]
+ * @property {boolean} [audio_blocked]
  * @property {number} joined_at
  */
 
@@ -138,7 +266,7 @@ export const CloseCode = Object.freeze({
  * @typedef {object} ParticipantLeftMessage
  * @property {"participant_left"} type
  * @property {string} participant_id
- * @property {("left" | "disconnected" | "timeout" | "slow" | "shutdown")} reason
+ * @property {("left" | "disconnected" | "timeout" | "slow" | "shutdown" | "removed" | "ended")} reason
  */
 
 /**
@@ -163,12 +291,66 @@ export const CloseCode = Object.freeze({
  */
 
 /**
+ * Show a reaction on one's tile for a moment (one of :data:`REACTIONS`, rate-limited).
+ * @typedef {object} ReactMessage
+ * @property {(string | null)} [id]
+ * @property {"react"} type
+ * @property {("\ud83d\udc4d" | "\ud83d\udc4f" | "\u2764\ufe0f" | "\ud83d\ude02" | "\ud83d\ude2e" | "\ud83c\udf89")} emoji
+ */
+
+/**
+ * Someone reacted; show ``emoji`` on their tile for a moment.
+ * @typedef {object} ReactedMessage
+ * @property {"reacted"} type
+ * @property {string} participant_id
+ * @property {("\ud83d\udc4d" | "\ud83d\udc4f" | "\u2764\ufe0f" | "\ud83d\ude02" | "\ud83d\ude2e" | "\ud83c\udf89")} emoji
+ */
+
+/**
+ * A room's settings, as everyone in it sees them.
+ * @typedef {object} RoomState
+ * @property {boolean} [locked]
+ * @property {boolean} [lobby]
+ * @property {boolean} [has_password]
+ * @property {boolean} [moderator_must_allow]
+ */
+
+/**
+ * The room's settings changed.
+ * @typedef {object} RoomUpdatedMessage
+ * @property {"room_updated"} type
+ * @property {RoomState} settings
+ */
+
+/**
+ * Ask to start (or say one stopped) sharing a screen; one sharer at a time.
+ * @typedef {object} ScreenShareMessage
+ * @property {(string | null)} [id]
+ * @property {"screen_share"} type
+ * @property {boolean} active
+ */
+
+/**
  * Change one's own state; omitted fields stay as they are.
  * @typedef {object} UpdateMessage
  * @property {(string | null)} [id]
  * @property {"update"} type
  * @property {(boolean | null)} [audio]
  * @property {(boolean | null)} [video]
+ */
+
+/**
+ * To someone in the lobby: wait until a moderator admits (``welcome``) or denies you.
+ * @typedef {object} WaitingMessage
+ * @property {"waiting"} type
+ */
+
+/**
+ * Someone waiting in the lobby, as moderators see them.
+ * @typedef {object} WaitingInfo
+ * @property {string} id
+ * @property {string} name
+ * @property {number} since
  */
 
 /**
@@ -181,8 +363,11 @@ export const CloseCode = Object.freeze({
  * @property {Array<ParticipantInfo>} participants
  * @property {Array<IceServer>} ice_servers
  * @property {string} resume_token
+ * @property {RoomState} [settings]
+ * @property {Array<ChatEntry>} [chat]
+ * @property {(string | null)} [active_speaker]
  */
 
-/** @typedef {HelloMessage | LeaveMessage | PingMessage | UpdateMessage | OfferMessage | AnswerMessage | CandidateMessage} ClientMessage */
+/** @typedef {HelloMessage | LeaveMessage | PingMessage | UpdateMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatMessage | HandMessage | ReactMessage | ScreenShareMessage | ModerateMessage | ConfigureMessage | AdmitMessage | DenyMessage | EndMeetingMessage} ClientMessage */
 
-/** @typedef {WelcomeMessage | ParticipantJoinedMessage | ParticipantLeftMessage | ParticipantUpdatedMessage | PongMessage | ErrorMessage | OfferMessage | AnswerMessage | CandidateMessage} ServerMessage */
+/** @typedef {WelcomeMessage | ParticipantJoinedMessage | ParticipantLeftMessage | ParticipantUpdatedMessage | PongMessage | ErrorMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatPostedMessage | ReactedMessage | ActiveSpeakerMessage | RoomUpdatedMessage | LobbyUpdatedMessage | WaitingMessage | GoodbyeMessage} ServerMessage */

@@ -7,7 +7,8 @@ Hierarchy::
     ├── MediaError              an SDP or candidate could not be applied, or media failed
     └── RoomError               a room rule refused the request
         ├── InvalidRoomName     the name fails the allow-list
-        └── RoomFull            the room holds ``max_participants`` already
+        ├── RoomFull            the room holds ``max_participants`` already
+        └── Refused             a room rule refused the action (code says which)
 
 Every error carries an :class:`ErrorCode`; the code is the contract with clients (they switch on
 it), the message is for humans and may change.
@@ -22,6 +23,7 @@ __all__ = [
     "InvalidRoomName",
     "MediaError",
     "ProtocolError",
+    "Refused",
     "RoomError",
     "RoomFull",
     "VecheError",
@@ -55,6 +57,21 @@ class ErrorCode(StrEnum):
     """A media message that does not fit the negotiation (e.g. an answer with no offer)."""
     MEDIA_FAILED = "media_failed"
     """A peer connection failed (ICE or DTLS); the client should publish or subscribe again."""
+    FORBIDDEN = "forbidden"
+    """Only a moderator may do that; nothing was changed."""
+    NOT_ADMITTED = "not_admitted"
+    """The sender waits in the lobby: only ``ping`` and ``leave`` are possible until admitted."""
+    ROOM_UNAVAILABLE = "room_unavailable"
+    """The room cannot be joined: it is locked, needs another password, or does not exist. One
+    answer for all three, so outsiders learn nothing about the room."""
+    RATE_LIMITED = "rate_limited"
+    """Too many attempts or messages; wait and try again."""
+    TOO_LONG = "too_long"
+    """A chat message over the length limit."""
+    SCREEN_BUSY = "screen_busy"
+    """Someone else is sharing a screen."""
+    NOT_FOUND = "not_found"
+    """The participant named does not exist (any more)."""
     UNSUPPORTED = "unsupported"
     """The request is valid but this server does not offer it."""
     INTERNAL = "internal"
@@ -107,3 +124,7 @@ class RoomFull(RoomError):
     """The room holds the maximum number of participants."""
 
     code = ErrorCode.ROOM_FULL
+
+
+class Refused(RoomError):
+    """A room rule refused the action; ``code`` says which (forbidden, room_unavailable...)."""

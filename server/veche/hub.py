@@ -1,4 +1,4 @@
-"""The hub: routes client messages to rooms and room deliveries to connections.
+"""The hub: routes client messages to rooms and media, and room deliveries to connections.
 
 It knows connections only through the small :class:`Outlet` interface (queue a message, ask for a
 close), so it never touches a socket and the signalling edge stays the only writer.
@@ -10,27 +10,39 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, assert_never
+from typing import Literal, Protocol, assert_never
 
 from veche.errors import ErrorCode, ProtocolError, VecheError
-from veche.ids import ParticipantId
+from veche.ids import ParticipantId, RoomName
 from veche.media import MediaRouter, media_config
 from veche.protocol import (
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
+    ActiveSpeaker,
+    Admit,
     Answer,
     Candidate,
+    Chat,
     ClientMessage,
     CloseCode,
+    Configure,
+    Deny,
+    EndMeeting,
+    Goodbye,
+    Hand,
     Hello,
     IceServer,
     Leave,
     LeaveReason,
+    Moderate,
     Offer,
     Ping,
     Pong,
+    React,
+    ScreenShare,
     ServerMessage,
     Update,
+    Waiting,
     Welcome,
 )
 from veche.rooms import (
@@ -60,16 +72,18 @@ class Outlet(Protocol):
 
 @dataclass(slots=True, eq=False)
 class Session:
-    """One client connection as the hub sees it; ``room``/``participant`` are set by ``hello``."""
+    """One client connection as the hub sees it. ``participant`` is set by ``hello`` (also while
+    waiting in the lobby); ``browser_session`` is the browser's session cookie, if any."""
 
     outlet: Outlet
     remote: str
+    browser_session: str | None = None
     room: Room | None = None
     participant: Participant | None = None
 
 
 class Hub:
-    """All sessions of this server and the rooms they are in.
+    """All sessions of this server, the rooms they are in and their media.
 
     Raises :class:`~veche.errors.VecheError` from :meth:`handle` for any refused request; the
     caller turns it into an ``error`` reply.
@@ -83,13 +97,16 @@ class Hub:
         media: MediaRouter | None = None,
     ) -> None:
         self.settings = settings
-        self.media = media or MediaRouter(media_config(settings), self._send_to)
+        self.media = media or MediaRouter(
+            media_config(settings), self._send_to, on_speaker=self._speaker_changed
+        )
         self.rooms = RoomRegistry(
             capacity=settings.max_participants, grace=settings.empty_room_grace
         )
         self._clock = clock
         self._sessions: set[Session] = set()
         self._by_participant: dict[ParticipantId, Session] = {}
+        self._speakers: dict[RoomName, str | None] = {}
         self._ice_servers = (
             [IceServer(urls=list(settings.ice_servers))] if settings.ice_servers else []
         )
@@ -99,9 +116,9 @@ class Hub:
         """Every open connection, joined or not."""
         return frozenset(self._sessions)
 
-    def connect(self, outlet: Outlet, remote: str) -> Session:
+    def connect(self, outlet: Outlet, remote: str, browser_session: str | None = None) -> Session:
         """Register a new connection."""
-        session = Session(outlet=outlet, remote=remote)
+        session = Session(outlet=outlet, remote=remote, browser_session=browser_session)
         self._sessions.add(session)
         return session
 
@@ -112,25 +129,83 @@ class Hub:
 
     async def handle(self, session: Session, message: ClientMessage) -> None:
         """Act on one parsed client message."""
+        try:
+            await self._dispatch(session, message)
+        except VecheError as exc:
+            exc.ref = exc.ref or message.id
+            raise
+
+    async def _dispatch(self, session: Session, message: ClientMessage) -> None:
+        now = self._clock()
         match message:
             case Ping():
                 session.outlet.send(Pong(ref=message.id))
             case Hello():
                 self._hello(session, message)
             case Leave():
-                self._joined(session, message.id)
+                self._present(session)
                 self._leave(session, "left")
                 session.outlet.close(CloseCode.NORMAL, "left")
             case Update():
-                room, participant = self._joined(session, message.id)
-                self._deliver(room.update(participant.id, audio=message.audio, video=message.video))
+                room, me = self._admitted(session)
+                self._apply(room, room.update(me.id, audio=message.audio, video=message.video))
             case Offer() | Answer() | Candidate():
-                _, participant = self._joined(session, message.id)
-                try:
-                    await self.media.handle(participant.id, message)
-                except VecheError as exc:
-                    exc.ref = exc.ref or message.id
-                    raise
+                _, me = self._admitted(session)
+                await self.media.handle(me.id, message)
+            case Chat():
+                room, me = self._admitted(session)
+                self._deliver(room.post(me.id, message.text, now=now))
+            case Hand():
+                room, me = self._admitted(session)
+                self._deliver(room.raise_hand(me.id, message.raised, now=now))
+            case React():
+                room, me = self._admitted(session)
+                self._deliver(room.react(me.id, message.emoji, now=now))
+            case ScreenShare():
+                room, me = self._admitted(session)
+                self._apply(room, room.share_screen(me.id, message.active))
+            case Moderate():
+                room, me = self._admitted(session)
+                target = ParticipantId(message.participant_id)
+                deliveries, removed = room.moderate(me.id, message.action, target, now=now)
+                if removed is not None:
+                    self._dismiss(removed, "removed")
+                self._apply(room, deliveries)
+            case Configure():
+                room, me = self._admitted(session)
+                deliveries, admitted = room.configure(
+                    me.id,
+                    locked=message.locked,
+                    lobby=message.lobby,
+                    password=message.password,
+                    moderator_must_allow=message.moderator_must_allow,
+                )
+                self._deliver(deliveries)
+                self._welcome_all(room, admitted)
+            case Admit():
+                room, me = self._admitted(session)
+                target_id = (
+                    ParticipantId(message.participant_id) if message.participant_id else None
+                )
+                deliveries, admitted = room.admit(me.id, target_id, everyone=message.all)
+                self._deliver(deliveries)
+                self._welcome_all(room, admitted)
+            case Deny():
+                room, me = self._admitted(session)
+                target_id = (
+                    ParticipantId(message.participant_id) if message.participant_id else None
+                )
+                deliveries, denied = room.deny(me.id, target_id, everyone=message.all)
+                for person in denied:
+                    self._dismiss(person, "denied")
+                self._deliver(deliveries)
+            case EndMeeting():
+                room, me = self._admitted(session)
+                for person in room.end(me.id):
+                    self._dismiss(person, "ended")
+                self.rooms.drop(room.name)
+                self._speakers.pop(room.name, None)
+                log.info("meeting ended", extra={"room": room.name, "by": me.id})
             case _:  # pragma: no cover - the type checker proves this unreachable
                 assert_never(message)
 
@@ -142,33 +217,44 @@ class Hub:
     def sweep(self) -> None:
         """Drop rooms that have stayed empty for the grace period."""
         for name in self.rooms.sweep(now=self._clock()):
+            self._speakers.pop(name, None)
             log.info("room dropped", extra={"room": name})
 
     # ------------------------------------------------------------------ internals
 
     def _hello(self, session: Session, hello: Hello) -> None:
         if session.participant is not None:
-            raise ProtocolError(
-                "this connection has joined already", code=ErrorCode.ALREADY_JOINED, ref=hello.id
-            )
+            raise ProtocolError("this connection has joined already", code=ErrorCode.ALREADY_JOINED)
         if hello.version not in SUPPORTED_VERSIONS:
             raise ProtocolError(
                 f"protocol version {hello.version} is not supported; this server speaks "
                 f"{PROTOCOL_VERSION}",
                 code=ErrorCode.UNSUPPORTED_VERSION,
-                ref=hello.id,
             )
-        try:
-            name = normalize_room_name(hello.room)
-            room, participant, deliveries = self.rooms.join(
-                name, clean_display_name(hello.name), now=self._clock()
-            )
-        except VecheError as exc:
-            exc.ref = hello.id
-            raise
+        name = normalize_room_name(hello.room)
+        room, participant, deliveries = self.rooms.join(
+            name,
+            clean_display_name(hello.name),
+            now=self._clock(),
+            password=hello.password,
+            session=session.browser_session,
+            address=session.remote,
+        )
         session.room, session.participant = room, participant
         self._by_participant[participant.id] = session
-        self.media.join(room.name, participant.id)
+        if participant.id in room:
+            self._welcome(room, participant)
+        else:
+            session.outlet.send(Waiting())
+            log.info(
+                "participant waiting", extra={"room": room.name, "participant": participant.id}
+            )
+        self._deliver(deliveries)
+
+    def _welcome(self, room: Room, participant: Participant) -> None:
+        session = self._by_participant.get(participant.id)
+        if session is None:
+            return
         session.outlet.send(
             Welcome(
                 version=PROTOCOL_VERSION,
@@ -177,13 +263,33 @@ class Hub:
                 participants=[p.info() for p in room.participants],
                 ice_servers=self._ice_servers,
                 resume_token=participant.resume_token,
+                settings=room.settings,
+                chat=room.chat_history,
+                active_speaker=self._speakers.get(room.name),
             )
         )
-        self._deliver(deliveries)
+        self.media.join(room.name, participant.id)
         log.info(
             "participant joined",
             extra={"room": room.name, "participant": participant.id, "size": len(room)},
         )
+
+    def _welcome_all(self, room: Room, admitted: Iterable[Participant]) -> None:
+        for participant in admitted:
+            self._welcome(room, participant)
+
+    def _dismiss(
+        self, participant: Participant, reason: Literal["removed", "denied", "ended"]
+    ) -> None:
+        """Say goodbye to someone the room let go of, and close its connection."""
+        session = self._by_participant.pop(participant.id, None)
+        self.media.leave(participant.id)
+        if session is None:
+            return
+        session.room = session.participant = None
+        session.outlet.send(Goodbye(reason=reason))
+        session.outlet.close(CloseCode.NORMAL, reason)
+        log.info("participant dismissed", extra={"participant": participant.id, "reason": reason})
 
     def _leave(self, session: Session, reason: LeaveReason) -> None:
         room, participant = session.room, session.participant
@@ -192,17 +298,50 @@ class Hub:
         session.room = session.participant = None
         self._by_participant.pop(participant.id, None)
         self.media.leave(participant.id)
-        self._deliver(room.leave(participant.id, reason, now=self._clock()))
+        # The last one out leaves nobody to admit those in the lobby: they are turned away.
+        stranded = room.waiting if len(room) == 1 and participant.id in room else []
+        deliveries = room.leave(participant.id, reason, now=self._clock())
+        for waiting in stranded:
+            self._dismiss(waiting, "denied")
+        self._apply(room, deliveries)
         log.info(
             "participant left",
             extra={"room": room.name, "participant": participant.id, "reason": reason},
         )
         self.sweep()
 
-    def _joined(self, session: Session, ref: str | None) -> tuple[Room, Participant]:
+    def _present(self, session: Session) -> tuple[Room, Participant]:
         if session.room is None or session.participant is None:
-            raise ProtocolError("send 'hello' first", code=ErrorCode.NOT_JOINED, ref=ref)
+            raise ProtocolError("send 'hello' first", code=ErrorCode.NOT_JOINED)
         return session.room, session.participant
+
+    def _admitted(self, session: Session) -> tuple[Room, Participant]:
+        room, participant = self._present(session)
+        if participant.id not in room:
+            raise ProtocolError(
+                "you are waiting in the lobby until a moderator admits you",
+                code=ErrorCode.NOT_ADMITTED,
+            )
+        return room, participant
+
+    def _apply(self, room: Room, deliveries: list[Delivery]) -> None:
+        """Deliver, and make media forwarding follow every participant's state."""
+        self._deliver(deliveries)
+        for participant in room.participants:
+            self.media.set_forwarding(
+                participant.id,
+                audio=participant.audio,
+                video=participant.video,
+                screen=participant.screen,
+            )
+
+    def _speaker_changed(self, room: str, participant_id: str | None) -> None:
+        name = RoomName(room)
+        self._speakers[name] = participant_id
+        current = self.rooms.get(name)
+        if current is not None:
+            ids = tuple(p.id for p in current.participants)
+            self._deliver([Delivery(ids, ActiveSpeaker(participant_id=participant_id))])
 
     def _send_to(self, participant_id: str, message: ServerMessage) -> None:
         target = self._by_participant.get(ParticipantId(participant_id))

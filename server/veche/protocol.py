@@ -25,17 +25,30 @@ __all__ = [
     "CLIENT_TYPES",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
+    "REACTIONS",
     "SERVER_TYPES",
     "SUPPORTED_VERSIONS",
+    "ActiveSpeaker",
+    "Admit",
     "Answer",
     "Candidate",
+    "Chat",
+    "ChatEntry",
+    "ChatPosted",
     "ClientMessage",
     "CloseCode",
+    "Configure",
+    "Deny",
+    "EndMeeting",
     "Error",
+    "Goodbye",
+    "Hand",
     "Hello",
     "IceServer",
     "Leave",
     "LeaveReason",
+    "LobbyUpdated",
+    "Moderate",
     "Offer",
     "ParticipantInfo",
     "ParticipantJoined",
@@ -44,8 +57,17 @@ __all__ = [
     "PeerRole",
     "Ping",
     "Pong",
+    "React",
+    "Reacted",
+    "Role",
+    "RoomState",
+    "RoomUpdated",
+    "ScreenShare",
     "ServerMessage",
+    "Source",
     "Update",
+    "Waiting",
+    "WaitingInfo",
     "Welcome",
     "encode",
     "parse_client_message",
@@ -81,10 +103,10 @@ PeerRole = Literal["publish", "subscribe"]
 participant's own tracks (the client offers), ``subscribe`` carries everyone else's (the server
 offers)."""
 
-LeaveReason = Literal["left", "disconnected", "timeout", "slow", "shutdown"]
+LeaveReason = Literal["left", "disconnected", "timeout", "slow", "shutdown", "removed", "ended"]
 """Why a participant left: ``left`` said ``leave``; ``disconnected`` closed its socket;
 ``timeout`` missed keepalives; ``slow`` did not read its messages; ``shutdown`` the server
-stopped."""
+stopped; ``removed`` by a moderator; ``ended`` the meeting was ended."""
 
 
 class _Model(BaseModel):
@@ -98,14 +120,63 @@ class _ClientBase(_Model):
 # ---------------------------------------------------------------- shared payloads
 
 
+Role = Literal["moderator", "participant"]
+"""A moderator may mute, remove, admit and change the room's settings; see :class:`Moderate`."""
+
+Source = Literal["microphone", "camera", "screen"]
+"""What a published track carries."""
+
+REACTIONS: Final = ("👍", "👏", "❤️", "😂", "😮", "🎉")
+"""The fixed set of reactions."""
+
+Reaction = Literal["👍", "👏", "❤️", "😂", "😮", "🎉"]
+
+
 class ParticipantInfo(_Model):
     """What everyone in a room knows about one participant."""
 
     id: str
     name: str
-    audio: bool = Field(description="Whether the microphone is on.")
-    video: bool = Field(description="Whether the camera is on.")
+    role: Role = "participant"
+    audio: bool = Field(description="Whether the microphone is on (and forwarded).")
+    video: bool = Field(description="Whether the camera is on (and forwarded).")
+    screen: bool = Field(False, description="Whether this participant is sharing a screen.")
+    hand_raised_at: float | None = Field(
+        None, description="Unix time the hand was raised; hands are ordered by it."
+    )
+    audio_blocked: bool = Field(
+        False, description="Muted by a moderator while 'moderator must allow' is on."
+    )
     joined_at: float = Field(description="Unix time of joining, in seconds.")
+
+
+class RoomState(_Model):
+    """A room's settings, as everyone in it sees them."""
+
+    locked: bool = False
+    lobby: bool = False
+    has_password: bool = False
+    moderator_must_allow: bool = Field(
+        False, description="A participant muted by a moderator cannot unmute until allowed."
+    )
+
+
+class ChatEntry(_Model):
+    """One chat message. ``text`` is plain text: clients must never render it as HTML."""
+
+    id: int
+    participant_id: str
+    name: str
+    text: str
+    at: float = Field(description="Unix time the server received it.")
+
+
+class WaitingInfo(_Model):
+    """Someone waiting in the lobby, as moderators see them."""
+
+    id: str
+    name: str
+    since: float
 
 
 class IceServer(_Model):
@@ -125,6 +196,12 @@ class Offer(_ClientBase):
     type: Literal["offer"] = "offer"
     pc: PeerRole
     sdp: Annotated[str, Field(max_length=60000)]
+    sources: dict[Annotated[str, Field(max_length=32)], Source] | None = Field(
+        None,
+        description="Publish offers: what each section (by mid) carries; a video section not "
+        "named is the camera, an audio section the microphone.",
+        max_length=16,
+    )
 
 
 class Answer(_ClientBase):
@@ -160,6 +237,9 @@ class Hello(_ClientBase):
     resume: Annotated[str, Field(max_length=128)] | None = Field(
         None, description="Resume token from an earlier ``welcome``."
     )
+    password: Annotated[str, Field(max_length=128)] | None = Field(
+        None, description="The room's password, when it has one."
+    )
 
 
 class Leave(_ClientBase):
@@ -182,8 +262,98 @@ class Update(_ClientBase):
     video: bool | None = None
 
 
+class Chat(_ClientBase):
+    """Send a chat message to the room (plain text, at most 2000 characters)."""
+
+    type: Literal["chat"] = "chat"
+    text: Annotated[str, Field(min_length=1, max_length=16000)]
+
+
+class Hand(_ClientBase):
+    """Raise or lower one's hand."""
+
+    type: Literal["hand"] = "hand"
+    raised: bool
+
+
+class React(_ClientBase):
+    """Show a reaction on one's tile for a moment (one of :data:`REACTIONS`, rate-limited)."""
+
+    type: Literal["react"] = "react"
+    emoji: Reaction
+
+
+class ScreenShare(_ClientBase):
+    """Ask to start (or say one stopped) sharing a screen; one sharer at a time."""
+
+    type: Literal["screen_share"] = "screen_share"
+    active: bool
+
+
+class Moderate(_ClientBase):
+    """A moderator's action on one participant.
+
+    ``mute`` stops forwarding their microphone, ``camera_off`` their camera; ``allow_unmute``
+    lets someone muted under 'moderator must allow' unmute again; ``remove`` ends their
+    participation (they cannot come back with the same browser session);
+    ``make_moderator`` shares the role.
+    """
+
+    type: Literal["moderate"] = "moderate"
+    action: Literal["mute", "camera_off", "allow_unmute", "remove", "make_moderator"]
+    participant_id: Annotated[str, Field(max_length=64)]
+
+
+class Configure(_ClientBase):
+    """A moderator changes room settings; omitted fields stay. ``password`` set to an empty
+    string clears it."""
+
+    type: Literal["configure"] = "configure"
+    locked: bool | None = None
+    lobby: bool | None = None
+    password: Annotated[str, Field(max_length=128)] | None = None
+    moderator_must_allow: bool | None = None
+
+
+class Admit(_ClientBase):
+    """A moderator lets waiting people in: one (``participant_id``) or everyone (``all``)."""
+
+    type: Literal["admit"] = "admit"
+    participant_id: Annotated[str, Field(max_length=64)] | None = None
+    all: bool = False
+
+
+class Deny(_ClientBase):
+    """A moderator turns waiting people away: one (``participant_id``) or everyone (``all``)."""
+
+    type: Literal["deny"] = "deny"
+    participant_id: Annotated[str, Field(max_length=64)] | None = None
+    all: bool = False
+
+
+class EndMeeting(_ClientBase):
+    """A moderator ends the meeting for everyone."""
+
+    type: Literal["end_meeting"] = "end_meeting"
+
+
 ClientMessage = Annotated[
-    Hello | Leave | Ping | Update | Offer | Answer | Candidate,
+    Hello
+    | Leave
+    | Ping
+    | Update
+    | Offer
+    | Answer
+    | Candidate
+    | Chat
+    | Hand
+    | React
+    | ScreenShare
+    | Moderate
+    | Configure
+    | Admit
+    | Deny
+    | EndMeeting,
     Field(discriminator="type"),
 ]
 """Any message a client may send."""
@@ -202,6 +372,9 @@ class Welcome(_Model):
     participants: list[ParticipantInfo] = Field(description="Everyone in the room, you included.")
     ice_servers: list[IceServer]
     resume_token: str
+    settings: RoomState = RoomState()
+    chat: list[ChatEntry] = Field(default_factory=list, description="The last 200 messages.")
+    active_speaker: str | None = None
 
 
 class ParticipantJoined(_Model):
@@ -243,6 +416,58 @@ class Error(_Model):
     ref: str | None = Field(None, description="The ``id`` of the offending client message.")
 
 
+class ChatPosted(_Model):
+    """A chat message, to everyone in the room (the sender included)."""
+
+    type: Literal["chat_posted"] = "chat_posted"
+    entry: ChatEntry
+
+
+class Reacted(_Model):
+    """Someone reacted; show ``emoji`` on their tile for a moment."""
+
+    type: Literal["reacted"] = "reacted"
+    participant_id: str
+    emoji: Reaction
+
+
+class ActiveSpeaker(_Model):
+    """Who is speaking now (``None``: nobody), from the audio levels publishers send."""
+
+    type: Literal["active_speaker"] = "active_speaker"
+    participant_id: str | None = None
+
+
+class RoomUpdated(_Model):
+    """The room's settings changed."""
+
+    type: Literal["room_updated"] = "room_updated"
+    settings: RoomState
+
+
+class LobbyUpdated(_Model):
+    """To moderators: who is waiting in the lobby now."""
+
+    type: Literal["lobby_updated"] = "lobby_updated"
+    waiting: list[WaitingInfo]
+
+
+class Waiting(_Model):
+    """To someone in the lobby: wait until a moderator admits (``welcome``) or denies you."""
+
+    type: Literal["waiting"] = "waiting"
+
+
+class Goodbye(_Model):
+    """The server ends this participant's presence; the socket closes next (1000).
+
+    ``removed`` by a moderator, ``denied`` entry from the lobby, ``ended``: the meeting ended.
+    """
+
+    type: Literal["goodbye"] = "goodbye"
+    reason: Literal["removed", "denied", "ended"]
+
+
 ServerMessage = Annotated[
     Welcome
     | ParticipantJoined
@@ -252,7 +477,14 @@ ServerMessage = Annotated[
     | Error
     | Offer
     | Answer
-    | Candidate,
+    | Candidate
+    | ChatPosted
+    | Reacted
+    | ActiveSpeaker
+    | RoomUpdated
+    | LobbyUpdated
+    | Waiting
+    | Goodbye,
     Field(discriminator="type"),
 ]
 """Any message a server may send."""
@@ -265,7 +497,26 @@ def _tags(models: tuple[type[_Model], ...]) -> dict[str, type[_Model]]:
     return {model.model_fields["type"].default: model for model in models}
 
 
-_CLIENT_MODELS: Final = _tags((Hello, Leave, Ping, Update, Offer, Answer, Candidate))
+_CLIENT_MODELS: Final = _tags(
+    (
+        Hello,
+        Leave,
+        Ping,
+        Update,
+        Offer,
+        Answer,
+        Candidate,
+        Chat,
+        Hand,
+        React,
+        ScreenShare,
+        Moderate,
+        Configure,
+        Admit,
+        Deny,
+        EndMeeting,
+    )
+)
 _SERVER_MODELS: Final = _tags(
     (
         Welcome,
@@ -277,6 +528,13 @@ _SERVER_MODELS: Final = _tags(
         Offer,
         Answer,
         Candidate,
+        ChatPosted,
+        Reacted,
+        ActiveSpeaker,
+        RoomUpdated,
+        LobbyUpdated,
+        Waiting,
+        Goodbye,
     )
 )
 CLIENT_TYPES: Final = tuple(_CLIENT_MODELS)

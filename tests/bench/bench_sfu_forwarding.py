@@ -58,8 +58,11 @@ TRIAL_SLACK: Final = 90.0
 """Seconds a trial may take beyond its warm-up and window (joining, connecting, closing)."""
 QUIET_CORES: Final = 0.3
 """Other work on the machine above this many cores skews the figures: a trial waits for less
-(at most ``QUIET_WAIT`` seconds), and one that saw more is run once again."""
-QUIET_WAIT: Final = 60.0
+(at most ``QUIET_WAIT`` seconds), and one that saw more is run once again..."""
+QUIET_WAIT: Final = 30.0
+PATIENCE: Final = 300.0
+"""...but only this many seconds into the run, so that a run on a busy machine stays under ~10
+minutes."""
 CORES: Final = os.cpu_count() or 1
 
 TARGET_FPS: Final = 29.0
@@ -198,21 +201,24 @@ async def _wait_quiet() -> None:
             return
 
 
-async def run_trial(server: str, k: int, seconds: float, logs: Path) -> Trial:
-    """Measure ``server`` with K subscribers, once more if other work skewed the first run."""
+async def run_trial(server: str, k: int, seconds: float, logs: Path, *, patient: bool) -> Trial:
+    """Measure ``server`` with K subscribers. If ``patient``, first wait a while for other work
+    on the machine to calm down, and measure once more if it skewed the figures anyway."""
+    if patient:
+        await _wait_quiet()
     trial = await _run_trial(server, k, seconds, logs)
-    if trial.contended:
+    if patient and trial.contended:
         print(
             f"({server} K={k}: other work took {trial.other_cores:.2f} cores: measuring again)",
             flush=True,
         )
+        await _wait_quiet()
         trial = await _run_trial(server, k, seconds, logs)
     return trial
 
 
 async def _run_trial(server: str, k: int, seconds: float, logs: Path) -> Trial:
     """Start ``server``, the publisher and K subscribers; measure; stop them all."""
-    await _wait_quiet()
     trial = Trial(server, k)
     port = free_port()
     url = f"ws://127.0.0.1:{port}/ws"
@@ -385,6 +391,18 @@ def summary(veche: list[Trial], baseline: list[Trial], seconds: float) -> str:
         "|---|---|---|---|---|---|---|---|---|",
         *(_row(t) for t in [*veche, *baseline]),
     ]
+    done = sorted((t for t in veche if not t.error), key=lambda t: t.k)
+    if len(done) >= 2 and done[-1].packets_per_second > done[-2].packets_per_second:
+        small, large = done[-2], done[-1]
+        marginal = (large.server_cores - small.server_cores) / (
+            large.packets_per_second - small.packets_per_second
+        )
+        lines += [
+            "",
+            f"{VECHE}'s server CPU per extra forwarded packet from K={small.k} to K={large.k}: "
+            f"{marginal * 1e6:.1f} us (the rest is the fixed cost of the publisher's "
+            "connection and of keeping connections alive).",
+        ]
     by_k = {t.k: t for t in veche if not t.error}
     pairs = [(by_k[b.k], b) for b in baseline if not b.error and b.k in by_k]
     if pairs:
@@ -409,20 +427,25 @@ def summary(veche: list[Trial], baseline: list[Trial], seconds: float) -> str:
 # ------------------------------------------------------------------------------- main
 
 
-async def bench(ks: list[int], seconds: float, baseline: bool) -> int:
+async def bench(ks: list[int], seconds: float, baseline: bool, logs: Path | None) -> int:
     print(
         f"SFU forwarding: K = {', '.join(map(str, ks))}; {seconds:.0f} s per K after "
         f"{WARMUP:.0f} s warm-up; {CORES} cores",
         flush=True,
     )
-    with tempfile.TemporaryDirectory(prefix="veche-bench-") as logs:
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="veche-bench-") as scratch:
+        log_dir = logs or Path(scratch)
+        log_dir.mkdir(parents=True, exist_ok=True)
         ours = []
         for k in ks:
-            ours.append(await run_trial(VECHE, k, seconds, Path(logs)))
+            patient = time.monotonic() - start < PATIENCE
+            ours.append(await run_trial(VECHE, k, seconds, log_dir, patient=patient))
             print(describe(ours[-1]), flush=True)
         theirs: list[Trial] = []
         for k in ks if baseline else []:
-            theirs.append(await run_trial(BASELINE, k, seconds, Path(logs)))
+            patient = time.monotonic() - start < PATIENCE
+            theirs.append(await run_trial(BASELINE, k, seconds, log_dir, patient=patient))
             print(describe(theirs[-1]), flush=True)
             if not theirs[-1].sustained:
                 print(f"{BASELINE} cannot sustain K={k}: larger K not run", flush=True)
@@ -438,6 +461,7 @@ def main() -> int:
     parser.add_argument("--ks", help="comma-separated subscriber counts (default 1,5,10,20)")
     parser.add_argument("--seconds", type=float, help="measuring window per K (default 15)")
     parser.add_argument("--no-baseline", action="store_true", help=f"skip the {BASELINE} runs")
+    parser.add_argument("--logs", type=Path, help="keep the servers' logs in this directory")
     args = parser.parse_args()
     ks = [int(k) for k in args.ks.split(",")] if args.ks else list(QUICK_KS if args.quick else KS)
     seconds = args.seconds or (QUICK_SECONDS if args.quick else SECONDS)
@@ -448,7 +472,7 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    return asyncio.run(bench(ks, seconds, not args.no_baseline))
+    return asyncio.run(bench(ks, seconds, not args.no_baseline, args.logs))
 
 
 if __name__ == "__main__":

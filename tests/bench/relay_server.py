@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -173,6 +174,7 @@ def main() -> None:
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     web.run_app(create_app(), host="127.0.0.1", port=args.port, print=None, access_log=None)
 
 

@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpReceiver,
@@ -47,6 +48,8 @@ CLOSE_TIMEOUT: Final = 10.0
 """Seconds to wait for one peer connection to close."""
 VIDEO_TIMEOUT: Final = 30.0
 """Seconds every subscriber has to start receiving video."""
+CONFIG: Final = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+"""Like a browser: one transport for all media, no STUN server."""
 
 
 # ------------------------------------------------------------------------------- publisher
@@ -143,7 +146,7 @@ class Subscriber:
 
     async def _answer(self, sdp: str) -> None:
         if self.pc is None:
-            self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            self.pc = RTCPeerConnection(CONFIG)
             self.pc.on("track", self._on_track)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
         await self.pc.setLocalDescription(await self.pc.createAnswer())

@@ -39,7 +39,7 @@ from veche.media.internals import (
     tap_receiver,
 )
 from veche.media.tracks import Downtrack, SenderFeed, Uptrack
-from veche.protocol import Answer, Candidate, Error, Offer, PeerRole, ServerMessage
+from veche.protocol import Answer, Candidate, Error, Offer, PeerRole, ServerMessage, Source
 
 __all__ = ["MediaConfig", "MediaPeer"]
 
@@ -88,12 +88,14 @@ class MediaPeer:
         send: Callable[[ServerMessage], None],
         on_publish: Callable[[Uptrack], None],
         on_failed: Callable[[], None] = lambda: None,
+        on_level: Callable[[int], None] | None = None,
     ) -> None:
         self.participant_id = participant_id
         self.config = config
         self._send = send
         self._on_publish = on_publish
         self._on_failed = on_failed
+        self._on_level = on_level
         self.publish_pc: RTCPeerConnection | None = None
         self.subscribe_pc: RTCPeerConnection | None = None
         self.uptracks: list[Uptrack] = []
@@ -111,7 +113,7 @@ class MediaPeer:
         """Apply a media message from this participant's client."""
         match message:
             case Offer(pc="publish"):
-                await self._publish_offer(message.sdp)
+                await self._publish_offer(message.sdp, message.sources or {})
             case Answer(pc="subscribe"):
                 await self._subscribe_answer(message.sdp)
             case Candidate():
@@ -124,7 +126,7 @@ class MediaPeer:
                     ref=message.id,
                 )
 
-    async def _publish_offer(self, sdp: str) -> None:
+    async def _publish_offer(self, sdp: str, sources: dict[str, Source]) -> None:
         if not any(line.startswith(("m=audio", "m=video")) for line in sdp.splitlines()):
             raise MediaError("the publish offer has no audio or video section")
         async with self._lock:
@@ -147,7 +149,10 @@ class MediaPeer:
                 if not codecs:
                     continue
                 pin_codecs(transceiver, codecs[0])
-                added.append(self._uptrack_for(transceiver, codecs[0]))
+                source = sources.get(transceiver.mid or "")
+                if source is not None and (source == "microphone") != (transceiver.kind == "audio"):
+                    source = None  # a microphone must be audio, a camera or screen video
+                added.append(self._uptrack_for(transceiver, codecs[0], source))
             bind_ports(pc, self.config.port_min, self.config.port_max, self.config.public_ip)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
@@ -172,8 +177,17 @@ class MediaPeer:
 
                 tap_receiver(receiver, sink)
 
-    def _uptrack_for(self, transceiver: RTCRtpTransceiver, codec: RTCRtpCodecParameters) -> Uptrack:
-        uptrack = Uptrack(self.participant_id, transceiver.kind, codec, transceiver.receiver)
+    def _uptrack_for(
+        self, transceiver: RTCRtpTransceiver, codec: RTCRtpCodecParameters, source: Source | None
+    ) -> Uptrack:
+        uptrack = Uptrack(
+            self.participant_id,
+            transceiver.kind,
+            codec,
+            transceiver.receiver,
+            source=source,
+            on_level=self._on_level if transceiver.kind == "audio" else None,
+        )
         transceiver._veche_uptrack = uptrack  # type: ignore[attr-defined]
         self.uptracks.append(uptrack)
         log.info(
@@ -242,7 +256,7 @@ class MediaPeer:
             transceiver, feed = reusable
             transceiver.direction = "sendonly"
         sender: RTCRtpSender = transceiver.sender
-        sender._stream_id = uptrack.owner  # the subscriber's ontrack sees it as streams[0].id
+        sender._stream_id = uptrack.stream_id  # the subscriber's ontrack: streams[0].id
         sender.replaceTrack(_ForwardedTrack(uptrack.kind, uptrack.id))
         downtrack = Downtrack(uptrack, self.participant_id, feed)
         self._downtracks[uptrack.id] = (transceiver, downtrack)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable
+from typing import Final
 
 from aiortc import RTCIceServer
 
 from veche.media.internals import codec_objects
 from veche.media.peer import MediaConfig, MediaPeer
+from veche.media.speaker import SpeakerDetector
 from veche.media.tracks import Uptrack
 from veche.protocol import Answer, Candidate, Offer, ServerMessage
 from veche.settings import Settings
@@ -17,6 +21,9 @@ from veche.settings import Settings
 __all__ = ["MediaRouter", "media_config"]
 
 log = logging.getLogger(__name__)
+
+SPEAKER_INTERVAL: Final = 0.25
+"""Seconds between two looks at who is speaking."""
 
 
 def media_config(settings: Settings) -> MediaConfig:
@@ -34,12 +41,24 @@ def media_config(settings: Settings) -> MediaConfig:
 class MediaRouter:
     """Media peers by participant, grouped by room.
 
-    ``send(participant_id, message)`` delivers a server message to one participant.
+    ``send(participant_id, message)`` delivers a server message to one participant;
+    ``on_speaker(room, participant_id)`` is called when a room's active speaker changes.
     """
 
-    def __init__(self, config: MediaConfig, send: Callable[[str, ServerMessage], None]) -> None:
+    def __init__(
+        self,
+        config: MediaConfig,
+        send: Callable[[str, ServerMessage], None],
+        *,
+        on_speaker: Callable[[str, str | None], None] = lambda room, participant: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self._send = send
+        self._on_speaker = on_speaker
+        self._clock = clock
+        self._speakers: dict[str, SpeakerDetector] = {}
+        self._speaker_task: asyncio.Task[None] | None = None
         self._peers: dict[str, MediaPeer] = {}
         self._rooms: dict[str, set[str]] = {}
         self._room_of: dict[str, str] = {}
@@ -52,13 +71,16 @@ class MediaRouter:
 
     def join(self, room: str, participant_id: str) -> None:
         """Add a participant: it will receive every track already published in the room."""
+        detector = self._speakers.setdefault(room, SpeakerDetector())
         peer = MediaPeer(
             participant_id,
             self.config,
             send=lambda message: self._send(participant_id, message),
             on_publish=self._published,
             on_failed=lambda: self.reset(participant_id),
+            on_level=lambda level: detector.add(participant_id, level, now=self._clock()),
         )
+        self._ensure_speaker_task()
         members = self._rooms.setdefault(room, set())
         for other in members:
             for uptrack in self._peers[other].uptracks:
@@ -76,8 +98,11 @@ class MediaRouter:
             return
         members = self._rooms.get(room, set())
         members.discard(participant_id)
+        if room in self._speakers:
+            self._speakers[room].forget(participant_id)
         if not members:
             self._rooms.pop(room, None)
+            self._speakers.pop(room, None)
         for other in members:
             for uptrack in peer.uptracks:
                 self._peers[other].unsubscribe(uptrack)
@@ -102,6 +127,32 @@ class MediaRouter:
         if peer is not None:
             await peer.handle(message)
 
+    def set_forwarding(
+        self, participant_id: str, *, audio: bool, video: bool, screen: bool
+    ) -> None:
+        """Forward a participant's microphone, camera and screen only while they are on (a
+        moderator's mute holds back whatever the client still sends)."""
+        peer = self._peers.get(participant_id)
+        if peer is None:
+            return
+        wanted = {"microphone": audio, "camera": video, "screen": screen}
+        for uptrack in peer.uptracks:
+            uptrack.set_enabled(wanted[uptrack.source])
+
+    def _ensure_speaker_task(self) -> None:
+        if self._speaker_task is None or self._speaker_task.done():
+            self._speaker_task = asyncio.ensure_future(self._watch_speakers())
+
+    async def _watch_speakers(self) -> None:
+        while self._speakers:
+            await asyncio.sleep(SPEAKER_INTERVAL)
+            now = self._clock()
+            for room, detector in list(self._speakers.items()):
+                before = detector.current
+                after = detector.speaker(now=now)
+                if after != before:
+                    self._on_speaker(room, after)
+
     def _published(self, uptrack: Uptrack) -> None:
         room = self._room_of.get(uptrack.owner)
         if room is None:
@@ -123,5 +174,9 @@ class MediaRouter:
         """Close every participant's media and wait for all closes to finish."""
         for participant_id in list(self._peers):
             self.leave(participant_id)
+        if self._speaker_task is not None:
+            self._speaker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._speaker_task
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)

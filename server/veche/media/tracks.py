@@ -25,6 +25,7 @@ from aiortc.rtp import RtpPacket
 
 from veche.media.assembler import AssembledFrame, FrameAssembler, Packet
 from veche.media.internals import EncodedFrame, request_keyframe
+from veche.protocol import Source
 
 __all__ = ["Downtrack", "SenderFeed", "TrackStats", "Uptrack"]
 
@@ -59,12 +60,17 @@ class Uptrack:
         codec: RTCRtpCodecParameters,
         receiver: RTCRtpReceiver,
         *,
+        source: Source | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_level: Callable[[int], None] | None = None,
     ) -> None:
         self.owner = owner
         self.kind = kind
         self.codec = codec
-        self.id = f"{owner}-{kind}-{next(_track_numbers)}"
+        self.source: Source = source or ("microphone" if kind == "audio" else "camera")
+        self.id = f"{owner}-{self.source}-{next(_track_numbers)}"
+        self.enabled = True
+        self._on_level = on_level
         self.stats = TrackStats()
         self.downtracks: set[Downtrack] = set()
         self._receiver = receiver
@@ -76,6 +82,23 @@ class Uptrack:
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
 
+    @property
+    def stream_id(self) -> str:
+        """The stream id subscribers see: the owner's participant id, with ``~screen`` for a
+        shared screen."""
+        return f"{self.owner}~screen" if self.source == "screen" else self.owner
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Forward or hold back this track (a muted microphone, a camera turned off, a screen
+        not being shared). A video track turned back on restarts from a keyframe."""
+        if enabled == self.enabled:
+            return
+        self.enabled = enabled
+        if enabled and self.kind == "video":
+            for downtrack in self.downtracks:
+                downtrack.hold_until_keyframe()
+            self.request_keyframe()
+
     def on_packet(self, packet: RtpPacket, codec: RTCRtpCodecParameters) -> None:
         """Receive one RTP packet from the publisher (the receiver tap calls this)."""
         if codec.payloadType != self.codec.payloadType or self.closed:
@@ -83,6 +106,8 @@ class Uptrack:
         self.stats.packets_in += 1
         self._ssrc = packet.ssrc
         level = packet.extensions.audio_level
+        if level is not None and self._on_level is not None and self.enabled:
+            self._on_level(level[1])
         frames, lost = self._assembler.push(
             Packet(
                 packet.sequence_number,
@@ -99,6 +124,8 @@ class Uptrack:
             self.request_keyframe()
         for frame in frames:
             self.stats.frames_in += 1
+            if not self.enabled:
+                continue
             for downtrack in self.downtracks:
                 downtrack.push(frame)
 

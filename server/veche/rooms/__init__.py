@@ -1,16 +1,25 @@
-"""Pure room logic: names, participants, who receives what. No sockets, no media, no clock reads.
+"""Pure room logic: names, participants, lobby, chat, moderation, who receives what. No sockets,
+no media, no clock reads.
 
 Callers pass ``now`` (seconds) explicitly, so tests drive time by hand.
 """
 
+from veche.rooms.chat import MAX_CHAT_LENGTH, ChatLog
+from veche.rooms.limits import AttemptLimiter
 from veche.rooms.names import clean_display_name, generate_room_name, normalize_room_name
+from veche.rooms.participant import Participant
+from veche.rooms.policy import RoomPolicy
 from veche.rooms.registry import RoomRegistry
-from veche.rooms.room import Delivery, Participant, Room
+from veche.rooms.room import Delivery, Room
 
 __all__ = [
+    "MAX_CHAT_LENGTH",
+    "AttemptLimiter",
+    "ChatLog",
     "Delivery",
     "Participant",
     "Room",
+    "RoomPolicy",
     "RoomRegistry",
     "clean_display_name",
     "generate_room_name",

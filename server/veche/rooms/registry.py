@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Final
+
+from veche.errors import ErrorCode, Refused
 from veche.ids import RoomName
-from veche.rooms.room import Delivery, Participant, Room
+from veche.rooms.limits import AttemptLimiter
+from veche.rooms.participant import Participant
+from veche.rooms.room import Delivery, Room
+
+JOIN_ATTEMPTS: Final = 5
+"""Refused joins (wrong password, locked...) one address may have per ``JOIN_WINDOW``."""
+JOIN_WINDOW: Final = 60.0
 
 __all__ = ["RoomRegistry"]
 
@@ -19,6 +28,7 @@ class RoomRegistry:
         self.capacity = capacity
         self.grace = grace
         self._rooms: dict[RoomName, Room] = {}
+        self._attempts = AttemptLimiter(limit=JOIN_ATTEMPTS, window=JOIN_WINDOW)
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -36,15 +46,42 @@ class RoomRegistry:
         return sum(len(room) for room in self._rooms.values())
 
     def join(
-        self, name: RoomName, display_name: str, *, now: float
+        self,
+        name: RoomName,
+        display_name: str,
+        *,
+        now: float,
+        password: str | None = None,
+        session: str | None = None,
+        address: str = "?",
     ) -> tuple[Room, Participant, list[Delivery]]:
-        """Join ``name``, creating the room if needed. Raises :class:`~veche.errors.RoomFull`."""
+        """Join ``name``, creating the room if needed (unless a password is given: a password
+        names an existing room). Raises :class:`~veche.errors.RoomFull`, and
+        :class:`~veche.errors.Refused` with ``room_unavailable`` (locked, wrong password,
+        removed, or no such room: one answer for all) or ``rate_limited`` after too many
+        refusals from one address."""
+        if self._attempts.blocked(address, now=now):
+            raise Refused(
+                "too many refused attempts from your address; wait a minute",
+                code=ErrorCode.RATE_LIMITED,
+            )
         room = self._rooms.get(name)
-        if room is None:
+        if room is None and password is None:
             room = Room(name, capacity=self.capacity, now=now)
             self._rooms[name] = room
-        participant, deliveries = room.join(display_name, now=now)
+        if room is None or not room.admits(password, session):
+            self._attempts.record(address, now=now)
+            raise Refused(
+                "this meeting cannot be joined: it may be locked, need another password, or "
+                "not exist",
+                code=ErrorCode.ROOM_UNAVAILABLE,
+            )
+        participant, deliveries = room.join(display_name, now=now, session=session)
         return room, participant, deliveries
+
+    def drop(self, name: RoomName) -> None:
+        """Forget a room at once (its meeting was ended)."""
+        self._rooms.pop(name, None)
 
     def sweep(self, *, now: float) -> list[RoomName]:
         """Drop rooms that have been empty for at least the grace period; return their names."""

@@ -1,31 +1,43 @@
-"""One meeting room: its participants and who hears about what.
+"""One meeting room: its participants, lobby, chat and settings, and who hears about what.
 
-Every mutating method returns the :class:`Delivery` list that the caller must send; the room never
-touches a socket, so the rules of who receives what are tested without one.
+Every mutating method returns the :class:`Delivery` list that the caller must send (and raises
+:class:`~veche.errors.Refused` or :class:`~veche.errors.RoomFull` when a rule says no); the room
+never touches a socket, so the rules of who may do and receive what are tested without one.
+A person waiting in the lobby is not a participant: it receives nothing about the room.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final, Literal
 
-from veche.errors import RoomFull
-from veche.ids import (
-    ParticipantId,
-    ResumeToken,
-    RoomName,
-    new_participant_id,
-    new_resume_token,
-)
+from veche.errors import ErrorCode, Refused, RoomFull
+from veche.ids import ParticipantId, RoomName
 from veche.protocol import (
+    ChatEntry,
+    ChatPosted,
     LeaveReason,
-    ParticipantInfo,
+    LobbyUpdated,
     ParticipantJoined,
     ParticipantLeft,
     ParticipantUpdated,
+    Reacted,
+    Reaction,
+    RoomState,
+    RoomUpdated,
     ServerMessage,
 )
+from veche.rooms.chat import ChatLog
+from veche.rooms.participant import Participant
+from veche.rooms.policy import RoomPolicy
 
 __all__ = ["Delivery", "Participant", "Room"]
+
+REACTION_INTERVAL: Final = 1.0
+"""Least seconds between two reactions of one participant."""
+
+ModeratorAction = Literal["mute", "camera_off", "allow_unmute", "remove", "make_moderator"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,30 +48,8 @@ class Delivery:
     message: ServerMessage
 
 
-@dataclass(slots=True)
-class Participant:
-    """A person in a room. ``id`` and ``resume_token`` are server-chosen secrets-grade values."""
-
-    name: str
-    joined_at: float
-    id: ParticipantId = field(default_factory=new_participant_id)
-    resume_token: ResumeToken = field(default_factory=new_resume_token)
-    audio: bool = True
-    video: bool = True
-
-    def info(self) -> ParticipantInfo:
-        """The public view of this participant."""
-        return ParticipantInfo(
-            id=self.id,
-            name=self.name,
-            audio=self.audio,
-            video=self.video,
-            joined_at=self.joined_at,
-        )
-
-
 class Room:
-    """Participants of one meeting, in order of joining.
+    """Participants of one meeting, in order of joining, and the people in its lobby.
 
     ``empty_since`` is the time the last participant left, or ``None`` while anyone is present;
     the registry drops the room once it has been empty for the grace period.
@@ -70,7 +60,12 @@ class Room:
         self.capacity = capacity
         self.created_at = now
         self.empty_since: float | None = now
+        self.policy = RoomPolicy()
+        self.chat = ChatLog()
+        self.ended = False
         self._participants: dict[ParticipantId, Participant] = {}
+        self._waiting: dict[ParticipantId, Participant] = {}
+        self._banned_sessions: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._participants)
@@ -83,55 +78,272 @@ class Room:
         """Everyone present, oldest first."""
         return list(self._participants.values())
 
+    @property
+    def waiting(self) -> list[Participant]:
+        """Everyone in the lobby, oldest first."""
+        return list(self._waiting.values())
+
+    @property
+    def settings(self) -> RoomState:
+        """The settings as participants see them."""
+        return self.policy.state()
+
+    @property
+    def chat_history(self) -> list[ChatEntry]:
+        """The chat messages a newcomer receives."""
+        return self.chat.entries
+
     def get(self, participant_id: ParticipantId) -> Participant | None:
-        """The participant with that id, if present."""
+        """The participant with that id, if present (not waiting)."""
         return self._participants.get(participant_id)
 
-    def join(self, name: str, *, now: float) -> tuple[Participant, list[Delivery]]:
-        """Add a participant called ``name`` (already cleaned). Raises
-        :class:`~veche.errors.RoomFull`. Tells everyone else ``participant_joined``."""
-        if len(self._participants) >= self.capacity:
+    # ------------------------------------------------------------------ entering and leaving
+
+    def admits(self, password: str | None, session: str | None) -> bool:
+        """Whether someone outside may enter (or wait): not locked, not removed, the right
+        password. The caller answers every refusal the same way."""
+        if self.ended or self.policy.locked:
+            return False
+        if session is not None and session in self._banned_sessions:
+            return False
+        return self.policy.password_matches(password)
+
+    def join(
+        self, name: str, *, now: float, session: str | None = None
+    ) -> tuple[Participant, list[Delivery]]:
+        """Add someone called ``name`` (already cleaned and let in by :meth:`admits`).
+
+        With the lobby on and someone present, the newcomer waits (``participant.id`` not in
+        the room) and the moderators hear ``lobby_updated``; otherwise it enters: the others
+        hear ``participant_joined``, and a room without a moderator makes it one. Raises
+        :class:`~veche.errors.RoomFull`.
+        """
+        if len(self._participants) + len(self._waiting) >= self.capacity:
             raise RoomFull(f"the room is full ({self.capacity} participants)")
-        participant = Participant(name=name, joined_at=now)
-        while participant.id in self._participants:  # pragma: no cover - 72 random bits
-            participant = Participant(name=name, joined_at=now)
-        others = self._ids_except(None)
+        participant = Participant(name=name, joined_at=now, session=session)
+        if self.policy.lobby and self._participants:
+            self._waiting[participant.id] = participant
+            return participant, self._lobby_update()
+        return participant, self._enter(participant)
+
+    def _enter(self, participant: Participant) -> list[Delivery]:
+        others = self._ids()
+        if not any(p.moderator for p in self._participants.values()):
+            participant.role = "moderator"
         self._participants[participant.id] = participant
         self.empty_since = None
-        joined = ParticipantJoined(participant=participant.info())
-        return participant, _deliver(others, joined)
+        return _deliver(others, ParticipantJoined(participant=participant.info()))
 
     def leave(
         self, participant_id: ParticipantId, reason: LeaveReason, *, now: float
     ) -> list[Delivery]:
-        """Remove a participant (no-op if absent). Tells everyone left ``participant_left``."""
-        if self._participants.pop(participant_id, None) is None:
+        """Remove a participant or a waiting person (no-op if absent). Those remaining hear
+        ``participant_left``; if no moderator is left, the longest-present participant becomes
+        one."""
+        if self._waiting.pop(participant_id, None) is not None:
+            return self._lobby_update()
+        participant = self._participants.pop(participant_id, None)
+        if participant is None:
             return []
+        deliveries = _deliver(
+            self._ids(), ParticipantLeft(participant_id=participant_id, reason=reason)
+        )
         if not self._participants:
             self.empty_since = now
-        left = ParticipantLeft(participant_id=participant_id, reason=reason)
-        return _deliver(self._ids_except(None), left)
+            self._waiting.clear()  # nobody is left to admit them; they are told by the caller
+            return deliveries
+        if participant.moderator and not any(p.moderator for p in self._participants.values()):
+            heir = next(iter(self._participants.values()))
+            heir.role = "moderator"
+            deliveries += self._updated(heir)
+            deliveries += self._lobby_update()
+        return deliveries
+
+    # ------------------------------------------------------------------ own state
 
     def update(
         self, participant_id: ParticipantId, *, audio: bool | None, video: bool | None
     ) -> list[Delivery]:
-        """Change a participant's microphone/camera state. Tells everyone, the participant
-        included, ``participant_updated``; nothing if nothing changed."""
-        participant = self._participants.get(participant_id)
-        if participant is None:
-            return []
+        """Change one's own microphone/camera state. Everyone, the participant included, hears
+        ``participant_updated``; nothing if nothing changed. Unmuting while blocked by a
+        moderator is ``forbidden``."""
+        participant = self._require(participant_id)
+        if audio and participant.audio_blocked:
+            raise Refused(
+                "a moderator muted you; ask a moderator to allow you to unmute",
+                code=ErrorCode.FORBIDDEN,
+            )
         changed = False
         if audio is not None and audio != participant.audio:
             participant.audio, changed = audio, True
         if video is not None and video != participant.video:
             participant.video, changed = video, True
-        if not changed:
-            return []
-        updated = ParticipantUpdated(participant=participant.info())
-        return _deliver(self._ids_except(None), updated)
+        return self._updated(participant) if changed else []
 
-    def _ids_except(self, excluded: ParticipantId | None) -> tuple[ParticipantId, ...]:
-        return tuple(pid for pid in self._participants if pid != excluded)
+    def raise_hand(
+        self, participant_id: ParticipantId, raised: bool, *, now: float
+    ) -> list[Delivery]:
+        """Raise or lower one's hand; hands are ordered by ``hand_raised_at``."""
+        participant = self._require(participant_id)
+        if raised == (participant.hand_raised_at is not None):
+            return []
+        participant.hand_raised_at = now if raised else None
+        return self._updated(participant)
+
+    def react(
+        self, participant_id: ParticipantId, emoji: Reaction, *, now: float
+    ) -> list[Delivery]:
+        """Show a reaction to everyone; at most one per second per participant."""
+        participant = self._require(participant_id)
+        if now - participant.last_reaction < REACTION_INTERVAL:
+            raise Refused("one reaction per second at most", code=ErrorCode.RATE_LIMITED)
+        participant.last_reaction = now
+        return _deliver(self._ids(), Reacted(participant_id=participant_id, emoji=emoji))
+
+    def post(self, participant_id: ParticipantId, text: str, *, now: float) -> list[Delivery]:
+        """Post a chat message to everyone, the sender included."""
+        participant = self._require(participant_id)
+        entry = self.chat.post(participant_id, participant.name, text, now=now)
+        return _deliver(self._ids(), ChatPosted(entry=entry))
+
+    def share_screen(self, participant_id: ParticipantId, active: bool) -> list[Delivery]:
+        """Start or stop sharing a screen; one sharer at a time (``screen_busy``)."""
+        participant = self._require(participant_id)
+        if active and any(p.screen for p in self._participants.values() if p is not participant):
+            raise Refused("someone else is sharing a screen", code=ErrorCode.SCREEN_BUSY)
+        if participant.screen == active:
+            return []
+        participant.screen = active
+        return self._updated(participant)
+
+    # ------------------------------------------------------------------ moderation
+
+    def moderate(
+        self,
+        actor_id: ParticipantId,
+        action: ModeratorAction,
+        target_id: ParticipantId,
+        *,
+        now: float,
+    ) -> tuple[list[Delivery], Participant | None]:
+        """A moderator's action on a participant; returns the deliveries and, for ``remove``,
+        the removed participant (whom the caller says goodbye to)."""
+        self._require_moderator(actor_id)
+        target = self._participants.get(target_id)
+        if target is None:
+            raise Refused("no such participant in this room", code=ErrorCode.NOT_FOUND)
+        if action == "remove":
+            if target.session is not None:
+                self._banned_sessions.add(target.session)
+            return self.leave(target_id, "removed", now=now), target
+        if action == "mute":
+            target.audio = False
+            target.audio_blocked = self.policy.moderator_must_allow
+        elif action == "camera_off":
+            target.video = False
+        elif action == "allow_unmute":
+            target.audio_blocked = False
+        elif action == "make_moderator":
+            target.role = "moderator"
+        deliveries = self._updated(target)
+        if action == "make_moderator":
+            deliveries += self._lobby_update()
+        return deliveries, None
+
+    def configure(
+        self,
+        actor_id: ParticipantId,
+        *,
+        locked: bool | None = None,
+        lobby: bool | None = None,
+        password: str | None = None,
+        moderator_must_allow: bool | None = None,
+    ) -> tuple[list[Delivery], list[Participant]]:
+        """A moderator changes settings; everyone hears ``room_updated``. Turning the lobby off
+        lets everyone waiting in: they are returned for the caller to welcome."""
+        self._require_moderator(actor_id)
+        policy = self.policy
+        if locked is not None:
+            policy.locked = locked
+        if moderator_must_allow is not None:
+            policy.moderator_must_allow = moderator_must_allow
+        if password is not None:
+            policy.set_password(password)
+        admitted: list[Participant] = []
+        deliveries: list[Delivery] = []
+        if lobby is not None:
+            policy.lobby = lobby
+            if not lobby and self._waiting:
+                deliveries, admitted = self._admit(list(self._waiting))
+        return _deliver(self._ids(), RoomUpdated(settings=policy.state())) + deliveries, admitted
+
+    def admit(
+        self, actor_id: ParticipantId, target_id: ParticipantId | None, *, everyone: bool
+    ) -> tuple[list[Delivery], list[Participant]]:
+        """A moderator lets waiting people in; returns them for the caller to welcome."""
+        self._require_moderator(actor_id)
+        return self._admit(self._lobby_targets(target_id, everyone))
+
+    def deny(
+        self, actor_id: ParticipantId, target_id: ParticipantId | None, *, everyone: bool
+    ) -> tuple[list[Delivery], list[Participant]]:
+        """A moderator turns waiting people away; returns them for the caller to dismiss."""
+        self._require_moderator(actor_id)
+        denied = [self._waiting.pop(pid) for pid in self._lobby_targets(target_id, everyone)]
+        return self._lobby_update(), denied
+
+    def end(self, actor_id: ParticipantId) -> list[Participant]:
+        """A moderator ends the meeting: returns everyone (present and waiting) for the caller
+        to dismiss. The room admits nobody afterwards."""
+        self._require_moderator(actor_id)
+        self.ended = True
+        everyone = self.participants + self.waiting
+        self._participants.clear()
+        self._waiting.clear()
+        return everyone
+
+    # ------------------------------------------------------------------ helpers
+
+    def _admit(self, ids: Iterable[ParticipantId]) -> tuple[list[Delivery], list[Participant]]:
+        deliveries: list[Delivery] = []
+        admitted = []
+        for pid in ids:
+            participant = self._waiting.pop(pid)
+            deliveries += self._enter(participant)
+            admitted.append(participant)
+        return deliveries + self._lobby_update(), admitted
+
+    def _lobby_targets(
+        self, target_id: ParticipantId | None, everyone: bool
+    ) -> list[ParticipantId]:
+        if everyone:
+            return list(self._waiting)
+        if target_id is None or target_id not in self._waiting:
+            raise Refused("nobody with that id is waiting", code=ErrorCode.NOT_FOUND)
+        return [target_id]
+
+    def _require(self, participant_id: ParticipantId) -> Participant:
+        participant = self._participants.get(participant_id)
+        if participant is None:
+            raise Refused("you are not in the room", code=ErrorCode.NOT_ADMITTED)
+        return participant
+
+    def _require_moderator(self, participant_id: ParticipantId) -> Participant:
+        participant = self._require(participant_id)
+        if not participant.moderator:
+            raise Refused("only a moderator may do that", code=ErrorCode.FORBIDDEN)
+        return participant
+
+    def _updated(self, participant: Participant) -> list[Delivery]:
+        return _deliver(self._ids(), ParticipantUpdated(participant=participant.info()))
+
+    def _lobby_update(self) -> list[Delivery]:
+        moderators = tuple(p.id for p in self._participants.values() if p.moderator)
+        waiting = [p.waiting_info() for p in self._waiting.values()]
+        return _deliver(moderators, LobbyUpdated(waiting=waiting))
+
+    def _ids(self) -> tuple[ParticipantId, ...]:
+        return tuple(self._participants)
 
 
 def _deliver(to: tuple[ParticipantId, ...], message: ServerMessage) -> list[Delivery]:

@@ -1,0 +1,51 @@
+"""A room's chat: the last messages kept for late joiners."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import deque
+from typing import Final
+
+from veche.errors import ErrorCode, Refused
+from veche.protocol import ChatEntry
+
+__all__ = ["MAX_CHAT_LENGTH", "ChatLog"]
+
+MAX_CHAT_LENGTH: Final = 2000
+"""Characters in one chat message."""
+HISTORY: Final = 200
+"""Messages a late joiner receives."""
+
+
+class ChatLog:
+    """The room's recent chat messages, oldest first."""
+
+    def __init__(self) -> None:
+        self._entries: deque[ChatEntry] = deque(maxlen=HISTORY)
+        self._next_id = 1
+
+    @property
+    def entries(self) -> list[ChatEntry]:
+        """The kept messages, oldest first."""
+        return list(self._entries)
+
+    def post(self, participant_id: str, name: str, text: str, *, now: float) -> ChatEntry:
+        """Record a message. Control characters other than line breaks and tabs are dropped;
+        raises :class:`~veche.errors.Refused` (``too_long``, ``bad_message``) for text that is
+        too long or empty."""
+        cleaned = "".join(
+            char for char in text if char in "\n\t" or unicodedata.category(char) != "Cc"
+        ).strip()
+        if len(cleaned) > MAX_CHAT_LENGTH:
+            raise Refused(
+                f"a chat message may have at most {MAX_CHAT_LENGTH} characters",
+                code=ErrorCode.TOO_LONG,
+            )
+        if not cleaned:
+            raise Refused("the chat message is empty", code=ErrorCode.BAD_MESSAGE)
+        entry = ChatEntry(
+            id=self._next_id, participant_id=participant_id, name=name, text=cleaned, at=now
+        )
+        self._next_id += 1
+        self._entries.append(entry)
+        return entry

@@ -1,0 +1,52 @@
+"""A person in a room (or waiting in its lobby)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from veche.ids import ParticipantId, ResumeToken, new_participant_id, new_resume_token
+from veche.protocol import ParticipantInfo, Role, WaitingInfo
+
+__all__ = ["Participant"]
+
+
+@dataclass(slots=True, eq=False)
+class Participant:
+    """A person in a room. ``id`` and ``resume_token`` are server-chosen random values;
+    ``session`` is the browser session it came from (to refuse a removed person's return)."""
+
+    name: str
+    joined_at: float
+    id: ParticipantId = field(default_factory=new_participant_id)
+    resume_token: ResumeToken = field(default_factory=new_resume_token)
+    session: str | None = None
+    role: Role = "participant"
+    audio: bool = True
+    video: bool = True
+    screen: bool = False
+    audio_blocked: bool = False
+    hand_raised_at: float | None = None
+    last_reaction: float = float("-inf")
+
+    @property
+    def moderator(self) -> bool:
+        """Whether this participant moderates the room."""
+        return self.role == "moderator"
+
+    def info(self) -> ParticipantInfo:
+        """The public view of this participant."""
+        return ParticipantInfo(
+            id=self.id,
+            name=self.name,
+            role=self.role,
+            audio=self.audio,
+            video=self.video,
+            screen=self.screen,
+            hand_raised_at=self.hand_raised_at,
+            audio_blocked=self.audio_blocked,
+            joined_at=self.joined_at,
+        )
+
+    def waiting_info(self) -> WaitingInfo:
+        """The view moderators get of this participant while it waits in the lobby."""
+        return WaitingInfo(id=self.id, name=self.name, since=self.joined_at)
