@@ -30,6 +30,7 @@ from veche.protocol import (
     parse_client_message,
 )
 from veche.settings import Settings
+from veche.views import browser_session
 
 __all__ = ["ClientConnection", "origin_allowed", "websocket_handler"]
 
@@ -190,7 +191,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     hub = request.app[HUB]
     connection = ClientConnection(ws, request.transport, settings)
-    session = hub.connect(connection, remote=request.remote or "?")
+    session = hub.connect(
+        connection, remote=request.remote or "?", browser_session=browser_session(request)
+    )
     try:
         await connection.run(hub, session)
     finally:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
+from typing import Final
 from urllib.parse import quote
 
 from aiohttp import web
@@ -12,7 +14,18 @@ from veche.appkeys import HUB, WEB_ROOT
 from veche.errors import InvalidRoomName
 from veche.rooms import generate_room_name, normalize_room_name
 
-__all__ = ["healthz", "join_form", "landing", "new_meeting", "room_page", "security_headers"]
+__all__ = [
+    "SESSION_COOKIE",
+    "browser_session",
+    "healthz",
+    "join_form",
+    "landing",
+    "new_meeting",
+    "room_page",
+    "security_headers",
+]
+
+SESSION_COOKIE: Final = "veche_session"
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -72,7 +85,29 @@ async def room_page(request: web.Request) -> web.StreamResponse:
         if request.query_string:
             target += "?" + request.query_string
         raise web.HTTPPermanentRedirect(target)
-    return _html(request.app[WEB_ROOT] / "room.html")
+    response = _html(request.app[WEB_ROOT] / "room.html")
+    if not _valid_session(request.cookies.get(SESSION_COOKIE)):
+        # Names this browser to the server (a moderator's removal holds for the session);
+        # the WebSocket to the same origin carries it.
+        response.set_cookie(
+            SESSION_COOKIE,
+            secrets.token_urlsafe(18),
+            httponly=True,
+            samesite="Strict",
+            path="/",
+            secure=request.secure,
+        )
+    return response
+
+
+def _valid_session(value: str | None) -> bool:
+    return value is not None and 16 <= len(value) <= 64 and value.isascii()
+
+
+def browser_session(request: web.Request) -> str | None:
+    """The browser session id the request carries, if it is well-formed."""
+    value = request.cookies.get(SESSION_COOKIE)
+    return value if _valid_session(value) else None
 
 
 async def healthz(request: web.Request) -> web.Response:

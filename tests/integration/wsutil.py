@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import ClientWebSocketResponse, WSMsgType
@@ -47,3 +48,17 @@ async def no_message(ws: ClientWebSocketResponse, within: float = 0.2) -> None:
     except TimeoutError:
         return
     raise AssertionError(f"unexpected message {msg.type!r} {msg.data!r}")
+
+
+async def expect_where(
+    ws: ClientWebSocketResponse,
+    kind: str,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout: float = 3.0,
+) -> dict[str, Any]:
+    """Skip messages until one of type ``kind`` that satisfies ``predicate``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await recv(ws, timeout)
+            if message["type"] == kind and predicate(message):
+                return message

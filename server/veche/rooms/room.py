@@ -269,13 +269,14 @@ class Room:
             policy.moderator_must_allow = moderator_must_allow
         if password is not None:
             policy.set_password(password)
-        admitted: list[Participant] = []
-        deliveries: list[Delivery] = []
         if lobby is not None:
             policy.lobby = lobby
-            if not lobby and self._waiting:
-                deliveries, admitted = self._admit(list(self._waiting))
-        return _deliver(self._ids(), RoomUpdated(settings=policy.state())) + deliveries, admitted
+        deliveries = _deliver(self._ids(), RoomUpdated(settings=policy.state()))
+        admitted: list[Participant] = []
+        if not policy.lobby and self._waiting:
+            admitted_deliveries, admitted = self._admit(list(self._waiting))
+            deliveries += admitted_deliveries
+        return deliveries, admitted
 
     def admit(
         self, actor_id: ParticipantId, target_id: ParticipantId | None, *, everyone: bool
@@ -305,12 +306,19 @@ class Room:
     # ------------------------------------------------------------------ helpers
 
     def _admit(self, ids: Iterable[ParticipantId]) -> tuple[list[Delivery], list[Participant]]:
-        deliveries: list[Delivery] = []
+        # Those already present hear of each newcomer; the newcomers learn of each other from
+        # their welcome, so nothing reaches them before it.
+        present = self._ids()
         admitted = []
         for pid in ids:
             participant = self._waiting.pop(pid)
-            deliveries += self._enter(participant)
+            self._enter(participant)
             admitted.append(participant)
+        deliveries = [
+            delivery
+            for participant in admitted
+            for delivery in _deliver(present, ParticipantJoined(participant=participant.info()))
+        ]
         return deliveries + self._lobby_update(), admitted
 
     def _lobby_targets(
