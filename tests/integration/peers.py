@@ -86,8 +86,9 @@ class ToneTrack(MediaStreamTrack):
     RATE = 48000
     SAMPLES = 960
 
-    def __init__(self) -> None:
+    def __init__(self, amplitude: int = 8000) -> None:
         super().__init__()
+        self.amplitude = amplitude
         self._sent = 0
         self._start: float | None = None
 
@@ -97,7 +98,7 @@ class ToneTrack(MediaStreamTrack):
         else:
             await asyncio.sleep(max(0.0, self._start + self._sent / self.RATE - time.monotonic()))
         t = (np.arange(self.SAMPLES) + self._sent) / self.RATE
-        data = (np.sin(2 * math.pi * 440 * t) * 8000).astype(np.int16)
+        data = (np.sin(2 * math.pi * 440 * t) * self.amplitude).astype(np.int16)
         frame = AudioFrame.from_ndarray(data.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self.RATE
         frame.pts = self._sent
@@ -166,13 +167,18 @@ class MediaClient:
         return await asyncio.wait_for(future, timeout)
 
     async def publish(
-        self, *, audio: bool = True, video: bool = True, video_codec: str | None = None
+        self,
+        *,
+        audio: bool = True,
+        video: bool = True,
+        video_codec: str | None = None,
+        silent: bool = False,
     ) -> None:
         """Offer synthetic tracks on the publish connection and apply the answer;
         ``video_codec`` (``"video/H264"``) is offered first when given, as a browser that
         prefers it would."""
         if audio:
-            self.publish_pc.addTrack(ToneTrack())
+            self.publish_pc.addTrack(ToneTrack(amplitude=0 if silent else 8000))
         if video:
             self.video_source = CountingVideoTrack()
             self.publish_pc.addTrack(self.video_source)

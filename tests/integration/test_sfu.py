@@ -336,3 +336,41 @@ async def test_lossy_links_recover_with_retransmissions() -> None:
         finally:
             await publisher.close()
             await sub.close()
+
+
+async def test_active_speaker_from_audio_levels_and_moderator_mute_stops_forwarding() -> None:
+    """Of two publishers, the one sending a loud tone becomes the active speaker (from the
+    RTP audio-level extension, nothing decoded); when a moderator mutes it, the server stops
+    forwarding its audio even though the client keeps sending."""
+    with run_server() as server:
+        host = await MediaClient.join(server.ws, "speak", "Host")
+        loud = await MediaClient.join(server.ws, "speak", "Loud")
+        quiet = await MediaClient.join(server.ws, "speak", "Quiet")
+        try:
+            await loud.publish(video=False)
+            await quiet.publish(video=False, silent=True)
+            speaker = await host.wait_for(
+                lambda m: m["type"] == "active_speaker" and m.get("participant_id"), timeout=10
+            )
+            assert speaker["participant_id"] == loud.participant_id
+
+            await _until(lambda: bool(host.tracks_from(loud.participant_id, "audio")), timeout=10)
+            (audio,) = host.tracks_from(loud.participant_id, "audio")
+            await _until(lambda: audio.frames > 20, timeout=10)
+            await host.send(
+                {"type": "moderate", "action": "mute", "participant_id": loud.participant_id}
+            )
+            await host.wait_for(
+                lambda m: (
+                    m["type"] == "participant_updated"
+                    and m["participant"]["id"] == loud.participant_id
+                    and not m["participant"]["audio"]
+                )
+            )
+            await asyncio.sleep(0.5)  # frames already on the way still arrive
+            before = audio.frames
+            await asyncio.sleep(1.5)
+            assert audio.frames - before <= 2, "muted audio is still forwarded"
+        finally:
+            for client in (host, loud, quiet):
+                await client.close()
