@@ -5,7 +5,10 @@
  */
 import { Connection } from "./connection.js";
 import { bindLanguageSwitcher, preferredLanguage, setLanguage, t, translatePage } from "./i18n.js";
+import { ChatPanel, PeoplePanel } from "./panels.js";
 import { CloseCode, ErrorCode } from "./protocol.gen.js";
+
+const REACTIONS = /** @type {const} */ (["👍", "👏", "❤️", "😂", "😮", "🎉"]);
 
 /** @typedef {import("./connection.js").ParticipantInfo} ParticipantInfo */
 
@@ -40,6 +43,16 @@ const local = {
 
 /** @type {Connection | null} */
 let connection = null;
+const chat = new ChatPanel(() => connection);
+const people = new PeoplePanel(() => connection);
+/** @type {MediaStreamTrack | null} this participant's shared screen */
+let screenTrack = null;
+/** @type {Map<string, MediaStream>} shared screens by participant */
+const screens = new Map();
+/** @type {ParticipantInfo | undefined} this participant as the server last described it */
+let serverMe;
+/** @type {string | null} */
+let activeSpeaker = null;
 /** @type {Map<string, {tile: HTMLElement, stream: MediaStream}>} */
 const tiles = new Map();
 /** @type {[string, Record<string, string>] | null} */
@@ -237,16 +250,119 @@ function renderRoster(participants) {
     camOff.hidden = p.video;
     camOff.textContent = t("tile.cam_off");
     tile.classList.toggle("no-video", !p.video);
+    tile.classList.toggle("speaking", p.id === activeSpeaker);
+    /** @type {HTMLElement} */ (tile.querySelector(".hand-badge")).hidden = !p.hand_raised_at;
     tile.dataset.audio = String(p.audio);
     tile.dataset.video = String(p.video);
+    tile.dataset.role = p.role;
+    if (isMe) followServer(p);
   }
+  renderStage(participants);
+  people.render();
+}
+
+/**
+ * Follow what a moderator did to this participant: a mute or camera-off stops sending here too.
+ * @param {ParticipantInfo} me
+ */
+function followServer(me) {
+  const before = serverMe;
+  serverMe = me;
+  if (!before) return;
+  if (before.audio && !me.audio && local.micOn) {
+    local.micOn = false;
+    connection?.replaceTrack("audio", null);
+    setStatus("moderation.muted");
+    renderLocal();
+  }
+  if (before.video && !me.video && local.camOn) {
+    local.camOn = false;
+    local.video?.stop();
+    local.video = null;
+    connection?.replaceTrack("video", null);
+    setStatus("moderation.camera_off");
+    renderLocal();
+  }
+  byId("hand").setAttribute("aria-pressed", String(Boolean(me.hand_raised_at)));
+}
+
+/**
+ * Show the shared screen, if anyone shares one, large above the tiles.
+ * @param {Map<string, ParticipantInfo>} participants
+ */
+function renderStage(participants) {
+  const sharer = [...participants.values()].find((p) => p.screen);
+  /** @type {HTMLElement} */ const stage = byId("stage");
+  /** @type {HTMLVideoElement} */ const video = byId("stage-video");
+  const isMe = sharer?.id === connection?.participantId;
+  const stream = isMe && screenTrack ? new MediaStream([screenTrack]) : sharer ? screens.get(sharer.id) : undefined;
+  stage.hidden = !sharer || !stream;
+  meeting.classList.toggle("has-screen", !stage.hidden);
+  if (sharer && stream && video.srcObject !== stream) video.srcObject = stream;
+  if (!sharer) video.srcObject = null;
+  byId("stage-caption").textContent = sharer ? t("screen.of", { name: sharer.name }) : "";
+  byId("screen").setAttribute("aria-pressed", String(Boolean(screenTrack)));
+}
+
+/**
+ * Show a reaction on someone's tile for a few seconds.
+ * @param {string} participantId
+ * @param {string} emoji
+ */
+function showReaction(participantId, emoji) {
+  const badge = /** @type {HTMLElement | null} */ (tiles.get(participantId)?.tile.querySelector(".reaction") ?? null);
+  if (!badge) return;
+  badge.textContent = emoji;
+  setTimeout(() => {
+    if (badge.textContent === emoji) badge.textContent = "";
+  }, 3000);
+}
+
+/** Start or stop sharing the screen. */
+async function toggleScreen() {
+  const conn = connection;
+  if (!conn) return;
+  if (screenTrack) {
+    screenTrack.stop();
+    screenTrack = null;
+    await conn.stopScreen();
+    renderStage(conn.participants);
+    return;
+  }
+  /** @type {MediaStream} */
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+  } catch {
+    setStatus("screen.failed");
+    return;
+  }
+  const track = stream.getVideoTracks()[0];
+  if (!track) return;
+  if (!(await conn.shareScreen(track))) {
+    track.stop();
+    setStatus("screen.busy");
+    return;
+  }
+  screenTrack = track;
+  // The browser's own "stop sharing" button ends the track.
+  track.addEventListener("ended", () => {
+    if (screenTrack === track) toggleScreen();
+  });
+  renderStage(conn.participants);
 }
 
 /**
  * @param {string} participantId
  * @param {MediaStreamTrack} track
+ * @param {"microphone" | "camera" | "screen"} source
  */
-function addRemoteTrack(participantId, track) {
+function addRemoteTrack(participantId, track, source) {
+  if (source === "screen") {
+    screens.set(participantId, new MediaStream([track]));
+    if (connection) renderStage(connection.participants);
+    return;
+  }
   const { tile, stream } = tileFor(participantId);
   for (const old of stream.getTracks()) if (old.kind === track.kind) stream.removeTrack(old);
   stream.addTrack(track);
@@ -261,8 +377,11 @@ function addRemoteTrack(participantId, track) {
 
 // ------------------------------------------------------------------ joining
 
-/** @param {string} name */
-function join(name) {
+/**
+ * @param {string} name
+ * @param {string} [password]
+ */
+function join(name, password) {
   try {
     localStorage.setItem("veche.name", name);
   } catch {
@@ -271,10 +390,13 @@ function join(name) {
   setStatus("status.connecting");
   const conn = new Connection(room, name);
   connection = conn;
-  conn.onWelcome = async () => {
+  conn.onWelcome = async (welcome) => {
     prejoin.hidden = true;
     meeting.hidden = false;
     setStatus("status.joined");
+    chat.clear();
+    for (const entry of welcome.chat ?? []) chat.add(entry, true);
+    activeSpeaker = welcome.active_speaker ?? null;
     tileFor(/** @type {string} */ (conn.participantId));
     await conn.publish(local.micOn ? local.audio : null, local.camOn ? local.video : null);
     conn.update({ audio: local.micOn, video: local.camOn });
@@ -286,8 +408,32 @@ function join(name) {
     if (state === "failed") setStatus("media.failed");
     else if (state === "connected" && statusKey?.[0] === "status.joined") setStatus("status.connected_media");
   };
+  conn.onChat = (entry) => chat.add(entry);
+  conn.onReaction = showReaction;
+  conn.onActiveSpeaker = (participantId) => {
+    activeSpeaker = participantId;
+    for (const [id, { tile }] of tiles) tile.classList.toggle("speaking", id === participantId);
+  };
+  conn.onRoomUpdated = () => people.render();
+  conn.onLobby = (waiting) => {
+    const grew = waiting.length > people.waiting.length;
+    people.waiting = waiting;
+    people.render();
+    if (grew) setStatus("lobby.someone_waits", { count: String(waiting.length) });
+  };
+  conn.onWaiting = () => {
+    prejoin.hidden = true;
+    setStatus("lobby.waiting");
+  };
+  conn.onGoodbye = (reason) => setStatus(`goodbye.${reason}`);
   conn.onError = (error) => {
-    if (error.code === ErrorCode.ROOM_FULL) setStatus("error.room_full");
+    if (error.code === ErrorCode.ROOM_UNAVAILABLE) {
+      byId("password-row").hidden = false;
+      setStatus("error.room_unavailable");
+    } else if (error.code === ErrorCode.RATE_LIMITED) setStatus("error.rate_limited");
+    else if (error.code === ErrorCode.FORBIDDEN) setStatus("error.forbidden", { message: error.message });
+    else if (error.code === ErrorCode.SCREEN_BUSY) setStatus("screen.busy");
+    else if (error.code === ErrorCode.ROOM_FULL) setStatus("error.room_full");
     else if (error.code === ErrorCode.INVALID_ROOM) setStatus("error.invalid_room");
     else if (error.code === ErrorCode.MEDIA_FAILED) setStatus("media.failed");
     else setStatus("error.generic", { message: error.message });
@@ -297,13 +443,21 @@ function join(name) {
     prejoin.hidden = false;
     for (const { tile } of tiles.values()) tile.remove();
     tiles.clear();
-    if (code === CloseCode.NORMAL) setStatus("status.left");
+    screens.clear();
+    screenTrack?.stop();
+    screenTrack = null;
+    serverMe = undefined;
+    people.waiting = [];
+    const said = statusKey?.[0] ?? "";
+    if (said.startsWith("goodbye.") || said === "error.room_unavailable" || said === "error.rate_limited") {
+      // keep the reason already shown
+    } else if (code === CloseCode.NORMAL) setStatus("status.left");
     else if (code === CloseCode.GOING_AWAY) setStatus("status.server_stopped");
     else if (conn.participantId === null) setStatus(statusKey?.[0] === "error.room_full" ? "error.room_full" : "status.unreachable");
     else setStatus("status.disconnected");
     connection = null;
   };
-  conn.connect();
+  conn.connect(password);
 }
 
 // ------------------------------------------------------------------ start
@@ -323,6 +477,7 @@ bindLanguageSwitcher(byId("lang"), () => {
   if (statusKey) setStatus(...statusKey);
   setDeviceNote(deviceNoteKey);
   if (connection) renderRoster(connection.participants);
+  people.render();
 });
 
 byId("prejoin-mic").addEventListener("click", () => toggle("audio"));
@@ -340,9 +495,28 @@ soundButton.addEventListener("click", () => {
   soundButton.hidden = true;
 });
 byId("leave").addEventListener("click", () => connection?.leave());
+byId("screen").addEventListener("click", () => toggleScreen());
+byId("hand").addEventListener("click", () => {
+  const raised = byId("hand").getAttribute("aria-pressed") !== "true";
+  connection?.raiseHand(raised);
+});
+byId("speaker-view").addEventListener("click", () => {
+  const on = byId("speaker-view").getAttribute("aria-pressed") !== "true";
+  byId("speaker-view").setAttribute("aria-pressed", String(on));
+  grid.classList.toggle("speaker-view", on);
+});
+const reactionBar = /** @type {HTMLElement} */ (document.querySelector(".reactions"));
+for (const emoji of REACTIONS) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = emoji;
+  b.setAttribute("aria-label", emoji);
+  b.addEventListener("click", () => connection?.react(emoji));
+  reactionBar.append(b);
+}
 byId("join-form").addEventListener("submit", (/** @type {Event} */ event) => {
   event.preventDefault();
-  if (connection === null) join(nameInput.value.trim());
+  if (connection === null) join(nameInput.value.trim(), /** @type {HTMLInputElement} */ (byId("room-password")).value || undefined);
 });
 
 try {

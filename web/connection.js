@@ -15,7 +15,11 @@ import { ClientType, ErrorCode, PROTOCOL_VERSION, ServerType } from "./protocol.
  * @typedef {import("./protocol.gen.js").ParticipantInfo} ParticipantInfo
  * @typedef {import("./protocol.gen.js").WelcomeMessage} WelcomeMessage
  * @typedef {import("./protocol.gen.js").ErrorMessage} ErrorMessage
+ * @typedef {import("./protocol.gen.js").ChatEntry} ChatEntry
+ * @typedef {import("./protocol.gen.js").RoomState} RoomState
+ * @typedef {import("./protocol.gen.js").WaitingInfo} WaitingInfo
  * @typedef {"publish" | "subscribe"} PeerRole
+ * @typedef {"microphone" | "camera" | "screen"} Source
  */
 
 export class Connection {
@@ -38,16 +42,16 @@ export class Connection {
     this.publishPc = null;
     /** @type {RTCPeerConnection | null} */
     this.subscribePc = null;
-    /** @type {{audio: RTCRtpSender | null, video: RTCRtpSender | null}} */
-    this.senders = { audio: null, video: null };
-    /** @type {{audio: MediaStreamTrack | null, video: MediaStreamTrack | null}} what is sent */
-    this.tracks = { audio: null, video: null };
+    /** @type {{audio: RTCRtpSender | null, video: RTCRtpSender | null, screen: RTCRtpSender | null}} */
+    this.senders = { audio: null, video: null, screen: null };
+    /** @type {{audio: MediaStreamTrack | null, video: MediaStreamTrack | null, screen: MediaStreamTrack | null}} what is sent */
+    this.tracks = { audio: null, video: null, screen: null };
 
     /** @type {(welcome: WelcomeMessage) => void} */
     this.onWelcome = () => {};
     /** @type {(participants: Map<string, ParticipantInfo>) => void} */
     this.onRoster = () => {};
-    /** @type {(participantId: string, track: MediaStreamTrack) => void} a remote track arrived */
+    /** @type {(participantId: string, track: MediaStreamTrack, source: Source) => void} a remote track arrived */
     this.onTrack = () => {};
     /** @type {(participantId: string, track: MediaStreamTrack) => void} a remote track went away */
     this.onTrackRemoved = () => {};
@@ -55,19 +59,47 @@ export class Connection {
     this.onMediaState = () => {};
     /** @type {(error: ErrorMessage) => void} */
     this.onError = () => {};
+    /** @type {(entry: ChatEntry) => void} */
+    this.onChat = () => {};
+    /** @type {(participantId: string, emoji: string) => void} */
+    this.onReaction = () => {};
+    /** @type {(participantId: string | null) => void} */
+    this.onActiveSpeaker = () => {};
+    /** @type {(settings: RoomState) => void} */
+    this.onRoomUpdated = () => {};
+    /** @type {(waiting: WaitingInfo[]) => void} moderators: who waits in the lobby */
+    this.onLobby = () => {};
+    /** @type {() => void} this participant waits in the lobby */
+    this.onWaiting = () => {};
+    /** @type {(reason: "removed" | "denied" | "ended") => void} */
+    this.onGoodbye = () => {};
+    /** @type {RoomState | null} */
+    this.settings = null;
+    /** @type {Map<string, {resolve: (ok: boolean) => void}>} requests waiting for a verdict */
+    this._pending = new Map();
+    this._nextId = 1;
     /** @type {(code: number, reason: string) => void} close code as sent by the server, 1006 if none */
     this.onClose = () => {};
     /** @type {Promise<void>} serialises subscribe negotiations */
     this._subscribeQueue = Promise.resolve();
   }
 
-  /** Open the WebSocket and say hello. */
-  connect() {
+  /**
+   * Open the WebSocket and say hello.
+   * @param {string} [password] the room's password, if it has one
+   */
+  connect(password) {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const ws = new WebSocket(`${scheme}//${location.host}/ws`);
     this.ws = ws;
     ws.addEventListener("open", () => {
-      this.send({ type: ClientType.HELLO, version: PROTOCOL_VERSION, room: this.room, name: this.name });
+      this.send({
+        type: ClientType.HELLO,
+        version: PROTOCOL_VERSION,
+        room: this.room,
+        name: this.name,
+        ...(password ? { password } : {}),
+      });
     });
     ws.addEventListener("message", (event) => this.#receive(event.data));
     ws.addEventListener("close", (event) => {
@@ -92,15 +124,111 @@ export class Connection {
    * @param {MediaStreamTrack | null} video
    */
   async publish(audio, video) {
-    this.tracks = { audio, video };
+    this.tracks = { audio, video, screen: null };
+    this.senders.screen = null;
     const pc = this.#newPeer("publish");
     this.publishPc = pc;
     const stream = new MediaStream([audio, video].filter((t) => t !== null));
     this.senders.audio = pc.addTransceiver(audio ?? "audio", { direction: "sendonly", streams: [stream] }).sender;
     this.senders.video = pc.addTransceiver(video ?? "video", { direction: "sendonly", streams: [stream] }).sender;
+    await this.#offerPublish();
+  }
+
+  async #offerPublish() {
+    const pc = this.publishPc;
+    if (!pc) return;
     await pc.setLocalDescription();
-    const sdp = pc.localDescription?.sdp ?? "";
-    this.send({ type: ClientType.OFFER, pc: "publish", sdp });
+    /** @type {Record<string, Source>} */
+    const sources = {};
+    for (const transceiver of pc.getTransceivers()) {
+      if (!transceiver.mid) continue;
+      if (transceiver.sender === this.senders.screen) sources[transceiver.mid] = "screen";
+      else sources[transceiver.mid] = transceiver.receiver.track.kind === "audio" ? "microphone" : "camera";
+    }
+    this.send({ type: ClientType.OFFER, pc: "publish", sdp: pc.localDescription?.sdp ?? "", sources });
+  }
+
+  /**
+   * Share a screen: ask the server (one sharer at a time), then send the track. Resolves to
+   * false when someone else is sharing.
+   * @param {MediaStreamTrack} track from getDisplayMedia
+   * @returns {Promise<boolean>}
+   */
+  async shareScreen(track) {
+    const granted = await this.#request({ type: ClientType.SCREEN_SHARE, active: true });
+    if (!granted) return false;
+    this.tracks.screen = track;
+    if (this.senders.screen) {
+      await this.senders.screen.replaceTrack(track);
+    } else if (this.publishPc) {
+      this.senders.screen = this.publishPc.addTransceiver(track, { direction: "sendonly" }).sender;
+      await this.#offerPublish();
+    }
+    return true;
+  }
+
+  /** Stop sharing the screen (the sender stays for next time). */
+  async stopScreen() {
+    this.tracks.screen = null;
+    await this.senders.screen?.replaceTrack(null);
+    this.send({ type: ClientType.SCREEN_SHARE, active: false });
+  }
+
+  /**
+   * Send a request and wait for the server's verdict: an error answering it (false), or the
+   * participant_updated of this participant that follows it (true).
+   * @param {ClientMessage} message
+   * @returns {Promise<boolean>}
+   */
+  #request(message) {
+    const id = `r${this._nextId++}`;
+    return new Promise((resolve) => {
+      this._pending.set(id, { resolve });
+      this.send({ ...message, id });
+    });
+  }
+
+  /** @param {string} text */
+  chat(text) {
+    this.send({ type: ClientType.CHAT, text });
+  }
+
+  /** @param {boolean} raised */
+  raiseHand(raised) {
+    this.send({ type: ClientType.HAND, raised });
+  }
+
+  /** @param {import("./protocol.gen.js").ReactMessage["emoji"]} emoji */
+  react(emoji) {
+    this.send({ type: ClientType.REACT, emoji });
+  }
+
+  /**
+   * @param {import("./protocol.gen.js").ModerateMessage["action"]} action
+   * @param {string} participantId
+   */
+  moderate(action, participantId) {
+    this.send({ type: ClientType.MODERATE, action, participant_id: participantId });
+  }
+
+  /** @param {{locked?: boolean, lobby?: boolean, password?: string, moderator_must_allow?: boolean}} settings */
+  configure(settings) {
+    this.send({ type: ClientType.CONFIGURE, ...settings });
+  }
+
+  /**
+   * Let someone (or, with `null`, everyone) in from the lobby, or turn them away.
+   * @param {boolean} admit
+   * @param {string | null} participantId
+   */
+  decide(admit, participantId) {
+    const target = participantId ? { participant_id: participantId } : { all: true };
+    this.send({ type: admit ? ClientType.ADMIT : ClientType.DENY, ...target });
+  }
+
+  /** End the meeting for everyone (moderators). */
+  endMeeting() {
+    this.send({ type: ClientType.END_MEETING });
   }
 
   /**
@@ -156,8 +284,9 @@ export class Connection {
       pc.addEventListener("track", (event) => {
         const stream = event.streams[0];
         if (!stream) return;
-        const owner = stream.id;
-        this.onTrack(owner, event.track);
+        // A shared screen comes as "<participant id>~screen".
+        const [owner, kind] = stream.id.split("~");
+        this.onTrack(owner, event.track, kind === "screen" ? "screen" : event.track.kind === "audio" ? "microphone" : "camera");
         stream.addEventListener("removetrack", (removed) => this.onTrackRemoved(owner, removed.track));
       });
     }
@@ -170,6 +299,7 @@ export class Connection {
     for (const pc of [this.publishPc, this.subscribePc]) pc?.close();
     this.publishPc = null;
     this.subscribePc = null;
+    this.senders = { audio: null, video: null, screen: null };
   }
 
   /** @param {unknown} data */
@@ -180,6 +310,7 @@ export class Connection {
     switch (message.type) {
       case ServerType.WELCOME:
         this.participantId = message.participant_id;
+        this.settings = message.settings ?? null;
         this.iceServers = message.ice_servers.map((s) => ({
           urls: s.urls,
           ...(s.username ? { username: s.username } : {}),
@@ -192,7 +323,35 @@ export class Connection {
       case ServerType.PARTICIPANT_JOINED:
       case ServerType.PARTICIPANT_UPDATED:
         this.participants.set(message.participant.id, message.participant);
+        if (message.participant.id === this.participantId && message.participant.screen) {
+          for (const [id, pending] of this._pending) {
+            pending.resolve(true);
+            this._pending.delete(id);
+          }
+        }
         this.onRoster(this.participants);
+        break;
+      case ServerType.CHAT_POSTED:
+        this.onChat(message.entry);
+        break;
+      case ServerType.REACTED:
+        this.onReaction(message.participant_id, message.emoji);
+        break;
+      case ServerType.ACTIVE_SPEAKER:
+        this.onActiveSpeaker(message.participant_id ?? null);
+        break;
+      case ServerType.ROOM_UPDATED:
+        this.settings = message.settings;
+        this.onRoomUpdated(message.settings);
+        break;
+      case ServerType.LOBBY_UPDATED:
+        this.onLobby(message.waiting);
+        break;
+      case ServerType.WAITING:
+        this.onWaiting();
+        break;
+      case ServerType.GOODBYE:
+        this.onGoodbye(message.reason);
         break;
       case ServerType.PARTICIPANT_LEFT:
         this.participants.delete(message.participant_id);
@@ -214,6 +373,10 @@ export class Connection {
         }
         break;
       case ServerType.ERROR:
+        if (message.ref && this._pending.has(message.ref)) {
+          this._pending.get(message.ref)?.resolve(false);
+          this._pending.delete(message.ref);
+        }
         if (message.code === ErrorCode.MEDIA_FAILED) {
           // The server released this participant's media: start both connections afresh.
           this.#closePeers();

@@ -9,16 +9,17 @@ the rig does not starve the server of the machine's cores.
 
 Per K it prints the server's CPU (cores), the RTP packets forwarded per second (counted as
 received by all subscribers together, audio and video, retransmissions included), the server CPU
-per forwarded packet, each subscriber's received video frame rate (min and mean), the latency
-(p50/p95), and the rig's own CPU with how busy the whole machine was. Then the same for the
-baseline, ``relay_server.py`` (aiortc decoding once and re-encoding per subscriber), with
-increasing K until it falls behind (a subscriber under 20 fps, or not all receiving video), and
-the CPU ratio baseline/Veche; last, the targets and a Markdown summary.
+per forwarded packet, the encoded video frames each subscriber receives per second (min and
+mean), the latency (p50/p95), the rig's own CPU, and the CPU that other work on the machine took
+(a trial it skewed is run again). Then the same for the baseline, ``relay_server.py`` (aiortc
+decoding once and re-encoding per subscriber), with increasing K until it falls behind (a
+subscriber under 20 fps, or not all receiving video), and the CPU ratio baseline/Veche; last,
+whether the targets are met, and a Markdown summary for the README.
 
 Run inside a private network namespace (``make bench`` does)::
 
     sh scripts/netns-run .venv/bin/python tests/bench/bench_sfu_forwarding.py [--quick]
-        [--ks 1,5] [--seconds N] [--no-baseline]
+        [--ks 1,5] [--seconds N] [--no-baseline] [--logs DIR]
 """
 
 from __future__ import annotations
@@ -57,12 +58,13 @@ SUSTAINED_FPS: Final = 20.0
 TRIAL_SLACK: Final = 90.0
 """Seconds a trial may take beyond its warm-up and window (joining, connecting, closing)."""
 QUIET_CORES: Final = 0.3
-"""Other work on the machine above this many cores skews the figures: a trial waits for less
-(at most ``QUIET_WAIT`` seconds), and one that saw more is run once again..."""
+"""Cores of other work on the machine above which a trial's figures count as skewed."""
 QUIET_WAIT: Final = 30.0
+"""Seconds a trial waits at most for other work to drop under ``QUIET_CORES`` before it starts;
+a trial skewed all the same is run once more."""
 PATIENCE: Final = 300.0
-"""...but only this many seconds into the run, so that a run on a busy machine stays under ~10
-minutes."""
+"""Seconds into a run after which trials neither wait nor run again, so that a run on a busy
+machine stays under ~10 minutes."""
 CORES: Final = os.cpu_count() or 1
 
 TARGET_FPS: Final = 29.0
@@ -147,8 +149,13 @@ async def _spawn(command: list[str], **kwargs: Any) -> asyncio.subprocess.Proces
     return await asyncio.create_subprocess_exec(*command, cwd=ROOT, limit=2**24, **kwargs)
 
 
-async def _stop(process: asyncio.subprocess.Process, timeout: float = 20.0) -> None:
-    """SIGTERM ``process`` and wait for it; SIGKILL it if it does not exit in ``timeout``."""
+async def _stop(
+    process: asyncio.subprocess.Process, *, grace: float = 0.0, timeout: float = 20.0
+) -> None:
+    """Give ``process`` ``grace`` seconds to exit by itself, then SIGTERM it, then SIGKILL it if
+    it is still there after ``timeout`` seconds."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(process.wait(), grace)
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
@@ -249,12 +256,12 @@ async def _run_trial(server: str, k: int, seconds: float, logs: Path) -> Trial:
             try:
                 result = await _read_json(subscribers, timeout=WARMUP + seconds + TRIAL_SLACK)
             finally:
-                await _stop(subscribers, timeout=30)
+                await _stop(subscribers, grace=10)
             assert publisher.stdin is not None
             publisher.stdin.close()
             sent_at = (await _read_json(publisher, timeout=30))["sent_at"]
         finally:
-            await _stop(publisher)
+            await _stop(publisher, grace=10)
     except (RuntimeError, OSError, TimeoutError) as exc:
         trial.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         result, sent_at = {}, {}
@@ -383,7 +390,9 @@ def summary(veche: list[Trial], baseline: list[Trial], seconds: float) -> str:
     lines = [
         f"One publisher (640x480 30 fps VP8 + Opus), K subscribers, {seconds:.0f} s per K "
         f"after a {WARMUP:.0f} s warm-up; {CORES} cores, Python "
-        f"{platform.python_version()}.",
+        f"{platform.python_version()}. Forwarded packets: RTP packets (audio and video) "
+        "received by all subscribers together; fps: encoded video frames each subscriber "
+        "receives per second; latency: from making a frame to the first subscriber decoding it.",
         "",
         "| server | K | server CPU (cores) | forwarded pkt/s | server CPU us/pkt "
         "| fps min / mean | latency p50 / p95 (ms) | rig CPU publisher / subscribers "

@@ -170,8 +170,11 @@ class Subscriber:
                     self.decoded.append((read_frame_number(frame), time.monotonic()))
 
     async def close(self) -> None:
+        """Say ``leave``, hang up and close the peer connection (bounded in time)."""
         for task in list(self._tasks):
             task.cancel()
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(json.dumps({"type": "leave"}))
         await self.ws.close()
         if self.pc is not None:
             with contextlib.suppress(TimeoutError):

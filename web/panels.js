@@ -1,0 +1,242 @@
+// @ts-check
+/**
+ * The side panels of the room page: chat, and people (participants, lobby, room settings).
+ * They render what the connection reports and call back into it; no signalling here.
+ * Chat text is always set with textContent: it is never parsed as HTML.
+ */
+import { t } from "./i18n.js";
+
+/**
+ * @typedef {import("./connection.js").Connection} Connection
+ * @typedef {import("./connection.js").ParticipantInfo} ParticipantInfo
+ * @typedef {import("./connection.js").ChatEntry} ChatEntry
+ * @typedef {import("./connection.js").WaitingInfo} WaitingInfo
+ * @typedef {import("./connection.js").RoomState} RoomState
+ */
+
+/**
+ * @param {string} id
+ * @returns {any}
+ */
+const byId = (id) => document.getElementById(id);
+
+/**
+ * @param {string} tag
+ * @param {string} [className]
+ * @param {string} [text]
+ * @returns {HTMLElement}
+ */
+function element(tag, className, text) {
+  const el = document.createElement(tag);
+  if (className) el.className = className;
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+/**
+ * @param {string} label
+ * @param {() => void} onClick
+ * @returns {HTMLButtonElement}
+ */
+function button(label, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+/** A side panel that opens and closes with a toggle button. */
+class Panel {
+  /**
+   * @param {string} panelId
+   * @param {string} toggleId
+   */
+  constructor(panelId, toggleId) {
+    /** @type {HTMLElement} */ this.panel = byId(panelId);
+    /** @type {HTMLButtonElement} */ this.toggle = byId(toggleId);
+    this.toggle.addEventListener("click", () => this.setOpen(this.panel.hidden));
+  }
+
+  get open() {
+    return !this.panel.hidden;
+  }
+
+  /** @param {boolean} open */
+  setOpen(open) {
+    this.panel.hidden = !open;
+    this.toggle.setAttribute("aria-expanded", String(open));
+    this.opened();
+  }
+
+  opened() {}
+}
+
+export class ChatPanel extends Panel {
+  /** @param {() => Connection | null} connection */
+  constructor(connection) {
+    super("chat-panel", "chat-toggle");
+    /** @type {HTMLOListElement} */ this.log = byId("chat-log");
+    /** @type {HTMLTextAreaElement} */ this.input = byId("chat-input");
+    /** @type {HTMLElement} */ this.unreadBadge = byId("unread");
+    this.unread = 0;
+    byId("chat-form").addEventListener("submit", (/** @type {Event} */ event) => {
+      event.preventDefault();
+      const text = this.input.value.trim();
+      if (!text) return;
+      connection()?.chat(text);
+      this.input.value = "";
+    });
+    this.input.addEventListener("keydown", (/** @type {KeyboardEvent} */ event) => {
+      if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        byId("chat-form").requestSubmit();
+      }
+    });
+  }
+
+  opened() {
+    if (this.open) {
+      this.unread = 0;
+      this.#renderUnread();
+      this.input.focus();
+    }
+  }
+
+  /** Forget every message (a new meeting). */
+  clear() {
+    this.log.replaceChildren();
+    this.unread = 0;
+    this.#renderUnread();
+  }
+
+  /**
+   * Show a message; counts as unread while the panel is closed.
+   * @param {ChatEntry} entry
+   * @param {boolean} [history] from the welcome: never unread
+   */
+  add(entry, history = false) {
+    const item = element("li");
+    item.dataset.chatId = String(entry.id);
+    const time = new Date(entry.at * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    item.append(element("span", "meta", `${entry.name} · ${time}`), element("span", "text", entry.text));
+    this.log.append(item);
+    item.scrollIntoView({ block: "end" });
+    if (!this.open && !history) {
+      this.unread += 1;
+      this.#renderUnread();
+    }
+  }
+
+  #renderUnread() {
+    this.unreadBadge.hidden = this.unread === 0;
+    this.unreadBadge.textContent = String(this.unread);
+    this.unreadBadge.setAttribute("aria-label", t("chat.unread", { count: String(this.unread) }));
+  }
+}
+
+export class PeoplePanel extends Panel {
+  /** @param {() => Connection | null} connection */
+  constructor(connection) {
+    super("people-panel", "people-toggle");
+    this.connection = connection;
+    /** @type {WaitingInfo[]} */
+    this.waiting = [];
+    byId("admit-all").addEventListener("click", () => connection()?.decide(true, null));
+    byId("deny-all").addEventListener("click", () => connection()?.decide(false, null));
+    /** @type {[string, string][]} */
+    const switches = [["set-locked", "locked"], ["set-lobby", "lobby"], ["set-must-allow", "moderator_must_allow"]];
+    for (const [id, field] of switches) {
+      byId(id).addEventListener("change", (/** @type {Event} */ event) => {
+        connection()?.configure({ [field]: /** @type {HTMLInputElement} */ (event.target).checked });
+      });
+    }
+    byId("password-form").addEventListener("submit", (/** @type {Event} */ event) => {
+      event.preventDefault();
+      /** @type {HTMLInputElement} */
+      const input = byId("set-password");
+      if (input.value) connection()?.configure({ password: input.value });
+      input.value = "";
+    });
+    byId("clear-password").addEventListener("click", () => connection()?.configure({ password: "" }));
+    byId("end-meeting").addEventListener("click", () => {
+      if (confirm(t("settings.end_confirm"))) connection()?.endMeeting();
+    });
+  }
+
+  /** @returns {boolean} whether this participant moderates the room */
+  get moderator() {
+    const conn = this.connection();
+    const me = conn?.participantId ? conn.participants.get(conn.participantId) : undefined;
+    return me?.role === "moderator";
+  }
+
+  /** Render participants, lobby and settings from the connection's state. */
+  render() {
+    const conn = this.connection();
+    if (!conn) return;
+    const moderator = this.moderator;
+    const people = [...conn.participants.values()].sort((a, b) => {
+      // Raised hands first, in the order they were raised; then by arrival.
+      const ha = a.hand_raised_at ?? Infinity;
+      const hb = b.hand_raised_at ?? Infinity;
+      return ha !== hb ? ha - hb : a.joined_at - b.joined_at;
+    });
+    byId("people-list").replaceChildren(...people.map((p) => this.#person(p, conn, moderator)));
+    byId("lobby").hidden = !moderator || this.waiting.length === 0;
+    byId("lobby-list").replaceChildren(
+      ...this.waiting.map((w) => {
+        const item = element("li");
+        const who = element("div", "who");
+        who.append(element("span", "name", w.name));
+        const actions = element("div", "actions");
+        actions.append(
+          button(t("lobby.admit"), () => conn.decide(true, w.id)),
+          button(t("lobby.deny"), () => conn.decide(false, w.id)),
+        );
+        item.append(who, actions);
+        return item;
+      }),
+    );
+    /** @type {HTMLElement} */
+    const count = byId("waiting-count");
+    count.hidden = !moderator || this.waiting.length === 0;
+    count.textContent = String(this.waiting.length);
+    byId("room-settings").hidden = !moderator;
+    const settings = conn.settings;
+    if (settings) {
+      byId("set-locked").checked = settings.locked;
+      byId("set-lobby").checked = settings.lobby;
+      byId("set-must-allow").checked = settings.moderator_must_allow;
+    }
+  }
+
+  /**
+   * @param {ParticipantInfo} p
+   * @param {Connection} conn
+   * @param {boolean} moderator
+   * @returns {HTMLElement}
+   */
+  #person(p, conn, moderator) {
+    const item = element("li");
+    item.dataset.participantId = p.id;
+    const who = element("div", "who");
+    if (p.hand_raised_at) who.append(element("span", "hand-badge", "✋"));
+    const isMe = p.id === conn.participantId;
+    who.append(element("span", "name", isMe ? `${p.name} (${t("meeting.you")})` : p.name));
+    if (p.role === "moderator") who.append(element("span", "role", t("people.moderator")));
+    if (!p.audio) who.append(element("span", "badge", t("tile.mic_off")));
+    if (!p.video) who.append(element("span", "badge", t("tile.cam_off")));
+    item.append(who);
+    if (moderator && !isMe) {
+      const actions = element("div", "actions");
+      if (p.audio) actions.append(button(t("people.mute"), () => conn.moderate("mute", p.id)));
+      if (p.audio_blocked) actions.append(button(t("people.allow_unmute"), () => conn.moderate("allow_unmute", p.id)));
+      if (p.video) actions.append(button(t("people.camera_off"), () => conn.moderate("camera_off", p.id)));
+      if (p.role !== "moderator") actions.append(button(t("people.make_moderator"), () => conn.moderate("make_moderator", p.id)));
+      actions.append(button(t("people.remove"), () => conn.moderate("remove", p.id)));
+      item.append(actions);
+    }
+    return item;
+  }
+}
