@@ -1,0 +1,97 @@
+"""Room rules without sockets: policy, limits, lobby, moderation hand-over, speaker detection."""
+
+from __future__ import annotations
+
+import pytest
+
+from veche.errors import ErrorCode, Refused
+from veche.ids import RoomName
+from veche.media.speaker import SpeakerDetector
+from veche.protocol import LobbyUpdated, ParticipantJoined, ParticipantUpdated
+from veche.rooms import AttemptLimiter, Room, RoomPolicy
+
+
+def test_policy_keeps_only_a_hash_and_compares_passwords() -> None:
+    """A set password is required and checked; clearing it opens the room again."""
+    policy = RoomPolicy()
+    assert policy.password_matches(None)
+    policy.set_password("s3cret")
+    assert policy.has_password
+    assert "s3cret" not in repr(policy)
+    assert policy.password_matches("s3cret")
+    assert not policy.password_matches("S3cret")
+    assert not policy.password_matches(None)
+    policy.set_password("")
+    assert policy.password_matches(None)
+
+
+def test_attempt_limiter_slides() -> None:
+    """Attempts beyond the limit block until the window has passed."""
+    limiter = AttemptLimiter(limit=2, window=10)
+    limiter.record("a", now=0)
+    limiter.record("a", now=1)
+    assert limiter.blocked("a", now=5)
+    assert not limiter.blocked("b", now=5)
+    assert not limiter.blocked("a", now=10.5)
+
+
+def test_lobby_waiter_gets_nothing_and_moderators_are_told() -> None:
+    """With the lobby on, a newcomer is not a participant; only moderators hear of it."""
+    room = Room(RoomName("r"), capacity=10, now=0)
+    host, _ = room.join("Host", now=0)
+    guest, _ = room.join("Guest", now=1)
+    room.configure(host.id, lobby=True)
+    waiter, deliveries = room.join("Waiter", now=2)
+    assert waiter.id not in room
+    assert [(d.to, type(d.message)) for d in deliveries] == [((host.id,), LobbyUpdated)]
+    deliveries, admitted = room.admit(host.id, waiter.id, everyone=False)
+    assert admitted == [waiter]
+    joined = [d for d in deliveries if isinstance(d.message, ParticipantJoined)]
+    assert joined[0].to == (host.id, guest.id)
+
+
+def test_only_moderators_moderate() -> None:
+    """A participant's moderation raises forbidden and changes nothing."""
+    room = Room(RoomName("r"), capacity=10, now=0)
+    host, _ = room.join("Host", now=0)
+    guest, _ = room.join("Guest", now=1)
+    with pytest.raises(Refused) as caught:
+        room.moderate(guest.id, "mute", host.id, now=2)
+    assert caught.value.code is ErrorCode.FORBIDDEN
+    assert host.audio
+
+
+def test_moderator_hand_over_goes_to_longest_present() -> None:
+    """The last moderator leaving promotes the participant who joined first."""
+    room = Room(RoomName("r"), capacity=10, now=0)
+    host, _ = room.join("Host", now=0)
+    first, _ = room.join("First", now=1)
+    room.join("Second", now=2)
+    deliveries = room.leave(host.id, "left", now=3)
+    promoted = [d.message for d in deliveries if isinstance(d.message, ParticipantUpdated)]
+    assert promoted[0].participant.id == first.id
+    assert first.role == "moderator"
+
+
+def test_speaker_detector_picks_the_loud_one_with_hysteresis() -> None:
+    """The loudest speaking participant is the speaker; a slightly louder one does not take
+    over; silence keeps the last speaker; stale levels drop out."""
+    detector = SpeakerDetector()
+    for step in range(50):
+        now = step * 0.02
+        detector.add("loud", 20, now=now)
+        detector.add("quiet", 127, now=now)
+    assert detector.speaker(now=1.0) == "loud"
+    for step in range(50, 100):
+        now = step * 0.02
+        detector.add("loud", 30, now=now)
+        detector.add("other", 27, now=now)
+    assert detector.speaker(now=2.0) == "loud"
+    for step in range(100, 150):
+        now = step * 0.02
+        detector.add("loud", 127, now=now)
+        detector.add("other", 20, now=now)
+    assert detector.speaker(now=3.0) == "other"
+    assert detector.speaker(now=10.0) == "other"
+    detector.forget("other")
+    assert detector.speaker(now=10.0) is None
