@@ -38,6 +38,8 @@ export class Connection {
     this.participants = new Map();
     /** @type {RTCIceServer[]} */
     this.iceServers = [];
+    /** @type {RTCIceTransportPolicy} */
+    this.iceTransportPolicy = "all";
     /** @type {RTCPeerConnection | null} */
     this.publishPc = null;
     /** @type {RTCPeerConnection | null} */
@@ -259,7 +261,11 @@ export class Connection {
    * @returns {RTCPeerConnection}
    */
   #newPeer(role) {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
+    const pc = new RTCPeerConnection({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
+      bundlePolicy: "max-bundle",
+    });
     pc.addEventListener("icecandidate", (event) => {
       const candidate = event.candidate;
       if (!candidate) return;
@@ -316,6 +322,7 @@ export class Connection {
           ...(s.username ? { username: s.username } : {}),
           ...(s.credential ? { credential: s.credential } : {}),
         }));
+        this.iceTransportPolicy = message.ice_transport_policy === "relay" ? "relay" : "all";
         this.participants = new Map(message.participants.map((p) => [p.id, p]));
         this.onWelcome(message);
         this.onRoster(this.participants);

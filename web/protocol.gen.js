@@ -362,6 +362,7 @@ export const CloseCode = Object.freeze({
  * @property {string} room
  * @property {Array<ParticipantInfo>} participants
  * @property {Array<IceServer>} ice_servers
+ * @property {("all" | "relay")} [ice_transport_policy]
  * @property {string} resume_token
  * @property {RoomState} [settings]
  * @property {Array<ChatEntry>} [chat]

@@ -42,13 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
         shown = ",".join(default) if isinstance(default, list) else default
-        serve.add_argument(
-            _flag(name),
-            dest=name,
-            metavar="VALUE",
-            default=None,
-            help=f"{field.description} [env {_env(name)}, default {shown}]".replace("%", "%%"),
-        )
+        text = f"{field.description} [env {_env(name)}, default {shown}]".replace("%", "%%")
+        if field.annotation is bool:
+            serve.add_argument(
+                _flag(name), dest=name, action="store_const", const="true", default=None, help=text
+            )
+        else:
+            serve.add_argument(_flag(name), dest=name, metavar="VALUE", default=None, help=text)
     return parser
 
 
@@ -93,15 +93,23 @@ def serve(settings: Settings) -> int:
 
     from veche.app import create_app
     from veche.logs import configure_logging
+    from veche.tls import server_ssl_context
 
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        ssl_context = server_ssl_context(settings)
+    except (OSError, ValueError) as exc:
+        print(f"veche: cannot set up TLS: {exc}", file=sys.stderr)
+        return 2
     app = create_app(settings)
-    url = f"http://{settings.host}:{settings.port}"
+    scheme = "https" if ssl_context else "http"
+    url = f"{scheme}://{settings.host}:{settings.port}"
     log.info("veche %s listening on %s", __version__, url, extra={"url": url})
     web.run_app(
         app,
         host=settings.host,
         port=settings.port,
+        ssl_context=ssl_context,
         print=None,
         access_log=None,
         shutdown_timeout=10.0,

@@ -54,10 +54,27 @@ from veche.rooms import (
     normalize_room_name,
 )
 from veche.settings import Settings
+from veche.turn import turn_credentials
 
-__all__ = ["Hub", "Outlet", "Session"]
+__all__ = ["Hub", "Outlet", "Session", "client_ice_servers"]
 
 log = logging.getLogger(__name__)
+
+
+def client_ice_servers(settings: Settings, user: str, *, now: float) -> list[IceServer]:
+    """The ICE servers for one participant: STUN URLs as configured, TURN URLs with
+    credentials of its own that expire after ``turn_ttl`` (only with a ``turn_secret``)."""
+    stun = [url for url in settings.ice_servers if url.startswith(("stun:", "stuns:"))]
+    turn = [url for url in settings.ice_servers if url.startswith(("turn:", "turns:"))]
+    servers = [IceServer(urls=stun)] if stun else []
+    if turn and settings.turn_secret is not None:
+        username, password = turn_credentials(
+            settings.turn_secret.get_secret_value(), user, ttl=settings.turn_ttl, now=now
+        )
+        servers.append(IceServer(urls=turn, username=username, credential=password))
+    elif turn:
+        servers.append(IceServer(urls=turn))
+    return servers
 
 
 class Outlet(Protocol):
@@ -107,9 +124,6 @@ class Hub:
         self._sessions: set[Session] = set()
         self._by_participant: dict[ParticipantId, Session] = {}
         self._speakers: dict[RoomName, str | None] = {}
-        self._ice_servers = (
-            [IceServer(urls=list(settings.ice_servers))] if settings.ice_servers else []
-        )
 
     @property
     def sessions(self) -> frozenset[Session]:
@@ -261,7 +275,8 @@ class Hub:
                 participant_id=participant.id,
                 room=room.name,
                 participants=[p.info() for p in room.participants],
-                ice_servers=self._ice_servers,
+                ice_servers=client_ice_servers(self.settings, participant.id, now=self._clock()),
+                ice_transport_policy=self.settings.ice_transport_policy,
                 resume_token=participant.resume_token,
                 settings=room.settings,
                 chat=room.chat_history,

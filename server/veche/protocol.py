@@ -371,6 +371,9 @@ class Welcome(_Model):
     room: str = Field(description="The normalised room name.")
     participants: list[ParticipantInfo] = Field(description="Everyone in the room, you included.")
     ice_servers: list[IceServer]
+    ice_transport_policy: Literal["all", "relay"] = Field(
+        "all", description="``RTCConfiguration.iceTransportPolicy`` to use."
+    )
     resume_token: str
     settings: RoomState = RoomState()
     chat: list[ChatEntry] = Field(default_factory=list, description="The last 200 messages.")

@@ -11,7 +11,7 @@ import ipaddress
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -93,6 +93,29 @@ class Settings(BaseSettings):
         description="Seconds one WebSocket write may block before the client "
         "is closed as not reading.",
     )
+    turn_secret: SecretStr | None = Field(
+        None,
+        description="Shared secret with coturn (`static-auth-secret`): each participant gets "
+        "time-limited TURN credentials for the `turn:`/`turns:` URLs of `ice_servers`. Never "
+        "sent to browsers or logged.",
+    )
+    turn_ttl: int = Field(
+        43200, ge=60, le=7 * 86400, description="Seconds a participant's TURN credentials last."
+    )
+    ice_transport_policy: Literal["all", "relay"] = Field(
+        "all",
+        description="`relay` makes every peer connection, the server's and the browsers', use "
+        "only TURN relays (needs `turn_secret` and a `turn:` URL).",
+    )
+    tls_cert: str | None = Field(
+        None, description="PEM certificate (chain) file: serve HTTPS and WSS without a proxy."
+    )
+    tls_key: str | None = Field(None, description="PEM private key file for `tls_cert`.")
+    self_signed: bool = Field(
+        False,
+        description="Serve HTTPS with a certificate generated at start for `host` and "
+        "`public_url` (a LAN meeting without a proxy; browsers will ask to trust it).",
+    )
 
     @field_validator("allowed_origins", "ice_servers", mode="before")
     @classmethod
@@ -140,13 +163,30 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _port_range(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.media_port_min > self.media_port_max:
             raise ValueError(
                 f"media_port_min ({self.media_port_min}) is above media_port_max "
                 f"({self.media_port_max})"
             )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.self_signed and self.tls_cert is not None:
+            raise ValueError("self_signed and tls_cert exclude each other")
+        if self.turn_secret is not None and len(self.turn_secret.get_secret_value()) < 16:
+            raise ValueError("turn_secret must have at least 16 characters")
+        if self.ice_transport_policy == "relay" and (
+            self.turn_secret is None or not any(u.startswith("turn") for u in self.ice_servers)
+        ):
+            raise ValueError(
+                "ice_transport_policy=relay needs turn_secret and a turn: URL in ice_servers"
+            )
         return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server itself speaks HTTPS."""
+        return self.tls_cert is not None or self.self_signed
 
     @property
     def public_origin(self) -> str | None:

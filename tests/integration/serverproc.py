@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -35,9 +36,11 @@ class ServerProcess:
         self.log.seek(0)
         return self.log.read()
 
+    tls: bool = False
+
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def ws(self) -> str:
@@ -67,7 +70,8 @@ def run_server(
             stderr=subprocess.STDOUT,
             text=True,
         )
-        server = ServerProcess(process, port, log)
+        tls = "--self-signed" in args or "--tls-cert" in args
+        server = ServerProcess(process, port, log, tls)
         try:
             _wait_healthy(server)
             yield server
@@ -77,13 +81,20 @@ def run_server(
                 process.wait(10)
 
 
+_UNVERIFIED = ssl.create_default_context()
+_UNVERIFIED.check_hostname = False
+_UNVERIFIED.verify_mode = ssl.CERT_NONE
+
+
 def _wait_healthy(server: ServerProcess) -> None:
     deadline = time.monotonic() + 30
     while True:
         if server.process.poll() is not None:
             raise RuntimeError(f"veche exited early:\n{server.output()}")
         try:
-            with urllib.request.urlopen(server.http + "/healthz", timeout=1) as response:
+            with urllib.request.urlopen(
+                server.http + "/healthz", timeout=1, context=_UNVERIFIED
+            ) as response:
                 if response.status == 200:
                     return
         except OSError:

@@ -42,3 +42,19 @@ async def test_serve_process_join_leave_and_sigterm() -> None:
             assert closed.value.rcvd.code == CloseCode.GOING_AWAY
         assert status == 0
         assert "Traceback" not in server.output()
+
+
+async def test_serve_with_self_signed_tls() -> None:
+    """--self-signed serves HTTPS and WSS with a certificate for the listening address."""
+    import ssl
+
+    from websockets.asyncio.client import connect
+
+    with run_server("--self-signed") as server:
+        pem = ssl.get_server_certificate(("127.0.0.1", server.port))
+        context = ssl.create_default_context(cadata=pem)
+        async with connect(f"wss://127.0.0.1:{server.port}/ws", ssl=context) as ws:
+            await ws.send('{"type": "hello", "version": 1, "room": "tls", "name": "Ada"}')
+            assert '"welcome"' in await ws.recv()
+        assert server.terminate() == 0
+        assert "sha256" in server.output()

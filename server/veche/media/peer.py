@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from aiortc import (
@@ -20,6 +20,7 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCRtpSender,
     RTCRtpTransceiver,
@@ -49,11 +50,17 @@ CLOSE_TIMEOUT: Final = 5.0
 """Seconds to wait for a peer connection to close (aiortc's close can hang)."""
 
 
+def _no_ice_servers() -> list[RTCIceServer]:
+    return []
+
+
 @dataclass(frozen=True, slots=True)
 class MediaConfig:
-    """What every peer connection of this server is configured with."""
+    """What every peer connection of this server is configured with. ``ice_servers`` is called
+    for each new connection (TURN credentials expire)."""
 
-    ice_servers: list[RTCIceServer] = field(default_factory=list)
+    ice_servers: Callable[[], list[RTCIceServer]] = _no_ice_servers
+    relay_only: bool = False
     port_min: int = 40000
     port_max: int = 40199
     public_ip: str | None = None
@@ -320,8 +327,13 @@ class MediaPeer:
         # later transceiver on a transport that bundling then discards).
         pc = RTCPeerConnection(
             RTCConfiguration(
-                iceServers=list(self.config.ice_servers),
+                iceServers=self.config.ice_servers(),
                 bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+                iceTransportPolicy=(
+                    RTCIceTransportPolicy.RELAY
+                    if self.config.relay_only
+                    else RTCIceTransportPolicy.ALL
+                ),
             )
         )
 

@@ -17,6 +17,7 @@ from veche.media.speaker import SpeakerDetector
 from veche.media.tracks import Uptrack
 from veche.protocol import Answer, Candidate, Offer, ServerMessage
 from veche.settings import Settings
+from veche.turn import turn_credentials
 
 __all__ = ["MediaRouter", "media_config"]
 
@@ -27,11 +28,27 @@ SPEAKER_INTERVAL: Final = 0.25
 
 
 def media_config(settings: Settings) -> MediaConfig:
-    """Peer connection settings: the server itself only uses STUN servers (it needs no relay),
-    and an empty list means no STUN server is ever contacted."""
+    """Peer connection settings. The server uses the STUN servers; TURN only when every
+    connection must be relayed (``ice_transport_policy=relay``), with credentials made for each
+    new connection. An empty list means no STUN server is ever contacted."""
     stun = [url for url in settings.ice_servers if url.startswith(("stun:", "stuns:"))]
+    turn = [url for url in settings.ice_servers if url.startswith(("turn:", "turns:"))]
+    relay = settings.ice_transport_policy == "relay"
+    secret = settings.turn_secret
+
+    def ice_servers() -> list[RTCIceServer]:
+        servers = [RTCIceServer(urls=stun)] if stun and not relay else []
+        if relay and turn and secret is not None:
+            username, password = turn_credentials(
+                secret.get_secret_value(), "veche-server", ttl=settings.turn_ttl, now=time.time()
+            )
+            # aiortc uses one TURN server: the first URL.
+            servers.append(RTCIceServer(urls=turn[0], username=username, credential=password))
+        return servers
+
     return MediaConfig(
-        ice_servers=[RTCIceServer(urls=stun)] if stun else [],
+        ice_servers=ice_servers,
+        relay_only=relay,
         port_min=settings.media_port_min,
         port_max=settings.media_port_max,
         public_ip=settings.public_ip,
