@@ -1,0 +1,72 @@
+"""A call forced through a real coturn: browsers and the server use relay candidates only."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from playwright.async_api import Browser
+
+from tests.integration.serverproc import run_server
+from tests.integration.test_turn import SECRET, coturn
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.skipif(shutil.which("turnserver") is None, reason="coturn is not installed"),
+]
+
+JS_RELAYED = """async () => {
+    const pc = window.veche.connection?.subscribePc;
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    let pair = null;
+    stats.forEach(s => {
+        if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+    });
+    if (!pair) return null;
+    return stats.get(pair.localCandidateId).candidateType;
+}"""
+
+
+async def test_relay_only_call_flows_through_coturn(browser: Browser) -> None:
+    """With ice_transport_policy=relay, two browsers and the server connect through TURN
+    (credentials from the server's secret) and video plays."""
+    turn_args = ("--no-cli", "--allow-loopback-peers", "--use-auth-secret", "--realm=veche.test")
+    with (
+        coturn(*turn_args) as turn_port,
+        run_server(
+            "--ice-servers",
+            f"turn:127.0.0.1:{turn_port}?transport=udp",
+            "--turn-secret",
+            SECRET,
+            "--ice-transport-policy",
+            "relay",
+        ) as server,
+    ):
+        contexts = []
+        try:
+            pages = []
+            for name in ("Ada", "Bob"):
+                context = await browser.new_context(
+                    permissions=["camera", "microphone"], base_url=server.http
+                )
+                contexts.append(context)
+                page = await context.new_page()
+                await page.goto(f"/r/relayed?name={name}&join=1")
+                pages.append(page)
+            for page in pages:
+                await page.wait_for_function(
+                    "() => [...document.querySelectorAll('.tile:not(.me) video')]"
+                    ".some(v => v.videoWidth > 0)",
+                    timeout=30000,
+                )
+                assert await page.evaluate(JS_RELAYED) == "relay"
+                welcome_policy = await page.evaluate(
+                    "() => window.veche.connection.iceTransportPolicy"
+                )
+                assert welcome_policy == "relay"
+        finally:
+            for context in contexts:
+                await context.close()
+        assert SECRET not in server.output()
