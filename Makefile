@@ -41,6 +41,10 @@ check: $(VENV)/.installed-test
 	$(BIN)/ruff format --check server tests
 	$(BIN)/mypy server
 	$(BIN)/python -m veche.schema --check
+	@for file in docker/compose*.yaml; do \
+		echo "docker-compose -f $$file config -q"; \
+		$(BIN)/docker-compose -f $$file --env-file docker/.env.example config -q || exit 1; done
+	$(BIN)/hadolint --failure-threshold warning docker/Dockerfile
 	@$(MAKE) --no-print-directory check-js
 
 # The browser client's JSDoc types, checked by TypeScript (strict, no emit) where npm exists.

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         description="`relay` makes every peer connection, the server's and the browsers', use "
         "only TURN relays (needs `turn_secret` and a `turn:` URL).",
     )
+    trust_forwarded: bool = Field(
+        False,
+        description="Behind one reverse proxy: take the client's address (for per-address "
+        "limits) from the last X-Forwarded-For entry the proxy adds.",
+    )
     tls_cert: str | None = Field(
         None, description="PEM certificate (chain) file: serve HTTPS and WSS without a proxy."
     )

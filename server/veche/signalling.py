@@ -32,7 +32,7 @@ from veche.protocol import (
 from veche.settings import Settings
 from veche.views import browser_session
 
-__all__ = ["ClientConnection", "origin_allowed", "websocket_handler"]
+__all__ = ["ClientConnection", "client_address", "origin_allowed", "websocket_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,17 @@ class ClientConnection:
             self._transport.abort()
 
 
+def client_address(request: web.Request, settings: Settings) -> str:
+    """The client's IP address: the peer's, or behind a trusted proxy the last
+    X-Forwarded-For entry (the one that proxy added)."""
+    if settings.trust_forwarded:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last
+    return request.remote or "?"
+
+
 def origin_allowed(request: web.Request, settings: Settings) -> bool:
     """Whether the request's ``Origin`` may open a WebSocket.
 
@@ -192,7 +203,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     connection = ClientConnection(ws, request.transport, settings)
     session = hub.connect(
-        connection, remote=request.remote or "?", browser_session=browser_session(request)
+        connection,
+        remote=client_address(request, settings),
+        browser_session=browser_session(request),
     )
     try:
         await connection.run(hub, session)

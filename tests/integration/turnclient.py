@@ -39,9 +39,7 @@ class TurnClient:
         request.attributes.update(
             {"USERNAME": self.username, "REALM": self.realm, "NONCE": self.nonce}
         )
-        key = hashlib.md5(
-            f"{self.username}:{self.realm}:{self.password}".encode()
-        ).digest()
+        key = hashlib.md5(f"{self.username}:{self.realm}:{self.password}".encode()).digest()
         request.add_message_integrity(key)
         request.add_fingerprint()
         return self._exchange(request)
