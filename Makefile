@@ -3,6 +3,7 @@
 #   make test   install what the tests need and run the whole suite
 #   make check  lint, format check, type check, generated files fresh
 #   make bench  benchmarks under tests/bench (not part of `make test`)
+#   make test-docker  the image and compose file with a private Docker engine (as root)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ BIN := $(VENV)/bin
 # Debian packages the test suite needs; `make test` installs the missing ones when run as root.
 TEST_DEBIAN_PACKAGES ?= iproute2 chromium
 
-.PHONY: run test check check-js bench schema system-packages clean
+.PHONY: run test test-docker check check-js bench schema system-packages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV) && \
@@ -54,6 +55,14 @@ check-js:
 		[ -x $(TSC) ] || npm install --silent --prefix $(VENV)/tools typescript@5 >/dev/null; \
 		echo "$(TSC) -p web/jsconfig.json"; $(TSC) -p web/jsconfig.json; \
 	else echo "note: npm not found, the browser client's types were not checked"; fi
+
+# The Docker image and compose file, with a private Docker engine (minutes; needs root). The
+# image is built outside the test namespace (it needs the package mirrors), then used inside.
+DOCKER_TEST_DEBIAN_PACKAGES ?= docker.io debootstrap
+test-docker: $(VENV)/.installed-test system-packages
+	@sh scripts/debian-packages $(DOCKER_TEST_DEBIAN_PACKAGES)
+	$(BIN)/python tests/docker/build_image.py
+	sh scripts/netns-run $(BIN)/python -m pytest -m docker tests/docker
 
 bench: $(VENV)/.installed-test system-packages
 	@set -e; for bench in tests/bench/bench_*.py; do \

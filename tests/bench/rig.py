@@ -170,12 +170,16 @@ class Subscriber:
                     self.decoded.append((read_frame_number(frame), time.monotonic()))
 
     async def close(self) -> None:
-        """Say ``leave``, hang up and close the peer connection (bounded in time)."""
-        for task in list(self._tasks):
-            task.cancel()
+        """Say ``leave``, hang up and close the peer connection (bounded in time).
+
+        The reader runs until the socket has closed: a client that stops reading stops
+        websockets from reading the close frame once its queue is full (``participant_left``
+        from everyone else leaving at the same time fills it)."""
         with contextlib.suppress(ConnectionClosed):
             await self.ws.send(json.dumps({"type": "leave"}))
         await self.ws.close()
+        for task in list(self._tasks):
+            task.cancel()
         if self.pc is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
