@@ -6,10 +6,11 @@ encoder falls behind skips frames instead of queueing them without bound). A rea
 every frame keeps the decoded tracks flowing while nobody is subscribed, so a new subscriber starts
 with fresh frames.
 
-It speaks the part of Veche's protocol that the benchmark's clients use, in one room: ``hello`` ->
-``welcome``, the publish offer/answer and the subscribe offer/answer; candidates travel inside the
-SDP (no trickle). Run as ``python -m tests.bench.relay_server serve --port N``; ``/healthz``
-answers once it listens, SIGTERM stops it.
+It speaks the part of Veche's protocol that the benchmark's clients use, in one room with one
+publisher: ``hello`` -> ``welcome``, the publish offer/answer and the subscribe offer/answer;
+candidates travel inside the SDP (no trickle). Run as
+``python -m tests.bench.relay_server serve --port N``; ``/healthz`` answers once it listens,
+SIGTERM stops it.
 """
 
 from __future__ import annotations

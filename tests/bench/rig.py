@@ -215,8 +215,7 @@ async def measure(
     ``machine_busy`` (share of all cores busy), ``packets_per_second`` (RTP packets received
     by all subscribers together, audio and video, retransmissions included), ``fps`` (video
     frames received per second, per subscriber), ``decoded`` (number and time of each frame the
-    first subscriber decoded in the window) and ``video_after`` (seconds until every subscriber
-    received video).
+    first subscriber decoded in the window).
     """
     start = time.monotonic()
     while any(s.video.frames == 0 for s in subscribers):
@@ -224,7 +223,6 @@ async def measure(
             waiting = sum(1 for s in subscribers if s.video.frames == 0)
             return {"error": f"{waiting} of {len(subscribers)} subscribers got no video"}
         await asyncio.sleep(0.05)
-    video_after = time.monotonic() - start
     await asyncio.sleep(warmup)
     before = Snapshot.take(pids, subscribers)
     await asyncio.sleep(seconds)
@@ -233,8 +231,6 @@ async def measure(
     busy = after.machine[0] - before.machine[0]
     total = after.machine[1] - before.machine[1]
     return {
-        "seconds": window,
-        "video_after": video_after,
         "cores": {role: (after.cpu[role] - before.cpu[role]) / window for role in pids},
         "machine_busy": busy / total if total else 0.0,
         "packets_per_second": (after.packets - before.packets) / window,
@@ -277,7 +273,8 @@ def main() -> None:
     if args.role == "publish":
         asyncio.run(publish(args.url, args.room))
     else:
-        pids = {"server": args.server_pid, "publisher": args.publisher_pid}
+        given = {"server": args.server_pid, "publisher": args.publisher_pid}
+        pids = {role: pid for role, pid in given.items() if pid is not None}
         asyncio.run(subscribe(args.url, args.room, args.count, pids, args.warmup, args.seconds))
 
 

@@ -82,8 +82,29 @@ def main() -> int:
                 env=env,
                 timeout=1200,
             )
+            # No registry serves coturn here: Debian's, on the same base.
+            coturn = work / "coturn-context"
+            coturn.mkdir()
+            (coturn / "Dockerfile").write_text(
+                "FROM veche-base:test\n"
+                "RUN apt-get update && apt-get install -y --no-install-recommends coturn"
+                " && rm -rf /var/lib/apt/lists/*\n"
+                'ENTRYPOINT ["turnserver"]\n',
+                encoding="utf-8",
+            )
+            _run(
+                "docker",
+                "build",
+                "--network",
+                "host",
+                "-t",
+                "veche-coturn:test",
+                str(coturn),
+                env=env,
+                timeout=900,
+            )
             IMAGE.parent.mkdir(parents=True, exist_ok=True)
-            _run("docker", "save", "-o", str(IMAGE), "veche:test", env=env)
+            _run("docker", "save", "-o", str(IMAGE), "veche:test", "veche-coturn:test", env=env)
     print(f"saved {IMAGE}")
     return 0
 

@@ -20,6 +20,8 @@ import pytest
 from playwright.async_api import async_playwright
 
 from tests.browser.conftest import chromium_path
+from tests.integration.turnclient import TurnClient
+from veche.turn import turn_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = [str(ROOT / ".venv" / "bin" / "docker-compose")]
@@ -97,10 +99,31 @@ def dockerd(work: Path, *extra: str) -> Iterator[dict[str, str]]:
             subprocess.run(["umount", str(netns)], check=False)
 
 
+def _check_coturn(secret: str) -> None:
+    """coturn from the compose file takes Veche's credentials, refuses loopback peers and lets
+    relays reach Veche's own address."""
+    deadline = time.monotonic() + 30
+    while True:
+        username, password = turn_credentials(secret, "docker-test", ttl=600, now=time.time())
+        client = TurnClient(("10.99.0.1", 3478), username, password)
+        try:
+            error, relayed = client.allocate()
+            assert error is None
+            assert relayed is not None
+            assert client.permit("127.0.0.1") == 403
+            assert client.permit("10.99.0.1") is None
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "coturn does not answer on 3478"
+            time.sleep(1)
+        finally:
+            client.close()
+
+
 async def test_compose_image_serves_a_call(tmp_path: Path) -> None:
-    """Start the built image with docker compose and have two Chromium participants see each
-    other through the published ports; the container runs as a non-root user and reports
-    healthy."""
+    """Start the built images with docker compose: Veche runs as a non-root user and reports
+    healthy, coturn accepts Veche's credentials with the shipped configuration, and two
+    Chromium participants see each other through the published ports."""
     with dockerd(tmp_path) as env:
         _run("docker", "load", "-i", str(IMAGE), env=env)
         compose_env = {
@@ -109,7 +132,7 @@ async def test_compose_image_serves_a_call(tmp_path: Path) -> None:
             "VECHE_PUBLIC_IP": "10.99.0.1",
             "TURN_SECRET": "docker-test-secret-0123456789",
         }
-        _run(*COMPOSE, *FILES, "up", "-d", "veche", env=compose_env, timeout=300)
+        _run(*COMPOSE, *FILES, "up", "-d", "veche", "coturn", env=compose_env, timeout=300)
         try:
             deadline = time.monotonic() + 60
             user = _run("docker", "exec", "veche-veche-1", "id", "-u", env=env).strip()
@@ -124,6 +147,7 @@ async def test_compose_image_serves_a_call(tmp_path: Path) -> None:
             ):
                 assert time.monotonic() < deadline, _run(*COMPOSE, *FILES, "logs", env=compose_env)
                 time.sleep(1)
+            _check_coturn(compose_env["TURN_SECRET"])
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(
                     executable_path=chromium_path(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -58,3 +59,24 @@ async def test_serve_with_self_signed_tls() -> None:
             assert '"welcome"' in await ws.recv()
         assert server.terminate() == 0
         assert "sha256" in server.output()
+
+
+async def test_serve_with_given_certificate(tmp_path: Path) -> None:
+    """--tls-cert/--tls-key serve HTTPS with that certificate."""
+    import ssl
+    import urllib.request
+
+    from veche.tls import self_signed_certificate
+
+    cert, key, _ = self_signed_certificate(["localhost", "127.0.0.1"])
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    with run_server(
+        "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem")
+    ) as server:
+        context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        with urllib.request.urlopen(
+            f"https://127.0.0.1:{server.port}/healthz", context=context
+        ) as r:
+            assert r.status == 200
+        assert server.terminate() == 0
