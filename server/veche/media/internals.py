@@ -7,9 +7,10 @@ neither. Four narrow hooks make aiortc forward encoded media instead:
   needs (statistics for receiver reports, RTX unwrapping, NACKs and REMB towards the publisher)
   and hands each packet to Veche instead of the jitter buffer and decoder; the decoder thread
   that ``receive()`` starts is stopped before any frame could reach it.
-* :func:`feed_sender` makes one sender take ready RTP payloads from Veche instead of a track,
-  so it never creates an encoder but still numbers packets, answers NACKs from its history and
-  sends sender reports; a PLI or FIR it receives is passed to Veche.
+* :func:`feed_sender` makes one sender send ready RTP payloads that Veche writes with a
+  :class:`PacketWriter` (header, SRTP, one ``sendto``, synchronously) instead of encoding a
+  track; aiortc still answers NACKs from the packet history the writer keeps and sends sender
+  reports from its counters; a PLI or FIR it receives is passed to Veche.
 * :func:`pin_codecs` narrows a transceiver to one negotiated codec before answering.
 * :func:`bind_ports` makes a peer connection's ICE gathering bind only UDP ports of a range and
   announce a configured public address (aioice has no option for either).
@@ -27,18 +28,27 @@ import errno
 import logging
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
 import aioice.ice
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import (
+    RTCDtlsTransport,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
 from aiortc.codecs import is_rtx
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtcrtpsender import RTCEncodedFrame
 from aiortc.rtp import (
     RTCP_PSFB_APP,
+    RTP_HISTORY_SIZE,
     RtcpPsfbPacket,
     RtpPacket,
     pack_remb_fci,
@@ -47,8 +57,8 @@ from aiortc.rtp import (
 
 __all__ = [
     "EncodedFrame",
-    "FrameSource",
     "PacketSink",
+    "PacketWriter",
     "bind_ports",
     "check_internals",
     "codec_objects",
@@ -76,7 +86,17 @@ _RECEIVER_FIELDS: Final = (
     "decoder_thread",
     "stop_decoder",
 )
-_SENDER_FIELDS: Final = ("encoder", "track")
+_SENDER_FIELDS: Final = (
+    "encoder",
+    "track",
+    "started",
+    "rtp_header_extensions_map",
+    "rtp_history",
+    "ntp_timestamp",
+    "rtp_timestamp",
+    "octet_count",
+    "packet_count",
+)
 _ESTIMATOR: Final = f"{_R}remote_bitrate_estimator"
 _RTCP_SSRC: Final = f"{_R}rtcp_ssrc"
 _CODECS: Final = f"{_R}codecs"
@@ -89,16 +109,6 @@ class PacketSink(Protocol):
     """Receives every RTP packet of a tapped receiver (RTX already unwrapped)."""
 
     def __call__(self, packet: RtpPacket, codec: RTCRtpCodecParameters) -> None: ...
-
-
-class FrameSource(Protocol):
-    """Supplies a fed sender with frames."""
-
-    async def next_frame(self) -> EncodedFrame | None:
-        """The next frame to send, or ``None`` to send nothing this time."""
-
-    def keyframe_requested(self) -> None:
-        """The remote receiver asked for a keyframe (PLI or FIR)."""
 
 
 def check_internals() -> list[str]:
@@ -127,6 +137,12 @@ def check_internals() -> list[str]:
     ):
         if not hasattr(owner, name):
             missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
+    if "_tx_srtp" not in RTCDtlsTransport.__init__.__code__.co_names:
+        missing.append("RTCDtlsTransport._tx_srtp")
+    if "_state" not in RTCDtlsTransport.__init__.__code__.co_names:
+        missing.append("RTCDtlsTransport._state")
+    if "_nominated" not in aioice.ice.Connection.__init__.__code__.co_names:
+        missing.append("aioice Connection._nominated")
     run_rtp = RTCRtpSender._run_rtp.__code__.co_names
     if "_next_encoded_frame" not in run_rtp:
         missing.append("RTCRtpSender._run_rtp no longer calls _next_encoded_frame")
@@ -204,23 +220,101 @@ async def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
 # ------------------------------------------------------------------------------- senders
 
 
-def feed_sender(sender: RTCRtpSender, source: FrameSource) -> None:
-    """Make ``sender`` send ``source``'s frames as they are, without an encoder.
+_NTP_EPOCH: Final = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)
 
-    The sender must have a track (any track: it is never read) so that its RTP loop runs.
+
+class PacketWriter:
+    """Writes one subscriber stream's RTP packets straight to its transport, synchronously.
+
+    aiortc's own send loop costs a task switch per frame and several coroutine layers per
+    packet; this does per packet only what is needed (header, SRTP, one ``sendto``), and keeps
+    the sender's bookkeeping (packet history, counters, last timestamps) so that aiortc still
+    answers NACKs (with RTX) and sends correct sender reports for the stream.
     """
 
+    def __init__(self, sender: RTCRtpSender, parameters: Any) -> None:
+        self._sender = sender
+        self._state = sender.__dict__
+        self._payload_type: int = parameters.codecs[0].payloadType
+        self._mid: str | None = parameters.muxId
+        self._extensions = self._state[f"{_S}rtp_header_extensions_map"]
+        self._history: dict[int, RtpPacket] = self._state[f"{_S}rtp_history"]
+        self._sequence = random.randrange(1 << 16)
+        self._origin = random.randrange(1 << 32)
+        self._video = sender.kind == "video"
+
+    def write_frame(self, payloads: list[bytes], timestamp: int, audio_level: int | None) -> None:
+        """Send one frame's payloads (``timestamp`` relative to the stream's start)."""
+        transport = self._sender.transport
+        if transport._state is not DtlsState.CONNECTED:
+            return
+        pair = transport.transport._connection._nominated.get(1)
+        if pair is None:
+            return
+        srtp = transport._tx_srtp
+        now = time.time()
+        rtp_timestamp = (self._origin + timestamp) & 0xFFFFFFFF
+        abs_send_time = int(now * (1 << 18)) & 0xFFFFFF  # 6.18 seconds; NTP-Unix offset is 0 mod 64
+        last = len(payloads) - 1
+        octets = 0
+        for index, payload in enumerate(payloads):
+            packet = RtpPacket(
+                payload_type=self._payload_type,
+                marker=1 if index == last else 0,
+                sequence_number=self._sequence,
+                timestamp=rtp_timestamp,
+                ssrc=self._sender._ssrc,
+                payload=payload,
+            )
+            packet.extensions.mid = self._mid
+            if self._video:
+                packet.extensions.abs_send_time = abs_send_time
+            elif audio_level is not None:
+                packet.extensions.audio_level = (False, audio_level)
+            self._history[self._sequence % RTP_HISTORY_SIZE] = packet
+            _send_datagram(pair, srtp.protect(packet.serialize(self._extensions)))
+            self._sequence = (self._sequence + 1) & 0xFFFF
+            octets += len(payload)
+        state = self._state
+        state[f"{_S}ntp_timestamp"] = int((now + _NTP_EPOCH) * (1 << 32))
+        state[f"{_S}rtp_timestamp"] = rtp_timestamp
+        state[f"{_S}octet_count"] += octets
+        state[f"{_S}packet_count"] += len(payloads)
+
+
+def _send_datagram(pair: Any, data: bytes) -> None:
+    # What aioice's StunProtocol.send_data does, without a coroutine per packet; for a relayed
+    # pair the transport is aioice's TURN transport, which frames the data itself.
+    pair.protocol.transport.sendto(data, pair.remote_addr)
+
+
+def feed_sender(
+    sender: RTCRtpSender,
+    on_ready: Callable[[PacketWriter], None],
+    on_keyframe_request: Callable[[], None],
+) -> None:
+    """Make ``sender`` send what Veche writes with the :class:`PacketWriter` handed to
+    ``on_ready`` once the connection negotiated it; it never creates an encoder. A PLI or FIR
+    from the subscriber calls ``on_keyframe_request``.
+
+    The sender must have a track (any track: it is never read) so that aiortc starts it.
+    """
+    original_send = sender.send
+
+    async def send(parameters: Any) -> None:
+        first = not getattr(sender, f"{_S}started")
+        await original_send(parameters)
+        if first:
+            on_ready(PacketWriter(sender, parameters))
+
     async def next_encoded_frame(codec: RTCRtpCodecParameters) -> EncodedFrame | None:
-        if not sender._enabled:
-            await asyncio.sleep(0.02)
-            return None
-        return await source.next_frame()
+        # aiortc's own RTP loop waits here for good: packets are written by the PacketWriter.
+        await asyncio.get_running_loop().create_future()
+        return None
 
-    def send_keyframe() -> None:
-        source.keyframe_requested()
-
+    sender.send = send  # type: ignore[method-assign]
     sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
-    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+    sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
 
 
 def codec_objects(pc: RTCPeerConnection) -> list[str]:

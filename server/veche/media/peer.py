@@ -257,7 +257,7 @@ class MediaPeer:
             transceiver = pc.addTransceiver(uptrack.kind, direction="sendonly")
             transceiver.setCodecPreferences(_capabilities_for(uptrack.codec))
             feed = SenderFeed(uptrack.kind)
-            feed_sender(transceiver.sender, feed)
+            feed_sender(transceiver.sender, feed.ready, feed.keyframe_requested)
             self._feeds.append((transceiver, feed, uptrack.codec))
         else:
             transceiver, feed = reusable

@@ -14,7 +14,6 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -24,7 +23,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from veche.media.assembler import AssembledFrame, FrameAssembler, Packet
-from veche.media.internals import EncodedFrame, request_keyframe
+from veche.media.internals import PacketWriter, request_keyframe
 from veche.protocol import Source
 
 __all__ = ["Downtrack", "SenderFeed", "TrackStats", "Uptrack"]
@@ -33,8 +32,6 @@ log = logging.getLogger(__name__)
 
 KEYFRAME_INTERVAL: Final = 0.3
 """Least seconds between two keyframe requests to one publisher track."""
-DOWNTRACK_QUEUE: Final = 120
-"""Frames queued for one subscriber before it counts as stalled (about 2 s of video)."""
 
 _track_numbers = itertools.count(1)
 
@@ -173,7 +170,8 @@ class Uptrack:
 
 
 class SenderFeed:
-    """What one subscriber's RTP sender sends: the frames of its current downtrack.
+    """What one subscriber's RTP sender sends: the frames of its current downtrack, written
+    the moment they are complete (no queue, no task switch).
 
     A sender outlives the tracks it carries: when a publisher leaves, its transceiver on each
     subscriber goes inactive and is reused for the next track of the same kind and codec. The
@@ -184,53 +182,39 @@ class SenderFeed:
         self.kind = kind
         self.downtrack: Downtrack | None = None
         self.frames_sent = 0
-        self._queue: deque[AssembledFrame] = deque()
-        self._ready = asyncio.Event()
-        self._started = False
+        self._writer: PacketWriter | None = None
         self._offset = 0
         self._rebase = True
         self._last: int | None = None
 
     @property
     def started(self) -> bool:
-        """Whether the sender has begun pulling frames (its connection is up)."""
-        return self._started
+        """Whether the sender can send (its connection has negotiated it)."""
+        return self._writer is not None
+
+    def ready(self, writer: PacketWriter) -> None:
+        """The sender's connection is up: frames can be written from now on."""
+        self._writer = writer
+        if self.downtrack is not None:
+            self.downtrack.start()
 
     def attach(self, downtrack: Downtrack) -> None:
         """Carry ``downtrack`` from now on."""
         self.downtrack = downtrack
-        self._queue.clear()
         self._rebase = True
-        if self._started:
+        if self._writer is not None:
             downtrack.start()
 
     def release(self, downtrack: Downtrack) -> None:
         """Stop carrying ``downtrack`` (if it is the current one)."""
         if self.downtrack is downtrack:
             self.downtrack = None
-            self._queue.clear()
 
     def put(self, frame: AssembledFrame) -> None:
-        """Queue a frame for the sender."""
-        if len(self._queue) >= DOWNTRACK_QUEUE and self.downtrack is not None:
-            # The sender is not keeping up: start again from a keyframe.
-            self._queue.clear()
-            self.downtrack.hold_until_keyframe()
-            self.downtrack.uptrack.request_keyframe()
+        """Send a frame now."""
+        writer = self._writer
+        if writer is None:
             return
-        self._queue.append(frame)
-        self._ready.set()
-
-    async def next_frame(self) -> EncodedFrame | None:
-        """The next frame, waiting for one (the sender's RTP loop calls this)."""
-        if not self._started:
-            self._started = True
-            if self.downtrack is not None:
-                self.downtrack.start()
-        while not self._queue:
-            self._ready.clear()
-            await self._ready.wait()
-        frame = self._queue.popleft()
         if self._rebase:
             step = 3000 if self.kind == "video" else 960  # a frame's worth, at 90 or 48 kHz
             target = 0 if self._last is None else self._last + step
@@ -241,8 +225,7 @@ class SenderFeed:
         self.frames_sent += 1
         if self.downtrack is not None:
             self.downtrack.uptrack.stats.frames_forwarded += 1
-        level = -frame.audio_level if frame.audio_level is not None else None
-        return EncodedFrame(frame.payloads, timestamp, level)  # type: ignore[arg-type]
+        writer.write_frame(frame.payloads, timestamp, frame.audio_level)
 
     def keyframe_requested(self) -> None:
         """The subscriber lost the picture: pass the request on to the publisher."""
