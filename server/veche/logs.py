@@ -53,3 +53,7 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # aioice reports every ICE check at INFO: useful only when debugging connectivity.
+    logging.getLogger("aioice").setLevel(
+        logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+    )

@@ -59,7 +59,7 @@ async def publish(url: str, room: str) -> None:
     """Publish until standard input closes, then report when each video frame was made."""
     client = await MediaClient.join(url, room, "publisher")
     try:
-        await client.publish(textured=True)
+        await client.publish()
         deadline = time.monotonic() + VIDEO_TIMEOUT
         while client.publish_pc.connectionState != "connected":
             if time.monotonic() > deadline:

@@ -41,28 +41,16 @@ BITS = 20
 
 
 class CountingVideoTrack(VideoStreamTrack):
-    """640x480 frames at 30 fps, each showing its number (and send time) as black/white blocks.
+    """640x480 frames at 30 fps, each showing its number (and send time) as black/white blocks."""
 
-    ``textured``: a panning noise background, so the encoder spends its bitrate as on a camera
-    image (a flat image compresses to one small packet per frame).
-    """
-
-    def __init__(self, *, textured: bool = False) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.count = 0
         self.sent_at: dict[int, float] = {}
-        self._texture = (
-            np.random.default_rng(7).integers(40, 200, (HEIGHT, WIDTH, 3), dtype=np.uint8)
-            if textured
-            else None
-        )
 
     async def recv(self) -> VideoFrame:
         pts, time_base = await self.next_timestamp()
-        if self._texture is not None:
-            image = np.roll(self._texture, self.count * 3, axis=1)
-        else:
-            image = np.full((HEIGHT, WIDTH, 3), 96, dtype=np.uint8)
+        image = np.full((HEIGHT, WIDTH, 3), 96, dtype=np.uint8)
         number = self.count % (1 << BITS)
         for bit in range(BITS):
             value = 255 if number >> bit & 1 else 0
@@ -185,7 +173,6 @@ class MediaClient:
         video: bool = True,
         video_codec: str | None = None,
         silent: bool = False,
-        textured: bool = False,
     ) -> None:
         """Offer synthetic tracks on the publish connection and apply the answer;
         ``video_codec`` (``"video/H264"``) is offered first when given, as a browser that
@@ -193,7 +180,7 @@ class MediaClient:
         if audio:
             self.publish_pc.addTrack(ToneTrack(amplitude=0 if silent else 8000))
         if video:
-            self.video_source = CountingVideoTrack(textured=textured)
+            self.video_source = CountingVideoTrack()
             self.publish_pc.addTrack(self.video_source)
             if video_codec:
                 codecs = RTCRtpSender.getCapabilities("video").codecs
@@ -272,11 +259,12 @@ class MediaClient:
         return [r for r in self.remote if r.owner == owner and r.track.kind == kind]
 
     async def close(self) -> None:
+        # Close while the reader still reads: a full receive queue would hold back the close.
+        await self.ws.close()
         for task in self._tasks:
             task.cancel()
         if self._reader is not None:
             self._reader.cancel()
-        await self.ws.close()
         for pc in (self.publish_pc, self.subscribe_pc):
             if pc is not None:
                 await asyncio.wait_for(pc.close(), 10)
