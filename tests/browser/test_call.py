@@ -146,3 +146,34 @@ async def test_participant_without_camera_permission_joins_and_hears(
     finally:
         await a_ctx.close()
         await l_ctx.close()
+
+
+async def test_switching_microphone_during_the_call(
+    browser: Browser, server: ServerProcess
+) -> None:
+    """Choosing another microphone in the call's device picker sends that device without a
+    new negotiation."""
+    a_ctx, a = await _participant(browser, server, "switch", "Ada")
+    b_ctx, b = await _participant(browser, server, "switch", "Bob")
+    try:
+        await _wait(b, JS_REMOTE_VIDEOS, 1, timeout=20)
+        options = await a.eval_on_selector_all(
+            "#mic-select-call option", "els => els.map(e => [e.value, e.textContent])"
+        )
+        assert len(options) >= 2, options
+        current = await a.evaluate(
+            "() => window.veche.connection.tracks.audio.getSettings().deviceId"
+        )
+        other = next(value for value, _ in options if value != current)
+        offers = await a.evaluate("() => window.veche.connection.publishPc.localDescription.sdp")
+        await a.click(".settings summary")
+        await a.select_option("#mic-select-call", other)
+        await a.wait_for_function(
+            "(id) => window.veche.connection.senders.audio.track?.getSettings().deviceId === id",
+            arg=other,
+        )
+        after = await a.evaluate("() => window.veche.connection.publishPc.localDescription.sdp")
+        assert after == offers
+    finally:
+        await a_ctx.close()
+        await b_ctx.close()

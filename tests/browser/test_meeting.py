@@ -111,6 +111,14 @@ async def test_screen_share_plays_for_the_others(browser: Browser, server: Serve
         assert await ada.get_attribute("#screen", "aria-pressed") == "true"
         await ada.click("#screen")
         await bob.wait_for_function("() => document.getElementById('stage').hidden", timeout=5000)
+        # Sharing again, then the browser's own "stop sharing" ends the track.
+        await ada.click("#screen")
+        await bob.wait_for_function("() => !document.getElementById('stage').hidden", timeout=10000)
+        await ada.evaluate(
+            "() => window.veche.connection.tracks.screen.dispatchEvent(new Event('ended'))"
+        )
+        await bob.wait_for_function("() => document.getElementById('stage').hidden", timeout=5000)
+        assert await ada.get_attribute("#screen", "aria-pressed") == "false"
     finally:
         for context in contexts:
             await context.close()
