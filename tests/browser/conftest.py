@@ -6,6 +6,7 @@ than one browser each. Everything runs inside the private network namespace of `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -49,13 +50,17 @@ def server() -> Iterator[ServerProcess]:
         assert process.terminate() == 0
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
+@contextlib.asynccontextmanager
+async def chromium(*, fake_ui: bool = False) -> AsyncIterator[Browser]:
+    """Debian's Chromium with a fake camera and microphone. ``fake_ui`` also accepts every
+    permission prompt (and makes getDisplayMedia share a synthetic screen); without it, a
+    context has the devices only if granted the permissions."""
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
             executable_path=chromium_path(),
             args=[
                 "--use-fake-device-for-media-stream",
+                *(["--use-fake-ui-for-media-stream"] if fake_ui else []),
                 "--disable-features=WebRtcHideLocalIpsWithMdns",
                 "--autoplay-policy=no-user-gesture-required",
                 "--disable-gpu",
@@ -65,3 +70,15 @@ async def browser() -> AsyncIterator[Browser]:
             yield launched
         finally:
             await launched.close()
+
+
+REMOTE_VIDEO_PLAYS = (
+    "() => [...document.querySelectorAll('.tile:not(.me) video')].some(v => v.videoWidth > 0)"
+)
+"""Page function: some other participant's video is showing."""
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as launched:
+        yield launched

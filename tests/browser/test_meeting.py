@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Dialog, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Dialog, Page
 
-from tests.browser.conftest import chromium_path
+from tests.browser.conftest import chromium
 from tests.integration.serverproc import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -20,21 +20,8 @@ XSS = "<img src=x onerror=alert(1)> hello"
 async def browser() -> AsyncIterator[Browser]:
     """Chromium whose permission prompts are accepted by a fake UI, which also makes
     getDisplayMedia share a synthetic screen."""
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=chromium_path(),
-            args=[
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                "--disable-features=WebRtcHideLocalIpsWithMdns",
-                "--autoplay-policy=no-user-gesture-required",
-                "--disable-gpu",
-            ],
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium(fake_ui=True) as launched:
+        yield launched
 
 
 async def _join(

@@ -7,6 +7,7 @@ import shutil
 import pytest
 from playwright.async_api import Browser
 
+from tests.browser.conftest import REMOTE_VIDEO_PLAYS
 from tests.integration.serverproc import run_server
 from tests.integration.test_turn import SECRET, coturn
 
@@ -56,11 +57,7 @@ async def test_relay_only_call_flows_through_coturn(browser: Browser) -> None:
                 await page.goto(f"/r/relayed?name={name}&join=1")
                 pages.append(page)
             for page in pages:
-                await page.wait_for_function(
-                    "() => [...document.querySelectorAll('.tile:not(.me) video')]"
-                    ".some(v => v.videoWidth > 0)",
-                    timeout=30000,
-                )
+                await page.wait_for_function(REMOTE_VIDEO_PLAYS, timeout=30000)
                 assert await page.evaluate(JS_RELAYED) == "relay"
                 welcome_policy = await page.evaluate(
                     "() => window.veche.connection.iceTransportPolicy"

@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright
 
-from tests.browser.conftest import chromium_path
+from tests.browser.conftest import REMOTE_VIDEO_PLAYS, chromium
 from tests.integration.turnclient import TurnClient
 from veche.turn import turn_credentials
 
@@ -148,29 +147,14 @@ async def test_compose_image_serves_a_call(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, _run(*COMPOSE, *FILES, "logs", env=compose_env)
                 time.sleep(1)
             _check_coturn(compose_env["TURN_SECRET"])
-            async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(
-                    executable_path=chromium_path(),
-                    args=[
-                        "--use-fake-device-for-media-stream",
-                        "--use-fake-ui-for-media-stream",
-                        "--disable-features=WebRtcHideLocalIpsWithMdns",
-                    ],
-                )
-                try:
-                    pages = []
-                    for name in ("Ada", "Bob"):
-                        context = await browser.new_context(base_url="http://127.0.0.1:18080")
-                        page = await context.new_page()
-                        await page.goto(f"/r/docker?name={name}&join=1")
-                        pages.append(page)
-                    for page in pages:
-                        await page.wait_for_function(
-                            "() => [...document.querySelectorAll('.tile:not(.me) video')]"
-                            ".some(v => v.videoWidth > 0)",
-                            timeout=30000,
-                        )
-                finally:
-                    await browser.close()
+            async with chromium(fake_ui=True) as browser:
+                pages = []
+                for name in ("Ada", "Bob"):
+                    context = await browser.new_context(base_url="http://127.0.0.1:18080")
+                    page = await context.new_page()
+                    await page.goto(f"/r/docker?name={name}&join=1")
+                    pages.append(page)
+                for page in pages:
+                    await page.wait_for_function(REMOTE_VIDEO_PLAYS, timeout=30000)
         finally:
             subprocess.run([*COMPOSE, *FILES, "down", "-t", "5"], env=compose_env, check=False)
