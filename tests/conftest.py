@@ -24,7 +24,13 @@ def make_settings() -> Callable[..., Settings]:
     """Settings with test-friendly timers; keyword arguments override."""
 
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"empty_room_grace": 0.2, "ws_heartbeat": 5.0}
+        values: dict[str, Any] = {
+            "empty_room_grace": 0.2,
+            "ws_heartbeat": 5.0,
+            # Tests send fast on purpose; the limits have tests of their own.
+            "ws_rate": 10000,
+            "ws_burst": 100000,
+        }
         values.update(overrides)
         return Settings(**values)
 

@@ -107,6 +107,33 @@ class Settings(BaseSettings):
         description="`relay` makes every peer connection, the server's and the browsers', use "
         "only TURN relays (needs `turn_secret` and a `turn:` URL).",
     )
+    max_candidates: int = Field(
+        20, ge=1, le=200, description="Remote ICE candidates accepted per peer connection."
+    )
+    max_sdp_length: int = Field(
+        30000, ge=2000, le=60000, description="Characters accepted in one offer or answer."
+    )
+    allow_local_candidates: bool = Field(
+        False,
+        description="Accept remote ICE candidates on loopback and link-local addresses "
+        "(only for tests that run every peer on one host).",
+    )
+    hello_timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds a new connection has to say `hello`."
+    )
+    ws_rate: float = Field(
+        20.0,
+        gt=0,
+        le=10000,
+        description="Messages per second one connection may send on "
+        "average; beyond its burst it gets `rate_limited`, and is closed with 1008 if it goes on.",
+    )
+    ws_burst: int = Field(
+        100, ge=1, le=100000, description="Messages one connection may send at once."
+    )
+    max_connections_per_address: int = Field(
+        20, ge=1, le=100000, description="Simultaneous WebSockets from one client address."
+    )
     trust_forwarded: bool = Field(
         False,
         description="Behind one reverse proxy: take the client's address (for per-address "

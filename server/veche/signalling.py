@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from typing import Final
 
@@ -29,6 +30,7 @@ from veche.protocol import (
     encode,
     parse_client_message,
 )
+from veche.ratelimit import TokenBucket
 from veche.settings import Settings
 from veche.views import browser_session
 
@@ -43,6 +45,7 @@ CLOSE_TIMEOUT: Final = 2.0
 _CLOSE_REASONS: Final[dict[CloseCode, LeaveReason]] = {
     CloseCode.TRY_AGAIN_LATER: "slow",
     CloseCode.GOING_AWAY: "shutdown",
+    CloseCode.POLICY: "disconnected",
 }
 
 
@@ -60,6 +63,12 @@ class ClientConnection:
         self._wake = asyncio.Event()
         self._close_request: tuple[CloseCode, str] | None = None
         self._end: LeaveReason | None = None
+        now = time.monotonic()
+        self._bucket = TokenBucket(rate=settings.ws_rate, burst=settings.ws_burst, now=now)
+        self._limited_since: float | None = None
+        self._last_warning = float("-inf")
+        self._over_limit = 0
+        self._hello_timeout = settings.hello_timeout
 
     def send(self, message: ServerMessage) -> None:
         """Queue ``message``; if the outbox is full the client is closed as not reading."""
@@ -81,8 +90,37 @@ class ClientConnection:
 
     async def run(self, hub: Hub, session: Session) -> LeaveReason:
         """Serve the connection until it closes; return why it ended."""
-        self._end = await self._serve(hub, session)
+
+        def no_hello() -> None:
+            if session.participant is None:
+                self.close(CloseCode.POLICY, "no hello")
+
+        timer = asyncio.get_running_loop().call_later(self._hello_timeout, no_hello)
+        try:
+            self._end = await self._serve(hub, session)
+        finally:
+            timer.cancel()
         return self._end
+
+    def _allowed(self) -> bool:
+        """Rate limit: over the burst, frames are refused with ``rate_limited`` (said at most
+        once a second); a client that goes on for another burst's worth is closed with 1008."""
+        now = time.monotonic()
+        if self._bucket.take(now=now):
+            self._over_limit = 0
+            return True
+        self._over_limit += 1
+        if self._over_limit > self._bucket.burst:
+            self.close(CloseCode.POLICY, "too many messages")
+        elif now - self._last_warning >= 1.0:
+            self._last_warning = now
+            self.send(
+                Error(
+                    code=ErrorCode.RATE_LIMITED,
+                    message=f"more than {self._bucket.rate:g} messages per second; slow down",
+                )
+            )
+        return False
 
     async def _serve(self, hub: Hub, session: Session) -> LeaveReason:
         receive: asyncio.Task[object] = asyncio.ensure_future(self._ws.receive())
@@ -112,6 +150,8 @@ class ClientConnection:
 
     async def _on_frame(self, msg: object, hub: Hub, session: Session) -> LeaveReason | None:
         assert isinstance(msg, WSMessage)
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and not self._allowed():
+            return None
         if msg.type is WSMsgType.TEXT:
             try:
                 await hub.handle(session, parse_client_message(msg.data))
@@ -193,6 +233,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     if not origin_allowed(request, settings):
         raise web.HTTPForbidden(text="origin not allowed\n")
+    hub = request.app[HUB]
+    address = client_address(request, settings)
+    if sum(1 for s in hub.sessions if s.remote == address) >= settings.max_connections_per_address:
+        raise web.HTTPTooManyRequests(text="too many connections from your address\n")
     ws = web.WebSocketResponse(
         # aiohttp refuses a frame whose size *equals* max_msg_size: allow exactly 64 KiB.
         max_msg_size=MAX_MESSAGE_BYTES + 1,
@@ -200,13 +244,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         autoping=True,
     )
     await ws.prepare(request)
-    hub = request.app[HUB]
     connection = ClientConnection(ws, request.transport, settings)
-    session = hub.connect(
-        connection,
-        remote=client_address(request, settings),
-        browser_session=browser_session(request),
-    )
+    session = hub.connect(connection, remote=address, browser_session=browser_session(request))
     try:
         await connection.run(hub, session)
     finally:

@@ -78,6 +78,8 @@ SERVERS: Final = {
     VECHE: [sys.executable, "-m", "veche"],
     BASELINE: [sys.executable, "-m", "tests.bench.relay_server"],
 }
+# Every rig connection comes from 127.0.0.1: lift Veche's per-address connection limit.
+SERVER_OPTIONS: Final = {VECHE: ["--max-connections-per-address", "1000"], BASELINE: []}
 RIG: Final = [sys.executable, "-m", "tests.bench.rig"]
 ROOM: Final = "bench"
 
@@ -232,7 +234,9 @@ async def _run_trial(server: str, k: int, seconds: float, logs: Path) -> Trial:
     log_path = logs / f"{server}-{k}.log"
     with log_path.open("w") as log:
         process = await _spawn(
-            [*SERVERS[server], "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+            [*SERVERS[server], "serve", "--port", str(port), *SERVER_OPTIONS[server]],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         await _wait_healthy(process, port)

@@ -43,6 +43,8 @@ async def test_relay_only_call_flows_through_coturn(browser: Browser) -> None:
             SECRET,
             "--ice-transport-policy",
             "relay",
+            # The relay candidates of this one-host test are on loopback.
+            "--allow-local-candidates",
         ) as server,
     ):
         contexts = []

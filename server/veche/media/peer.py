@@ -32,6 +32,7 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import candidate_from_sdp
 
 from veche.errors import ErrorCode, MediaError
+from veche.media.candidates import candidate_address_allowed, filter_sdp_candidates
 from veche.media.internals import (
     bind_ports,
     feed_sender,
@@ -61,6 +62,9 @@ class MediaConfig:
 
     ice_servers: Callable[[], list[RTCIceServer]] = _no_ice_servers
     relay_only: bool = False
+    allow_local_candidates: bool = False
+    max_candidates: int = 20
+    max_sdp: int = 30000
     port_min: int = 40000
     port_max: int = 40199
     public_ip: str | None = None
@@ -112,12 +116,25 @@ class MediaPeer:
         self._renegotiate = False
         self._negotiation: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._candidates: dict[PeerRole, int] = {"publish": 0, "subscribe": 0}
         self.closed = False
 
     # ---------------------------------------------------------------- messages from the client
 
     async def handle(self, message: Offer | Answer | Candidate) -> None:
         """Apply a media message from this participant's client."""
+        if isinstance(message, Offer | Answer):
+            if len(message.sdp) > self.config.max_sdp:
+                raise MediaError(
+                    f"the SDP is longer than {self.config.max_sdp} characters", ref=message.id
+                )
+            sdp, kept = filter_sdp_candidates(
+                message.sdp,
+                allow_local=self.config.allow_local_candidates,
+                limit=self.config.max_candidates,
+            )
+            self._candidates[message.pc] = kept
+            message = message.model_copy(update={"sdp": sdp})
         match message:
             case Offer(pc="publish"):
                 await self._publish_offer(message.sdp, message.sources or {})
@@ -229,11 +246,22 @@ class MediaPeer:
             )
         if not message.candidate:
             return  # end of candidates: aioice does not need to be told
+        if self._candidates[message.pc] >= self.config.max_candidates:
+            raise MediaError(
+                f"at most {self.config.max_candidates} candidates per connection",
+                code=ErrorCode.RATE_LIMITED,
+                ref=message.id,
+            )
         text = message.candidate.removeprefix("candidate:")
         try:
             candidate = candidate_from_sdp(text)
         except (AssertionError, ValueError, IndexError):
             raise MediaError("the ICE candidate could not be parsed", ref=message.id) from None
+        if not candidate_address_allowed(
+            candidate.ip, allow_local=self.config.allow_local_candidates
+        ):
+            return  # refused quietly: loopback, link-local, metadata or an unresolved name
+        self._candidates[message.pc] += 1
         candidate.sdpMid = message.sdp_mid
         candidate.sdpMLineIndex = message.sdp_mline_index
         if candidate.sdpMid is None and candidate.sdpMLineIndex is None:

@@ -49,6 +49,9 @@ def media_config(settings: Settings) -> MediaConfig:
     return MediaConfig(
         ice_servers=ice_servers,
         relay_only=relay,
+        allow_local_candidates=settings.allow_local_candidates,
+        max_candidates=settings.max_candidates,
+        max_sdp=settings.max_sdp_length,
         port_min=settings.media_port_min,
         port_max=settings.media_port_max,
         public_ip=settings.public_ip,

@@ -1,0 +1,58 @@
+"""Remote ICE candidates the server refuses: loopback, link-local, metadata, names."""
+
+from __future__ import annotations
+
+import pytest
+
+from veche.media.candidates import candidate_address_allowed, filter_sdp_candidates
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "::1",
+        "0.0.0.0",
+        "::",
+        "169.254.169.254",
+        "fe80::1",
+        "fd00:ec2::254",
+        "::ffff:127.0.0.1",
+        "224.0.0.1",
+        "host.local",
+        "0a1b2c3d-uuid.local",
+        "example.org",
+    ],
+)
+def test_refused(address: str) -> None:
+    """Addresses that would aim the server at itself or the metadata service, and names."""
+    assert not candidate_address_allowed(address)
+
+
+@pytest.mark.parametrize("address", ["10.0.0.5", "192.168.1.20", "203.0.113.9", "2001:db8::1"])
+def test_accepted(address: str) -> None:
+    """Public and LAN addresses are accepted."""
+    assert candidate_address_allowed(address)
+
+
+def test_local_addresses_can_be_allowed_for_tests() -> None:
+    """allow_local accepts loopback and link-local, never the unspecified address."""
+    assert candidate_address_allowed("127.0.0.1", allow_local=True)
+    assert not candidate_address_allowed("0.0.0.0", allow_local=True)
+
+
+def test_filter_sdp_candidates_drops_and_limits() -> None:
+    """Refused candidate lines leave the SDP, and no more than the limit stay."""
+    lines = [
+        "v=0",
+        "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host",
+        "a=candidate:2 1 udp 2122260223 abc.local 50001 typ host",
+        *(f"a=candidate:{n} 1 udp 2122260223 10.0.0.{n} 5000{n} typ host" for n in range(3, 9)),
+        "a=end-of-candidates",
+    ]
+    sdp, kept = filter_sdp_candidates("\r\n".join(lines) + "\r\n", allow_local=False, limit=4)
+    assert kept == 4
+    assert "127.0.0.1" not in sdp
+    assert ".local" not in sdp
+    assert sdp.count("a=candidate:") == 4
+    assert "a=end-of-candidates" in sdp
