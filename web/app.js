@@ -388,7 +388,7 @@ function join(name, password) {
     // not saved; the form asks again next time
   }
   setStatus("status.connecting");
-  const conn = new Connection(room, name);
+  const conn = new Connection(room, name, params.get("token"));
   connection = conn;
   conn.onWelcome = async (welcome) => {
     prejoin.hidden = true;

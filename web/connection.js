@@ -26,10 +26,12 @@ export class Connection {
   /**
    * @param {string} room the room name as in the URL
    * @param {string} name the display name
+   * @param {string | null} [token] a join token, where the server requires one
    */
-  constructor(room, name) {
+  constructor(room, name, token = null) {
     this.room = room;
     this.name = name;
+    this.token = token;
     /** @type {WebSocket | null} */
     this.ws = null;
     /** @type {string | null} */
@@ -73,7 +75,7 @@ export class Connection {
     this.onLobby = () => {};
     /** @type {() => void} this participant waits in the lobby */
     this.onWaiting = () => {};
-    /** @type {(reason: "removed" | "denied" | "ended") => void} */
+    /** @type {(reason: "removed" | "denied" | "ended" | "replaced") => void} */
     this.onGoodbye = () => {};
     /** @type {RoomState | null} */
     this.settings = null;
@@ -92,7 +94,9 @@ export class Connection {
    */
   connect(password) {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${scheme}//${location.host}/ws`);
+    const query = new URLSearchParams({ room: this.room });
+    if (this.token) query.set("token", this.token);
+    const ws = new WebSocket(`${scheme}//${location.host}/ws?${query}`);
     this.ws = ws;
     ws.addEventListener("open", () => {
       this.send({

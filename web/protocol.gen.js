@@ -173,10 +173,10 @@ export const CloseCode = Object.freeze({
 /** @typedef {("bad_json" | "bad_message" | "unknown_type" | "binary_unsupported" | "unsupported_version" | "not_joined" | "already_joined" | "invalid_room" | "room_full" | "bad_sdp" | "wrong_state" | "media_failed" | "forbidden" | "not_admitted" | "room_unavailable" | "rate_limited" | "too_long" | "screen_busy" | "not_found" | "unsupported" | "internal")} ErrorCodeValue */
 
 /**
- * The server ends this participant's presence; the socket closes next (1000). ``removed`` by a moderator, ``denied`` entry from the lobby, ``ended``: the meeting ended.
+ * The server ends this participant's presence; the socket closes next (1000). ``removed`` by a moderator, ``denied`` entry from the lobby, ``ended``: the meeting ended, ``replaced``: the same identity joined on another connection.
  * @typedef {object} GoodbyeMessage
  * @property {"goodbye"} type
- * @property {("removed" | "denied" | "ended")} reason
+ * @property {("removed" | "denied" | "ended" | "replaced")} reason
  */
 
 /**
@@ -266,7 +266,7 @@ export const CloseCode = Object.freeze({
  * @typedef {object} ParticipantLeftMessage
  * @property {"participant_left"} type
  * @property {string} participant_id
- * @property {("left" | "disconnected" | "timeout" | "slow" | "shutdown" | "removed" | "ended")} reason
+ * @property {("left" | "disconnected" | "timeout" | "slow" | "shutdown" | "removed" | "ended" | "replaced")} reason
  */
 
 /**

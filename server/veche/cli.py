@@ -49,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
             )
         else:
             serve.add_argument(_flag(name), dest=name, metavar="VALUE", default=None, help=text)
+    token = commands.add_parser(
+        "token", help="mint a join token (auth=jwt) with the VECHE_JWT_* settings"
+    )
+    token.add_argument("--room", required=True, help="room name, or * for every room")
+    token.add_argument("--name", required=True, help="display name the holder gets")
+    token.add_argument("--subject", default=None, help="identity (default: random)")
+    token.add_argument("--moderator", action="store_true", help="the holder moderates")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid")
+    token.add_argument("--private-key", default=None, help="PEM private key file (RS256/ES256)")
     return parser
 
 
@@ -78,13 +87,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or (args[0].startswith("--") and args[0] not in ("--help", "--version")):
         args.insert(0, "serve")
     parsed = build_parser().parse_args(args)
-    values = {name: getattr(parsed, name) for name in Settings.model_fields}
+    values = {name: getattr(parsed, name, None) for name in Settings.model_fields}
     try:
         settings = parse_settings(values)
     except SettingsError as exc:
         print(f"veche: {exc}", file=sys.stderr)
         return 2
+    if parsed.command == "token":
+        return mint(settings, parsed)
     return serve(settings)
+
+
+def mint(settings: Settings, parsed: argparse.Namespace) -> int:
+    """``veche token``: print a join token."""
+    import secrets
+    from pathlib import Path
+
+    from veche.auth import AuthError, mint_token
+
+    try:
+        private_key = (
+            Path(parsed.private_key).read_text(encoding="utf-8") if parsed.private_key else None
+        )
+        token = mint_token(
+            settings,
+            room=parsed.room,
+            name=parsed.name,
+            subject=parsed.subject or secrets.token_urlsafe(9),
+            moderator=parsed.moderator,
+            ttl=parsed.ttl,
+            private_key=private_key,
+        )
+    except (AuthError, OSError, ValueError) as exc:
+        print(f"veche: cannot mint a token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
 
 
 def serve(settings: Settings) -> int:

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol, assert_never
 
-from veche.errors import ErrorCode, ProtocolError, VecheError
+from veche.auth import Identity
+from veche.errors import ErrorCode, ProtocolError, Refused, VecheError
 from veche.ids import ParticipantId, RoomName
 from veche.media import MediaRouter, media_config
 from veche.protocol import (
@@ -95,6 +96,7 @@ class Session:
     outlet: Outlet
     remote: str
     browser_session: str | None = None
+    identity: Identity | None = None
     room: Room | None = None
     participant: Participant | None = None
 
@@ -130,9 +132,17 @@ class Hub:
         """Every open connection, joined or not."""
         return frozenset(self._sessions)
 
-    def connect(self, outlet: Outlet, remote: str, browser_session: str | None = None) -> Session:
+    def connect(
+        self,
+        outlet: Outlet,
+        remote: str,
+        browser_session: str | None = None,
+        identity: Identity | None = None,
+    ) -> Session:
         """Register a new connection."""
-        session = Session(outlet=outlet, remote=remote, browser_session=browser_session)
+        session = Session(
+            outlet=outlet, remote=remote, browser_session=browser_session, identity=identity
+        )
         self._sessions.add(session)
         return session
 
@@ -246,13 +256,19 @@ class Hub:
                 code=ErrorCode.UNSUPPORTED_VERSION,
             )
         name = normalize_room_name(hello.room)
+        identity = session.identity
+        if identity is not None and not identity.allows(name):
+            raise Refused("your token is for another room", code=ErrorCode.FORBIDDEN)
+        if identity is not None:
+            self._replace(identity, name)
         room, participant, deliveries = self.rooms.join(
             name,
-            clean_display_name(hello.name),
+            clean_display_name(identity.name if identity else hello.name),
             now=self._clock(),
             password=hello.password,
             session=session.browser_session,
             address=session.remote,
+            moderator=identity.moderator if identity else False,
         )
         session.room, session.participant = room, participant
         self._by_participant[participant.id] = session
@@ -264,6 +280,20 @@ class Hub:
                 "participant waiting", extra={"room": room.name, "participant": participant.id}
             )
         self._deliver(deliveries)
+
+    def _replace(self, identity: Identity, room: RoomName) -> None:
+        """A second connection of one identity replaces the first."""
+        for other in list(self._sessions):
+            if (
+                other.identity is not None
+                and other.identity.subject == identity.subject
+                and other.room is not None
+                and other.room.name == room
+                and other.participant is not None
+            ):
+                room_obj, participant = other.room, other.participant
+                self._dismiss(participant, "replaced")
+                self._apply(room_obj, room_obj.leave(participant.id, "replaced", now=self._clock()))
 
     def _welcome(self, room: Room, participant: Participant) -> None:
         session = self._by_participant.get(participant.id)
@@ -294,7 +324,7 @@ class Hub:
             self._welcome(room, participant)
 
     def _dismiss(
-        self, participant: Participant, reason: Literal["removed", "denied", "ended"]
+        self, participant: Participant, reason: Literal["removed", "denied", "ended", "replaced"]
     ) -> None:
         """Say goodbye to someone the room let go of, and close its connection."""
         session = self._by_participant.pop(participant.id, None)

@@ -103,10 +103,13 @@ PeerRole = Literal["publish", "subscribe"]
 participant's own tracks (the client offers), ``subscribe`` carries everyone else's (the server
 offers)."""
 
-LeaveReason = Literal["left", "disconnected", "timeout", "slow", "shutdown", "removed", "ended"]
+LeaveReason = Literal[
+    "left", "disconnected", "timeout", "slow", "shutdown", "removed", "ended", "replaced"
+]
 """Why a participant left: ``left`` said ``leave``; ``disconnected`` closed its socket;
 ``timeout`` missed keepalives; ``slow`` did not read its messages; ``shutdown`` the server
-stopped; ``removed`` by a moderator; ``ended`` the meeting was ended."""
+stopped; ``removed`` by a moderator; ``ended`` the meeting was ended; ``replaced`` the same
+identity joined again on another connection."""
 
 
 class _Model(BaseModel):
@@ -464,11 +467,12 @@ class Waiting(_Model):
 class Goodbye(_Model):
     """The server ends this participant's presence; the socket closes next (1000).
 
-    ``removed`` by a moderator, ``denied`` entry from the lobby, ``ended``: the meeting ended.
+    ``removed`` by a moderator, ``denied`` entry from the lobby, ``ended``: the meeting ended,
+    ``replaced``: the same identity joined on another connection.
     """
 
     type: Literal["goodbye"] = "goodbye"
-    reason: Literal["removed", "denied", "ended"]
+    reason: Literal["removed", "denied", "ended", "replaced"]
 
 
 ServerMessage = Annotated[

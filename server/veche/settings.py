@@ -134,6 +134,21 @@ class Settings(BaseSettings):
     max_connections_per_address: int = Field(
         20, ge=1, le=100000, description="Simultaneous WebSockets from one client address."
     )
+    auth: Literal["none", "jwt"] = Field(
+        "none",
+        description="`jwt`: joining needs a token (`/ws?room=…&token=…`, see `veche token`); "
+        "refused tokens get HTTP 401 before the WebSocket opens.",
+    )
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = Field(
+        "HS256", description="The only JWT algorithm accepted (pinned)."
+    )
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 shared secret (32+ characters). Never logged."
+    )
+    jwt_public_key_file: str | None = Field(
+        None, description="PEM public key file for RS256/ES256 tokens."
+    )
+    jwt_audience: str = Field("veche", description="Required `aud` claim of tokens.")
     trust_forwarded: bool = Field(
         False,
         description="Behind one reverse proxy: take the client's address (for per-address "
@@ -205,6 +220,13 @@ class Settings(BaseSettings):
             raise ValueError("tls_cert and tls_key go together")
         if self.self_signed and self.tls_cert is not None:
             raise ValueError("self_signed and tls_cert exclude each other")
+        if self.auth == "jwt":
+            if self.jwt_algorithm == "HS256" and (
+                self.jwt_secret is None or len(self.jwt_secret.get_secret_value()) < 32
+            ):
+                raise ValueError("auth=jwt with HS256 needs a jwt_secret of 32+ characters")
+            if self.jwt_algorithm != "HS256" and self.jwt_public_key_file is None:
+                raise ValueError(f"auth=jwt with {self.jwt_algorithm} needs jwt_public_key_file")
         if self.turn_secret is not None and len(self.turn_secret.get_secret_value()) < 16:
             raise ValueError("turn_secret must have at least 16 characters")
         if self.ice_transport_policy == "relay" and (

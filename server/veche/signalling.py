@@ -19,7 +19,8 @@ from typing import Final
 from aiohttp import WSMessage, WSMsgType, web
 
 from veche.appkeys import HUB, SETTINGS
-from veche.errors import ErrorCode, VecheError
+from veche.auth import AuthError, verify_token
+from veche.errors import ErrorCode, InvalidRoomName, VecheError
 from veche.hub import Hub, Session
 from veche.protocol import (
     MAX_MESSAGE_BYTES,
@@ -31,6 +32,7 @@ from veche.protocol import (
     parse_client_message,
 )
 from veche.ratelimit import TokenBucket
+from veche.rooms import normalize_room_name
 from veche.settings import Settings
 from veche.views import browser_session
 
@@ -235,6 +237,16 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden(text="origin not allowed\n")
     hub = request.app[HUB]
     address = client_address(request, settings)
+    identity = None
+    if settings.auth == "jwt":
+        try:
+            identity = verify_token(request.query.get("token", ""), settings)
+            if not identity.allows(normalize_room_name(request.query.get("room", ""))):
+                raise AuthError("token refused: another room")
+        except (AuthError, InvalidRoomName) as exc:
+            # The same answer for every refusal; the reason is for the operator only.
+            log.info("websocket refused", extra={"reason": exc.message, "address": address})
+            raise web.HTTPUnauthorized(text="a valid token is required\n") from None
     if sum(1 for s in hub.sessions if s.remote == address) >= settings.max_connections_per_address:
         raise web.HTTPTooManyRequests(text="too many connections from your address\n")
     ws = web.WebSocketResponse(
@@ -245,7 +257,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     connection = ClientConnection(ws, request.transport, settings)
-    session = hub.connect(connection, remote=address, browser_session=browser_session(request))
+    session = hub.connect(
+        connection, remote=address, browser_session=browser_session(request), identity=identity
+    )
     try:
         await connection.run(hub, session)
     finally:

@@ -54,6 +54,7 @@ class RoomRegistry:
         password: str | None = None,
         session: str | None = None,
         address: str = "?",
+        moderator: bool = False,
     ) -> tuple[Room, Participant, list[Delivery]]:
         """Join ``name``, creating the room if needed (unless a password is given: a password
         names an existing room). Raises :class:`~veche.errors.RoomFull`, and
@@ -76,7 +77,9 @@ class RoomRegistry:
                 "not exist",
                 code=ErrorCode.ROOM_UNAVAILABLE,
             )
-        participant, deliveries = room.join(display_name, now=now, session=session)
+        participant, deliveries = room.join(
+            display_name, now=now, session=session, moderator=moderator
+        )
         return room, participant, deliveries
 
     def drop(self, name: RoomName) -> None:

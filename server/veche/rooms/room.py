@@ -109,19 +109,22 @@ class Room:
         return self.policy.password_matches(password)
 
     def join(
-        self, name: str, *, now: float, session: str | None = None
+        self, name: str, *, now: float, session: str | None = None, moderator: bool = False
     ) -> tuple[Participant, list[Delivery]]:
         """Add someone called ``name`` (already cleaned and let in by :meth:`admits`).
 
         With the lobby on and someone present, the newcomer waits (``participant.id`` not in
         the room) and the moderators hear ``lobby_updated``; otherwise it enters: the others
-        hear ``participant_joined``, and a room without a moderator makes it one. Raises
+        hear ``participant_joined``, and a room without a moderator makes it one (``moderator``,
+        from a token, makes it one and skips the lobby). Raises
         :class:`~veche.errors.RoomFull`.
         """
         if len(self._participants) + len(self._waiting) >= self.capacity:
             raise RoomFull(f"the room is full ({self.capacity} participants)")
         participant = Participant(name=name, joined_at=now, session=session)
-        if self.policy.lobby and self._participants:
+        if moderator:
+            participant.role = "moderator"  # granted by a token: no lobby either
+        elif self.policy.lobby and self._participants:
             self._waiting[participant.id] = participant
             return participant, self._lobby_update()
         return participant, self._enter(participant)
