@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from pathlib import Path
 from typing import Final
@@ -120,6 +121,8 @@ async def healthz(request: web.Request) -> web.Response:
             "rooms": len(hub.rooms),
             "participants": hub.rooms.participant_count,
             "connections": len(hub.sessions),
+            "peer_connections": hub.media.peer_connection_count,
+            "tasks": len(asyncio.all_tasks()),
         }
     )
 

@@ -89,6 +89,15 @@ class MediaRouter:
         """Every participant's media."""
         return list(self._peers.values())
 
+    @property
+    def peer_connection_count(self) -> int:
+        """Peer connections open or still closing."""
+        return sum(
+            pc is not None
+            for peer in self._peers.values()
+            for pc in (peer.publish_pc, peer.subscribe_pc)
+        ) + len(self._closing)
+
     def join(self, room: str, participant_id: str) -> None:
         """Add a participant: it will receive every track already published in the room."""
         detector = self._speakers.setdefault(room, SpeakerDetector())
