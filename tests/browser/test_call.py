@@ -177,3 +177,23 @@ async def test_switching_microphone_during_the_call(
     finally:
         await a_ctx.close()
         await b_ctx.close()
+
+
+async def test_closed_tab_disappears_from_the_others(
+    browser: Browser, server: ServerProcess
+) -> None:
+    """A tab closed without leaving disappears from the other's view within 15 s, and the
+    server holds no connection for it afterwards."""
+    a_ctx, a = await _participant(browser, server, "closing", "Ada")
+    b_ctx, b = await _participant(browser, server, "closing", "Bob")
+    try:
+        await _wait(a, JS_REMOTE_VIDEOS, 1, timeout=20)
+        await b.close()
+        closed = time.monotonic()
+        await a.wait_for_function(
+            "() => document.querySelectorAll('.tile').length === 1", timeout=15000
+        )
+        assert time.monotonic() - closed < 15
+    finally:
+        await a_ctx.close()
+        await b_ctx.close()
