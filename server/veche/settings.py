@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         description="Accept remote ICE candidates on loopback and link-local addresses "
         "(only for tests that run every peer on one host).",
     )
+    media_connect_timeout: float = Field(
+        20.0,
+        gt=0,
+        le=120,
+        description="Seconds a peer connection may take to connect before the client is told "
+        "`media_failed` and its media is released.",
+    )
     hello_timeout: float = Field(
         10.0, gt=0, le=300, description="Seconds a new connection has to say `hello`."
     )

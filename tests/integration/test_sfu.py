@@ -374,3 +374,36 @@ async def test_active_speaker_from_audio_levels_and_moderator_mute_stops_forward
         finally:
             for client in (host, loud, quiet):
                 await client.close()
+
+
+async def test_connection_that_never_connects_is_reported_in_time() -> None:
+    """A publish offer without any reachable candidate leaves ICE checking for ever; after
+    media_connect_timeout the client gets media_failed and the server releases its media."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from websockets.asyncio.client import connect
+
+    with run_server("--media-connect-timeout", "1") as server:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            pc.addTransceiver("audio", direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            sdp = "".join(
+                line + "\r\n"
+                for line in pc.localDescription.sdp.splitlines()
+                if not line.startswith("a=candidate")
+            )
+        finally:
+            await pc.close()
+        async with connect(server.ws) as ws:
+            await ws.send(json.dumps({"type": "hello", "version": 1, "room": "stuck", "name": "A"}))
+            await ws.recv()
+            await ws.send(json.dumps({"type": "offer", "pc": "publish", "sdp": sdp}))
+            start = time.monotonic()
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if message["type"] == "error":
+                    break
+            assert message["code"] == "media_failed"
+            assert "did not connect within 1 s" in message["message"]
+            assert time.monotonic() - start < 5
+        await _until(lambda: not _udp_ports(server.process.pid), timeout=10)

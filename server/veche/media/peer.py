@@ -65,6 +65,7 @@ class MediaConfig:
     allow_local_candidates: bool = False
     max_candidates: int = 20
     max_sdp: int = 30000
+    connect_timeout: float = 20.0
     port_min: int = 40000
     port_max: int = 40199
     public_ip: str | None = None
@@ -365,21 +366,46 @@ class MediaPeer:
             )
         )
 
+        watchdog: asyncio.TimerHandle | None = None
+
+        def fail(reason: str) -> None:
+            if self.closed:
+                return
+            self._send(
+                Error(
+                    code=ErrorCode.MEDIA_FAILED,
+                    message=f"the {role} media connection {reason}",
+                )
+            )
+            self._on_failed()
+
+        def not_connected_in_time() -> None:
+            if pc.connectionState in ("new", "connecting"):
+                log.info(
+                    "media connection timed out",
+                    extra={"participant": self.participant_id, "pc": role},
+                )
+                fail(f"did not connect within {self.config.connect_timeout:g} s (ICE or DTLS)")
+
         @pc.on("connectionstatechange")
         def on_state() -> None:
+            nonlocal watchdog
+            state = pc.connectionState
             log.info(
                 "media connection state",
-                extra={"participant": self.participant_id, "pc": role, "state": pc.connectionState},
+                extra={"participant": self.participant_id, "pc": role, "state": state},
             )
-            if pc.connectionState == "failed" and not self.closed:
-                self._send(
-                    Error(
-                        code=ErrorCode.MEDIA_FAILED,
-                        message=f"the {role} media connection failed (ICE or DTLS)",
-                    )
-                )
-                self._on_failed()
+            if state in ("connected", "closed", "failed") and watchdog is not None:
+                watchdog.cancel()
+                watchdog = None
+            if state == "failed":
+                fail("failed (ICE or DTLS)")
 
+        # aioice can keep checking for a long time (for ever, without remote candidates): a
+        # connection that is not up in time is reported and released, never left "checking".
+        watchdog = asyncio.get_running_loop().call_later(
+            self.config.connect_timeout, not_connected_in_time
+        )
         return pc
 
     async def close(self) -> None:

@@ -52,6 +52,7 @@ def media_config(settings: Settings) -> MediaConfig:
         allow_local_candidates=settings.allow_local_candidates,
         max_candidates=settings.max_candidates,
         max_sdp=settings.max_sdp_length,
+        connect_timeout=settings.media_connect_timeout,
         port_min=settings.media_port_min,
         port_max=settings.media_port_max,
         public_ip=settings.public_ip,
