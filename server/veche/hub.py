@@ -37,6 +37,7 @@ from veche.protocol import (
     LeaveReason,
     Moderate,
     Offer,
+    ParticipantUpdated,
     Ping,
     Pong,
     React,
@@ -172,7 +173,7 @@ class Hub:
                 session.outlet.close(CloseCode.NORMAL, "left")
             case Update():
                 room, me = self._admitted(session)
-                self._apply(room, room.update(me.id, audio=message.audio, video=message.video))
+                self._apply(room.update(me.id, audio=message.audio, video=message.video))
             case Offer() | Answer() | Candidate():
                 _, me = self._admitted(session)
                 await self.media.handle(me.id, message)
@@ -187,14 +188,14 @@ class Hub:
                 self._deliver(room.react(me.id, message.emoji, now=now))
             case ScreenShare():
                 room, me = self._admitted(session)
-                self._apply(room, room.share_screen(me.id, message.active))
+                self._apply(room.share_screen(me.id, message.active))
             case Moderate():
                 room, me = self._admitted(session)
                 target = ParticipantId(message.participant_id)
                 deliveries, removed = room.moderate(me.id, message.action, target, now=now)
                 if removed is not None:
                     self._dismiss(removed, "removed")
-                self._apply(room, deliveries)
+                self._apply(deliveries)
             case Configure():
                 room, me = self._admitted(session)
                 deliveries, admitted = room.configure(
@@ -293,7 +294,7 @@ class Hub:
             ):
                 room_obj, participant = other.room, other.participant
                 self._dismiss(participant, "replaced")
-                self._apply(room_obj, room_obj.leave(participant.id, "replaced", now=self._clock()))
+                self._apply(room_obj.leave(participant.id, "replaced", now=self._clock()))
 
     def _welcome(self, room: Room, participant: Participant) -> None:
         session = self._by_participant.get(participant.id)
@@ -348,7 +349,7 @@ class Hub:
         deliveries = room.leave(participant.id, reason, now=self._clock())
         for waiting in stranded:
             self._dismiss(waiting, "denied")
-        self._apply(room, deliveries)
+        self._apply(deliveries)
         log.info(
             "participant left",
             extra={"room": room.name, "participant": participant.id, "reason": reason},
@@ -369,16 +370,15 @@ class Hub:
             )
         return room, participant
 
-    def _apply(self, room: Room, deliveries: list[Delivery]) -> None:
-        """Deliver, and make media forwarding follow every participant's state."""
+    def _apply(self, deliveries: list[Delivery]) -> None:
+        """Deliver, and make media forwarding follow the state of everyone it updates."""
         self._deliver(deliveries)
-        for participant in room.participants:
-            self.media.set_forwarding(
-                participant.id,
-                audio=participant.audio,
-                video=participant.video,
-                screen=participant.screen,
-            )
+        for delivery in deliveries:
+            if isinstance(delivery.message, ParticipantUpdated):
+                info = delivery.message.participant
+                self.media.set_forwarding(
+                    info.id, audio=info.audio, video=info.video, screen=info.screen
+                )
 
     def _speaker_changed(self, room: str, participant_id: str | None) -> None:
         name = RoomName(room)

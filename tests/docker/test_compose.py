@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.conftest import REMOTE_VIDEO_PLAYS, chromium
+from tests.integration.serverproc import stop
 from tests.integration.turnclient import TurnClient
 from veche.turn import turn_credentials
 
@@ -86,12 +86,7 @@ def dockerd(work: Path, *extra: str) -> Iterator[dict[str, str]]:
             time.sleep(0.5)
         yield env
     finally:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(10)
+        stop(process, grace=30)
         log.close()
         netns = runtime / "netns" / "default"
         if netns.exists():

@@ -14,7 +14,18 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
+
+
+def stop(process: subprocess.Popen[Any], grace: float = 10) -> int:
+    """SIGTERM by PID, SIGKILL if it has not exited after ``grace`` seconds; the exit status."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+    try:
+        return process.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        return process.wait(10)
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -17,7 +16,7 @@ import pytest
 
 from veche.turn import turn_credentials
 
-from .serverproc import free_port
+from .serverproc import free_port, stop
 from .turnclient import TurnClient
 
 CONFIG = Path(__file__).resolve().parents[2] / "docker" / "coturn" / "turnserver.conf"
@@ -61,12 +60,7 @@ def coturn(*args: str) -> Iterator[int]:
             _wait_for_udp(port, process, log)
             yield port
         finally:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(5)
+            stop(process, grace=5)
 
 
 def _wait_for_udp(port: int, process: subprocess.Popen[bytes], log: object) -> None:

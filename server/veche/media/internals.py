@@ -61,7 +61,6 @@ __all__ = [
     "PacketWriter",
     "bind_ports",
     "check_internals",
-    "codec_objects",
     "feed_sender",
     "pin_codecs",
     "request_keyframe",
@@ -103,6 +102,10 @@ _CODECS: Final = f"{_R}codecs"
 _STREAMS: Final = f"{_R}remote_streams"
 _RTX_SSRC: Final = f"{_R}rtx_ssrc"
 _NACKS: Final = f"{_R}nack_generator"
+_NTP_TIMESTAMP: Final = f"{_S}ntp_timestamp"
+_RTP_TIMESTAMP: Final = f"{_S}rtp_timestamp"
+_OCTET_COUNT: Final = f"{_S}octet_count"
+_PACKET_COUNT: Final = f"{_S}packet_count"
 
 
 class PacketSink(Protocol):
@@ -276,10 +279,10 @@ class PacketWriter:
             self._sequence = (self._sequence + 1) & 0xFFFF
             octets += len(payload)
         state = self._state
-        state[f"{_S}ntp_timestamp"] = int((now + _NTP_EPOCH) * (1 << 32))
-        state[f"{_S}rtp_timestamp"] = rtp_timestamp
-        state[f"{_S}octet_count"] += octets
-        state[f"{_S}packet_count"] += len(payloads)
+        state[_NTP_TIMESTAMP] = int((now + _NTP_EPOCH) * (1 << 32))
+        state[_RTP_TIMESTAMP] = rtp_timestamp
+        state[_OCTET_COUNT] += octets
+        state[_PACKET_COUNT] += len(payloads)
 
 
 def _send_datagram(pair: Any, data: bytes) -> None:
@@ -315,17 +318,6 @@ def feed_sender(
     sender.send = send  # type: ignore[method-assign]
     sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
     sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
-
-
-def codec_objects(pc: RTCPeerConnection) -> list[str]:
-    """Describe every decoder thread or encoder that ``pc``'s receivers and senders hold."""
-    found = []
-    for transceiver in pc.getTransceivers():
-        if getattr(transceiver.receiver, f"{_R}decoder_thread", None) is not None:
-            found.append(f"decoder thread on {transceiver.mid}")
-        if getattr(transceiver.sender, f"{_S}encoder", None) is not None:
-            found.append(f"encoder on {transceiver.mid}")
-    return found
 
 
 # ------------------------------------------------------------------------------- codecs

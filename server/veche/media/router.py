@@ -11,17 +11,23 @@ from typing import Final
 
 from aiortc import RTCIceServer
 
-from veche.media.internals import codec_objects
 from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.speaker import SpeakerDetector
 from veche.media.tracks import Uptrack
-from veche.protocol import Answer, Candidate, Offer, ServerMessage
+from veche.protocol import Answer, Candidate, Offer, ServerMessage, Source
 from veche.settings import Settings
 from veche.turn import turn_credentials
 
 __all__ = ["MediaRouter", "media_config"]
 
 log = logging.getLogger(__name__)
+
+_DEFAULT_FORWARDING: Final[dict[Source, bool]] = {
+    "microphone": True,
+    "camera": True,
+    "screen": False,
+}
+"""What a participant forwards until its state says otherwise (a screen needs a grant)."""
 
 SPEAKER_INTERVAL: Final = 0.25
 """Seconds between two looks at who is speaking."""
@@ -79,6 +85,7 @@ class MediaRouter:
         self._on_speaker = on_speaker
         self._clock = clock
         self._speakers: dict[str, SpeakerDetector] = {}
+        self._forwarding: dict[str, dict[Source, bool]] = {}
         self._speaker_task: asyncio.Task[None] | None = None
         self._peers: dict[str, MediaPeer] = {}
         self._rooms: dict[str, set[str]] = {}
@@ -124,6 +131,7 @@ class MediaRouter:
         background (see :meth:`close`)."""
         peer = self._peers.pop(participant_id, None)
         room = self._room_of.pop(participant_id, None)
+        self._forwarding.pop(participant_id, None)
         if peer is None or room is None:
             return
         members = self._rooms.get(room, set())
@@ -148,8 +156,11 @@ class MediaRouter:
         if room is None:
             return
         log.info("media reset after failure", extra={"participant": participant_id})
+        forwarding = self._forwarding.get(participant_id)
         self.leave(participant_id)
         self.join(room, participant_id)
+        if forwarding is not None:
+            self._forwarding[participant_id] = forwarding
 
     async def handle(self, participant_id: str, message: Offer | Answer | Candidate) -> None:
         """Apply a participant's offer, answer or candidate."""
@@ -161,13 +172,22 @@ class MediaRouter:
         self, participant_id: str, *, audio: bool, video: bool, screen: bool
     ) -> None:
         """Forward a participant's microphone, camera and screen only while they are on (a
-        moderator's mute holds back whatever the client still sends)."""
+        moderator's mute holds back whatever the client still sends); tracks it publishes
+        later follow the same state."""
         peer = self._peers.get(participant_id)
         if peer is None:
             return
-        wanted = {"microphone": audio, "camera": video, "screen": screen}
+        self._forwarding[participant_id] = {
+            "microphone": audio,
+            "camera": video,
+            "screen": screen,
+        }
         for uptrack in peer.uptracks:
-            uptrack.set_enabled(wanted[uptrack.source])
+            self._follow_state(uptrack)
+
+    def _follow_state(self, uptrack: Uptrack) -> None:
+        wanted = self._forwarding.get(uptrack.owner, _DEFAULT_FORWARDING)
+        uptrack.set_enabled(wanted[uptrack.source])
 
     def _ensure_speaker_task(self) -> None:
         if self._speaker_task is None or self._speaker_task.done():
@@ -184,21 +204,13 @@ class MediaRouter:
                     self._on_speaker(room, after)
 
     def _published(self, uptrack: Uptrack) -> None:
+        self._follow_state(uptrack)
         room = self._room_of.get(uptrack.owner)
         if room is None:
             return
         for other in self._rooms.get(room, ()):
             if other != uptrack.owner:
                 self._peers[other].subscribe(uptrack)
-
-    def codec_objects(self) -> list[str]:
-        """Every decoder or encoder held by any peer connection (the SFU should hold none)."""
-        found = []
-        for peer in self._peers.values():
-            for pc in (peer.publish_pc, peer.subscribe_pc):
-                if pc is not None:
-                    found += codec_objects(pc)
-        return found
 
     async def close(self) -> None:
         """Close every participant's media and wait for all closes to finish."""

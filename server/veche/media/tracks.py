@@ -181,16 +181,10 @@ class SenderFeed:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.downtrack: Downtrack | None = None
-        self.frames_sent = 0
         self._writer: PacketWriter | None = None
         self._offset = 0
         self._rebase = True
         self._last: int | None = None
-
-    @property
-    def started(self) -> bool:
-        """Whether the sender can send (its connection has negotiated it)."""
-        return self._writer is not None
 
     def ready(self, writer: PacketWriter) -> None:
         """The sender's connection is up: frames can be written from now on."""
@@ -222,7 +216,6 @@ class SenderFeed:
             self._rebase = False
         timestamp = (frame.timestamp + self._offset) & 0xFFFFFFFF
         self._last = timestamp
-        self.frames_sent += 1
         if self.downtrack is not None:
             self.downtrack.uptrack.stats.frames_forwarded += 1
         writer.write_frame(frame.payloads, timestamp, frame.audio_level)
