@@ -250,6 +250,10 @@ function renderRoster(participants) {
     camOff.hidden = p.video;
     camOff.textContent = t("tile.cam_off");
     tile.classList.toggle("no-video", !p.video);
+    const away = /** @type {HTMLElement} */ (tile.querySelector(".away"));
+    away.hidden = !p.reconnecting;
+    away.textContent = t("tile.reconnecting");
+    tile.classList.toggle("reconnecting", Boolean(p.reconnecting));
     tile.classList.toggle("speaking", p.id === activeSpeaker);
     /** @type {HTMLElement} */ (tile.querySelector(".hand-badge")).hidden = !p.hand_raised_at;
     tile.dataset.audio = String(p.audio);
@@ -391,15 +395,28 @@ function join(name, password) {
   const conn = new Connection(room, name, params.get("token"));
   connection = conn;
   conn.onWelcome = async (welcome) => {
+    const returning = meeting.classList.contains("reconnecting");
+    meeting.classList.remove("reconnecting");
     prejoin.hidden = true;
     meeting.hidden = false;
-    setStatus("status.joined");
+    serverMe = undefined;
+    setStatus(!returning ? "status.joined" : welcome.resumed ? "status.reconnected" : "status.rejoined");
     chat.clear();
     for (const entry of welcome.chat ?? []) chat.add(entry, true);
     activeSpeaker = welcome.active_speaker ?? null;
     tileFor(/** @type {string} */ (conn.participantId));
     await conn.publish(local.micOn ? local.audio : null, local.camOn ? local.video : null);
     conn.update({ audio: local.micOn, video: local.camOn });
+  };
+  conn.onReconnecting = () => {
+    meeting.classList.add("reconnecting");
+    setStatus("status.reconnecting");
+    // The shared screen went with the connection; share again once back.
+    if (screenTrack) {
+      screenTrack.stop();
+      screenTrack = null;
+      renderStage(conn.participants);
+    }
   };
   conn.onRoster = renderRoster;
   conn.onTrack = addRemoteTrack;
@@ -455,6 +472,7 @@ function join(name, password) {
     else if (code === CloseCode.GOING_AWAY) setStatus("status.server_stopped");
     else if (conn.participantId === null) setStatus(statusKey?.[0] === "error.room_full" ? "error.room_full" : "status.unreachable");
     else setStatus("status.disconnected");
+    meeting.classList.remove("reconnecting");
     connection = null;
   };
   conn.connect(password);
@@ -490,6 +508,7 @@ for (const id of ["mic-select", "mic-select-call"]) {
 for (const id of ["cam-select", "cam-select-call"]) {
   byId(id).addEventListener("change", (/** @type {Event} */ e) => switchDevice("video", /** @type {HTMLSelectElement} */ (e.target).value));
 }
+window.addEventListener("online", () => connection?.retryNow());
 soundButton.addEventListener("click", () => {
   for (const audio of grid.querySelectorAll("audio")) audio.play().catch(() => {});
   soundButton.hidden = true;

@@ -7,7 +7,29 @@
  * - `subscribe`: everyone else's tracks. The server offers, again whenever tracks come or go;
  *   each remote stream's id is the id of the participant it comes from.
  */
-import { ClientType, ErrorCode, PROTOCOL_VERSION, ServerType } from "./protocol.gen.js";
+import { ClientType, CloseCode, ErrorCode, PROTOCOL_VERSION, ServerType } from "./protocol.gen.js";
+
+/** Milliseconds between liveness pings on an open connection. */
+const PING_INTERVAL = 3000;
+/** A connection silent for this long (no message, not even a pong) is taken as lost. */
+const DEAD_AFTER = 7000;
+/** A reconnection attempt whose socket does not open within this long is given up. */
+const CONNECT_TIMEOUT = 5000;
+/** How long to keep trying to reconnect after a loss, as LiveKit's client does (about a minute). */
+const RECONNECT_BUDGET = 70000;
+/** Close codes after which trying again cannot help: the client said leave, broke a rule, sent too much. */
+const FINAL_CLOSE_CODES = new Set(/** @type {number[]} */ ([CloseCode.NORMAL, CloseCode.POLICY, CloseCode.TOO_BIG]));
+
+/**
+ * Milliseconds before reconnection attempt `attempt` (0, 1, ...): at once, then doubling from
+ * 300 ms to at most 7 s, each with ±50% jitter so that a restarted server is not hit by every
+ * client at the same instant.
+ * @param {number} attempt
+ */
+export function reconnectDelay(attempt) {
+  if (attempt === 0) return 0;
+  return Math.min(7000, 300 * 2 ** (attempt - 1)) * (0.5 + Math.random());
+}
 
 /**
  * @typedef {import("./protocol.gen.js").ServerMessage} ServerMessage
@@ -82,37 +104,120 @@ export class Connection {
     /** @type {Map<string, {resolve: (ok: boolean) => void}>} requests waiting for a verdict */
     this._pending = new Map();
     this._nextId = 1;
-    /** @type {(code: number, reason: string) => void} close code as sent by the server, 1006 if none */
+    /** @type {(code: number, reason: string) => void} the connection ended for good: close code as sent by the server, 1006 if none */
     this.onClose = () => {};
+    /** @type {(attempt: number) => void} the connection was lost; reconnection attempt `attempt` is under way */
+    this.onReconnecting = () => {};
+    /** @type {string | null} from the last welcome, to come back as the same participant */
+    this.resumeToken = null;
+    /** @type {string | undefined} */
+    this._password = undefined;
+    /** the client or the server ended the participation: do not reconnect */
+    this._ending = false;
+    /** @type {number | null} when the connection was lost (Date.now()), while reconnecting */
+    this._lostAt = null;
+    this._attempt = 0;
+    this._lastHeard = 0;
+    /** @type {ReturnType<typeof setInterval> | undefined} */
+    this._pinger = undefined;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._retry = undefined;
     /** @type {Promise<void>} serialises subscribe negotiations */
     this._subscribeQueue = Promise.resolve();
   }
 
   /**
-   * Open the WebSocket and say hello.
+   * Open the WebSocket and say hello. A lost connection is reopened with backoff and resumes
+   * the same participant (see `onReconnecting`).
    * @param {string} [password] the room's password, if it has one
    */
   connect(password) {
+    this._password = password;
+    this.#open();
+  }
+
+  /** Whether the connection is lost and being re-established. */
+  get reconnecting() {
+    return this._lostAt !== null;
+  }
+
+  #open() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const query = new URLSearchParams({ room: this.room });
     if (this.token) query.set("token", this.token);
     const ws = new WebSocket(`${scheme}//${location.host}/ws?${query}`);
     this.ws = ws;
+    const opening = setTimeout(() => {
+      if (this.ws === ws && ws.readyState === WebSocket.CONNECTING) this.#lost(ws, CloseCode.RECONNECTING);
+    }, CONNECT_TIMEOUT);
     ws.addEventListener("open", () => {
+      clearTimeout(opening);
+      if (this.ws !== ws) return;
+      this._lastHeard = Date.now();
       this.send({
         type: ClientType.HELLO,
         version: PROTOCOL_VERSION,
         room: this.room,
         name: this.name,
-        ...(password ? { password } : {}),
+        ...(this._password ? { password: this._password } : {}),
+        ...(this.resumeToken ? { resume: this.resumeToken } : {}),
       });
+      clearInterval(this._pinger);
+      this._pinger = setInterval(() => this.#checkAlive(ws), PING_INTERVAL);
     });
-    ws.addEventListener("message", (event) => this.#receive(event.data));
+    ws.addEventListener("message", (event) => {
+      if (this.ws !== ws) return;
+      this._lastHeard = Date.now();
+      this.#receive(event.data);
+    });
     ws.addEventListener("close", (event) => {
-      this.ws = null;
-      this.#closePeers();
-      this.onClose(event.code, event.reason);
+      clearTimeout(opening);
+      if (this.ws === ws) this.#lost(ws, event.code, event.reason);
     });
+  }
+
+  /**
+   * Ping the server; a connection that has been silent too long is given up and reopened
+   * (closed with 4000 so the server, if it hears it, keeps this participant for a resume).
+   * @param {WebSocket} ws
+   */
+  #checkAlive(ws) {
+    if (this.ws !== ws) return;
+    if (Date.now() - this._lastHeard > DEAD_AFTER) this.#lost(ws, CloseCode.RECONNECTING);
+    else this.send({ type: ClientType.PING });
+  }
+
+  /**
+   * A socket ended: reconnect if the participation was lost rather than ended.
+   * @param {WebSocket} ws
+   * @param {number} code
+   * @param {string} [reason]
+   */
+  #lost(ws, code, reason = "") {
+    this.ws = null;
+    clearInterval(this._pinger);
+    if (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN) {
+      ws.close(CloseCode.RECONNECTING, "reconnecting");
+    }
+    this.#closePeers();
+    const joined = this.participantId !== null;
+    const now = Date.now();
+    if (this._lostAt === null) this._lostAt = now;
+    if (!joined || this._ending || FINAL_CLOSE_CODES.has(code) || now - this._lostAt > RECONNECT_BUDGET) {
+      this._lostAt = null;
+      this.onClose(code, reason);
+      return;
+    }
+    const attempt = this._attempt++;
+    this.onReconnecting(attempt);
+    this._retry = setTimeout(() => this.#open(), reconnectDelay(attempt));
+  }
+
+  /** Try now (the browser says the network is back), without waiting for the next attempt. */
+  retryNow() {
+    if (this._lostAt === null || this.ws !== null) return;
+    clearTimeout(this._retry);
+    this.#open();
   }
 
   /**
@@ -255,9 +360,16 @@ export class Connection {
     this.send({ type: ClientType.UPDATE, ...state });
   }
 
-  /** Leave the room; the server closes the socket. */
+  /** Leave the room; the server closes the socket. While reconnecting, stop trying. */
   leave() {
-    this.send({ type: ClientType.LEAVE });
+    this._ending = true;
+    if (this.ws) {
+      this.send({ type: ClientType.LEAVE });
+    } else if (this._lostAt !== null) {
+      clearTimeout(this._retry);
+      this._lostAt = null;
+      this.onClose(CloseCode.NORMAL, "left");
+    }
   }
 
   /**
@@ -319,6 +431,9 @@ export class Connection {
     const message = JSON.parse(data);
     switch (message.type) {
       case ServerType.WELCOME:
+        this._lostAt = null;
+        this._attempt = 0;
+        this.resumeToken = message.resume_token;
         this.participantId = message.participant_id;
         this.settings = message.settings ?? null;
         this.iceServers = message.ice_servers.map((s) => ({
@@ -362,6 +477,7 @@ export class Connection {
         this.onWaiting();
         break;
       case ServerType.GOODBYE:
+        this._ending = true;
         this.onGoodbye(message.reason);
         break;
       case ServerType.PARTICIPANT_LEFT:
@@ -384,6 +500,11 @@ export class Connection {
         }
         break;
       case ServerType.ERROR:
+        if (this.reconnecting) {
+          // Refused while coming back (the room is locked now, or full...): stop trying.
+          this._ending = true;
+          this.ws?.close();
+        }
         if (message.ref && this._pending.has(message.ref)) {
           this._pending.get(message.ref)?.resolve(false);
           this._pending.delete(message.ref);

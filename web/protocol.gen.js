@@ -71,6 +71,7 @@ export const CloseCode = Object.freeze({
   POLICY: 1008,
   TOO_BIG: 1009,
   TRY_AGAIN_LATER: 1013,
+  RECONNECTING: 4000,
 });
 
 /**
@@ -252,6 +253,7 @@ export const CloseCode = Object.freeze({
  * @property {(number | null)} [hand_raised_at]
  * @property {boolean} [audio_blocked]
  * @property {number} joined_at
+ * @property {boolean} [reconnecting]
  */
 
 /**
@@ -364,6 +366,7 @@ export const CloseCode = Object.freeze({
  * @property {Array<IceServer>} ice_servers
  * @property {("all" | "relay")} [ice_transport_policy]
  * @property {string} resume_token
+ * @property {boolean} [resumed]
  * @property {RoomState} [settings]
  * @property {Array<ChatEntry>} [chat]
  * @property {(string | null)} [active_speaker]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 from types import TracebackType
 from typing import Any, Self
 
@@ -28,10 +30,15 @@ class VecheClient:
         self.ws = ws
 
     @classmethod
-    async def connect(cls, url: str, *, origin: str | None = None) -> Self:
-        """Open the WebSocket at ``url`` (``ws://host:port/ws``)."""
-        headers = {"Origin": origin} if origin else None
-        return cls(await connect(url, additional_headers=headers, max_size=2**20))
+    async def connect(
+        cls, url: str, *, origin: str | None = None, cookie: str | None = None
+    ) -> Self:
+        """Open the WebSocket at ``url`` (``ws://host:port/ws``), optionally with an ``Origin``
+        and a ``Cookie`` header as a browser would send them."""
+        headers = {"Origin": origin} if origin else {}
+        if cookie:
+            headers["Cookie"] = cookie
+        return cls(await connect(url, additional_headers=headers or None, max_size=2**20))
 
     async def __aenter__(self) -> Self:
         return self
@@ -61,9 +68,25 @@ class VecheClient:
                 if message.type == kind:
                     return message
 
-    async def join(self, room: str, name: str) -> Welcome:
-        """Say ``hello`` and return the ``welcome``."""
-        await self.send({"type": "hello", "version": PROTOCOL_VERSION, "room": room, "name": name})
+    async def join(self, room: str, name: str, *, resume: str | None = None) -> Welcome:
+        """Say ``hello`` (with a resume token, to come back as oneself) and return the
+        ``welcome``."""
+        hello: dict[str, Any] = {
+            "type": "hello",
+            "version": PROTOCOL_VERSION,
+            "room": room,
+            "name": name,
+        }
+        if resume is not None:
+            hello["resume"] = resume
+        await self.send(hello)
         message = await self.expect("welcome")
         assert isinstance(message, Welcome)
         return message
+
+    def drop(self) -> None:
+        """Lose the connection as a network failure does: a TCP reset, no close frame."""
+        transport = self.ws.transport
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()

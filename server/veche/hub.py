@@ -6,15 +6,16 @@ close), so it never touches a socket and the signalling edge stays the only writ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol, assert_never
+from typing import Final, Literal, Protocol, assert_never
 
 from veche.auth import Identity
 from veche.errors import ErrorCode, ProtocolError, Refused, VecheError
-from veche.ids import ParticipantId, RoomName
+from veche.ids import ParticipantId, RoomName, new_resume_token
 from veche.media import MediaRouter, media_config
 from veche.protocol import (
     PROTOCOL_VERSION,
@@ -61,6 +62,10 @@ from veche.turn import turn_credentials
 __all__ = ["Hub", "Outlet", "Session", "client_ice_servers"]
 
 log = logging.getLogger(__name__)
+
+RESUMABLE: Final[frozenset[LeaveReason]] = frozenset({"timeout", "slow"})
+"""Connection losses after which a participant is kept for ``resume_grace`` seconds: nobody said
+goodbye (a close frame or ``leave`` means the client chose to go)."""
 
 
 def client_ice_servers(settings: Settings, user: str, *, now: float) -> list[IceServer]:
@@ -127,6 +132,8 @@ class Hub:
         self._sessions: set[Session] = set()
         self._by_participant: dict[ParticipantId, Session] = {}
         self._speakers: dict[RoomName, str | None] = {}
+        self._resumable: dict[str, tuple[Room, Participant]] = {}
+        self._away: dict[ParticipantId, asyncio.TimerHandle] = {}
 
     @property
     def sessions(self) -> frozenset[Session]:
@@ -148,9 +155,21 @@ class Hub:
         return session
 
     def disconnect(self, session: Session, reason: LeaveReason) -> None:
-        """Forget a connection; if it had joined, the others hear ``participant_left``."""
+        """Forget a connection. A participant whose connection was lost (``RESUMABLE``) stays
+        for the resume grace and the others see it ``reconnecting``; otherwise they hear
+        ``participant_left``."""
         self._sessions.discard(session)
-        self._leave(session, reason)
+        room, participant = session.room, session.participant
+        if (
+            reason in RESUMABLE
+            and self.settings.resume_grace > 0
+            and room is not None
+            and participant is not None
+            and participant.id in room
+        ):
+            self._detach(session, room, participant, reason)
+        else:
+            self._leave(session, reason)
 
     async def handle(self, session: Session, message: ClientMessage) -> None:
         """Act on one parsed client message."""
@@ -236,6 +255,9 @@ class Hub:
 
     def shutdown(self) -> None:
         """Ask every connection to close with 1001."""
+        for handle in self._away.values():
+            handle.cancel()
+        self._away.clear()
         for session in list(self._sessions):
             session.outlet.close(CloseCode.GOING_AWAY, "server shutting down")
 
@@ -260,6 +282,8 @@ class Hub:
         identity = session.identity
         if identity is not None and not identity.allows(name):
             raise Refused("your token is for another room", code=ErrorCode.FORBIDDEN)
+        if hello.resume is not None and self._resume(session, hello.resume, name):
+            return
         if identity is not None:
             self._replace(identity, name)
         room, participant, deliveries = self.rooms.join(
@@ -269,6 +293,7 @@ class Hub:
             password=hello.password,
             session=session.browser_session,
             address=session.remote,
+            subject=identity.subject if identity else None,
             moderator=identity.moderator if identity else False,
         )
         session.room, session.participant = room, participant
@@ -282,24 +307,72 @@ class Hub:
             )
         self._deliver(deliveries)
 
-    def _replace(self, identity: Identity, room: RoomName) -> None:
-        """A second connection of one identity replaces the first."""
-        for other in list(self._sessions):
-            if (
-                other.identity is not None
-                and other.identity.subject == identity.subject
-                and other.room is not None
-                and other.room.name == room
-                and other.participant is not None
-            ):
-                room_obj, participant = other.room, other.participant
+    def _replace(self, identity: Identity, name: RoomName) -> None:
+        """A second connection of one identity replaces the first (also one that is away)."""
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        for participant in room.participants:
+            if participant.subject == identity.subject:
                 self._dismiss(participant, "replaced")
-                self._apply(room_obj.leave(participant.id, "replaced", now=self._clock()))
+                self._apply(room.leave(participant.id, "replaced", now=self._clock()))
 
-    def _welcome(self, room: Room, participant: Participant) -> None:
+    def _resume(self, session: Session, token: str, name: RoomName) -> bool:
+        """Bring back the participant ``token`` names, if it is still in room ``name`` (and of
+        the same token identity): its old connection, if the server still holds one, is let go
+        and its media starts afresh. False if there is nobody to resume."""
+        found = self._resumable.get(token)
+        if found is None:
+            return False
+        room, participant = found
+        subject = session.identity.subject if session.identity else None
+        if room.name != name or participant.id not in room or participant.subject != subject:
+            return False
+        old = self._by_participant.get(participant.id)
+        if old is not None:
+            old.room = old.participant = None
+            old.outlet.send(Goodbye(reason="replaced"))
+            old.outlet.close(CloseCode.NORMAL, "resumed on another connection")
+            self.media.leave(participant.id)
+        handle = self._away.pop(participant.id, None)
+        if handle is not None:
+            handle.cancel()
+        del self._resumable[token]
+        participant.resume_token = new_resume_token()
+        session.room, session.participant = room, participant
+        self._by_participant[participant.id] = session
+        deliveries = room.reconnect(participant.id)
+        self._welcome(room, participant, resumed=True)
+        self._apply(deliveries)
+        return True
+
+    def _detach(
+        self, session: Session, room: Room, participant: Participant, reason: LeaveReason
+    ) -> None:
+        """Keep a participant whose connection was lost, without media, for the grace period."""
+        session.room = session.participant = None
+        self._by_participant.pop(participant.id, None)
+        self.media.leave(participant.id)
+        self._away[participant.id] = asyncio.get_running_loop().call_later(
+            self.settings.resume_grace, self._expire, room, participant, reason
+        )
+        self._apply(room.disconnect(participant.id))
+        log.info(
+            "participant reconnecting", extra={"room": room.name, "participant": participant.id}
+        )
+
+    def _expire(self, room: Room, participant: Participant, reason: LeaveReason) -> None:
+        """The grace period ran out: the participant leaves for good, for the reason its
+        connection was lost."""
+        self._away.pop(participant.id, None)
+        if participant.id in room and participant.reconnecting:
+            self._remove(room, participant, reason)
+
+    def _welcome(self, room: Room, participant: Participant, *, resumed: bool = False) -> None:
         session = self._by_participant.get(participant.id)
         if session is None:
             return
+        self._resumable[participant.resume_token] = (room, participant)
         session.outlet.send(
             Welcome(
                 version=PROTOCOL_VERSION,
@@ -309,14 +382,21 @@ class Hub:
                 ice_servers=client_ice_servers(self.settings, participant.id, now=self._clock()),
                 ice_transport_policy=self.settings.ice_transport_policy,
                 resume_token=participant.resume_token,
+                resumed=resumed,
                 settings=room.settings,
                 chat=room.chat_history,
                 active_speaker=self._speakers.get(room.name),
             )
         )
         self.media.join(room.name, participant.id)
+        self.media.set_forwarding(
+            participant.id,
+            audio=participant.audio,
+            video=participant.video,
+            screen=participant.screen,
+        )
         log.info(
-            "participant joined",
+            "participant resumed" if resumed else "participant joined",
             extra={"room": room.name, "participant": participant.id, "size": len(room)},
         )
 
@@ -328,6 +408,7 @@ class Hub:
         self, participant: Participant, reason: Literal["removed", "denied", "ended", "replaced"]
     ) -> None:
         """Say goodbye to someone the room let go of, and close its connection."""
+        self._forget(participant)
         session = self._by_participant.pop(participant.id, None)
         self.media.leave(participant.id)
         if session is None:
@@ -343,6 +424,11 @@ class Hub:
             return
         session.room = session.participant = None
         self._by_participant.pop(participant.id, None)
+        self._remove(room, participant, reason)
+
+    def _remove(self, room: Room, participant: Participant, reason: LeaveReason) -> None:
+        """Take a participant (or a waiting person) out of its room for good."""
+        self._forget(participant)
         self.media.leave(participant.id)
         # The last one out leaves nobody to admit those in the lobby: they are turned away.
         stranded = room.waiting if len(room) == 1 and participant.id in room else []
@@ -355,6 +441,13 @@ class Hub:
             extra={"room": room.name, "participant": participant.id, "reason": reason},
         )
         self.sweep()
+
+    def _forget(self, participant: Participant) -> None:
+        """The participant can no longer resume."""
+        self._resumable.pop(participant.resume_token, None)
+        handle = self._away.pop(participant.id, None)
+        if handle is not None:
+            handle.cancel()
 
     def _present(self, session: Session) -> tuple[Room, Participant]:
         if session.room is None or session.participant is None:

@@ -95,6 +95,9 @@ class CloseCode(IntEnum):
     """A frame exceeded 64 KiB."""
     TRY_AGAIN_LATER = 1013
     """The client did not read its messages fast enough."""
+    RECONNECTING = 4000
+    """Sent by a client that gives up a connection it believes dead and reconnects: the server
+    keeps the participant for the resume grace, as for a lost connection."""
 
 
 MessageId = Annotated[str, Field(min_length=1, max_length=64)]
@@ -107,9 +110,10 @@ LeaveReason = Literal[
     "left", "disconnected", "timeout", "slow", "shutdown", "removed", "ended", "replaced"
 ]
 """Why a participant left: ``left`` said ``leave``; ``disconnected`` closed its socket;
-``timeout`` missed keepalives; ``slow`` did not read its messages; ``shutdown`` the server
-stopped; ``removed`` by a moderator; ``ended`` the meeting was ended; ``replaced`` the same
-identity joined again on another connection."""
+``timeout`` lost its connection (missed keepalives, or dropped without a close) and did not resume
+within the grace period; ``slow`` did not read its messages; ``shutdown`` the server stopped;
+``removed`` by a moderator; ``ended`` the meeting was ended; ``replaced`` the same identity joined
+again on another connection."""
 
 
 class _Model(BaseModel):
@@ -151,6 +155,11 @@ class ParticipantInfo(_Model):
         False, description="Muted by a moderator while 'moderator must allow' is on."
     )
     joined_at: float = Field(description="Unix time of joining, in seconds.")
+    reconnecting: bool = Field(
+        False,
+        description="The connection dropped; the participant may resume within the grace "
+        "period. Its media is paused meanwhile.",
+    )
 
 
 class RoomState(_Model):
@@ -238,7 +247,10 @@ class Hello(_ClientBase):
         description="Display name; the server trims it to 64 characters."
     )
     resume: Annotated[str, Field(max_length=128)] | None = Field(
-        None, description="Resume token from an earlier ``welcome``."
+        None,
+        description="Resume token from the last ``welcome``: within the grace period the "
+        "participant comes back as itself (``welcome.resumed``); an unknown or expired token "
+        "is a new join.",
     )
     password: Annotated[str, Field(max_length=128)] | None = Field(
         None, description="The room's password, when it has one."
@@ -377,7 +389,15 @@ class Welcome(_Model):
     ice_transport_policy: Literal["all", "relay"] = Field(
         "all", description="``RTCConfiguration.iceTransportPolicy`` to use."
     )
-    resume_token: str
+    resume_token: str = Field(
+        description="Secret for ``hello.resume`` after a dropped connection; a new one comes "
+        "with every ``welcome``."
+    )
+    resumed: bool = Field(
+        False,
+        description="True when ``hello.resume`` brought back the same participant: keep its "
+        "state, and set up both peer connections afresh.",
+    )
     settings: RoomState = RoomState()
     chat: list[ChatEntry] = Field(default_factory=list, description="The last 200 messages.")
     active_speaker: str | None = None

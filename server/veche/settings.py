@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     empty_room_grace: float = Field(
         60.0, ge=0, le=86400, description="Seconds an empty room is kept before it is dropped."
     )
+    resume_grace: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Seconds a participant whose connection dropped stays in the room as "
+        "'reconnecting' and may resume as itself; 0 removes it at once.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Least severe log level written."
     )

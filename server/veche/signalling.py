@@ -173,11 +173,18 @@ class ClientConnection:
         return self.loss_reason()
 
     def loss_reason(self) -> LeaveReason:
-        """Why the connection ended: as decided by the loop, else a missed keepalive
-        (``timeout``) or anything else (``disconnected``)."""
+        """Why the connection ended: as decided by the loop; else ``disconnected`` when the
+        client closed it (a close frame, or its end of the TCP connection: the client chose to
+        go, or is gone), and ``timeout`` when it was lost (a missed keepalive, a reset, a close
+        that says :attr:`CloseCode.RECONNECTING`, or nothing at all)."""
         if self._end is not None:
             return self._end
-        return "timeout" if isinstance(self._ws.exception(), TimeoutError) else "disconnected"
+        code = self._ws.close_code
+        if code == CloseCode.RECONNECTING or isinstance(
+            self._ws.exception(), (TimeoutError, ConnectionError)
+        ):
+            return "timeout"
+        return "timeout" if code is None else "disconnected"
 
     async def _flush(self) -> bool:
         """Send every queued message; False if a write blocked for too long."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -179,16 +180,24 @@ async def test_switching_microphone_during_the_call(
         await b_ctx.close()
 
 
+@pytest.mark.parametrize("how", ["closed", "crashed"])
 async def test_closed_tab_disappears_from_the_others(
-    browser: Browser, server: ServerProcess
+    browser: Browser, server: ServerProcess, how: str
 ) -> None:
-    """A tab closed without leaving disappears from the other's view within 15 s, and the
-    server holds no connection for it afterwards."""
-    a_ctx, a = await _participant(browser, server, "closing", "Ada")
-    b_ctx, b = await _participant(browser, server, "closing", "Bob")
+    """A tab closed without leaving, or whose renderer is killed, disappears from the other's
+    view within 15 s (its browser ends the connection: no resume grace)."""
+    room = f"closing-{how}"
+    a_ctx, a = await _participant(browser, server, room, "Ada")
+    b_ctx, b = await _participant(browser, server, room, "Bob")
     try:
         await _wait(a, JS_REMOTE_VIDEOS, 1, timeout=20)
-        await b.close()
+        if how == "closed":
+            await b.close()
+        else:
+            cdp = await b_ctx.new_cdp_session(b)
+            # The renderer dies before it can answer.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(cdp.send("Page.crash"), 2)
         closed = time.monotonic()
         await a.wait_for_function(
             "() => document.querySelectorAll('.tile').length === 1", timeout=15000

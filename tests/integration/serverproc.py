@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -57,6 +58,12 @@ class ServerProcess:
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
+    def health(self) -> dict[str, Any]:
+        """``GET /healthz`` as JSON."""
+        with urllib.request.urlopen(self.http + "/healthz", timeout=5, context=_UNVERIFIED) as r:
+            data: dict[str, Any] = json.load(r)
+        return data
+
     def terminate(self, timeout: float = 15) -> int:
         """SIGTERM by PID and wait for the exit status."""
         if self.process.poll() is None:
@@ -66,11 +73,14 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def run_server(
-    *args: str, env: dict[str, str] | None = None, launcher: list[str] | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    launcher: list[str] | None = None,
+    port: int | None = None,
 ) -> Iterator[ServerProcess]:
-    """Start ``python -m veche serve`` (or ``launcher serve``) and wait for /healthz; always
-    stopped afterwards."""
-    port = free_port()
+    """Start ``python -m veche serve`` (or ``launcher serve``) on ``port`` (a free one by
+    default) and wait for /healthz; always stopped afterwards."""
+    port = port or free_port()
     command = launcher or [sys.executable, "-m", "veche"]
     # A file, not a pipe: a chatty server must never block on a pipe nobody reads.
     with tempfile.TemporaryFile("w+", encoding="utf-8") as log:

@@ -264,14 +264,17 @@ async def test_own_and_configured_origins_are_accepted(make_client: MakeClient) 
 
 
 async def test_silent_client_is_dropped_by_keepalive(make_client: MakeClient) -> None:
-    """A client that stops answering pings is removed and the others told 'timeout'."""
-    client = await make_client(ws_heartbeat=0.3)
+    """A client that stops answering pings is shown 'reconnecting', then removed after the
+    resume grace and the others told 'timeout'."""
+    client = await make_client(ws_heartbeat=0.3, resume_grace=0.3)
     good = await client.ws_connect("/ws", heartbeat=None)
     await hello(good, "r", "Good")
     dead = await client.ws_connect("/ws", autoping=False)
     await hello(dead, "r", "Dead")
     await expect(good, "participant_joined")
     # ``good`` keeps reading (and so answering pings); ``dead`` never reads again.
+    away = await expect(good, "participant_updated", timeout=3)
+    assert away["participant"]["reconnecting"] is True
     left = await expect(good, "participant_left", timeout=3)
     assert left["reason"] == "timeout"
 
@@ -281,7 +284,7 @@ async def test_client_that_does_not_read_is_closed_without_delaying_others(
 ) -> None:
     """A participant whose socket is never read is dropped as 'slow' while the sender of the
     flood keeps getting prompt replies."""
-    client = await make_client(ws_outbox_size=8, ws_send_timeout=0.3)
+    client = await make_client(ws_outbox_size=8, ws_send_timeout=0.3, resume_grace=0.2)
     good = await client.ws_connect("/ws")
     await hello(good, "r", "Good")
 

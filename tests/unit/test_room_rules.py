@@ -95,3 +95,25 @@ def test_speaker_detector_picks_the_loud_one_with_hysteresis() -> None:
     assert detector.speaker(now=10.0) == "other"
     detector.forget("other")
     assert detector.speaker(now=10.0) is None
+
+
+def test_a_lost_participant_stays_reconnecting_without_its_screen() -> None:
+    """``disconnect`` keeps the participant (role and state) and tells everyone it is
+    reconnecting; its shared screen stops; ``reconnect`` clears the mark."""
+    room = Room(RoomName("r"), capacity=10, now=0)
+    ada, _ = room.join("Ada", now=0)
+    bob, _ = room.join("Bob", now=1)
+    room.share_screen(bob.id, True)
+    deliveries = room.disconnect(bob.id)
+    assert bob.id in room
+    assert len(deliveries) == 1
+    assert set(deliveries[0].to) == {ada.id, bob.id}
+    message = deliveries[0].message
+    assert isinstance(message, ParticipantUpdated)
+    assert message.participant.reconnecting is True
+    assert message.participant.screen is False
+    room.share_screen(ada.id, True)  # the screen is free again
+    back = room.reconnect(bob.id)[0].message
+    assert isinstance(back, ParticipantUpdated)
+    assert back.participant.reconnecting is False
+    assert back.participant.role == "participant"

@@ -13,13 +13,16 @@ __all__ = ["Participant"]
 @dataclass(slots=True, eq=False)
 class Participant:
     """A person in a room. ``id`` and ``resume_token`` are server-chosen random values;
-    ``session`` is the browser session it came from (to refuse a removed person's return)."""
+    ``session`` is the browser session it came from (to refuse a removed person's return);
+    ``subject`` the identity of its join token, if any. ``reconnecting`` while its connection is
+    lost and it may still resume."""
 
     name: str
     joined_at: float
     id: ParticipantId = field(default_factory=new_participant_id)
     resume_token: ResumeToken = field(default_factory=new_resume_token)
     session: str | None = None
+    subject: str | None = None
     role: Role = "participant"
     audio: bool = True
     video: bool = True
@@ -27,6 +30,7 @@ class Participant:
     audio_blocked: bool = False
     hand_raised_at: float | None = None
     last_reaction: float = float("-inf")
+    reconnecting: bool = False
 
     @property
     def moderator(self) -> bool:
@@ -45,6 +49,7 @@ class Participant:
             hand_raised_at=self.hand_raised_at,
             audio_blocked=self.audio_blocked,
             joined_at=self.joined_at,
+            reconnecting=self.reconnecting,
         )
 
     def waiting_info(self) -> WaitingInfo:

@@ -54,6 +54,7 @@ class RoomRegistry:
         password: str | None = None,
         session: str | None = None,
         address: str = "?",
+        subject: str | None = None,
         moderator: bool = False,
     ) -> tuple[Room, Participant, list[Delivery]]:
         """Join ``name``, creating the room if needed (unless a password is given: a password
@@ -78,7 +79,7 @@ class RoomRegistry:
                 code=ErrorCode.ROOM_UNAVAILABLE,
             )
         participant, deliveries = room.join(
-            display_name, now=now, session=session, moderator=moderator
+            display_name, now=now, session=session, subject=subject, moderator=moderator
         )
         return room, participant, deliveries
 

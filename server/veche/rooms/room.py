@@ -109,7 +109,13 @@ class Room:
         return self.policy.password_matches(password)
 
     def join(
-        self, name: str, *, now: float, session: str | None = None, moderator: bool = False
+        self,
+        name: str,
+        *,
+        now: float,
+        session: str | None = None,
+        subject: str | None = None,
+        moderator: bool = False,
     ) -> tuple[Participant, list[Delivery]]:
         """Add someone called ``name`` (already cleaned and let in by :meth:`admits`).
 
@@ -121,7 +127,7 @@ class Room:
         """
         if len(self._participants) + len(self._waiting) >= self.capacity:
             raise RoomFull(f"the room is full ({self.capacity} participants)")
-        participant = Participant(name=name, joined_at=now, session=session)
+        participant = Participant(name=name, joined_at=now, session=session, subject=subject)
         if moderator:
             participant.role = "moderator"  # granted by a token: no lobby either
         elif self.policy.lobby and self._participants:
@@ -161,6 +167,19 @@ class Room:
             deliveries += self._updated(heir)
             deliveries += self._lobby_update()
         return deliveries
+
+    def disconnect(self, participant_id: ParticipantId) -> list[Delivery]:
+        """A participant's connection was lost: it stays, marked ``reconnecting`` (and no longer
+        sharing a screen, whose track went with the connection), until it resumes or leaves."""
+        participant = self._require(participant_id)
+        participant.reconnecting, participant.screen = True, False
+        return self._updated(participant)
+
+    def reconnect(self, participant_id: ParticipantId) -> list[Delivery]:
+        """A participant resumed after a lost connection."""
+        participant = self._require(participant_id)
+        participant.reconnecting = False
+        return self._updated(participant)
 
     # ------------------------------------------------------------------ own state
 

@@ -1,0 +1,284 @@
+"""Faults in real Chromium: one participant's network is cut (its own network namespace, its
+traffic dropped there), and the server restarts under a call.
+
+Bob's browser runs in a namespace of its own, joined to the test's by a veth pair, so that
+dropping its traffic leaves Ada's untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+from tests.browser.conftest import chromium, chromium_path
+from tests.integration.serverproc import ServerProcess, free_port, run_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+HOST_ADDRESS = "10.98.0.1"
+GUEST_ADDRESS = "10.98.0.2"
+
+JS_FRAMES = """async () => {
+    const pc = window.veche.connection?.subscribePc;
+    if (!pc) return 0;
+    let frames = 0;
+    (await pc.getStats()).forEach(s => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
+    });
+    return frames;
+}"""
+"""Page function: video frames decoded on the current subscribe connection."""
+
+JS_WATCH = """(id) => {
+    window.__seen = new Set();
+    setInterval(() => {
+        const p = window.veche.connection?.participants.get(id);
+        window.__seen.add(p === undefined ? 'absent' : p.reconnecting ? 'reconnecting' : 'here');
+    }, 100);
+}"""
+"""Page function: record, every 100 ms, how this page sees participant ``id``."""
+
+
+def _ip(*args: str, netns: str | None = None) -> None:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=10)
+
+
+@dataclass
+class Guest:
+    """A network namespace with its own address, reachable from the test's."""
+
+    name: str
+    interface: str
+    launcher: Path
+
+    def cut(self) -> None:
+        """Drop every packet in and out, as a dead Wi-Fi does: no reset, no error."""
+        for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
+            _ip("iptables", "-I", chain, flag, self.interface, "-j", "DROP", netns=self.name)
+
+    def restore(self) -> None:
+        for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
+            _ip("iptables", "-D", chain, flag, self.interface, "-j", "DROP", netns=self.name)
+
+
+@contextlib.contextmanager
+def guest_namespace() -> Iterator[Guest]:
+    """A throwaway namespace ``10.98.0.2`` behind a veth pair, with a Chromium launcher that
+    runs inside it; deleted afterwards (which deletes the veth pair too)."""
+    tag = str(os.getpid() % 100000)
+    name, host_if, guest_if = f"veche-guest-{tag}", f"vh{tag}", f"vg{tag}"
+    _ip("ip", "netns", "add", name)
+    try:
+        _ip("ip", "link", "add", host_if, "type", "veth", "peer", "name", guest_if)
+        _ip("ip", "link", "set", guest_if, "netns", name)
+        _ip("ip", "addr", "add", f"{HOST_ADDRESS}/24", "dev", host_if)
+        _ip("ip", "link", "set", host_if, "up")
+        _ip("ip", "link", "set", "lo", "up", netns=name)
+        _ip("ip", "addr", "add", f"{GUEST_ADDRESS}/24", "dev", guest_if, netns=name)
+        _ip("ip", "link", "set", guest_if, "up", netns=name)
+        _ip("ip", "route", "add", "default", "via", HOST_ADDRESS, netns=name)
+        with tempfile.TemporaryDirectory() as tmp:
+            launcher = Path(tmp) / "chromium-in-guest"
+            launcher.write_text(f'#!/bin/sh\nexec ip netns exec {name} {chromium_path()} "$@"\n')
+            launcher.chmod(0o755)
+            yield Guest(name, guest_if, launcher)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+        subprocess.run(["ip", "link", "del", host_if], check=False, capture_output=True)
+
+
+BROWSER_ARGS = [
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-gpu",
+]
+
+
+@pytest.fixture(scope="module")
+def guest() -> Iterator[Guest]:
+    if shutil.which("iptables") is None:
+        pytest.skip("iptables is not installed (make test installs it as root)")
+    with guest_namespace() as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def server(guest: Guest) -> Iterator[ServerProcess]:
+    # Keepalive every 2 s so the server notices the cut within about 3 s and the others see
+    # "reconnecting" during a 10 s cut; the resume grace is the default 30 s.
+    with run_server("--host", "0.0.0.0", "--ws-heartbeat", "2") as process:
+        yield process
+        assert process.terminate() == 0
+
+
+@contextlib.asynccontextmanager
+async def two_browsers(guest: Guest, port: int) -> AsyncIterator[tuple[Browser, Browser]]:
+    """Ada's browser in the test's namespace, Bob's in the guest one."""
+    guest_origin = f"http://{HOST_ADDRESS}:{port}"
+    async with async_playwright() as playwright:
+        ada = await playwright.chromium.launch(executable_path=chromium_path(), args=BROWSER_ARGS)
+        try:
+            bob = await playwright.chromium.launch(
+                executable_path=str(guest.launcher),
+                args=[*BROWSER_ARGS, f"--unsafely-treat-insecure-origin-as-secure={guest_origin}"],
+            )
+            try:
+                yield ada, bob
+            finally:
+                await bob.close()
+        finally:
+            await ada.close()
+
+
+async def _join(
+    browser: Browser, base_url: str, room: str, name: str
+) -> tuple[BrowserContext, Page]:
+    context = await browser.new_context(permissions=["camera", "microphone"], base_url=base_url)
+    page = await context.new_page()
+    await page.goto(f"/r/{room}?name={name}&join=1&lang=en")
+    return context, page
+
+
+async def _frames_start(pages: list[Page], timeout: float) -> float:
+    """Seconds until every page decodes new video frames (polled every 0.2 s)."""
+    start = time.monotonic()
+    last = [await page.evaluate(JS_FRAMES) for page in pages]
+    waiting = set(range(len(pages)))
+    while waiting:
+        await asyncio.sleep(0.2)
+        for index in list(waiting):
+            now = await pages[index].evaluate(JS_FRAMES)
+            if now > last[index] + 1:
+                waiting.discard(index)
+            last[index] = now
+        assert time.monotonic() - start < timeout, f"no new video frames on pages {waiting}"
+    return time.monotonic() - start
+
+
+async def _frames_flow(page: Page, timeout: float) -> None:
+    """Wait until video frames are being decoded: 10 more within a second."""
+    deadline = time.monotonic() + timeout
+    while True:
+        before = await page.evaluate(JS_FRAMES)
+        await asyncio.sleep(1.0)
+        after = await page.evaluate(JS_FRAMES)
+        if after - before >= 10:
+            return
+        assert time.monotonic() < deadline, f"video frames stalled ({before} -> {after})"
+
+
+async def _my_id(page: Page) -> str:
+    value: Any = await page.evaluate("() => window.veche.connection?.participantId")
+    assert isinstance(value, str)
+    return value
+
+
+async def test_a_10_s_network_cut_resumes_the_same_participant(
+    guest: Guest, server: ServerProcess
+) -> None:
+    """Bob's network is cut for 10 s: Ada sees him 'reconnecting' (never gone), and within 5 s
+    of the network's return Bob is back as himself with video flowing both ways."""
+    async with two_browsers(guest, server.port) as (ada_browser, bob_browser):
+        _, ada = await _join(ada_browser, server.http, "cut10", "Ada")
+        _, bob = await _join(bob_browser, f"http://{HOST_ADDRESS}:{server.port}", "cut10", "Bob")
+        await _frames_flow(ada, timeout=30)
+        await _frames_flow(bob, timeout=30)
+        bob_id = await _my_id(bob)
+        await ada.evaluate(JS_WATCH, bob_id)
+
+        guest.cut()
+        try:
+            await asyncio.sleep(10)
+            assert await bob.evaluate("() => window.veche.connection.reconnecting") is True
+        finally:
+            guest.restore()
+        media_back = await _frames_start([ada, bob], timeout=15)
+        print(f"\nvideo decoded again on both sides {media_back:.1f} s after the network returned")
+        await _frames_flow(ada, timeout=5)
+        await _frames_flow(bob, timeout=5)
+        assert await _my_id(bob) == bob_id, "Bob came back as someone else"
+        assert await bob.text_content("#status") == "Reconnected."
+        seen = set(await ada.evaluate("() => [...window.__seen]"))
+        assert "reconnecting" in seen, f"Ada never saw Bob reconnecting: {seen}"
+        assert "absent" not in seen, "Ada saw Bob leave"
+        assert "here" in seen
+        assert media_back <= 5.0, f"media back {media_back:.1f} s after the network"
+
+
+async def test_a_60_s_network_cut_removes_and_bob_joins_again_as_new(
+    guest: Guest, server: ServerProcess
+) -> None:
+    """Cut for 60 s, longer than the 30 s grace: Ada sees Bob removed; when the network
+    returns, Bob's client (still within its reconnect budget) joins again as a new participant
+    and the call goes on."""
+    async with two_browsers(guest, server.port) as (ada_browser, bob_browser):
+        _, ada = await _join(ada_browser, server.http, "cut60", "Ada")
+        _, bob = await _join(bob_browser, f"http://{HOST_ADDRESS}:{server.port}", "cut60", "Bob")
+        await _frames_flow(ada, timeout=30)
+        await _frames_flow(bob, timeout=30)
+        bob_id = await _my_id(bob)
+        await ada.evaluate(JS_WATCH, bob_id)
+
+        guest.cut()
+        try:
+            await asyncio.sleep(60)
+        finally:
+            guest.restore()
+        seen = set(await ada.evaluate("() => [...window.__seen]"))
+        assert {"reconnecting", "absent"} <= seen, seen
+        await bob.wait_for_function(
+            f"() => (window.veche.connection?.participantId ?? '{bob_id}') !== '{bob_id}'",
+            timeout=20_000,
+        )
+        new_id = await _my_id(bob)
+        await _frames_start([ada, bob], timeout=15)
+        await _frames_flow(ada, timeout=5)
+        await _frames_flow(bob, timeout=5)
+        assert await bob.text_content("#status") == (
+            "You were away too long and joined again as a new participant."
+        )
+        roster = await ada.evaluate("() => [...window.veche.connection.participants.keys()]")
+        assert bob_id not in roster
+        assert new_id in roster
+        assert await ada.locator(".tile").count() == 2
+
+
+async def test_clients_come_back_after_a_server_restart() -> None:
+    """SIGTERM drains the server (1001); a new one starts on the same port; both browsers
+    reconnect within their budget, the room is there again and video flows."""
+    port = free_port()
+    async with chromium(fake_ui=True) as browser:
+        with run_server("--host", "127.0.0.1", port=port) as first:
+            base = first.http
+            _, ada = await _join(browser, base, "restart", "Ada")
+            _, bob = await _join(browser, base, "restart", "Bob")
+            await _frames_flow(ada, timeout=30)
+            await _frames_flow(bob, timeout=30)
+            assert first.terminate() == 0
+        stopped = time.monotonic()
+        await ada.wait_for_function(
+            "() => window.veche.connection?.reconnecting === true", timeout=5_000
+        )
+        with run_server("--host", "127.0.0.1", port=port) as second:
+            back = await _frames_start([ada, bob], timeout=60)
+            total = time.monotonic() - stopped
+            print(f"\nvideo again {total:.1f} s after SIGTERM ({back:.1f} s after the restart)")
+            assert second.health()["participants"] == 2
+            for page in (ada, bob):
+                assert await page.locator(".tile").count() == 2
+            assert second.terminate() == 0
