@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import shutil
+import time
 
 import pytest
 from playwright.async_api import Browser
@@ -32,13 +35,24 @@ JS_RELAYED = """async () => {
 
 async def test_relay_only_call_flows_through_coturn(browser: Browser) -> None:
     """With ice_transport_policy=relay, two browsers and the server connect through TURN
-    (credentials from the server's secret) and video plays."""
-    turn_args = ("--no-cli", "--allow-loopback-peers", "--use-auth-secret", "--realm=veche.test")
+    (credentials from the server's secret) and video plays; when they leave, the server
+    releases its TURN allocations."""
+    turn_args = (
+        "-c",
+        "/dev/null",  # not Debian's /etc/turnserver.conf, which logs to syslog
+        "--no-cli",
+        "--allow-loopback-peers",
+        "--use-auth-secret",
+        "--realm=veche.test",
+        "--log-file=stdout",
+        "--simple-log",
+        "--verbose",
+    )
     with (
-        coturn(*turn_args) as turn_port,
+        coturn(*turn_args) as turn,
         run_server(
             "--ice-servers",
-            f"turn:127.0.0.1:{turn_port}?transport=udp",
+            f"turn:127.0.0.1:{turn.port}?transport=udp",
             "--turn-secret",
             SECRET,
             "--ice-transport-policy",
@@ -69,3 +83,23 @@ async def test_relay_only_call_flows_through_coturn(browser: Browser) -> None:
             for context in contexts:
                 await context.close()
         assert SECRET not in server.output()
+        # When the participants are gone, the server releases each of its TURN allocations.
+        deadline = time.monotonic() + 10
+        while True:
+            made, released = _server_allocations(turn.output())
+            if made and made == released:
+                break
+            assert time.monotonic() < deadline, f"allocations {made}, released {released}"
+            await asyncio.sleep(0.2)
+
+
+def _server_allocations(log: str) -> tuple[set[str], set[str]]:
+    """coturn sessions the server allocated, and those it released (refresh to lifetime 0)."""
+    made, released = set(), set()
+    for line in log.splitlines():
+        found = re.search(r"session (\d+): (new|refreshed), .*:veche-server>, lifetime=(\d+)", line)
+        if found and found[2] == "new":
+            made.add(found[1])
+        elif found and found[3] == "0":
+            released.add(found[1])
+    return made, released

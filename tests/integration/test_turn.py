@@ -10,7 +10,9 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -32,9 +34,22 @@ pytestmark = [
 ]
 
 
+@dataclass
+class Turn:
+    """A running turnserver: its port and everything it logged so far."""
+
+    port: int
+    log: IO[str]
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+
 @contextlib.contextmanager
-def coturn(*args: str) -> Iterator[int]:
-    """Run turnserver on 127.0.0.1 with ``args``; yields its port; stopped by PID."""
+def coturn(*args: str) -> Iterator[Turn]:
+    """Run turnserver on 127.0.0.1 with ``args``; stopped by PID."""
     port = free_port()
     with (
         tempfile.TemporaryDirectory() as directory,
@@ -58,7 +73,7 @@ def coturn(*args: str) -> Iterator[int]:
         )
         try:
             _wait_for_udp(port, process, log)
-            yield port
+            yield Turn(port, log)
         finally:
             stop(process, grace=5)
 
@@ -104,7 +119,8 @@ FORBIDDEN_PEERS = [
 def test_shipped_config_refuses_internal_peers() -> None:
     """The hardened configuration refuses permissions to loopback (in every spelling),
     private, link-local and metadata addresses, and grants a public one."""
-    with coturn("-c", str(CONFIG)) as port:
+    with coturn("-c", str(CONFIG)) as turn:
+        port = turn.port
         client = _client(port)
         try:
             error, relayed = client.allocate()
@@ -124,7 +140,8 @@ def test_shipped_config_refuses_internal_peers() -> None:
 @pytest.mark.parametrize(("ttl", "forge"), [(-60, False), (600, True)], ids=["expired", "forged"])
 def test_bad_credentials_are_refused(ttl: int, forge: bool) -> None:
     """Expired and forged TURN REST credentials get 401 from coturn."""
-    with coturn("-c", str(CONFIG)) as port:
+    with coturn("-c", str(CONFIG)) as turn:
+        port = turn.port
         client = _client(port, ttl=ttl, forge=forge)
         try:
             error, relayed = client.allocate()
