@@ -10,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 # Debian packages the test suite needs; `make test` installs the missing ones when run as root.
-TEST_DEBIAN_PACKAGES ?= iproute2 iptables chromium coturn
+TEST_DEBIAN_PACKAGES ?= iproute2 iptables chromium coturn redis-server
 
 .PHONY: run test test-docker check check-js bench schema system-packages clean
 
