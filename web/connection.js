@@ -500,7 +500,10 @@ export class Connection {
         }
         break;
       case ServerType.ERROR:
-        if (this.reconnecting) {
+        if (this.reconnecting && message.code === ErrorCode.UNAVAILABLE) {
+          // The room's node cannot be reached yet: try again on the next attempt.
+          this.ws?.close(CloseCode.RECONNECTING, "retrying");
+        } else if (this.reconnecting) {
           // Refused while coming back (the room is locked now, or full...): stop trying.
           this._ending = true;
           this.ws?.close();

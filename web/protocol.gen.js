@@ -61,6 +61,7 @@ export const ErrorCode = Object.freeze({
   TOO_LONG: "too_long",
   SCREEN_BUSY: "screen_busy",
   NOT_FOUND: "not_found",
+  UNAVAILABLE: "unavailable",
   UNSUPPORTED: "unsupported",
   INTERNAL: "internal",
 });
@@ -70,6 +71,7 @@ export const CloseCode = Object.freeze({
   GOING_AWAY: 1001,
   POLICY: 1008,
   TOO_BIG: 1009,
+  SERVICE_RESTART: 1012,
   TRY_AGAIN_LATER: 1013,
   RECONNECTING: 4000,
 });
@@ -171,7 +173,7 @@ export const CloseCode = Object.freeze({
  * @property {(string | null)} [ref]
  */
 
-/** @typedef {("bad_json" | "bad_message" | "unknown_type" | "binary_unsupported" | "unsupported_version" | "not_joined" | "already_joined" | "invalid_room" | "room_full" | "bad_sdp" | "wrong_state" | "media_failed" | "forbidden" | "not_admitted" | "room_unavailable" | "rate_limited" | "too_long" | "screen_busy" | "not_found" | "unsupported" | "internal")} ErrorCodeValue */
+/** @typedef {("bad_json" | "bad_message" | "unknown_type" | "binary_unsupported" | "unsupported_version" | "not_joined" | "already_joined" | "invalid_room" | "room_full" | "bad_sdp" | "wrong_state" | "media_failed" | "forbidden" | "not_admitted" | "room_unavailable" | "rate_limited" | "too_long" | "screen_busy" | "not_found" | "unavailable" | "unsupported" | "internal")} ErrorCodeValue */
 
 /**
  * The server ends this participant's presence; the socket closes next (1000). ``removed`` by a moderator, ``denied`` entry from the lobby, ``ended``: the meeting ended, ``replaced``: the same identity joined on another connection.

@@ -11,9 +11,12 @@ from typing import Final
 
 from aiohttp import web
 
-from veche.appkeys import HUB, SETTINGS, WEB_ROOT
+from veche.appkeys import CLUSTER, HUB, RELAY, SETTINGS, WEB_ROOT
 from veche.assets import web_root as default_web_root
+from veche.bus import create_bus
+from veche.cluster import Cluster
 from veche.hub import Hub
+from veche.relay import Relay
 from veche.routes import setup_routes
 from veche.settings import Settings
 from veche.views import security_headers
@@ -29,12 +32,18 @@ def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Appli
     app = web.Application()
     root = web_root or default_web_root()
     app[SETTINGS] = settings
-    app[HUB] = Hub(settings)
+    hub = app[HUB] = Hub(settings)
+    bus = create_bus(settings)
+    cluster = app[CLUSTER] = Cluster(
+        bus, load=lambda: hub.rooms.participant_count, rooms=lambda: hub.rooms.names
+    )
+    app[RELAY] = Relay(bus, cluster, hub)
     app[WEB_ROOT] = root
     setup_routes(app, root)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_room_sweeper)
     app.cleanup_ctx.append(_media)
+    app.cleanup_ctx.append(_coordination)
     app.on_shutdown.append(_close_clients)
     return app
 
@@ -62,8 +71,22 @@ async def _media(app: web.Application) -> AsyncIterator[None]:
     await app[HUB].media.close()
 
 
+async def _coordination(app: web.Application) -> AsyncIterator[None]:
+    """The bus, this node's heartbeat and room leases, and the relay, for the app's lifetime."""
+    cluster, relay = app[CLUSTER], app[RELAY]
+    await cluster.bus.start()
+    await cluster.start()
+    await relay.start()
+    yield
+    await relay.stop()
+    await cluster.stop()
+    await cluster.bus.close()
+
+
 async def _close_clients(app: web.Application) -> None:
-    """Close every WebSocket with 1001 and wait (bounded) for their loops to finish."""
+    """Take no new rooms, close every WebSocket with 1001 and wait (bounded) for their loops to
+    finish: the clients reconnect, through any other node, and their rooms move there."""
+    await app[CLUSTER].drain()
     hub = app[HUB]
     hub.shutdown()
     deadline = time.monotonic() + SHUTDOWN_WAIT

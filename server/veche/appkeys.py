@@ -6,11 +6,15 @@ from pathlib import Path
 
 from aiohttp import web
 
+from veche.cluster import Cluster
 from veche.hub import Hub
+from veche.relay import Relay
 from veche.settings import Settings
 
-__all__ = ["HUB", "SETTINGS", "WEB_ROOT"]
+__all__ = ["CLUSTER", "HUB", "RELAY", "SETTINGS", "WEB_ROOT"]
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 WEB_ROOT: web.AppKey[Path] = web.AppKey("web_root", Path)
+CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster", Cluster)
+RELAY: web.AppKey[Relay] = web.AppKey("relay", Relay)

@@ -72,6 +72,9 @@ class ErrorCode(StrEnum):
     """Someone else is sharing a screen."""
     NOT_FOUND = "not_found"
     """The participant named does not exist (any more)."""
+    UNAVAILABLE = "unavailable"
+    """The node that hosts the room cannot be reached right now (the cluster's Redis is down, or
+    the node went away): try again in a moment; nothing was changed."""
     UNSUPPORTED = "unsupported"
     """The request is valid but this server does not offer it."""
     INTERNAL = "internal"

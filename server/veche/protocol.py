@@ -93,6 +93,9 @@ class CloseCode(IntEnum):
     """The client broke a rule (later: rate limits)."""
     TOO_BIG = 1009
     """A frame exceeded 64 KiB."""
+    SERVICE_RESTART = 1012
+    """The node hosting the room went away (scale-out): reconnect now; the room continues on
+    another node."""
     TRY_AGAIN_LATER = 1013
     """The client did not read its messages fast enough."""
     RECONNECTING = 4000

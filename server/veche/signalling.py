@@ -18,7 +18,7 @@ from typing import Final
 
 from aiohttp import WSMessage, WSMsgType, web
 
-from veche.appkeys import HUB, SETTINGS
+from veche.appkeys import HUB, RELAY, SETTINGS
 from veche.auth import AuthError, verify_token
 from veche.errors import ErrorCode, InvalidRoomName, VecheError
 from veche.hub import Hub, Session
@@ -26,12 +26,14 @@ from veche.protocol import (
     MAX_MESSAGE_BYTES,
     CloseCode,
     Error,
+    Hello,
     LeaveReason,
     ServerMessage,
     encode,
     parse_client_message,
 )
 from veche.ratelimit import TokenBucket
+from veche.relay import Relay
 from veche.rooms import normalize_room_name
 from veche.settings import Settings
 from veche.views import browser_session
@@ -48,6 +50,7 @@ _CLOSE_REASONS: Final[dict[CloseCode, LeaveReason]] = {
     CloseCode.TRY_AGAIN_LATER: "slow",
     CloseCode.GOING_AWAY: "shutdown",
     CloseCode.POLICY: "disconnected",
+    CloseCode.SERVICE_RESTART: "timeout",
 }
 
 
@@ -71,15 +74,21 @@ class ClientConnection:
         self._last_warning = float("-inf")
         self._over_limit = 0
         self._hello_timeout = settings.hello_timeout
+        self.relayed: str | None = None
+        """The relayed session id while this client's room is on another node."""
 
     def send(self, message: ServerMessage) -> None:
         """Queue ``message``; if the outbox is full the client is closed as not reading."""
+        self.send_text(encode(message))
+
+    def send_text(self, text: str) -> None:
+        """Queue an encoded server message (as :meth:`send`)."""
         if self._close_request is not None:
             return
         if len(self._outbox) >= self._limit:
             self.close(CloseCode.TRY_AGAIN_LATER, "not reading fast enough")
             return
-        self._outbox.append(encode(message))
+        self._outbox.append(text)
         self._wake.set()
 
     def close(self, code: CloseCode, reason: str) -> None:
@@ -90,16 +99,17 @@ class ClientConnection:
                 self._outbox.clear()
             self._wake.set()
 
-    async def run(self, hub: Hub, session: Session) -> LeaveReason:
-        """Serve the connection until it closes; return why it ended."""
+    async def run(self, hub: Hub, session: Session, relay: Relay | None = None) -> LeaveReason:
+        """Serve the connection until it closes; return why it ended. With a ``relay``, a
+        ``hello`` for a room on another node turns the connection into a relayed one."""
 
         def no_hello() -> None:
-            if session.participant is None:
+            if session.participant is None and self.relayed is None:
                 self.close(CloseCode.POLICY, "no hello")
 
         timer = asyncio.get_running_loop().call_later(self._hello_timeout, no_hello)
         try:
-            self._end = await self._serve(hub, session)
+            self._end = await self._serve(hub, session, relay)
         finally:
             timer.cancel()
         return self._end
@@ -124,7 +134,7 @@ class ClientConnection:
             )
         return False
 
-    async def _serve(self, hub: Hub, session: Session) -> LeaveReason:
+    async def _serve(self, hub: Hub, session: Session, relay: Relay | None) -> LeaveReason:
         receive: asyncio.Task[object] = asyncio.ensure_future(self._ws.receive())
         wake = asyncio.ensure_future(self._wake.wait())
         try:
@@ -141,7 +151,7 @@ class ClientConnection:
                         return self._end
                     wake = asyncio.ensure_future(self._wake.wait())
                 if receive in done:
-                    reason = await self._on_frame(receive.result(), hub, session)
+                    reason = await self._on_frame(receive.result(), hub, session, relay)
                     if reason is not None:
                         return reason
                     receive = asyncio.ensure_future(self._ws.receive())
@@ -150,13 +160,31 @@ class ClientConnection:
                 task.cancel()
             await asyncio.gather(receive, wake, return_exceptions=True)
 
-    async def _on_frame(self, msg: object, hub: Hub, session: Session) -> LeaveReason | None:
+    async def _on_frame(
+        self, msg: object, hub: Hub, session: Session, relay: Relay | None
+    ) -> LeaveReason | None:
         assert isinstance(msg, WSMessage)
         if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and not self._allowed():
             return None
         if msg.type is WSMsgType.TEXT:
+            if relay is not None and self.relayed is not None:
+                relay.forward(self.relayed, msg.data)
+                return None
             try:
-                await hub.handle(session, parse_client_message(msg.data))
+                message = parse_client_message(msg.data)
+                if relay is not None and isinstance(message, Hello) and session.participant is None:
+                    owner = await relay.route(normalize_room_name(message.room))
+                    if owner != relay.node_id:
+                        self.relayed = relay.open(
+                            self,
+                            owner,
+                            remote=session.remote,
+                            browser_session=session.browser_session,
+                            identity=session.identity,
+                        )
+                        relay.forward(self.relayed, msg.data)
+                        return None
+                await hub.handle(session, message)
             except VecheError as exc:
                 self.send(Error(code=exc.code, message=exc.message, ref=exc.ref))
             return None
@@ -243,6 +271,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if not origin_allowed(request, settings):
         raise web.HTTPForbidden(text="origin not allowed\n")
     hub = request.app[HUB]
+    relay = request.app.get(RELAY)
     address = client_address(request, settings)
     identity = None
     if settings.auth == "jwt":
@@ -268,10 +297,13 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         connection, remote=address, browser_session=browser_session(request), identity=identity
     )
     try:
-        await connection.run(hub, session)
+        await connection.run(hub, session, relay)
     finally:
         # Also reached when aiohttp cancels the handler because the connection was lost.
-        hub.disconnect(session, connection.loss_reason())
+        reason = connection.loss_reason()
+        if relay is not None and connection.relayed is not None:
+            relay.closed(connection.relayed, reason)
+        hub.disconnect(session, reason)
         if not ws.closed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT)

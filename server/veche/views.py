@@ -11,7 +11,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from veche import __version__
-from veche.appkeys import HUB, WEB_ROOT
+from veche.appkeys import CLUSTER, HUB, WEB_ROOT
 from veche.errors import InvalidRoomName
 from veche.rooms import generate_room_name, normalize_room_name
 
@@ -112,12 +112,18 @@ def browser_session(request: web.Request) -> str | None:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """``GET /healthz``: liveness and a few counts, as JSON."""
+    """``GET /healthz``: liveness and a few counts, as JSON. ``status`` is ``degraded`` while
+    the cluster's Redis cannot be reached (rooms running here go on; new cross-node joins fail),
+    and the answer is still 200: the process itself is healthy."""
     hub = request.app[HUB]
+    cluster = request.app[CLUSTER]
     return web.json_response(
         {
-            "status": "ok",
+            "status": "ok" if cluster.healthy else "degraded",
             "version": __version__,
+            "node": cluster.node_id,
+            "bus": "ok" if cluster.healthy else "unavailable",
+            "draining": cluster.draining,
             "rooms": len(hub.rooms),
             "participants": hub.rooms.participant_count,
             "connections": len(hub.sessions),

@@ -41,6 +41,11 @@ class RoomRegistry:
         return self._rooms.get(name)
 
     @property
+    def names(self) -> list[RoomName]:
+        """Every room's name."""
+        return list(self._rooms)
+
+    @property
     def participant_count(self) -> int:
         """Participants across all rooms."""
         return sum(len(room) for room in self._rooms.values())

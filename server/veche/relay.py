@@ -1,0 +1,308 @@
+"""The relay: signalling between the node a client is connected to and the node that owns its
+room.
+
+A client may reach any node (the load balancer picks); its room lives on one node (see
+:mod:`veche.cluster`). When they differ, the *edge* node keeps the WebSocket (limits, rate,
+keepalive stay there) and forwards every text frame from ``hello`` on to the *owner* node over
+the bus; the owner runs them through its hub exactly as for a local client, behind a
+:class:`RemoteOutlet`, and sends every reply back. Media never takes this path: the client's
+peer connections go straight to the owner's address.
+
+Envelopes are JSON on the channel ``veche:to:<node id>``: ``open`` / ``msg`` / ``closed`` from
+edge to owner, ``out`` / ``close`` from owner to edge. Each node publishes to each other node in
+order, from one queue. A node that stops sending heartbeats is noticed within a few seconds:
+an edge closes the clients whose room was there with 1012 (they reconnect, and the room starts
+again on a live node); an owner treats the sessions relayed by a dead edge as lost connections
+(their participants may resume through another node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from veche.auth import Identity
+from veche.bus import Bus, BusUnavailable, Subscription
+from veche.cluster import Cluster
+from veche.errors import ErrorCode, VecheError
+from veche.hub import Hub, Session
+from veche.protocol import (
+    CloseCode,
+    Error,
+    LeaveReason,
+    ServerMessage,
+    encode,
+    parse_client_message,
+)
+
+__all__ = ["Edge", "Relay", "RemoteOutlet"]
+
+log = logging.getLogger(__name__)
+
+WATCH_INTERVAL: Final = 2.0
+"""Seconds between checks that the nodes at the other end of relayed sessions are alive."""
+
+UNAVAILABLE_TEXT: Final = "the meeting's server cannot be reached right now; try again shortly"
+
+
+def channel(node_id: str) -> str:
+    """The bus channel a node listens on."""
+    return f"veche:to:{node_id}"
+
+
+class Edge(Protocol):
+    """What the relay needs of a client connection it carries (the WebSocket edge)."""
+
+    def send_text(self, text: str) -> None:
+        """Queue an already encoded server message."""
+
+    def send(self, message: ServerMessage) -> None:
+        """Queue a server message."""
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """Close the client's connection once queued messages are sent."""
+
+
+@dataclass(eq=False)
+class _Link:
+    """A client connected here whose room is on ``owner``."""
+
+    owner: str
+    edge: Edge
+
+
+@dataclass(eq=False)
+class RemoteOutlet:
+    """The hub's outlet for a client connected to another node."""
+
+    relay: Relay
+    edge_node: str
+    session_id: str
+
+    def send(self, message: ServerMessage) -> None:
+        self.relay._post(self.edge_node, {"k": "out", "s": self.session_id, "t": encode(message)})
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        self.relay._post(
+            self.edge_node, {"k": "close", "s": self.session_id, "c": int(code), "r": reason}
+        )
+
+
+@dataclass(eq=False)
+class _Remote:
+    """A session relayed to this node: its hub session and its messages, handled in order."""
+
+    session: Session
+    inbox: asyncio.Queue[str | tuple[LeaveReason]] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+
+
+class Relay:
+    """Both ends of relayed signalling for this node."""
+
+    def __init__(self, bus: Bus, cluster: Cluster, hub: Hub) -> None:
+        self.bus = bus
+        self.cluster = cluster
+        self.hub = hub
+        self.node_id = cluster.node_id
+        self._links: dict[str, _Link] = {}
+        self._remotes: dict[tuple[str, str], _Remote] = {}
+        self._queues: dict[
+            str, asyncio.Queue[tuple[dict[str, Any], Callable[[], None] | None]]
+        ] = {}
+        self._senders: dict[str, asyncio.Task[None]] = {}
+        self._subscription: Subscription | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._next_session = 0
+        self._missing: set[str] = set()
+        """Nodes found without a heartbeat at the last check (two checks in a row: dead)."""
+
+    async def start(self) -> None:
+        self._subscription = self.bus.subscribe(channel(self.node_id), self._receive)
+        self._watch = asyncio.create_task(self._watch_forever(), name="relay-watch")
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            self._subscription.cancel()
+        tasks = [t for t in (self._watch, *self._senders.values()) if t is not None]
+        tasks += [r.task for r in self._remotes.values() if r.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ edge side
+
+    async def route(self, room: str) -> str:
+        """The node that owns ``room`` (this one, or another). Raises
+        :class:`~veche.errors.VecheError` with ``unavailable`` when the cluster cannot say."""
+        try:
+            return await self.cluster.owner_of(room)
+        except BusUnavailable:
+            raise VecheError(UNAVAILABLE_TEXT, code=ErrorCode.UNAVAILABLE) from None
+
+    def open(
+        self,
+        edge: Edge,
+        owner: str,
+        *,
+        remote: str,
+        browser_session: str | None,
+        identity: Identity | None,
+    ) -> str:
+        """Start carrying a client's signalling to ``owner``; returns the relayed session id."""
+        self._next_session += 1
+        session_id = f"{self.node_id}/{self._next_session}"
+        self._links[session_id] = _Link(owner, edge)
+        self._post(
+            owner,
+            {
+                "k": "open",
+                "s": session_id,
+                "e": self.node_id,
+                "a": remote,
+                "b": browser_session,
+                "i": None
+                if identity is None
+                else [identity.subject, identity.room, identity.name, identity.moderator],
+            },
+        )
+        return session_id
+
+    def forward(self, session_id: str, text: str) -> None:
+        """Pass one text frame of the client on to its room's node."""
+        link = self._links.get(session_id)
+        if link is None:
+            return
+
+        def failed() -> None:
+            link.edge.send(Error(code=ErrorCode.UNAVAILABLE, message=UNAVAILABLE_TEXT))
+
+        self._post(link.owner, {"k": "msg", "s": session_id, "e": self.node_id, "t": text}, failed)
+
+    def closed(self, session_id: str, reason: LeaveReason) -> None:
+        """The client's connection ended."""
+        link = self._links.pop(session_id, None)
+        if link is not None:
+            self._post(link.owner, {"k": "closed", "s": session_id, "e": self.node_id, "r": reason})
+
+    # ------------------------------------------------------------------ both sides
+
+    def _receive(self, data: bytes) -> None:
+        try:
+            envelope = json.loads(data)
+            kind, session_id = envelope["k"], envelope["s"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable relay envelope")
+            return
+        if kind in ("out", "close"):
+            link = self._links.get(session_id)
+            if link is None:
+                return
+            if kind == "out":
+                link.edge.send_text(envelope["t"])
+            else:
+                link.edge.close(CloseCode(envelope["c"]), envelope["r"])
+            return
+        key = (envelope.get("e", ""), session_id)
+        if kind == "open":
+            self._open_remote(key, envelope)
+        elif kind == "msg" and key in self._remotes:
+            self._remotes[key].inbox.put_nowait(envelope["t"])
+        elif kind == "closed" and key in self._remotes:
+            self._remotes[key].inbox.put_nowait((envelope["r"],))
+
+    # ------------------------------------------------------------------ owner side
+
+    def _open_remote(self, key: tuple[str, str], envelope: dict[str, Any]) -> None:
+        edge_node, session_id = key
+        token = envelope.get("i")
+        identity = Identity(*token) if isinstance(token, list) and len(token) == 4 else None
+        session = self.hub.connect(
+            RemoteOutlet(self, edge_node, session_id),
+            remote=str(envelope.get("a", "?")),
+            browser_session=envelope.get("b"),
+            identity=identity,
+        )
+        remote = _Remote(session)
+        remote.task = asyncio.create_task(self._serve_remote(key, remote))
+        self._remotes[key] = remote
+
+    async def _serve_remote(self, key: tuple[str, str], remote: _Remote) -> None:
+        session = remote.session
+        try:
+            while True:
+                item = await remote.inbox.get()
+                if isinstance(item, tuple):
+                    self.hub.disconnect(session, item[0])
+                    return
+                try:
+                    await self.hub.handle(session, parse_client_message(item))
+                except VecheError as exc:
+                    session.outlet.send(Error(code=exc.code, message=exc.message, ref=exc.ref))
+        finally:
+            self._remotes.pop(key, None)
+
+    def _lose_edge(self, edge_node: str) -> None:
+        """A node relaying sessions here died: its clients lost their connection."""
+        for key, remote in list(self._remotes.items()):
+            if key[0] == edge_node:
+                remote.inbox.put_nowait(("timeout",))
+
+    # ------------------------------------------------------------------ sending
+
+    def _post(
+        self, node: str, envelope: dict[str, Any], on_failure: Callable[[], None] | None = None
+    ) -> None:
+        queue = self._queues.get(node)
+        if queue is None:
+            queue = self._queues[node] = asyncio.Queue()
+            self._senders[node] = asyncio.create_task(self._send_forever(node, queue))
+        queue.put_nowait((envelope, on_failure))
+
+    async def _send_forever(
+        self, node: str, queue: asyncio.Queue[tuple[dict[str, Any], Callable[[], None] | None]]
+    ) -> None:
+        target = channel(node)
+        while True:
+            envelope, on_failure = await queue.get()
+            try:
+                await self.bus.publish(target, json.dumps(envelope).encode())
+            except BusUnavailable:
+                if on_failure is not None:
+                    on_failure()
+                elif envelope["k"] == "out":
+                    # The client misses an update: its connection is treated as lost, so it
+                    # resumes and gets the whole state again once the bus is back.
+                    self._lose_edge_session(node, envelope["s"])
+
+    def _lose_edge_session(self, edge_node: str, session_id: str) -> None:
+        remote = self._remotes.get((edge_node, session_id))
+        if remote is not None:
+            remote.inbox.put_nowait(("timeout",))
+
+    # ------------------------------------------------------------------ liveness
+
+    async def _watch_forever(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            with contextlib.suppress(BusUnavailable):
+                await self._check_peers()
+
+    async def _check_peers(self) -> None:
+        if not self.cluster.settled:
+            self._missing.clear()
+            return
+        peers = {link.owner for link in self._links.values()} | {key[0] for key in self._remotes}
+        missing = {node for node in peers if not await self.cluster.alive(node)}
+        dead, self._missing = missing & self._missing, missing
+        for node in dead:
+            self._missing.discard(node)
+            log.warning("node went away", extra={"node": node})
+            for link in [link for link in self._links.values() if link.owner == node]:
+                link.edge.close(CloseCode.SERVICE_RESTART, "the meeting's server went away")
+            self._lose_edge(node)
