@@ -44,7 +44,9 @@ check: $(VENV)/.installed-test
 	$(BIN)/python -m veche.schema --check
 	@for file in docker/compose*.yaml; do \
 		echo "docker-compose -f $$file config -q"; \
-		$(BIN)/docker-compose -f $$file --env-file docker/.env.example config -q || exit 1; done
+		$(BIN)/docker-compose -f $$file --env-file docker/.env.example config -q || exit 1; \
+		$(BIN)/docker-compose -f $$file --env-file docker/.env.example --profile cluster \
+			config -q || exit 1; done
 	$(BIN)/hadolint --failure-threshold warning docker/Dockerfile
 	@$(MAKE) --no-print-directory check-js
 

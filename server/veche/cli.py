@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
             )
         else:
             serve.add_argument(_flag(name), dest=name, metavar="VALUE", default=None, help=text)
+    # Set by ``--workers`` on its children: several processes listen on one port.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     token = commands.add_parser(
         "token", help="mint a join token (auth=jwt) with the VECHE_JWT_* settings"
     )
@@ -95,7 +97,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if parsed.command == "token":
         return mint(settings, parsed)
-    return serve(settings)
+    if settings.workers > 1:
+        from veche.logs import configure_logging
+        from veche.workers import run_workers
+
+        configure_logging(settings.log_level, settings.log_format)
+        return run_workers(settings.workers, _without_workers(args[1:]), settings.redis_url)
+    return serve(settings, reuse_port=parsed.reuse_port)
+
+
+def _without_workers(args: list[str]) -> list[str]:
+    """``serve`` flags as given, less ``--workers``."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            kept.append(arg)
+    return kept
 
 
 def mint(settings: Settings, parsed: argparse.Namespace) -> int:
@@ -125,7 +147,7 @@ def mint(settings: Settings, parsed: argparse.Namespace) -> int:
     return 0
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     """Run the server until SIGINT or SIGTERM; return the exit status."""
     from aiohttp import web
 
@@ -151,6 +173,7 @@ def serve(settings: Settings) -> int:
         print=None,
         access_log=None,
         shutdown_timeout=10.0,
+        reuse_port=reuse_port,
     )
     log.info("veche stopped")
     return 0

@@ -80,6 +80,13 @@ class Settings(BaseSettings):
         description="Redis URL for several nodes sharing the load (`redis://host:6379/0`); "
         "unset: one process with in-memory state.",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Server processes on this machine (one per core), sharing the port and "
+        "coordinating over `redis_url` or an embedded redis-server.",
+    )
     ws_heartbeat: float = Field(
         10.0,
         gt=0,

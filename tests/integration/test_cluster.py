@@ -16,6 +16,7 @@ import signal
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -310,3 +311,45 @@ async def test_redis_restart_under_a_call() -> None:
         finally:
             for client in (ada, bob, cyd, dan):
                 await client.ws.close()
+
+
+async def test_workers_share_one_port_and_meet_in_one_room() -> None:
+    """``--workers 2`` with an embedded redis-server: connections land in both processes,
+    clients of one room meet whichever process they reached, and SIGTERM stops everything."""
+    with run_server("--workers", "2") as server:
+        seen: set[str] = set()
+        deadline = time.monotonic() + 20
+        while len(seen) < 2:
+            seen.add(health(server)["node"])  # a new connection each time
+            assert time.monotonic() < deadline, f"only {seen} answered"
+        clients = [await VecheClient.connect(server.ws) for _ in range(6)]
+        try:
+            for index, client in enumerate(clients):
+                await client.join("workers", f"P{index}")
+            await clients[-1].send({"type": "chat", "text": "to everyone"})
+            for client in clients:
+                posted = await client.expect("chat_posted")
+                assert posted.type == "chat_posted"
+            roster = await VecheClient.connect(server.ws)
+            welcome = await roster.join("workers", "Counter")
+            assert len(welcome.participants) == 7
+            await roster.ws.close()
+        finally:
+            for client in clients:
+                await client.ws.close()
+        children = _children(server.process.pid)
+        assert len(children) >= 3  # two workers and the embedded redis-server
+        assert server.terminate() == 0
+        for pid in children:
+            assert not Path(f"/proc/{pid}").exists(), f"process {pid} outlived the parent"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found

@@ -1,0 +1,123 @@
+"""``veche serve --workers N``: N server processes on one port, one per core.
+
+A Python process forwards media on one core. With ``workers`` above 1 this parent process
+starts that many ``veche serve`` children listening on the same port (``SO_REUSEPORT``: the
+kernel spreads new connections over them) and sharing one coordination bus, exactly as nodes
+on several machines do (see :mod:`veche.cluster`): the configured Redis, or, without one, an
+embedded ``redis-server`` on a private Unix socket. Each room lives in one process, so a
+single room still uses one core; many rooms use them all. The parent restarts a child that
+dies, and on SIGTERM/SIGINT stops them all (each drains as one node does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Final
+
+__all__ = ["run_workers"]
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE: Final = 20.0
+"""Seconds children get to drain after SIGTERM before they are killed."""
+RESTART_DELAY: Final = 1.0
+
+
+@contextlib.contextmanager
+def embedded_redis() -> Iterator[str]:
+    """A private ``redis-server`` (Unix socket only, nothing persisted); yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError(
+            "--workers needs VECHE_REDIS_URL, or redis-server installed for an embedded one"
+        )
+    with tempfile.TemporaryDirectory(prefix="veche-") as directory:
+        path = Path(directory) / "redis.sock"
+        process = subprocess.Popen(  # noqa: S603 - the installed redis-server, fixed arguments
+            [
+                binary,
+                *("--port", "0", "--unixsocket", str(path), "--unixsocketperm", "700"),
+                *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+                *("--loglevel", "warning"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while not path.exists():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the embedded redis-server did not start")
+                time.sleep(0.02)
+            yield f"unix://{path}"
+        finally:
+            _stop(process, 5)
+
+
+def _stop(process: subprocess.Popen[bytes], grace: float) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # This very program, with the operator's own flags.
+    return subprocess.Popen(command, env=env)  # noqa: S603
+
+
+def run_workers(count: int, argv: Sequence[str], redis_url: str | None) -> int:
+    """Run ``count`` children of ``veche serve`` with ``argv`` (its flags, without
+    ``--workers``) until a signal; the exit status."""
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with contextlib.ExitStack() as stack:
+        try:
+            url = redis_url or stack.enter_context(embedded_redis())
+        except RuntimeError as exc:
+            print(f"veche: {exc}", file=sys.stderr)
+            return 2
+        env = {**os.environ, "VECHE_REDIS_URL": url, "VECHE_WORKERS": "1"}
+        command = [sys.executable, "-m", "veche", "serve", *argv, "--reuse-port"]
+        children = [_spawn(command, env) for _ in range(count)]
+        log.info("workers started", extra={"count": count, "pids": [c.pid for c in children]})
+        while not stopping:
+            time.sleep(0.2)
+            for index, child in enumerate(children):
+                if child.poll() is not None and not stopping:
+                    if child.returncode == 2:  # bad settings: restarting cannot help
+                        stopping = True
+                        break
+                    log.warning("worker exited; restarting", extra={"pid": child.pid})
+                    time.sleep(RESTART_DELAY)
+                    children[index] = _spawn(command, env)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait(5)
+        codes = [child.returncode for child in children]
+    return 0 if all(code == 0 for code in codes) else 1
