@@ -7,6 +7,8 @@ is ``--max-participants``); a flag beats the ``VECHE_*`` environment variable.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -147,6 +149,19 @@ def mint(settings: Settings, parsed: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_open_files_limit() -> None:
+    """Every participant holds a WebSocket and UDP sockets: allow as many descriptors as the
+    system lets this process have (the usual soft limit of 1024 caps a server at a few hundred
+    participants)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     """Run the server until SIGINT or SIGTERM; return the exit status."""
     from aiohttp import web
@@ -156,12 +171,16 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     from veche.tls import server_ssl_context
 
     configure_logging(settings.log_level, settings.log_format)
+    _raise_open_files_limit()
     try:
         ssl_context = server_ssl_context(settings)
     except (OSError, ValueError) as exc:
         print(f"veche: cannot set up TLS: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings)
+    # Everything imported so far lives as long as the process: keep it out of the garbage
+    # collector's full passes, which otherwise walk it all (a pause that grows with the heap).
+    gc.freeze()
     scheme = "https" if ssl_context else "http"
     url = f"{scheme}://{settings.host}:{settings.port}"
     log.info("veche %s listening on %s", __version__, url, extra={"url": url})

@@ -47,6 +47,7 @@ from veche.protocol import (
     Update,
     Waiting,
     Welcome,
+    encode,
 )
 from veche.rooms import (
     Delivery,
@@ -89,6 +90,10 @@ class Outlet(Protocol):
 
     def send(self, message: ServerMessage) -> None:
         """Queue ``message`` for the client."""
+
+    def send_text(self, text: str) -> None:
+        """Queue a message already encoded with :func:`~veche.protocol.encode` (a message for
+        many recipients is encoded once)."""
 
     def close(self, code: CloseCode, reason: str) -> None:
         """Ask the connection to close once queued messages are sent."""
@@ -488,7 +493,9 @@ class Hub:
 
     def _deliver(self, deliveries: Iterable[Delivery]) -> None:
         for delivery in deliveries:
+            text: str | None = None  # encoded once for the whole room
             for pid in delivery.to:
                 target = self._by_participant.get(pid)
                 if target is not None:
-                    target.outlet.send(delivery.message)
+                    text = text or encode(delivery.message)
+                    target.outlet.send_text(text)

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 WATCH_INTERVAL: Final = 2.0
 """Seconds between checks that the nodes at the other end of relayed sessions are alive."""
 
+MAX_BATCH: Final = 512
+"""Most envelopes published to one node in one message."""
+
 UNAVAILABLE_TEXT: Final = "the meeting's server cannot be reached right now; try again shortly"
 
 
@@ -85,7 +88,10 @@ class RemoteOutlet:
     session_id: str
 
     def send(self, message: ServerMessage) -> None:
-        self.relay._post(self.edge_node, {"k": "out", "s": self.session_id, "t": encode(message)})
+        self.send_text(encode(message))
+
+    def send_text(self, text: str) -> None:
+        self.relay._post(self.edge_node, {"k": "out", "s": self.session_id, "t": text})
 
     def close(self, code: CloseCode, reason: str) -> None:
         self.relay._post(
@@ -194,11 +200,18 @@ class Relay:
 
     def _receive(self, data: bytes) -> None:
         try:
-            envelope = json.loads(data)
-            kind, session_id = envelope["k"], envelope["s"]
-        except (ValueError, KeyError, TypeError):
+            batch = json.loads(data)
+        except ValueError:
             log.warning("unreadable relay envelope")
             return
+        for envelope in batch if isinstance(batch, list) else [batch]:
+            try:
+                self._handle(envelope)
+            except (KeyError, TypeError, ValueError):
+                log.warning("unreadable relay envelope")
+
+    def _handle(self, envelope: dict[str, Any]) -> None:
+        kind, session_id = envelope["k"], envelope["s"]
         if kind in ("out", "close"):
             link = self._links.get(session_id)
             if link is None:
@@ -267,18 +280,23 @@ class Relay:
     async def _send_forever(
         self, node: str, queue: asyncio.Queue[tuple[dict[str, Any], Callable[[], None] | None]]
     ) -> None:
+        """Publish what is queued for ``node``, in order; whatever piled up meanwhile (a chat
+        message fanned out to a room, say) goes as one batch, one round trip to Redis."""
         target = channel(node)
         while True:
-            envelope, on_failure = await queue.get()
+            items = [await queue.get()]
+            while not queue.empty() and len(items) < MAX_BATCH:
+                items.append(queue.get_nowait())
             try:
-                await self.bus.publish(target, json.dumps(envelope).encode())
+                await self.bus.publish(target, json.dumps([e for e, _ in items]).encode())
             except BusUnavailable:
-                if on_failure is not None:
-                    on_failure()
-                elif envelope["k"] == "out":
-                    # The client misses an update: its connection is treated as lost, so it
-                    # resumes and gets the whole state again once the bus is back.
-                    self._lose_edge_session(node, envelope["s"])
+                for envelope, on_failure in items:
+                    if on_failure is not None:
+                        on_failure()
+                    elif envelope["k"] == "out":
+                        # The client misses an update: its connection is treated as lost, so
+                        # it resumes and gets the whole state again once the bus is back.
+                        self._lose_edge_session(node, envelope["s"])
 
     def _lose_edge_session(self, edge_node: str, session_id: str) -> None:
         remote = self._remotes.get((edge_node, session_id))

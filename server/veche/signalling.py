@@ -290,6 +290,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         max_msg_size=MAX_MESSAGE_BYTES + 1,
         heartbeat=settings.ws_heartbeat,
         autoping=True,
+        # No permessage-deflate: signalling frames are small, and a zlib context pair per
+        # connection (hundreds of KiB) would cost more memory than everything else it holds.
+        compress=False,
     )
     await ws.prepare(request)
     connection = ClientConnection(ws, request.transport, settings)

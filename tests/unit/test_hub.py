@@ -9,6 +9,7 @@ import pytest
 from veche.errors import ErrorCode, InvalidRoomName, ProtocolError
 from veche.hub import Hub
 from veche.protocol import (
+    SERVER_ADAPTER,
     CloseCode,
     Hello,
     Leave,
@@ -28,6 +29,9 @@ class Outlet:
 
     def send(self, message: ServerMessage) -> None:
         self.sent.append(message)
+
+    def send_text(self, text: str) -> None:
+        self.sent.append(SERVER_ADAPTER.validate_json(text))
 
     def close(self, code: CloseCode, reason: str) -> None:
         self.closed = (code, reason)
