@@ -109,12 +109,69 @@ async def _meeting_scenario(ada_url: str, bob_url: str, room: str) -> None:
         await bob.ws.close()
 
 
+async def _lobby_scenario(ada_url: str, bob_url: str, room: str) -> None:
+    """A moderator turns the lobby on; a newcomer waits until admitted."""
+    ada = await VecheClient.connect(ada_url)
+    bob = await VecheClient.connect(bob_url)
+    try:
+        await ada.join(room, "Ada")
+        await ada.send({"type": "configure", "lobby": True})
+        await ada.expect("room_updated")
+        await bob.send({"type": "hello", "version": 1, "room": room, "name": "Bob"})
+        assert (await bob.expect("waiting")).type == "waiting"
+        lobby = await ada.expect("lobby_updated")
+        assert lobby.type == "lobby_updated"
+        (waiting,) = lobby.waiting
+        await ada.send({"type": "admit", "participant_id": waiting.id})
+        welcome = await bob.expect("welcome")
+        assert welcome.type == "welcome"
+        assert welcome.participant_id == waiting.id
+        joined = await ada.expect("participant_joined")
+        assert joined.type == "participant_joined"
+    finally:
+        await ada.ws.close()
+        await bob.ws.close()
+
+
+async def _resume_scenario(ada_url: str, bob_url: str, room: str) -> None:
+    """Bob's connection drops; he resumes as himself through Ada's node (the other one, with
+    two nodes) and Ada never sees him leave."""
+    ada = await VecheClient.connect(ada_url)
+    bob = await VecheClient.connect(bob_url)
+    try:
+        await ada.join(room, "Ada")
+        first = await bob.join(room, "Bob")
+        bob.drop()
+        away = await ada.expect("participant_updated")
+        assert isinstance(away, ParticipantUpdated)
+        assert away.participant.reconnecting is True
+        bob = await VecheClient.connect(ada_url)
+        again = await bob.join(room, "Bob", resume=first.resume_token)
+        assert again.resumed is True
+        assert again.participant_id == first.participant_id
+        back = await ada.expect("participant_updated")
+        assert isinstance(back, ParticipantUpdated)
+        assert back.participant.reconnecting is False
+    finally:
+        await ada.ws.close()
+        await bob.ws.close()
+
+
+SCENARIOS: dict[str, Callable[[str, str, str], Awaitable[None]]] = {
+    "meeting": _meeting_scenario,
+    "lobby": _lobby_scenario,
+    "resume": _resume_scenario,
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
 @pytest.mark.parametrize("layout", ["one node", "two nodes"])
-async def test_the_same_meeting_on_one_node_and_across_two(
-    nodes: tuple[ServerProcess, ServerProcess], layout: str
+async def test_the_same_scenarios_on_one_node_and_across_two(
+    nodes: tuple[ServerProcess, ServerProcess], layout: str, scenario: str
 ) -> None:
     first, second = nodes
-    await _meeting_scenario(first.ws, (first if layout == "one node" else second).ws, layout[:3])
+    other = first if layout == "one node" else second
+    await SCENARIOS[scenario](first.ws, other.ws, f"{scenario}-{layout[:3]}")
 
 
 async def test_a_room_has_one_owner_and_a_relayed_client_is_told_errors(
