@@ -11,11 +11,12 @@ from typing import Final
 
 from aiohttp import web
 
-from veche.appkeys import CLUSTER, HUB, RELAY, SETTINGS, WEB_ROOT
+from veche.appkeys import CLUSTER, HUB, LOOP_MONITOR, METRICS, RELAY, SETTINGS, WEB_ROOT
 from veche.assets import web_root as default_web_root
 from veche.bus import create_bus
 from veche.cluster import Cluster
 from veche.hub import Hub
+from veche.metrics import LoopMonitor, metrics_registry, monitor_loop
 from veche.relay import Relay
 from veche.routes import setup_routes
 from veche.settings import Settings
@@ -38,12 +39,15 @@ def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Appli
         bus, load=lambda: hub.rooms.participant_count, rooms=lambda: hub.rooms.names
     )
     app[RELAY] = Relay(bus, cluster, hub)
+    app[LOOP_MONITOR] = LoopMonitor()
+    app[METRICS] = metrics_registry(app)
     app[WEB_ROOT] = root
     setup_routes(app, root)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_room_sweeper)
     app.cleanup_ctx.append(_media)
     app.cleanup_ctx.append(_coordination)
+    app.cleanup_ctx.append(monitor_loop)
     app.on_shutdown.append(_close_clients)
     return app
 

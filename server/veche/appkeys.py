@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from veche.cluster import Cluster
 from veche.hub import Hub
+
+if TYPE_CHECKING:
+    from veche.metrics import LoopMonitor
 from veche.relay import Relay
 from veche.settings import Settings
 
-__all__ = ["CLUSTER", "HUB", "RELAY", "SETTINGS", "WEB_ROOT"]
+__all__ = ["CLUSTER", "HUB", "LOOP_MONITOR", "METRICS", "RELAY", "SETTINGS", "WEB_ROOT"]
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 WEB_ROOT: web.AppKey[Path] = web.AppKey("web_root", Path)
 CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster", Cluster)
 RELAY: web.AppKey[Relay] = web.AppKey("relay", Relay)
+METRICS: web.AppKey[CollectorRegistry] = web.AppKey("metrics", CollectorRegistry)
+LOOP_MONITOR: web.AppKey[LoopMonitor] = web.AppKey("loop_monitor")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, assert_never
 
 from veche.auth import Identity
@@ -112,6 +113,18 @@ class Session:
     participant: Participant | None = None
 
 
+@dataclass(slots=True)
+class HubStats:
+    """Totals since start, for ``/metrics``."""
+
+    messages: Counter[str] = field(default_factory=Counter)
+    """Client messages handled, by type."""
+    errors: Counter[str] = field(default_factory=Counter)
+    """``error`` replies sent, by code."""
+    turn_credentials: int = 0
+    """TURN credentials handed out in ``welcome``."""
+
+
 class Hub:
     """All sessions of this server, the rooms they are in and their media.
 
@@ -138,6 +151,7 @@ class Hub:
         self._by_participant: dict[ParticipantId, Session] = {}
         self._speakers: dict[RoomName, str | None] = {}
         self._resumable: dict[str, tuple[Room, Participant]] = {}
+        self.stats = HubStats()
         self._away: dict[ParticipantId, asyncio.TimerHandle] = {}
 
     @property
@@ -178,6 +192,7 @@ class Hub:
 
     async def handle(self, session: Session, message: ClientMessage) -> None:
         """Act on one parsed client message."""
+        self.stats.messages[message.type] += 1
         try:
             await self._dispatch(session, message)
         except VecheError as exc:
@@ -378,13 +393,15 @@ class Hub:
         if session is None:
             return
         self._resumable[participant.resume_token] = (room, participant)
+        ice_servers = client_ice_servers(self.settings, participant.id, now=self._clock())
+        self.stats.turn_credentials += sum(1 for server in ice_servers if server.credential)
         session.outlet.send(
             Welcome(
                 version=PROTOCOL_VERSION,
                 participant_id=participant.id,
                 room=room.name,
                 participants=[p.info() for p in room.participants],
-                ice_servers=client_ice_servers(self.settings, participant.id, now=self._clock()),
+                ice_servers=ice_servers,
                 ice_transport_policy=self.settings.ice_transport_policy,
                 resume_token=participant.resume_token,
                 resumed=resumed,

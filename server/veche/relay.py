@@ -256,6 +256,7 @@ class Relay:
                 try:
                     await self.hub.handle(session, parse_client_message(item))
                 except VecheError as exc:
+                    self.hub.stats.errors[exc.code] += 1
                     session.outlet.send(Error(code=exc.code, message=exc.message, ref=exc.ref))
         finally:
             self._remotes.pop(key, None)

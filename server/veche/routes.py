@@ -7,6 +7,7 @@ from pathlib import Path
 from aiohttp import web
 
 from veche import views
+from veche.metrics import metrics_handler
 from veche.signalling import websocket_handler
 
 __all__ = ["setup_routes"]
@@ -19,5 +20,6 @@ def setup_routes(app: web.Application, web_root: Path) -> None:
     app.router.add_get("/join", views.join_form, name="join")
     app.router.add_get("/r/{room}", views.room_page, name="room")
     app.router.add_get("/healthz", views.healthz, name="healthz")
+    app.router.add_get("/metrics", metrics_handler, name="metrics")
     app.router.add_get("/ws", websocket_handler, name="ws")
     app.router.add_static("/static", web_root, name="static", follow_symlinks=False)

@@ -179,13 +179,28 @@ class Settings(BaseSettings):
         None, description="PEM certificate (chain) file: serve HTTPS and WSS without a proxy."
     )
     tls_key: str | None = Field(None, description="PEM private key file for `tls_cert`.")
+    metrics_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="Comma-separated networks that may read `/metrics` without a token "
+        "(empty: none).",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token that also grants `/metrics` (a Prometheus `authorization` "
+        "credential).",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the admin API under `/api/` (at least 32 characters); "
+        "unset: the API is off.",
+    )
     self_signed: bool = Field(
         False,
         description="Serve HTTPS with a certificate generated at start for `host` and "
         "`public_url` (a LAN meeting without a proxy; browsers will ask to trust it).",
     )
 
-    @field_validator("allowed_origins", "ice_servers", mode="before")
+    @field_validator("allowed_origins", "ice_servers", "metrics_networks", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -194,6 +209,14 @@ class Settings(BaseSettings):
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
         return [_origin_of(item, "an origin like https://meet.example.org") for item in value]
+
+    @field_validator("metrics_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        try:
+            return [str(ipaddress.ip_network(item, strict=False)) for item in value]
+        except ValueError as exc:
+            raise ValueError(f"not a network: {exc}") from None
 
     @field_validator("public_url")
     @classmethod
@@ -248,6 +271,12 @@ class Settings(BaseSettings):
                 raise ValueError("auth=jwt with HS256 needs a jwt_secret of 32+ characters")
             if self.jwt_algorithm != "HS256" and self.jwt_public_key_file is None:
                 raise ValueError(f"auth=jwt with {self.jwt_algorithm} needs jwt_public_key_file")
+        for name, token in (
+            ("admin_token", self.admin_token),
+            ("metrics_token", self.metrics_token),
+        ):
+            if token is not None and len(token.get_secret_value()) < 32:
+                raise ValueError(f"{name} must have at least 32 characters")
         if self.turn_secret is not None and len(self.turn_secret.get_secret_value()) < 16:
             raise ValueError("turn_secret must have at least 16 characters")
         if self.ice_transport_policy == "relay" and (

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,3 +73,34 @@ def test_wheel_ships_web_client_and_finds_it(tmp_path: Path) -> None:
         check=True,
     ).stdout.strip()
     assert Path(located) == target / "veche" / "web"
+
+
+async def test_grafana_dashboard_queries_only_metrics_the_server_exports(
+    aiohttp_client: Any,
+) -> None:
+    """Every veche_* series the dashboard uses is one /metrics serves (a rename breaks this)."""
+    import json
+    import re
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from veche.app import create_app
+    from veche.settings import Settings
+
+    client = await aiohttp_client(create_app(Settings()))
+    response = await client.get("/metrics")
+    assert response.status == 200
+    exported: set[str] = set()
+    for family in text_string_to_metric_families(await response.text()):
+        # A counter or histogram without samples yet still names its series.
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+        exported |= {family.name + suffix for suffix in ["", *suffixes.get(family.type, [])]}
+    dashboard = json.loads((ROOT / "docker" / "grafana" / "veche-dashboard.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"veche_[a-z_]+", target["expr"])
+    }
+    assert used
+    assert used <= exported, f"not exported: {sorted(used - exported)}"

@@ -157,8 +157,11 @@ def check_internals() -> list[str]:
 # ------------------------------------------------------------------------------- receivers
 
 
-def tap_receiver(receiver: RTCRtpReceiver, sink: PacketSink) -> None:
-    """Deliver ``receiver``'s packets to ``sink`` instead of decoding them.
+def tap_receiver(
+    receiver: RTCRtpReceiver, sink: PacketSink, on_nack: Callable[[], None] | None = None
+) -> None:
+    """Deliver ``receiver``'s packets to ``sink`` instead of decoding them; ``on_nack`` is
+    called for each NACK sent to the publisher.
 
     Call before the receiver starts (from the peer connection's ``track`` event).
     """
@@ -199,6 +202,8 @@ def tap_receiver(receiver: RTCRtpReceiver, sink: PacketSink) -> None:
             codec = codecs[apt]
         nacks = state[_NACKS]
         if nacks is not None and nacks.add(packet):
+            if on_nack is not None:
+                on_nack()
             await receiver._send_rtcp_nack(packet.ssrc, sorted(nacks.missing))
         sink(packet, codec)
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from aiortc import (
@@ -33,6 +33,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from veche.errors import ErrorCode, MediaError
 from veche.media.candidates import candidate_address_allowed, filter_sdp_candidates
+from veche.media.counters import MediaCounters
 from veche.media.internals import (
     bind_ports,
     feed_sender,
@@ -69,6 +70,8 @@ class MediaConfig:
     port_min: int = 40000
     port_max: int = 40199
     public_ip: str | None = None
+    counters: MediaCounters = field(default_factory=MediaCounters)
+    """Totals for ``/metrics``, shared by every peer of the router."""
 
 
 class _ForwardedTrack(MediaStreamTrack):
@@ -200,7 +203,10 @@ class MediaPeer:
                     if uptrack is not None:
                         uptrack.on_packet(packet, codec)
 
-                tap_receiver(receiver, sink)
+                tap_receiver(receiver, sink, on_nack=self._count_nack)
+
+    def _count_nack(self) -> None:
+        self.config.counters.nacks_sent += 1
 
     def _uptrack_for(
         self, transceiver: RTCRtpTransceiver, codec: RTCRtpCodecParameters, source: Source | None
@@ -212,6 +218,7 @@ class MediaPeer:
             transceiver.receiver,
             source=source,
             on_level=self._on_level if transceiver.kind == "audio" else None,
+            counters=self.config.counters,
         )
         transceiver._veche_uptrack = uptrack  # type: ignore[attr-defined]
         self.uptracks.append(uptrack)

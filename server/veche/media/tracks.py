@@ -23,6 +23,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from veche.media.assembler import AssembledFrame, FrameAssembler, Packet
+from veche.media.counters import MediaCounters
 from veche.media.internals import PacketWriter, request_keyframe
 from veche.protocol import Source
 
@@ -60,6 +61,7 @@ class Uptrack:
         source: Source | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_level: Callable[[int], None] | None = None,
+        counters: MediaCounters | None = None,
     ) -> None:
         self.owner = owner
         self.kind = kind
@@ -69,6 +71,7 @@ class Uptrack:
         self.enabled = True
         self._on_level = on_level
         self.stats = TrackStats()
+        self._counters = counters or MediaCounters()
         self.downtracks: set[Downtrack] = set()
         self._receiver = receiver
         self._clock = clock
@@ -101,6 +104,7 @@ class Uptrack:
         if codec.payloadType != self.codec.payloadType or self.closed:
             return
         self.stats.packets_in += 1
+        arrived = self._clock()
         self._ssrc = packet.ssrc
         level = packet.extensions.audio_level
         if level is not None and self._on_level is not None and self.enabled:
@@ -123,8 +127,14 @@ class Uptrack:
             self.stats.frames_in += 1
             if not self.enabled:
                 continue
+            sent = 0
             for downtrack in self.downtracks:
-                downtrack.push(frame)
+                sent += downtrack.push(frame)
+            if sent:
+                counters = self._counters
+                counters.packets_forwarded += sent * len(frame.payloads)
+                counters.bytes_forwarded += sent * sum(map(len, frame.payloads))
+                counters.forwarding_delay.observe(self._clock() - arrived)
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe, at most once per ``KEYFRAME_INTERVAL``."""
@@ -144,6 +154,7 @@ class Uptrack:
             return
         self._last_request = self._clock()
         self.stats.keyframe_requests += 1
+        self._counters.keyframe_requests += 1
         task = asyncio.ensure_future(request_keyframe(self._receiver, self._ssrc))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -204,11 +215,11 @@ class SenderFeed:
         if self.downtrack is downtrack:
             self.downtrack = None
 
-    def put(self, frame: AssembledFrame) -> None:
-        """Send a frame now."""
+    def put(self, frame: AssembledFrame) -> bool:
+        """Send a frame now; False if the sender is not running yet."""
         writer = self._writer
         if writer is None:
-            return
+            return False
         if self._rebase:
             step = 3000 if self.kind == "video" else 960  # a frame's worth, at 90 or 48 kHz
             target = 0 if self._last is None else self._last + step
@@ -219,6 +230,7 @@ class SenderFeed:
         if self.downtrack is not None:
             self.downtrack.uptrack.stats.frames_forwarded += 1
         writer.write_frame(frame.payloads, timestamp, frame.audio_level)
+        return True
 
     def keyframe_requested(self) -> None:
         """The subscriber lost the picture: pass the request on to the publisher."""
@@ -243,15 +255,15 @@ class Downtrack:
         self._started = True
         self.uptrack.request_keyframe()
 
-    def push(self, frame: AssembledFrame) -> None:
-        """Pass a frame from the uptrack on to the sender."""
+    def push(self, frame: AssembledFrame) -> bool:
+        """Pass a frame from the uptrack on to the sender; whether it was sent."""
         if not self._started:
-            return  # the sender is not running yet; it asks for a keyframe when it is
+            return False  # the sender is not running yet; it asks for a keyframe when it is
         if self._waiting_for_keyframe:
             if not frame.keyframe:
-                return
+                return False
             self._waiting_for_keyframe = False
-        self.feed.put(frame)
+        return self.feed.put(frame)
 
     def hold_until_keyframe(self) -> None:
         """Send nothing more until the next keyframe (after a loss or a stall)."""

@@ -1,0 +1,199 @@
+"""``GET /metrics``: the server's state and totals in the Prometheus text format.
+
+Everything is read when Prometheus scrapes (one collector walks the hub, the media router and
+the loop monitor), so the forwarding path only adds to plain integers. Access: a client in
+``metrics_networks`` (loopback by default), or a bearer ``metrics_token``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Final
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from veche import __version__
+from veche.appkeys import CLUSTER, HUB, LOOP_MONITOR, METRICS, SETTINGS
+from veche.hub import Hub
+from veche.media.counters import DELAY_BUCKETS
+from veche.settings import Settings
+
+__all__ = ["LoopMonitor", "metrics_handler", "metrics_registry", "monitor_loop"]
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class LoopMonitor:
+    """How late the event loop runs a timer: a busy loop delays every client."""
+
+    INTERVAL: Final = 0.25
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.worst = 0.0
+        self.total = 0.0
+        self.samples = 0
+
+    async def run(self) -> None:
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(self.INTERVAL)
+            lag = max(0.0, time.monotonic() - start - self.INTERVAL)
+            self.last, self.worst = lag, max(self.worst, lag)
+            self.total += lag
+            self.samples += 1
+
+
+async def monitor_loop(app: web.Application) -> AsyncIterator[None]:
+    """``cleanup_ctx``: run the loop monitor for the app's lifetime."""
+    task = asyncio.create_task(app[LOOP_MONITOR].run(), name="loop-monitor")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+class VecheCollector(Collector):
+    """Reads the live state of one app."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    def collect(self) -> Iterator[Metric]:
+        hub: Hub = self._app[HUB]
+        cluster = self._app[CLUSTER]
+        monitor = self._app[LOOP_MONITOR]
+        info = GaugeMetricFamily("veche_info", "Version and node id.", labels=["version", "node"])
+        info.add_metric([__version__, cluster.node_id], 1)
+        yield info
+        yield GaugeMetricFamily("veche_rooms", "Rooms on this node.", value=len(hub.rooms))
+        yield GaugeMetricFamily(
+            "veche_participants",
+            "Participants in this node's rooms (reconnecting ones included).",
+            value=hub.rooms.participant_count,
+        )
+        yield GaugeMetricFamily(
+            "veche_connections", "Open signalling connections.", value=len(hub.sessions)
+        )
+        yield GaugeMetricFamily(
+            "veche_bus_up",
+            "1 while the cluster's Redis answers (always 1 alone).",
+            value=1 if cluster.healthy else 0,
+        )
+        states = GaugeMetricFamily(
+            "veche_peer_connections", "Peer connections by state.", labels=["state"]
+        )
+        counts: dict[str, int] = {}
+        uptracks = downtracks = 0
+        for peer in hub.media.peers:
+            for pc in (peer.publish_pc, peer.subscribe_pc):
+                if pc is not None:
+                    counts[pc.connectionState] = counts.get(pc.connectionState, 0) + 1
+            uptracks += len(peer.uptracks)
+            downtracks += sum(len(u.downtracks) for u in peer.uptracks)
+        for state in ("new", "connecting", "connected", "disconnected", "failed", "closed"):
+            states.add_metric([state], counts.get(state, 0))
+        yield states
+        tracks = GaugeMetricFamily("veche_tracks", "Forwarded tracks.", labels=["direction"])
+        tracks.add_metric(["published"], uptracks)
+        tracks.add_metric(["subscribed"], downtracks)
+        yield tracks
+
+        media = hub.media.config.counters
+        yield CounterMetricFamily(
+            "veche_packets_forwarded",
+            "RTP packets sent to subscribers.",
+            value=media.packets_forwarded,
+        )
+        yield CounterMetricFamily(
+            "veche_bytes_forwarded",
+            "RTP payload bytes sent to subscribers.",
+            value=media.bytes_forwarded,
+        )
+        yield CounterMetricFamily(
+            "veche_keyframe_requests",
+            "Keyframe requests (PLI) sent to publishers.",
+            value=media.keyframe_requests,
+        )
+        yield CounterMetricFamily(
+            "veche_nacks_sent",
+            "NACKs sent to publishers for lost packets.",
+            value=media.nacks_sent,
+        )
+        delay = media.forwarding_delay
+        buckets, running = [], 0
+        for bound, count in zip((*DELAY_BUCKETS, float("inf")), delay.counts, strict=True):
+            running += count
+            buckets.append((str(bound) if bound != float("inf") else "+Inf", running))
+        yield HistogramMetricFamily(
+            "veche_forwarding_delay_seconds",
+            "From the packet completing a frame arriving to the frame sent to every subscriber.",
+            buckets=buckets,
+            sum_value=delay.total,
+        )
+
+        messages = CounterMetricFamily(
+            "veche_signalling_messages", "Client messages handled, by type.", labels=["type"]
+        )
+        for kind, count in sorted(hub.stats.messages.items()):
+            messages.add_metric([kind], count)
+        yield messages
+        errors = CounterMetricFamily("veche_errors", "Error replies, by code.", labels=["code"])
+        for code, count in sorted(hub.stats.errors.items()):
+            errors.add_metric([code], count)
+        yield errors
+        yield CounterMetricFamily(
+            "veche_turn_credentials_issued",
+            "TURN credentials handed out.",
+            value=hub.stats.turn_credentials,
+        )
+        yield GaugeMetricFamily(
+            "veche_event_loop_lag_seconds",
+            "How late the event loop ran its last check.",
+            value=monitor.last,
+        )
+        yield GaugeMetricFamily(
+            "veche_event_loop_lag_max_seconds",
+            "The worst event loop lag since start.",
+            value=monitor.worst,
+        )
+
+
+def _allowed(request: web.Request, settings: Settings) -> bool:
+    token = settings.metrics_token
+    header = request.headers.get("Authorization", "")
+    if token is not None and header.startswith("Bearer "):
+        return hmac.compare_digest(header[7:].encode(), token.get_secret_value().encode())
+    try:
+        address = ipaddress.ip_address(request.remote or "")
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net) for net in settings.metrics_networks)
+
+
+def metrics_registry(app: web.Application) -> CollectorRegistry:
+    """A registry of this app's metrics only (several apps may share a process in tests)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(VecheCollector(app))
+    return registry
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """``GET /metrics``: 403 unless the client may read them."""
+    if not _allowed(request, request.app[SETTINGS]):
+        raise web.HTTPForbidden(text="metrics are not available to you\n")
+    body = generate_latest(request.app[METRICS])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
