@@ -62,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--moderator", action="store_true", help="the holder moderates")
     token.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid")
     token.add_argument("--private-key", default=None, help="PEM private key file (RS256/ES256)")
+    admin = commands.add_parser(
+        "admin", help="call the admin API of a running server (token: VECHE_ADMIN_TOKEN)"
+    )
+    admin.add_argument(
+        "--url", default=None, help="the server (default: http://127.0.0.1:<VECHE_PORT>)"
+    )
+    actions = admin.add_subparsers(dest="action", required=True)
+    actions.add_parser("rooms", help="list rooms and participants")
+    actions.add_parser("room", help="one room").add_argument("room")
+    actions.add_parser("close", help="end a meeting for everyone").add_argument("room")
+    remove = actions.add_parser("remove", help="remove a participant")
+    remove.add_argument("room")
+    remove.add_argument("participant")
     return parser
 
 
@@ -99,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if parsed.command == "token":
         return mint(settings, parsed)
+    if parsed.command == "admin":
+        return admin(settings, parsed)
     if settings.workers > 1:
         from veche.logs import configure_logging
         from veche.workers import run_workers
@@ -146,6 +161,45 @@ def mint(settings: Settings, parsed: argparse.Namespace) -> int:
         print(f"veche: cannot mint a token: {exc}", file=sys.stderr)
         return 2
     print(token)
+    return 0
+
+
+def admin(settings: Settings, parsed: argparse.Namespace) -> int:
+    """``veche admin``: one call of the admin API; prints its JSON answer."""
+    import json
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote
+
+    if settings.admin_token is None:
+        print("veche: set VECHE_ADMIN_TOKEN (the server's admin_token)", file=sys.stderr)
+        return 2
+    base = (parsed.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    method, path = {
+        "rooms": ("GET", "/api/rooms"),
+        "room": ("GET", f"/api/rooms/{quote(getattr(parsed, 'room', ''), safe='')}"),
+        "close": ("DELETE", f"/api/rooms/{quote(getattr(parsed, 'room', ''), safe='')}"),
+        "remove": (
+            "DELETE",
+            f"/api/rooms/{quote(getattr(parsed, 'room', ''), safe='')}/participants/"
+            f"{quote(getattr(parsed, 'participant', ''), safe='')}",
+        ),
+    }[parsed.action]
+    request = urllib.request.Request(base + path, method=method)  # noqa: S310 - http(s) only
+    request.add_header("Authorization", f"Bearer {settings.admin_token.get_secret_value()}")
+    if not base.startswith(("http://", "https://")):
+        print("veche: --url must start with http:// or https://", file=sys.stderr)
+        return 2
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        print(f"veche: {exc.code} {exc.read().decode(errors='replace').strip()}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"veche: cannot reach {base}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(json.loads(body), indent=2, ensure_ascii=False) if body else "done")
     return 0
 
 

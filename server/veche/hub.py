@@ -265,13 +265,39 @@ class Hub:
                 self._deliver(deliveries)
             case EndMeeting():
                 room, me = self._admitted(session)
-                for person in room.end(me.id):
-                    self._dismiss(person, "ended")
-                self.rooms.drop(room.name)
-                self._speakers.pop(room.name, None)
-                log.info("meeting ended", extra={"room": room.name, "by": me.id})
+                self._end(room, room.end(me.id), by=me.id)
             case _:  # pragma: no cover - the type checker proves this unreachable
                 assert_never(message)
+
+    # ------------------------------------------------------------------ administration
+
+    def close_room(self, name: RoomName) -> bool:
+        """End a meeting for everyone in it (the admin API); False if there is no such room."""
+        room = self.rooms.get(name)
+        if room is None:
+            return False
+        self._end(room, room.close(), by="admin")
+        return True
+
+    def remove_participant(self, name: RoomName, participant_id: ParticipantId) -> bool:
+        """Remove one participant (the admin API), as a moderator's ``remove`` does; False if
+        there is no such participant in that room."""
+        room = self.rooms.get(name)
+        if room is None:
+            return False
+        deliveries, removed = room.expel(participant_id, now=self._clock())
+        if removed is None:
+            return False
+        self._dismiss(removed, "removed")
+        self._apply(deliveries)
+        return True
+
+    def _end(self, room: Room, everyone: list[Participant], *, by: str) -> None:
+        for person in everyone:
+            self._dismiss(person, "ended")
+        self.rooms.drop(room.name)
+        self._speakers.pop(room.name, None)
+        log.info("meeting ended", extra={"room": room.name, "by": by})
 
     def shutdown(self) -> None:
         """Ask every connection to close with 1001."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from aiohttp import web
 
 from veche import views
+from veche.admin import setup_admin_routes
 from veche.metrics import metrics_handler
 from veche.signalling import websocket_handler
 
@@ -22,4 +23,5 @@ def setup_routes(app: web.Application, web_root: Path) -> None:
     app.router.add_get("/healthz", views.healthz, name="healthz")
     app.router.add_get("/metrics", metrics_handler, name="metrics")
     app.router.add_get("/ws", websocket_handler, name="ws")
+    setup_admin_routes(app)
     app.router.add_static("/static", web_root, name="static", follow_symlinks=False)

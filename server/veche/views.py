@@ -141,7 +141,7 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "no-referrer")
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    if request.path == "/healthz":
+    if request.path in ("/healthz", "/metrics") or request.path.startswith("/api/"):
         headers.setdefault("Cache-Control", "no-store")
     else:
         # Assets are not content-hashed: let browsers keep them but revalidate (ETag and

@@ -255,9 +255,7 @@ class Room:
         if target is None:
             raise Refused("no such participant in this room", code=ErrorCode.NOT_FOUND)
         if action == "remove":
-            if target.session is not None:
-                self._banned_sessions.add(target.session)
-            return self.leave(target_id, "removed", now=now), target
+            return self.expel(target_id, now=now)
         if action == "mute":
             target.audio = False
             target.audio_blocked = self.policy.moderator_must_allow
@@ -315,10 +313,27 @@ class Room:
         denied = [self._waiting.pop(pid) for pid in self._lobby_targets(target_id, everyone)]
         return self._lobby_update(), denied
 
+    def expel(
+        self, target_id: ParticipantId, *, now: float
+    ) -> tuple[list[Delivery], Participant | None]:
+        """Remove a participant (a moderator's or an administrator's decision): the others
+        hear ``participant_left`` (``removed``), and its browser session cannot come back.
+        Returns the deliveries and the removed participant (``None`` if absent)."""
+        target = self._participants.get(target_id)
+        if target is None:
+            return [], None
+        if target.session is not None:
+            self._banned_sessions.add(target.session)
+        return self.leave(target_id, "removed", now=now), target
+
     def end(self, actor_id: ParticipantId) -> list[Participant]:
-        """A moderator ends the meeting: returns everyone (present and waiting) for the caller
-        to dismiss. The room admits nobody afterwards."""
+        """A moderator ends the meeting: see :meth:`close`."""
         self._require_moderator(actor_id)
+        return self.close()
+
+    def close(self) -> list[Participant]:
+        """End the meeting: returns everyone (present and waiting) for the caller to dismiss.
+        The room admits nobody afterwards."""
         self.ended = True
         everyone = self.participants + self.waiting
         self._participants.clear()

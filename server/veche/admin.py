@@ -1,0 +1,229 @@
+"""The admin API under ``/api/``: look at and act on this node's meetings.
+
+Off unless ``admin_token`` is set (every ``/api/`` path is then 404); every call but the
+OpenAPI description needs ``Authorization: Bearer <admin_token>`` (401 otherwise, the same for
+a missing and a wrong token). With several nodes each node answers for the rooms it hosts.
+``veche admin`` (see :mod:`veche.cli`) wraps it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Final
+
+from aiohttp import web
+
+from veche import __version__
+from veche.appkeys import HUB, SETTINGS
+from veche.errors import InvalidRoomName
+from veche.ids import ParticipantId
+from veche.rooms import Room, normalize_room_name
+
+__all__ = ["OPENAPI", "setup_admin_routes"]
+
+_ROOM_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["name", "participants", "waiting", "settings", "created_at"],
+    "properties": {
+        "name": {"type": "string"},
+        "created_at": {"type": "number", "description": "Unix time"},
+        "waiting": {"type": "integer", "description": "people in the lobby"},
+        "settings": {"type": "object"},
+        "participants": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "name": {"type": "string"},
+                    "role": {"type": "string", "enum": ["moderator", "participant"]},
+                    "audio": {"type": "boolean"},
+                    "video": {"type": "boolean"},
+                    "screen": {"type": "boolean"},
+                    "reconnecting": {"type": "boolean"},
+                    "joined_at": {"type": "number"},
+                },
+            },
+        },
+    },
+}
+_ROOM_PARAMETER: Final = {
+    "name": "room",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+_ERRORS: Final = {
+    "401": {"description": "missing or wrong bearer token"},
+    "404": {"description": "no such room (or participant) on this node"},
+}
+
+OPENAPI: Final[dict[str, Any]] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Veche admin API",
+        "version": __version__,
+        "description": "Meetings hosted by this node. Send `Authorization: Bearer <admin_token>`.",
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {"Room": _ROOM_SCHEMA},
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/api/rooms": {
+            "get": {
+                "summary": "List rooms and their participants",
+                "responses": {
+                    "200": {
+                        "description": "the rooms",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "rooms": {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Room"},
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "401": _ERRORS["401"],
+                },
+            }
+        },
+        "/api/rooms/{room}": {
+            "parameters": [_ROOM_PARAMETER],
+            "get": {
+                "summary": "One room and its participants",
+                "responses": {
+                    "200": {
+                        "description": "the room",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Room"}}
+                        },
+                    },
+                    **_ERRORS,
+                },
+            },
+            "delete": {
+                "summary": "End the meeting for everyone (they get goodbye 'ended')",
+                "responses": {"204": {"description": "ended"}, **_ERRORS},
+            },
+        },
+        "/api/rooms/{room}/participants/{participant}": {
+            "parameters": [
+                _ROOM_PARAMETER,
+                {
+                    "name": "participant",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
+            ],
+            "delete": {
+                "summary": "Remove a participant (goodbye 'removed'; its browser cannot return)",
+                "responses": {"204": {"description": "removed"}, **_ERRORS},
+            },
+        },
+        "/api/openapi.json": {
+            "get": {
+                "summary": "This description",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1"}},
+            }
+        },
+    },
+}
+
+
+def _authorized(request: web.Request) -> None:
+    token = request.app[SETTINGS].admin_token
+    if token is None:
+        raise web.HTTPNotFound()
+    header = request.headers.get("Authorization", "")
+    given = header[7:] if header.startswith("Bearer ") else ""
+    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise web.HTTPUnauthorized(
+            text="a valid admin token is required\n", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+def _room(request: web.Request) -> Room:
+    try:
+        name = normalize_room_name(request.match_info["room"])
+    except InvalidRoomName:
+        raise web.HTTPNotFound(text="no such room\n") from None
+    room = request.app[HUB].rooms.get(name)
+    if room is None:
+        raise web.HTTPNotFound(text="no such room\n")
+    return room
+
+
+def _describe(room: Room) -> dict[str, Any]:
+    return {
+        "name": room.name,
+        "created_at": room.created_at,
+        "waiting": len(room.waiting),
+        "settings": room.settings.model_dump(),
+        "participants": [
+            p.info().model_dump(
+                include={
+                    "id",
+                    "name",
+                    "role",
+                    "audio",
+                    "video",
+                    "screen",
+                    "reconnecting",
+                    "joined_at",
+                }
+            )
+            for p in room.participants
+        ],
+    }
+
+
+async def list_rooms(request: web.Request) -> web.Response:
+    _authorized(request)
+    hub = request.app[HUB]
+    rooms = [room for name in hub.rooms.names if (room := hub.rooms.get(name)) is not None]
+    return web.json_response({"rooms": [_describe(room) for room in rooms]})
+
+
+async def get_room(request: web.Request) -> web.Response:
+    _authorized(request)
+    return web.json_response(_describe(_room(request)))
+
+
+async def close_room(request: web.Request) -> web.Response:
+    _authorized(request)
+    request.app[HUB].close_room(_room(request).name)
+    return web.Response(status=204)
+
+
+async def remove_participant(request: web.Request) -> web.Response:
+    _authorized(request)
+    room = _room(request)
+    participant = ParticipantId(request.match_info["participant"])
+    if not request.app[HUB].remove_participant(room.name, participant):
+        raise web.HTTPNotFound(text="no such participant\n")
+    return web.Response(status=204)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    if request.app[SETTINGS].admin_token is None:
+        raise web.HTTPNotFound()
+    return web.json_response(OPENAPI)
+
+
+def setup_admin_routes(app: web.Application) -> None:
+    """The ``/api/`` routes (they answer 404 while ``admin_token`` is unset)."""
+    app.router.add_get("/api/openapi.json", openapi)
+    app.router.add_get("/api/rooms", list_rooms)
+    app.router.add_get("/api/rooms/{room}", get_room)
+    app.router.add_delete("/api/rooms/{room}", close_room)
+    app.router.add_delete("/api/rooms/{room}/participants/{participant}", remove_participant)

@@ -1,0 +1,169 @@
+"""The admin API and ``veche admin``: each endpoint, the token required, a wrong one refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from veche.admin import OPENAPI
+from veche.app import create_app
+from veche.client import VecheClient
+from veche.protocol import Goodbye, ParticipantLeft
+
+from .serverproc import run_server
+
+TOKEN = "admin-token-0123456789abcdef-0123456"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+async def api(aiohttp_client: Any, make_settings: Any) -> Any:
+    return await aiohttp_client(create_app(make_settings(admin_token=TOKEN)))
+
+
+async def _join(
+    api: Any, room: str, name: str, cookie: str | None = None
+) -> tuple[VecheClient, str]:
+    client = await VecheClient.connect(f"ws://{api.host}:{api.port}/ws", cookie=cookie)
+    welcome = await client.join(room, name)
+    return client, welcome.participant_id
+
+
+async def test_the_api_is_off_without_a_token(aiohttp_client: Any, make_settings: Any) -> None:
+    client = await aiohttp_client(create_app(make_settings()))
+    for path in ("/api/rooms", "/api/openapi.json", "/api/rooms/x"):
+        assert (await client.get(path, headers=AUTH)).status == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/rooms"),
+        ("GET", "/api/rooms/team"),
+        ("DELETE", "/api/rooms/team"),
+        ("DELETE", "/api/rooms/team/participants/p-x"),
+    ],
+)
+@pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer "])
+async def test_every_endpoint_needs_the_token(
+    api: Any, method: str, path: str, header: str | None
+) -> None:
+    ada, _ = await _join(api, "team", "Ada")
+    headers = {"Authorization": header} if header else {}
+    response = await api.request(method, path, headers=headers)
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert TOKEN not in await response.text()
+    # Nothing happened to the meeting.
+    await ada.send({"type": "ping", "id": "alive"})
+    assert (await ada.expect("pong")).type == "pong"
+    await ada.ws.close()
+
+
+async def test_list_and_read_rooms(api: Any) -> None:
+    ada, ada_id = await _join(api, "Team", "Ada")
+    bob, _ = await _join(api, "team", "Bob")
+    await _join(api, "other", "Cyd")
+    listed = await (await api.get("/api/rooms", headers=AUTH)).json()
+    by_name = {room["name"]: room for room in listed["rooms"]}
+    assert set(by_name) == {"team", "other"}
+    team = by_name["team"]
+    assert [p["name"] for p in team["participants"]] == ["Ada", "Bob"]
+    assert team["participants"][0] == {**team["participants"][0], "id": ada_id, "role": "moderator"}
+    assert team["waiting"] == 0
+    one = await api.get("/api/rooms/TEAM", headers=AUTH)
+    assert one.status == 200
+    assert one.headers["Cache-Control"] == "no-store"
+    assert (await one.json())["name"] == "team"
+    assert (await api.get("/api/rooms/nowhere", headers=AUTH)).status == 404
+    assert (await api.get("/api/rooms/%2F..", headers=AUTH)).status == 404
+    await ada.ws.close()
+    await bob.ws.close()
+
+
+async def test_remove_a_participant(api: Any) -> None:
+    ada, _ = await _join(api, "rm", "Ada")
+    bob, bob_id = await _join(api, "rm", "Bob", cookie="veche_session=bob-session-0123456789")
+    response = await api.delete(f"/api/rooms/rm/participants/{bob_id}", headers=AUTH)
+    assert response.status == 204
+    goodbye = await bob.expect("goodbye")
+    assert isinstance(goodbye, Goodbye)
+    assert goodbye.reason == "removed"
+    left = await ada.expect("participant_left")
+    assert isinstance(left, ParticipantLeft)
+    assert (left.participant_id, left.reason) == (bob_id, "removed")
+    again = await VecheClient.connect(
+        f"ws://{api.host}:{api.port}/ws", cookie="veche_session=bob-session-0123456789"
+    )
+    await again.send({"type": "hello", "version": 1, "room": "rm", "name": "Bob"})
+    refused = await again.expect("error")
+    assert refused.type == "error"
+    assert refused.code == "room_unavailable"
+    missing = await api.delete(f"/api/rooms/rm/participants/{bob_id}", headers=AUTH)
+    assert missing.status == 404
+    await ada.ws.close()
+    await again.ws.close()
+
+
+async def test_close_a_room(api: Any) -> None:
+    clients = [(await _join(api, "closing", name))[0] for name in ("Ada", "Bob")]
+    assert (await api.delete("/api/rooms/closing", headers=AUTH)).status == 204
+    for client in clients:
+        goodbye = await client.expect("goodbye")
+        assert isinstance(goodbye, Goodbye)
+        assert goodbye.reason == "ended"
+    assert (await api.get("/api/rooms/closing", headers=AUTH)).status == 404
+    assert (await api.delete("/api/rooms/closing", headers=AUTH)).status == 404
+
+
+async def test_the_openapi_description_covers_every_api_route(api: Any) -> None:
+    described = await (await api.get("/api/openapi.json")).json()
+    assert described == OPENAPI
+    routes = {
+        (route.method.lower(), route.resource.canonical)
+        for route in api.app.router.routes()
+        if route.resource is not None and route.resource.canonical.startswith("/api/")
+    }
+    documented = {
+        (method, path)
+        for path, item in described["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
+    assert routes - {("head", path) for _, path in routes} == documented
+
+
+@pytest.mark.slow
+async def test_veche_admin_command() -> None:
+    env = {**os.environ, "VECHE_ADMIN_TOKEN": TOKEN}
+    with run_server(env={"VECHE_ADMIN_TOKEN": TOKEN}) as server:
+        client = await VecheClient.connect(server.ws)
+        welcome = await client.join("cli", "Ada")
+
+        def admin(*args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "veche", "admin", "--url", server.http, *args],
+                env={**env, "VECHE_ADMIN_TOKEN": token},
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+
+        listed = admin("rooms")
+        assert listed.returncode == 0, listed.stderr
+        assert '"name": "cli"' in listed.stdout
+        assert welcome.participant_id in listed.stdout
+        wrong = admin("rooms", token="x" * 40)
+        assert wrong.returncode == 1
+        assert "401" in wrong.stderr
+        assert admin("remove", "cli", welcome.participant_id).returncode == 0
+        assert (await client.expect("goodbye")).type == "goodbye"
+        assert admin("close", "cli").returncode == 0  # empty but still there
+        assert admin("room", "cli").returncode == 1
+        await client.ws.close()
+        assert server.terminate() == 0
