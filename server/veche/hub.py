@@ -17,6 +17,7 @@ from typing import Final, Literal, Protocol, assert_never
 from veche.auth import Identity
 from veche.errors import ErrorCode, ProtocolError, Refused, VecheError
 from veche.ids import ParticipantId, RoomName, new_resume_token
+from veche.logs import PARTICIPANT
 from veche.media import MediaRouter, media_config
 from veche.protocol import (
     PROTOCOL_VERSION,
@@ -332,6 +333,7 @@ class Hub:
             return
         if identity is not None:
             self._replace(identity, name)
+        new_room = name not in self.rooms
         room, participant, deliveries = self.rooms.join(
             name,
             clean_display_name(identity.name if identity else hello.name),
@@ -344,6 +346,9 @@ class Hub:
         )
         session.room, session.participant = room, participant
         self._by_participant[participant.id] = session
+        PARTICIPANT.set(participant.id)
+        if new_room:
+            log.info("room created", extra={"room": room.name})
         if participant.id in room:
             self._welcome(room, participant)
         else:
@@ -387,6 +392,7 @@ class Hub:
         participant.resume_token = new_resume_token()
         session.room, session.participant = room, participant
         self._by_participant[participant.id] = session
+        PARTICIPANT.set(participant.id)
         deliveries = room.reconnect(participant.id)
         self._welcome(room, participant, resumed=True)
         self._apply(deliveries)

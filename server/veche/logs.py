@@ -5,9 +5,28 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from typing import Final
 
-__all__ = ["configure_logging"]
+__all__ = ["CONNECTION", "PARTICIPANT", "ContextFilter", "configure_logging"]
+
+CONNECTION: Final[ContextVar[str | None]] = ContextVar("veche_connection", default=None)
+"""The signalling connection the current task serves (set by the WebSocket edge)."""
+PARTICIPANT: Final[ContextVar[str | None]] = ContextVar("veche_participant", default=None)
+"""The participant the current task acts for, once known (set by the hub)."""
+
+
+class ContextFilter(logging.Filter):
+    """Stamps every record with the connection and participant the current task serves, so
+    every line of one client's story can be found (``connection=c-...``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, var in (("connection", CONNECTION), ("participant", PARTICIPANT)):
+            value = var.get()
+            if value is not None and not hasattr(record, name):
+                setattr(record, name, value)
+        return True
+
 
 _STANDARD: Final = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
@@ -50,6 +69,7 @@ def configure_logging(level: str, fmt: str) -> None:
     """Send every log record at ``level`` or above to standard error in format ``fmt``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

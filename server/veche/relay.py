@@ -31,6 +31,7 @@ from veche.bus import Bus, BusUnavailable, Subscription
 from veche.cluster import Cluster
 from veche.errors import ErrorCode, VecheError
 from veche.hub import Hub, Session
+from veche.logs import CONNECTION
 from veche.protocol import (
     CloseCode,
     Error,
@@ -246,6 +247,7 @@ class Relay:
         self._remotes[key] = remote
 
     async def _serve_remote(self, key: tuple[str, str], remote: _Remote) -> None:
+        CONNECTION.set(key[1])  # the relayed session id names the edge node's connection
         session = remote.session
         try:
             while True:

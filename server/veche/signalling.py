@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import deque
 from typing import Final
@@ -22,6 +23,7 @@ from veche.appkeys import HUB, RELAY, SETTINGS
 from veche.auth import AuthError, verify_token
 from veche.errors import ErrorCode, InvalidRoomName, VecheError
 from veche.hub import Hub, Session
+from veche.logs import CONNECTION
 from veche.protocol import (
     MAX_MESSAGE_BYTES,
     CloseCode,
@@ -296,6 +298,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         compress=False,
     )
     await ws.prepare(request)
+    CONNECTION.set("c-" + secrets.token_hex(4))
     connection = ClientConnection(ws, request.transport, settings)
     session = hub.connect(
         connection, remote=address, browser_session=browser_session(request), identity=identity
