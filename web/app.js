@@ -261,8 +261,18 @@ function renderRoster(participants) {
     tile.dataset.role = p.role;
     if (isMe) followServer(p);
   }
+  renderRecording();
   renderStage(participants);
   people.render();
+}
+
+/** Show whether the meeting is recorded, and the record button to moderators. */
+function renderRecording() {
+  const recording = Boolean(connection?.settings?.recording);
+  byId("recording").hidden = !recording;
+  /** @type {HTMLButtonElement} */ const button = byId("record");
+  button.hidden = serverMe?.role !== "moderator";
+  button.setAttribute("aria-pressed", String(recording));
 }
 
 /**
@@ -431,7 +441,12 @@ function join(name, password) {
     activeSpeaker = participantId;
     for (const [id, { tile }] of tiles) tile.classList.toggle("speaking", id === participantId);
   };
-  conn.onRoomUpdated = () => people.render();
+  conn.onRoomUpdated = (settings) => {
+    const was = !byId("recording").hidden;
+    renderRecording();
+    if (settings.recording !== was) setStatus(settings.recording ? "recording.started" : "recording.stopped");
+    people.render();
+  };
   conn.onLobby = (waiting) => {
     const grew = waiting.length > people.waiting.length;
     people.waiting = waiting;
@@ -465,6 +480,7 @@ function join(name, password) {
     screenTrack = null;
     serverMe = undefined;
     people.waiting = [];
+    byId("recording").hidden = true;
     const said = statusKey?.[0] ?? "";
     if (said.startsWith("goodbye.") || said === "error.room_unavailable" || said === "error.rate_limited") {
       // keep the reason already shown
@@ -515,6 +531,9 @@ soundButton.addEventListener("click", () => {
 });
 byId("leave").addEventListener("click", () => connection?.leave());
 byId("screen").addEventListener("click", () => toggleScreen());
+byId("record").addEventListener("click", () => {
+  connection?.record(byId("record").getAttribute("aria-pressed") !== "true");
+});
 byId("hand").addEventListener("click", () => {
   const raised = byId("hand").getAttribute("aria-pressed") !== "true";
   connection?.raiseHand(raised);

@@ -337,6 +337,14 @@ export class Connection {
     this.send({ type: admit ? ClientType.ADMIT : ClientType.DENY, ...target });
   }
 
+  /**
+   * Start or stop recording the room (moderators).
+   * @param {boolean} active
+   */
+  record(active) {
+    this.send({ type: ClientType.RECORD, active });
+  }
+
   /** End the meeting for everyone (moderators). */
   endMeeting() {
     this.send({ type: ClientType.END_MEETING });

@@ -19,6 +19,7 @@ export const ClientType = Object.freeze({
   CONFIGURE: "configure",
   ADMIT: "admit",
   DENY: "deny",
+  RECORD: "record",
   END_MEETING: "end_meeting",
 });
 
@@ -311,12 +312,22 @@ export const CloseCode = Object.freeze({
  */
 
 /**
+ * A moderator starts or stops recording the room (each participant's audio and video to a file on the server; ``audio_only`` leaves video out). Everyone is told by ``room_updated``.
+ * @typedef {object} RecordMessage
+ * @property {(string | null)} [id]
+ * @property {"record"} type
+ * @property {boolean} active
+ * @property {boolean} [audio_only]
+ */
+
+/**
  * A room's settings, as everyone in it sees them.
  * @typedef {object} RoomState
  * @property {boolean} [locked]
  * @property {boolean} [lobby]
  * @property {boolean} [has_password]
  * @property {boolean} [moderator_must_allow]
+ * @property {boolean} [recording]
  */
 
 /**
@@ -374,6 +385,6 @@ export const CloseCode = Object.freeze({
  * @property {(string | null)} [active_speaker]
  */
 
-/** @typedef {HelloMessage | LeaveMessage | PingMessage | UpdateMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatMessage | HandMessage | ReactMessage | ScreenShareMessage | ModerateMessage | ConfigureMessage | AdmitMessage | DenyMessage | EndMeetingMessage} ClientMessage */
+/** @typedef {HelloMessage | LeaveMessage | PingMessage | UpdateMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatMessage | HandMessage | ReactMessage | ScreenShareMessage | ModerateMessage | ConfigureMessage | AdmitMessage | DenyMessage | RecordMessage | EndMeetingMessage} ClientMessage */
 
 /** @typedef {WelcomeMessage | ParticipantJoinedMessage | ParticipantLeftMessage | ParticipantUpdatedMessage | PongMessage | ErrorMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatPostedMessage | ReactedMessage | ActiveSpeakerMessage | RoomUpdatedMessage | LobbyUpdatedMessage | WaitingMessage | GoodbyeMessage} ServerMessage */

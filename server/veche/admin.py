@@ -9,13 +9,15 @@ a missing and a wrong token). With several nodes each node answers for the rooms
 from __future__ import annotations
 
 import hmac
+import json
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
 
 from veche import __version__
 from veche.appkeys import HUB, SETTINGS
-from veche.errors import InvalidRoomName
+from veche.errors import InvalidRoomName, Refused
 from veche.ids import ParticipantId
 from veche.rooms import Room, normalize_room_name
 
@@ -129,6 +131,48 @@ OPENAPI: Final[dict[str, Any]] = {
                 "responses": {"204": {"description": "removed"}, **_ERRORS},
             },
         },
+        "/api/rooms/{room}/recording": {
+            "parameters": [_ROOM_PARAMETER],
+            "post": {
+                "summary": "Start recording the room (everyone in it is told)",
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"audio_only": {"type": "boolean"}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {"description": "recording; the body names its folder"},
+                    "501": {"description": "recording_dir is not set"},
+                    **_ERRORS,
+                },
+            },
+            "delete": {
+                "summary": "Stop recording (the files are written in the background)",
+                "responses": {"204": {"description": "stopped"}, **_ERRORS},
+            },
+        },
+        "/api/recordings": {
+            "get": {
+                "summary": "List recordings with their manifests (null while being written)",
+                "responses": {"200": {"description": "the recordings"}, "401": _ERRORS["401"]},
+            }
+        },
+        "/api/recordings/{recording}/{file}": {
+            "parameters": [
+                {"name": "recording", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "file", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "get": {
+                "summary": "Download a recorded file (a participant's .webm, or manifest.json)",
+                "responses": {"200": {"description": "the file"}, **_ERRORS},
+            },
+        },
         "/api/openapi.json": {
             "get": {
                 "summary": "This description",
@@ -214,6 +258,60 @@ async def remove_participant(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def start_recording(request: web.Request) -> web.Response:
+    _authorized(request)
+    room = _room(request)
+    audio_only = False
+    if request.can_read_body:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="the body must be JSON\n") from None
+        audio_only = bool(body.get("audio_only", False)) if isinstance(body, dict) else False
+    try:
+        directory = request.app[HUB].start_recording(room.name, audio_only=audio_only)
+    except Refused as exc:
+        raise web.HTTPNotImplemented(text=exc.message + "\n") from None
+    return web.json_response({"recording": directory.name}, status=201)
+
+
+async def stop_recording(request: web.Request) -> web.Response:
+    _authorized(request)
+    if not request.app[HUB].stop_recording(_room(request).name):
+        raise web.HTTPNotFound(text="the room is not being recorded\n")
+    return web.Response(status=204)
+
+
+def _recordings_root(request: web.Request) -> Path:
+    directory = request.app[SETTINGS].recording_dir
+    if directory is None:
+        raise web.HTTPNotFound(text="recording is not set up\n")
+    return Path(directory).resolve()
+
+
+async def list_recordings(request: web.Request) -> web.Response:
+    _authorized(request)
+    root = _recordings_root(request)
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not folder.is_dir():
+            continue
+        manifest_path = folder / "manifest.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+        found.append({"id": folder.name, "manifest": manifest})
+    return web.json_response({"recordings": found})
+
+
+async def download(request: web.Request) -> web.FileResponse:
+    _authorized(request)
+    root = _recordings_root(request)
+    path = (root / request.match_info["recording"] / request.match_info["file"]).resolve()
+    # Only files directly inside one recording's folder, whatever the request says.
+    if path.parent.parent != root or not path.is_file() or path.name.startswith("."):
+        raise web.HTTPNotFound(text="no such file\n")
+    return web.FileResponse(path)
+
+
 async def openapi(request: web.Request) -> web.Response:
     if request.app[SETTINGS].admin_token is None:
         raise web.HTTPNotFound()
@@ -227,3 +325,7 @@ def setup_admin_routes(app: web.Application) -> None:
     app.router.add_get("/api/rooms/{room}", get_room)
     app.router.add_delete("/api/rooms/{room}", close_room)
     app.router.add_delete("/api/rooms/{room}/participants/{participant}", remove_participant)
+    app.router.add_post("/api/rooms/{room}/recording", start_recording)
+    app.router.add_delete("/api/rooms/{room}/recording", stop_recording)
+    app.router.add_get("/api/recordings", list_recordings)
+    app.router.add_get("/api/recordings/{recording}/{file}", download)

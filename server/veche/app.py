@@ -70,9 +70,11 @@ async def _room_sweeper(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _media(app: web.Application) -> AsyncIterator[None]:
-    """Every peer connection is closed (bounded in time) before the process exits."""
+    """Every peer connection is closed (bounded in time), and recordings are written, before
+    the process exits."""
     yield
     await app[HUB].media.close()
+    await app[HUB].finish()
 
 
 async def _coordination(app: web.Application) -> AsyncIterator[None]:

@@ -12,13 +12,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final, Literal, Protocol, assert_never
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol, assert_never
 
 from veche.auth import Identity
 from veche.errors import ErrorCode, ProtocolError, Refused, VecheError
 from veche.ids import ParticipantId, RoomName, new_resume_token
 from veche.logs import PARTICIPANT
 from veche.media import MediaRouter, media_config
+from veche.media.recorder import Recording, finish_in_worker
 from veche.protocol import (
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -44,6 +46,7 @@ from veche.protocol import (
     Ping,
     Pong,
     React,
+    Record,
     ScreenShare,
     ServerMessage,
     Update,
@@ -153,6 +156,8 @@ class Hub:
         self._speakers: dict[RoomName, str | None] = {}
         self._resumable: dict[str, tuple[Room, Participant]] = {}
         self.stats = HubStats()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._recording_dirs: dict[RoomName, Path] = {}
         self._away: dict[ParticipantId, asyncio.TimerHandle] = {}
 
     @property
@@ -264,6 +269,9 @@ class Hub:
                 for person in denied:
                     self._dismiss(person, "denied")
                 self._deliver(deliveries)
+            case Record():
+                room, me = self._admitted(session)
+                self._record(room, me.id, message.active, audio_only=message.audio_only)
             case EndMeeting():
                 room, me = self._admitted(session)
                 self._end(room, room.end(me.id), by=me.id)
@@ -293,7 +301,84 @@ class Hub:
         self._apply(deliveries)
         return True
 
+    def start_recording(self, name: RoomName, *, audio_only: bool = False) -> Path:
+        """Start recording a room (the admin API); its folder. Raises
+        :class:`~veche.errors.Refused` (``not_found``, ``unsupported``)."""
+        room = self.rooms.get(name)
+        if room is None:
+            raise Refused("no such room", code=ErrorCode.NOT_FOUND)
+        directory = self._record(room, None, True, audio_only=audio_only)
+        assert directory is not None
+        return directory
+
+    def stop_recording(self, name: RoomName) -> bool:
+        """Stop recording a room (the admin API); False if it was not recording."""
+        room = self.rooms.get(name)
+        if room is None or not room.settings.recording:
+            return False
+        self._record(room, None, False, audio_only=False)
+        return True
+
+    async def finish(self) -> None:
+        """Wait for background work (recordings being written) to end."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _record(
+        self, room: Room, actor: ParticipantId | None, active: bool, *, audio_only: bool
+    ) -> Path | None:
+        """Start or stop recording (``actor``: the moderator, ``None`` for the admin API); the
+        recording's folder while it records."""
+        if self.settings.recording_dir is None:
+            raise Refused("recording is not set up on this server", code=ErrorCode.UNSUPPORTED)
+        before = room.settings.recording
+        deliveries = room.set_recording(actor, active)
+        if before != active:
+            if active:
+                self._start_recording(room, audio_only=audio_only)
+            else:
+                self._stop_recording(room.name)
+        self._deliver(deliveries)
+        return self._recording_dirs.get(room.name)
+
+    def _start_recording(self, room: Room, *, audio_only: bool) -> None:
+        assert self.settings.recording_dir is not None
+        base = Path(self.settings.recording_dir).resolve()
+        base.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
+        directory = (base / f"{room.name}-{stamp}").resolve()
+        suffix = 1
+        while directory.exists():
+            suffix += 1
+            directory = (base / f"{room.name}-{stamp}-{suffix}").resolve()
+        if directory.parent != base:  # never outside the configured directory
+            raise Refused("this room cannot be recorded", code=ErrorCode.UNSUPPORTED)
+        directory.mkdir()
+
+        def name_of(participant_id: str) -> str:
+            participant = room.get(ParticipantId(participant_id))
+            return participant.name if participant is not None else "?"
+
+        recording = Recording(room.name, directory, audio_only, names=name_of)
+        self.media.start_recording(room.name, recording)
+        self._recording_dirs[room.name] = directory
+        log.info(
+            "recording started",
+            extra={"room": room.name, "directory": directory.name, "audio_only": audio_only},
+        )
+
+    def _stop_recording(self, name: RoomName) -> None:
+        self._recording_dirs.pop(name, None)
+        recording = self.media.stop_recording(name)
+        if recording is None:
+            return
+        task = asyncio.ensure_future(finish_in_worker(recording.stop()))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        log.info("recording stopped", extra={"room": name, "directory": recording.directory.name})
+
     def _end(self, room: Room, everyone: list[Participant], *, by: str) -> None:
+        self._stop_recording(room.name)
         for person in everyone:
             self._dismiss(person, "ended")
         self.rooms.drop(room.name)
@@ -301,7 +386,10 @@ class Hub:
         log.info("meeting ended", extra={"room": room.name, "by": by})
 
     def shutdown(self) -> None:
-        """Ask every connection to close with 1001."""
+        """Ask every connection to close with 1001 and stop every recording (its files are
+        written in the background: see :meth:`finish`)."""
+        for name in list(self._recording_dirs):
+            self._stop_recording(name)
         for handle in self._away.values():
             handle.cancel()
         self._away.clear()
@@ -312,6 +400,7 @@ class Hub:
         """Drop rooms that have stayed empty for the grace period."""
         for name in self.rooms.sweep(now=self._clock()):
             self._speakers.pop(name, None)
+            self._stop_recording(name)
             log.info("room dropped", extra={"room": name})
 
     # ------------------------------------------------------------------ internals

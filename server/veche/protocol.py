@@ -59,6 +59,7 @@ __all__ = [
     "Pong",
     "React",
     "Reacted",
+    "Record",
     "Role",
     "RoomState",
     "RoomUpdated",
@@ -173,6 +174,9 @@ class RoomState(_Model):
     has_password: bool = False
     moderator_must_allow: bool = Field(
         False, description="A participant muted by a moderator cannot unmute until allowed."
+    )
+    recording: bool = Field(
+        False, description="The meeting is being recorded: clients show it for as long as it lasts."
     )
 
 
@@ -349,6 +353,15 @@ class Deny(_ClientBase):
     all: bool = False
 
 
+class Record(_ClientBase):
+    """A moderator starts or stops recording the room (each participant's audio and video to a
+    file on the server; ``audio_only`` leaves video out). Everyone is told by ``room_updated``."""
+
+    type: Literal["record"] = "record"
+    active: bool
+    audio_only: bool = False
+
+
 class EndMeeting(_ClientBase):
     """A moderator ends the meeting for everyone."""
 
@@ -371,6 +384,7 @@ ClientMessage = Annotated[
     | Configure
     | Admit
     | Deny
+    | Record
     | EndMeeting,
     Field(discriminator="type"),
 ]
@@ -544,6 +558,7 @@ _CLIENT_MODELS: Final = _tags(
         Configure,
         Admit,
         Deny,
+        Record,
         EndMeeting,
     )
 )

@@ -179,6 +179,11 @@ class Settings(BaseSettings):
         None, description="PEM certificate (chain) file: serve HTTPS and WSS without a proxy."
     )
     tls_key: str | None = Field(None, description="PEM private key file for `tls_cert`.")
+    recording_dir: str | None = Field(
+        None,
+        description="Directory recordings are written to (one folder per recording); unset: "
+        "recording is off.",
+    )
     metrics_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         description="Comma-separated networks that may read `/metrics` without a token "

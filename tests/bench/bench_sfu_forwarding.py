@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -73,13 +74,20 @@ TARGET_US_PER_PACKET: Final = 60.0
 TARGET_RATIO: Final = 5.0
 
 VECHE: Final = "Veche"
+RECORDING: Final = "Veche recording"
+RECORDING_DIR: Final = Path(tempfile.gettempdir()) / "veche-bench-recordings"
 BASELINE: Final = "MediaRelay"
 SERVERS: Final = {
     VECHE: [sys.executable, "-m", "veche"],
+    RECORDING: [sys.executable, "-m", "veche"],
     BASELINE: [sys.executable, "-m", "tests.bench.relay_server"],
 }
 # Every rig connection comes from 127.0.0.1: lift Veche's per-address connection limit.
-SERVER_OPTIONS: Final = {VECHE: ["--max-connections-per-address", "1000"], BASELINE: []}
+SERVER_OPTIONS: Final = {
+    VECHE: ["--max-connections-per-address", "1000"],
+    RECORDING: ["--max-connections-per-address", "1000", "--recording-dir", str(RECORDING_DIR)],
+    BASELINE: [],
+}
 RIG: Final = [sys.executable, "-m", "tests.bench.rig"]
 ROOM: Final = "bench"
 
@@ -241,7 +249,8 @@ async def _run_trial(server: str, k: int, seconds: float, logs: Path) -> Trial:
     try:
         await _wait_healthy(process, port)
         publisher = await _spawn(
-            [*RIG, "publish", "--url", url, "--room", ROOM],
+            [*RIG, "publish", "--url", url, "--room", ROOM]
+            + (["--record"] if server == RECORDING else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -455,6 +464,26 @@ async def bench(ks: list[int], seconds: float, baseline: bool, logs: Path | None
             patient = time.monotonic() - start < PATIENCE
             ours.append(await run_trial(VECHE, k, seconds, log_dir, patient=patient))
             print(describe(ours[-1]), flush=True)
+        # The same largest K while the room is recorded (the publisher, its moderator, asks).
+        recorded = await run_trial(RECORDING, max(ks), seconds, log_dir, patient=True)
+        print(describe(recorded), flush=True)
+        written = [f for f in RECORDING_DIR.glob("*/*") if f.suffix == ".webm"]
+        manifests = list(RECORDING_DIR.glob("*/manifest.json"))
+        print(
+            f"  recorded: {len(manifests)} manifest(s), {len(written)} file(s), "
+            f"{sum(f.stat().st_size for f in written) / 1e6:.1f} MB",
+            flush=True,
+        )
+        shutil.rmtree(RECORDING_DIR, ignore_errors=True)
+        plain = next(t for t in ours if t.k == max(ks))
+        if recorded.server_cores and plain.server_cores:
+            print(
+                f"Recording the room at K={max(ks)}: server {recorded.server_cores:.2f} cores "
+                f"against {plain.server_cores:.2f} without (forwarding the same "
+                f"{recorded.packets_per_second:.0f} pkt/s at {recorded.fps_min:.1f} fps "
+                "min)",
+                flush=True,
+            )
         theirs: list[Trial] = []
         for k in ks if baseline else []:
             patient = time.monotonic() - start < PATIENCE

@@ -55,8 +55,9 @@ CONFIG: Final = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX
 # ------------------------------------------------------------------------------- publisher
 
 
-async def publish(url: str, room: str) -> None:
-    """Publish until standard input closes, then report when each video frame was made."""
+async def publish(url: str, room: str, *, record: bool = False) -> None:
+    """Publish until standard input closes, then report when each video frame was made. With
+    ``record``, the publisher (the room's moderator) records the room meanwhile."""
     client = await MediaClient.join(url, room, "publisher")
     try:
         await client.publish()
@@ -65,6 +66,8 @@ async def publish(url: str, room: str) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError("the publish connection did not connect")
             await asyncio.sleep(0.05)
+        if record:
+            await client.send({"type": "record", "active": True})
         _emit({"ready": True})
         await asyncio.to_thread(sys.stdin.read)
     finally:
@@ -269,9 +272,10 @@ def main() -> None:
     parser.add_argument("--publisher-pid", type=int, help="publisher process to measure")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--record", action="store_true", help="publisher: record the room")
     args = parser.parse_args()
     if args.role == "publish":
-        asyncio.run(publish(args.url, args.room))
+        asyncio.run(publish(args.url, args.room, record=args.record))
     else:
         given = {"server": args.server_pid, "publisher": args.publisher_pid}
         pids = {role: pid for role, pid in given.items() if pid is not None}

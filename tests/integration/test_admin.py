@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -167,3 +168,53 @@ async def test_veche_admin_command() -> None:
         assert admin("room", "cli").returncode == 1
         await client.ws.close()
         assert server.terminate() == 0
+
+
+async def test_recording_through_the_api(
+    aiohttp_client: Any, make_settings: Any, tmp_path: Any
+) -> None:
+    """Start and stop a room's recording; everyone in it is told; the recording is listed and
+    its manifest downloads; nothing outside a recording's folder can be fetched."""
+    api = await aiohttp_client(
+        create_app(make_settings(admin_token=TOKEN, recording_dir=str(tmp_path / "rec")))
+    )
+    ada, _ = await _join(api, "taped", "Ada")
+    started = await api.post("/api/rooms/taped/recording", json={"audio_only": True}, headers=AUTH)
+    assert started.status == 201
+    folder = (await started.json())["recording"]
+    updated = await ada.expect("room_updated")
+    assert updated.type == "room_updated"
+    assert updated.settings.recording is True
+    assert (await api.delete("/api/rooms/taped/recording", headers=AUTH)).status == 204
+    assert (await ada.expect("room_updated")).settings.recording is False  # type: ignore[union-attr]
+    assert (await api.delete("/api/rooms/taped/recording", headers=AUTH)).status == 404
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        listed = (await (await api.get("/api/recordings", headers=AUTH)).json())["recordings"]
+        if listed and listed[0]["manifest"] is not None:
+            break
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.1)
+    assert listed[0]["id"] == folder
+    assert listed[0]["manifest"]["audio_only"] is True
+    manifest = await api.get(f"/api/recordings/{folder}/manifest.json", headers=AUTH)
+    assert manifest.status == 200
+    assert (await manifest.json())["room"] == "taped"
+    (tmp_path / "secret.txt").write_text("outside")
+    for path in (
+        f"/api/recordings/{folder}/..%2F..%2Fsecret.txt",
+        "/api/recordings/..%2F/secret.txt",
+        f"/api/recordings/{folder}/missing.webm",
+        f"/api/recordings/{folder}/manifest.json%2F..",
+    ):
+        response = await api.get(path, headers=AUTH)
+        assert response.status == 404, path
+    assert (await api.get(f"/api/recordings/{folder}/manifest.json")).status == 401
+    await ada.ws.close()
+
+
+async def test_recording_api_without_a_recording_dir(api: Any) -> None:
+    ada, _ = await _join(api, "untaped", "Ada")
+    assert (await api.post("/api/rooms/untaped/recording", headers=AUTH)).status == 501
+    assert (await api.get("/api/recordings", headers=AUTH)).status == 404
+    await ada.ws.close()

@@ -42,6 +42,7 @@ from veche.protocol import (
     Pong,
     React,
     Reacted,
+    Record,
     RoomState,
     RoomUpdated,
     ScreenShare,
@@ -71,6 +72,7 @@ CLIENT_SAMPLES: list[BaseModel] = [
     Admit(all=True),
     Deny(participant_id="p-3"),
     EndMeeting(),
+    Record(active=True, audio_only=True),
 ]
 SERVER_SAMPLES: list[BaseModel] = [
     Welcome(

@@ -7,11 +7,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from aiortc import RTCIceServer
 
 from veche.media.peer import MediaConfig, MediaPeer
+from veche.media.recorder import Recording
 from veche.media.speaker import SpeakerDetector
 from veche.media.tracks import Uptrack
 from veche.protocol import Answer, Candidate, Offer, ServerMessage, Source
@@ -91,6 +92,8 @@ class MediaRouter:
         self._rooms: dict[str, set[str]] = {}
         self._room_of: dict[str, str] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._recordings: dict[str, Recording] = {}
+        self._recorded: dict[str, list[tuple[Uptrack, Callable[[Any], None]]]] = {}
 
     @property
     def peers(self) -> list[MediaPeer]:
@@ -203,11 +206,41 @@ class MediaRouter:
                 if after != before:
                     self._on_speaker(room, after)
 
+    # ---------------------------------------------------------------- recording
+
+    def start_recording(self, room: str, recording: Recording) -> None:
+        """Spool every track of ``room``, those published later included, to ``recording``."""
+        self._recordings[room] = recording
+        self._recorded[room] = []
+        for member in self._rooms.get(room, ()):
+            for uptrack in self._peers[member].uptracks:
+                self._record(room, uptrack)
+
+    def stop_recording(self, room: str) -> Recording | None:
+        """Stop spooling ``room``; the recording, if there was one (its files are not written
+        yet: see :meth:`Recording.stop`)."""
+        recording = self._recordings.pop(room, None)
+        for uptrack, sink in self._recorded.pop(room, []):
+            with contextlib.suppress(ValueError):
+                uptrack.sinks.remove(sink)
+        return recording
+
+    def _record(self, room: str, uptrack: Uptrack) -> None:
+        recording = self._recordings.get(room)
+        if recording is None or uptrack.closed:
+            return
+        sink = recording.sink_for(uptrack.owner, uptrack.kind, uptrack.codec)
+        if sink is not None:
+            uptrack.sinks.append(sink)
+            self._recorded[room].append((uptrack, sink))
+            uptrack.request_keyframe()  # a recorded video starts at a keyframe
+
     def _published(self, uptrack: Uptrack) -> None:
         self._follow_state(uptrack)
         room = self._room_of.get(uptrack.owner)
         if room is None:
             return
+        self._record(room, uptrack)
         for other in self._rooms.get(room, ()):
             if other != uptrack.owner:
                 self._peers[other].subscribe(uptrack)

@@ -72,6 +72,8 @@ class Uptrack:
         self._on_level = on_level
         self.stats = TrackStats()
         self._counters = counters or MediaCounters()
+        self.sinks: list[Callable[[AssembledFrame], None]] = []
+        """Also given every forwarded frame (a recording)."""
         self.downtracks: set[Downtrack] = set()
         self._receiver = receiver
         self._clock = clock
@@ -130,6 +132,8 @@ class Uptrack:
             sent = 0
             for downtrack in self.downtracks:
                 sent += downtrack.push(frame)
+            for sink in self.sinks:
+                sink(frame)
             if sent:
                 counters = self._counters
                 counters.packets_forwarded += sent * len(frame.payloads)

@@ -26,6 +26,7 @@ class RoomPolicy:
     locked: bool = False
     lobby: bool = False
     moderator_must_allow: bool = False
+    recording: bool = False
     _salt: bytes = b""
     _password_hash: bytes | None = None
 
@@ -57,4 +58,5 @@ class RoomPolicy:
             lobby=self.lobby,
             has_password=self.has_password,
             moderator_must_allow=self.moderator_must_allow,
+            recording=self.recording,
         )

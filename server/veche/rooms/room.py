@@ -298,6 +298,16 @@ class Room:
             deliveries += admitted_deliveries
         return deliveries, admitted
 
+    def set_recording(self, actor_id: ParticipantId | None, active: bool) -> list[Delivery]:
+        """Mark the room as recorded or not (a moderator, or ``None``: an administrator or the
+        server); everyone hears ``room_updated``, nothing if nothing changed."""
+        if actor_id is not None:
+            self._require_moderator(actor_id)
+        if self.policy.recording == active:
+            return []
+        self.policy.recording = active
+        return _deliver(self._ids(), RoomUpdated(settings=self.policy.state()))
+
     def admit(
         self, actor_id: ParticipantId, target_id: ParticipantId | None, *, everyone: bool
     ) -> tuple[list[Delivery], list[Participant]]:

@@ -1,0 +1,59 @@
+"""Recording from the browser: the moderator's Record button, and the indicator every
+participant sees for as long as the recording lasts; the files land in the recording folder."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser
+
+from tests.browser.conftest import REMOTE_VIDEO_PLAYS
+from tests.integration.serverproc import run_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+
+async def test_moderator_records_and_everyone_sees_it(browser: Browser, tmp_path: Path) -> None:
+    with run_server("--host", "127.0.0.1", "--recording-dir", str(tmp_path)) as server:
+        contexts = []
+        try:
+            pages = []
+            for name in ("Ada", "Bob"):
+                context = await browser.new_context(
+                    permissions=["camera", "microphone"], base_url=server.http
+                )
+                contexts.append(context)
+                page = await context.new_page()
+                await page.goto(f"/r/taped?name={name}&join=1&lang=en")
+                pages.append(page)
+            for page in pages:
+                await page.wait_for_function(REMOTE_VIDEO_PLAYS, timeout=30000)
+            ada, bob = pages
+            assert await bob.locator("#record").is_hidden(), "only moderators may record"
+            await ada.locator("#record").click()
+            for page in pages:
+                await page.locator("#recording").wait_for(state="visible", timeout=5000)
+                assert await page.locator("#recording").text_content() == "Recording"
+            await asyncio.sleep(3)
+            await ada.locator("#record").click()
+            for page in pages:
+                await page.locator("#recording").wait_for(state="hidden", timeout=5000)
+        finally:
+            for context in contexts:
+                await context.close()
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.glob("*/manifest.json")):
+            assert time.monotonic() < deadline, "no recording was written"
+            await asyncio.sleep(0.2)
+        (manifest_path,) = tmp_path.glob("*/manifest.json")
+        manifest = json.loads(manifest_path.read_text())
+        assert sorted(p["name"] for p in manifest["participants"]) == ["Ada", "Bob"]
+        for person in manifest["participants"]:
+            assert person.get("audio"), person
+            assert person.get("video"), person
+            assert (manifest_path.parent / person["file"]).stat().st_size > 10_000
+        assert server.terminate() == 0

@@ -1,0 +1,124 @@
+"""Recording without a browser: a call of two aiortc peers with synthetic audio and video is
+recorded, and the files open with PyAV with the expected duration, resolution and audio."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from veche.client import VecheClient
+
+from .peers import MediaClient
+from .serverproc import run_server
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.environ.get("VECHE_IN_NETNS") != "1", reason="media runs in the netns"),
+]
+
+
+def _recording(message: dict[str, Any], active: bool) -> bool:
+    return message["type"] == "room_updated" and message["settings"]["recording"] is active
+
+
+async def _manifest(directory: Path, timeout: float = 30) -> tuple[Path, dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = list(directory.glob("*/manifest.json"))
+        if found:
+            return found[0].parent, json.loads(found[0].read_text())
+        assert time.monotonic() < deadline, "no manifest was written"
+        await asyncio.sleep(0.2)
+
+
+async def _record_call(
+    tmp_path: Path, seconds: float, *, audio_only: bool
+) -> tuple[Path, dict[str, Any], float]:
+    with run_server("--recording-dir", str(tmp_path)) as server:
+        ada = await MediaClient.join(server.ws, "recorded", "Ada")
+        bob = await MediaClient.join(server.ws, "recorded", "Bob")
+        try:
+            for peer in (ada, bob):
+                await peer.publish()
+            deadline = time.monotonic() + 20
+            while not (
+                bob.tracks_from(ada.participant_id, "video")
+                and bob.tracks_from(ada.participant_id, "video")[0].frames > 30
+            ):
+                assert time.monotonic() < deadline, "the call did not start"
+                await asyncio.sleep(0.1)
+            await bob.send({"type": "record", "active": True})
+            forbidden = await bob.wait_for(lambda m: m["type"] == "error")
+            assert forbidden["code"] == "forbidden"
+            await ada.send({"type": "record", "active": True, "audio_only": audio_only})
+            for peer in (ada, bob):
+                await peer.wait_for(lambda m: _recording(m, True))
+            started = time.monotonic()
+            await asyncio.sleep(seconds)
+            await ada.send({"type": "record", "active": False})
+            recorded = time.monotonic() - started
+            for peer in (ada, bob):
+                await peer.wait_for(lambda m: _recording(m, False))
+        finally:
+            for peer in (ada, bob):
+                await peer.close()
+        folder, manifest = await _manifest(tmp_path)
+        assert server.terminate() == 0
+    return folder, manifest, recorded
+
+
+async def test_a_call_is_recorded_one_file_per_participant(tmp_path: Path) -> None:
+    folder, manifest, recorded = await _record_call(tmp_path, 5.0, audio_only=False)
+    assert folder.parent == tmp_path
+    assert manifest["room"] == "recorded"
+    assert manifest["audio_only"] is False
+    assert sorted(p["name"] for p in manifest["participants"]) == ["Ada", "Bob"]
+    assert sorted(path.name for path in folder.iterdir()) == sorted(
+        [p["file"] for p in manifest["participants"]] + ["manifest.json"]
+    ), "spools are removed, nothing else is left"
+    for person in manifest["participants"]:
+        assert person["audio"] is True
+        assert person["video"] is True
+        with av.open(str(folder / person["file"])) as container:
+            assert container.format.name.startswith("matroska")
+            video = container.streams.video[0]
+            audio = container.streams.audio[0]
+            assert (
+                video.codec_context.name,
+                video.codec_context.width,
+                video.codec_context.height,
+            ) == ("vp8", 640, 480)
+            assert audio.codec_context.name == "opus"
+            duration = container.duration / 1e6
+            assert abs(duration - recorded) <= 0.1 * recorded, (duration, recorded)
+            frames = sum(1 for _ in container.decode(video=0))
+            assert frames >= 0.8 * 30 * (recorded - 0.5), f"{frames} video frames"
+
+
+async def test_audio_only_recording(tmp_path: Path) -> None:
+    folder, manifest, recorded = await _record_call(tmp_path, 3.0, audio_only=True)
+    assert manifest["audio_only"] is True
+    for person in manifest["participants"]:
+        assert person["video"] is False
+        with av.open(str(folder / person["file"])) as container:
+            assert not container.streams.video
+            samples = sum(frame.samples for frame in container.decode(audio=0))
+            assert abs(samples / 48000 - recorded) <= 0.1 * recorded
+
+
+async def test_recording_is_refused_when_not_set_up() -> None:
+    with run_server() as server:
+        client = await VecheClient.connect(server.ws)
+        await client.join("plain", "Ada")
+        await client.send({"type": "record", "active": True})
+        refused = await client.expect("error")
+        assert refused.type == "error"
+        assert refused.code == "unsupported"
+        await client.ws.close()
