@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     remove = actions.add_parser("remove", help="remove a participant")
     remove.add_argument("room")
     remove.add_argument("participant")
+    record = actions.add_parser("record", help="start recording a room")
+    record.add_argument("room")
+    record.add_argument("--audio-only", action="store_true", help="leave video out")
+    actions.add_parser("stop-recording", help="stop recording a room").add_argument("room")
+    actions.add_parser("recordings", help="list recordings and their manifests")
     return parser
 
 
@@ -175,17 +180,27 @@ def admin(settings: Settings, parsed: argparse.Namespace) -> int:
         print("veche: set VECHE_ADMIN_TOKEN (the server's admin_token)", file=sys.stderr)
         return 2
     base = (parsed.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
-    method, path = {
-        "rooms": ("GET", "/api/rooms"),
-        "room": ("GET", f"/api/rooms/{quote(getattr(parsed, 'room', ''), safe='')}"),
-        "close": ("DELETE", f"/api/rooms/{quote(getattr(parsed, 'room', ''), safe='')}"),
+    room = f"/api/rooms/{quote(getattr(parsed, 'room', ''), safe='')}"
+    method, path, body = {
+        "rooms": ("GET", "/api/rooms", None),
+        "room": ("GET", room, None),
+        "close": ("DELETE", room, None),
         "remove": (
             "DELETE",
-            f"/api/rooms/{quote(getattr(parsed, 'room', ''), safe='')}/participants/"
-            f"{quote(getattr(parsed, 'participant', ''), safe='')}",
+            f"{room}/participants/{quote(getattr(parsed, 'participant', ''), safe='')}",
+            None,
         ),
+        "record": (
+            "POST",
+            f"{room}/recording",
+            json.dumps({"audio_only": bool(getattr(parsed, "audio_only", False))}).encode(),
+        ),
+        "stop-recording": ("DELETE", f"{room}/recording", None),
+        "recordings": ("GET", "/api/recordings", None),
     }[parsed.action]
-    request = urllib.request.Request(base + path, method=method)  # noqa: S310 - http(s) only
+    request = urllib.request.Request(base + path, data=body, method=method)  # noqa: S310
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
     request.add_header("Authorization", f"Bearer {settings.admin_token.get_secret_value()}")
     if not base.startswith(("http://", "https://")):
         print("veche: --url must start with http:// or https://", file=sys.stderr)

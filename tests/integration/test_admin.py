@@ -139,9 +139,11 @@ async def test_the_openapi_description_covers_every_api_route(api: Any) -> None:
 
 
 @pytest.mark.slow
-async def test_veche_admin_command() -> None:
+async def test_veche_admin_command(tmp_path: Any) -> None:
     env = {**os.environ, "VECHE_ADMIN_TOKEN": TOKEN}
-    with run_server(env={"VECHE_ADMIN_TOKEN": TOKEN}) as server:
+    with run_server(
+        env={"VECHE_ADMIN_TOKEN": TOKEN, "VECHE_RECORDING_DIR": str(tmp_path)}
+    ) as server:
         client = await VecheClient.connect(server.ws)
         welcome = await client.join("cli", "Ada")
 
@@ -162,6 +164,11 @@ async def test_veche_admin_command() -> None:
         wrong = admin("rooms", token="x" * 40)
         assert wrong.returncode == 1
         assert "401" in wrong.stderr
+        recording = admin("record", "cli", "--audio-only")
+        assert recording.returncode == 0, recording.stderr
+        assert '"recording": "cli-' in recording.stdout
+        assert admin("stop-recording", "cli").returncode == 0
+        assert admin("recordings").returncode == 0
         assert admin("remove", "cli", welcome.participant_id).returncode == 0
         assert (await client.expect("goodbye")).type == "goodbye"
         assert admin("close", "cli").returncode == 0  # empty but still there
