@@ -60,6 +60,11 @@ async def landing(request: web.Request) -> web.FileResponse:
     return _html(request.app[WEB_ROOT] / "index.html")
 
 
+async def doctor(request: web.Request) -> web.FileResponse:
+    """``GET /doctor``: the connectivity check, run from the user's browser."""
+    return _html(request.app[WEB_ROOT] / "doctor.html")
+
+
 async def new_meeting(request: web.Request) -> web.Response:
     """``GET /new``: redirect to a fresh, unguessable room."""
     raise web.HTTPSeeOther(room_url(generate_room_name()))

@@ -51,7 +51,9 @@ def server() -> Iterator[ServerProcess]:
 
 
 @contextlib.asynccontextmanager
-async def chromium(*, fake_ui: bool = False) -> AsyncIterator[Browser]:
+async def chromium(
+    *, fake_ui: bool = False, extra_args: tuple[str, ...] = ()
+) -> AsyncIterator[Browser]:
     """Debian's Chromium with a fake camera and microphone. ``fake_ui`` also accepts every
     permission prompt (and makes getDisplayMedia share a synthetic screen); without it, a
     context has the devices only if granted the permissions."""
@@ -64,6 +66,7 @@ async def chromium(*, fake_ui: bool = False) -> AsyncIterator[Browser]:
                 "--disable-features=WebRtcHideLocalIpsWithMdns",
                 "--autoplay-policy=no-user-gesture-required",
                 "--disable-gpu",
+                *extra_args,
             ],
         )
         try:

@@ -40,6 +40,7 @@ class Turn:
 
     port: int
     log: IO[str]
+    tls_port: int | None = None
 
     def output(self) -> str:
         self.log.flush()
@@ -48,9 +49,16 @@ class Turn:
 
 
 @contextlib.contextmanager
-def coturn(*args: str) -> Iterator[Turn]:
-    """Run turnserver on 127.0.0.1 with ``args``; stopped by PID."""
+def coturn(*args: str, tls: tuple[Path, Path] | None = None) -> Iterator[Turn]:
+    """Run turnserver on 127.0.0.1 with ``args`` (and TURN over TLS with ``tls``, a certificate
+    and key file); stopped by PID."""
     port = free_port()
+    tls_port = free_port() if tls else None
+    tls_args = (
+        [f"--cert={tls[0]}", f"--pkey={tls[1]}", f"--tls-listening-port={tls_port}"]
+        if tls
+        else ["--no-tls"]
+    )
     with (
         tempfile.TemporaryDirectory() as directory,
         open(Path(directory) / "log", "w+", encoding="utf-8") as log,
@@ -63,7 +71,7 @@ def coturn(*args: str) -> Iterator[Turn]:
                 "--listening-ip=127.0.0.1",
                 "--relay-ip=127.0.0.1",
                 f"--static-auth-secret={SECRET}",
-                "--no-tls",
+                *tls_args,
                 "--no-dtls",
                 f"--pidfile={directory}/turn.pid",
                 f"--userdb={directory}/turn.db",
@@ -73,7 +81,7 @@ def coturn(*args: str) -> Iterator[Turn]:
         )
         try:
             _wait_for_udp(port, process, log)
-            yield Turn(port, log)
+            yield Turn(port, log, tls_port)
         finally:
             stop(process, grace=5)
 
