@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from tests.integration.serverproc import ServerProcess, run_server
 
@@ -73,6 +73,29 @@ async def chromium(
             yield launched
         finally:
             await launched.close()
+
+
+@contextlib.asynccontextmanager
+async def meeting_pages(
+    browser: Browser, room: str, people: list[tuple[str, str]]
+) -> AsyncIterator[list[Page]]:
+    """One browser context per ``(base_url, name)``, each joined to ``room`` directly (fake
+    devices granted, English); the contexts are closed afterwards."""
+    contexts: list[BrowserContext] = []
+    try:
+        pages = []
+        for base_url, name in people:
+            context = await browser.new_context(
+                permissions=["camera", "microphone"], base_url=base_url
+            )
+            contexts.append(context)
+            page = await context.new_page()
+            await page.goto(f"/r/{room}?name={name}&join=1&lang=en")
+            pages.append(page)
+        yield pages
+    finally:
+        for context in contexts:
+            await context.close()
 
 
 REMOTE_VIDEO_PLAYS = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Browser
 
-from tests.browser.conftest import REMOTE_VIDEO_PLAYS
+from tests.browser.conftest import REMOTE_VIDEO_PLAYS, meeting_pages
 from tests.integration.redisproc import REDIS_SERVER, run_redis
 from tests.integration.serverproc import run_server
 
@@ -23,23 +23,10 @@ async def test_participants_on_two_nodes_see_each_other(browser: Browser) -> Non
         run_server("--redis-url", redis.url) as first,
         run_server("--redis-url", redis.url) as second,
     ):
-        contexts = []
-        try:
-            pages = []
-            for node, name in ((first, "Ada"), (second, "Bob")):
-                context = await browser.new_context(
-                    permissions=["camera", "microphone"], base_url=node.http
-                )
-                contexts.append(context)
-                page = await context.new_page()
-                await page.goto(f"/r/two-nodes?name={name}&join=1&lang=en")
-                pages.append(page)
+        people = [(first.http, "Ada"), (second.http, "Bob")]
+        async with meeting_pages(browser, "two-nodes", people) as pages:
             for page in pages:
                 await page.wait_for_function(REMOTE_VIDEO_PLAYS, timeout=30000)
-                tiles = await page.locator(".tile").count()
-                assert tiles == 2
+                assert await page.locator(".tile").count() == 2
             owners = [first.health()["participants"], second.health()["participants"]]
             assert sorted(owners) == [0, 2], "the room lives on one node"
-        finally:
-            for context in contexts:
-                await context.close()

@@ -182,6 +182,20 @@ async def _frames_flow(page: Page, timeout: float) -> None:
         assert time.monotonic() < deadline, f"video frames stalled ({before} -> {after})"
 
 
+async def _call(
+    browsers: tuple[Browser, Browser], server: ServerProcess, room: str
+) -> tuple[Page, Page, str]:
+    """Ada (test namespace) and Bob (guest) in a call with video both ways; Ada's page starts
+    recording how it sees Bob. Returns the pages and Bob's participant id."""
+    _, ada = await _join(browsers[0], server.http, room, "Ada")
+    _, bob = await _join(browsers[1], f"http://{HOST_ADDRESS}:{server.port}", room, "Bob")
+    await _frames_flow(ada, timeout=30)
+    await _frames_flow(bob, timeout=30)
+    bob_id = await _my_id(bob)
+    await ada.evaluate(JS_WATCH, bob_id)
+    return ada, bob, bob_id
+
+
 async def _my_id(page: Page) -> str:
     value: Any = await page.evaluate("() => window.veche.connection?.participantId")
     assert isinstance(value, str)
@@ -193,13 +207,8 @@ async def test_a_10_s_network_cut_resumes_the_same_participant(
 ) -> None:
     """Bob's network is cut for 10 s: Ada sees him 'reconnecting' (never gone), and within 5 s
     of the network's return Bob is back as himself with video flowing both ways."""
-    async with two_browsers(guest, server.port) as (ada_browser, bob_browser):
-        _, ada = await _join(ada_browser, server.http, "cut10", "Ada")
-        _, bob = await _join(bob_browser, f"http://{HOST_ADDRESS}:{server.port}", "cut10", "Bob")
-        await _frames_flow(ada, timeout=30)
-        await _frames_flow(bob, timeout=30)
-        bob_id = await _my_id(bob)
-        await ada.evaluate(JS_WATCH, bob_id)
+    async with two_browsers(guest, server.port) as browsers:
+        ada, bob, bob_id = await _call(browsers, server, "cut10")
 
         guest.cut()
         try:
@@ -226,13 +235,8 @@ async def test_a_60_s_network_cut_removes_and_bob_joins_again_as_new(
     """Cut for 60 s, longer than the 30 s grace: Ada sees Bob removed; when the network
     returns, Bob's client (still within its reconnect budget) joins again as a new participant
     and the call goes on."""
-    async with two_browsers(guest, server.port) as (ada_browser, bob_browser):
-        _, ada = await _join(ada_browser, server.http, "cut60", "Ada")
-        _, bob = await _join(bob_browser, f"http://{HOST_ADDRESS}:{server.port}", "cut60", "Bob")
-        await _frames_flow(ada, timeout=30)
-        await _frames_flow(bob, timeout=30)
-        bob_id = await _my_id(bob)
-        await ada.evaluate(JS_WATCH, bob_id)
+    async with two_browsers(guest, server.port) as browsers:
+        ada, bob, bob_id = await _call(browsers, server, "cut60")
 
         guest.cut()
         try:

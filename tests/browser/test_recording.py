@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser
 
-from tests.browser.conftest import REMOTE_VIDEO_PLAYS
+from tests.browser.conftest import REMOTE_VIDEO_PLAYS, meeting_pages
 from tests.integration.serverproc import run_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -19,17 +19,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 async def test_moderator_records_and_everyone_sees_it(browser: Browser, tmp_path: Path) -> None:
     with run_server("--host", "127.0.0.1", "--recording-dir", str(tmp_path)) as server:
-        contexts = []
-        try:
-            pages = []
-            for name in ("Ada", "Bob"):
-                context = await browser.new_context(
-                    permissions=["camera", "microphone"], base_url=server.http
-                )
-                contexts.append(context)
-                page = await context.new_page()
-                await page.goto(f"/r/taped?name={name}&join=1&lang=en")
-                pages.append(page)
+        people = [(server.http, "Ada"), (server.http, "Bob")]
+        async with meeting_pages(browser, "taped", people) as pages:
             for page in pages:
                 await page.wait_for_function(REMOTE_VIDEO_PLAYS, timeout=30000)
             ada, bob = pages
@@ -42,9 +33,6 @@ async def test_moderator_records_and_everyone_sees_it(browser: Browser, tmp_path
             await ada.locator("#record").click()
             for page in pages:
                 await page.locator("#recording").wait_for(state="hidden", timeout=5000)
-        finally:
-            for context in contexts:
-                await context.close()
         deadline = time.monotonic() + 30
         while not list(tmp_path.glob("*/manifest.json")):
             assert time.monotonic() < deadline, "no recording was written"

@@ -10,7 +10,7 @@ import time
 import pytest
 from playwright.async_api import Browser
 
-from tests.browser.conftest import REMOTE_VIDEO_PLAYS
+from tests.browser.conftest import REMOTE_VIDEO_PLAYS, meeting_pages
 from tests.integration.serverproc import run_server
 from tests.integration.test_turn import SECRET, coturn
 
@@ -61,17 +61,8 @@ async def test_relay_only_call_flows_through_coturn(browser: Browser) -> None:
             "--allow-local-candidates",
         ) as server,
     ):
-        contexts = []
-        try:
-            pages = []
-            for name in ("Ada", "Bob"):
-                context = await browser.new_context(
-                    permissions=["camera", "microphone"], base_url=server.http
-                )
-                contexts.append(context)
-                page = await context.new_page()
-                await page.goto(f"/r/relayed?name={name}&join=1")
-                pages.append(page)
+        people = [(server.http, "Ada"), (server.http, "Bob")]
+        async with meeting_pages(browser, "relayed", people) as pages:
             for page in pages:
                 await page.wait_for_function(REMOTE_VIDEO_PLAYS, timeout=30000)
                 assert await page.evaluate(JS_RELAYED) == "relay"
@@ -79,9 +70,6 @@ async def test_relay_only_call_flows_through_coturn(browser: Browser) -> None:
                     "() => window.veche.connection.iceTransportPolicy"
                 )
                 assert welcome_policy == "relay"
-        finally:
-            for context in contexts:
-                await context.close()
         assert SECRET not in server.output()
         # When the participants are gone, the server releases each of its TURN allocations.
         deadline = time.monotonic() + 10

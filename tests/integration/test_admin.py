@@ -47,6 +47,10 @@ async def test_the_api_is_off_without_a_token(aiohttp_client: Any, make_settings
         ("GET", "/api/rooms/team"),
         ("DELETE", "/api/rooms/team"),
         ("DELETE", "/api/rooms/team/participants/p-x"),
+        ("POST", "/api/rooms/team/recording"),
+        ("DELETE", "/api/rooms/team/recording"),
+        ("GET", "/api/recordings"),
+        ("GET", "/api/recordings/x/manifest.json"),
     ],
 )
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer "])
