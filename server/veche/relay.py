@@ -126,6 +126,8 @@ class Relay:
         self._subscription: Subscription | None = None
         self._watch: asyncio.Task[None] | None = None
         self._next_session = 0
+        self._dead: set[str] = set()
+        """Nodes found dead: nothing is sent to them any more (a restarted node has a new id)."""
         self._missing: set[str] = set()
         """Nodes found without a heartbeat at the last check (two checks in a row: dead)."""
 
@@ -274,6 +276,8 @@ class Relay:
     def _post(
         self, node: str, envelope: dict[str, Any], on_failure: Callable[[], None] | None = None
     ) -> None:
+        if node in self._dead:
+            return
         queue = self._queues.get(node)
         if queue is None:
             queue = self._queues[node] = asyncio.Queue()
@@ -327,3 +331,8 @@ class Relay:
             for link in [link for link in self._links.values() if link.owner == node]:
                 link.edge.close(CloseCode.SERVICE_RESTART, "the meeting's server went away")
             self._lose_edge(node)
+            self._dead.add(node)
+            sender = self._senders.pop(node, None)
+            if sender is not None:
+                sender.cancel()
+            self._queues.pop(node, None)
