@@ -169,7 +169,7 @@ OPENAPI: Final[dict[str, Any]] = {
                 {"name": "file", "in": "path", "required": True, "schema": {"type": "string"}},
             ],
             "get": {
-                "summary": "Download a recorded file (a participant's .webm, or manifest.json)",
+                "summary": "Download a recorded file (a participant's .webm or .mp4, or manifest.json)",
                 "responses": {"200": {"description": "the file"}, **_ERRORS},
             },
         },

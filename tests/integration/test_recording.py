@@ -39,14 +39,14 @@ async def _manifest(directory: Path, timeout: float = 30) -> tuple[Path, dict[st
 
 
 async def _record_call(
-    tmp_path: Path, seconds: float, *, audio_only: bool
+    tmp_path: Path, seconds: float, *, audio_only: bool, ada_codec: str | None = None
 ) -> tuple[Path, dict[str, Any], float]:
     with run_server("--recording-dir", str(tmp_path)) as server:
         ada = await MediaClient.join(server.ws, "recorded", "Ada")
         bob = await MediaClient.join(server.ws, "recorded", "Bob")
         try:
-            for peer in (ada, bob):
-                await peer.publish()
+            await ada.publish(video_codec=ada_codec)
+            await bob.publish()
             deadline = time.monotonic() + 20
             while not (
                 bob.tracks_from(ada.participant_id, "video")
@@ -100,6 +100,21 @@ async def test_a_call_is_recorded_one_file_per_participant(tmp_path: Path) -> No
             assert abs(duration - recorded) <= 0.1 * recorded, (duration, recorded)
             frames = sum(1 for _ in container.decode(video=0))
             assert frames >= 0.8 * 30 * (recorded - 0.5), f"{frames} video frames"
+
+
+async def test_an_h264_publisher_is_recorded_to_mp4(tmp_path: Path) -> None:
+    folder, manifest, recorded = await _record_call(
+        tmp_path, 4.0, audio_only=False, ada_codec="video/H264"
+    )
+    files = {p["name"]: p["file"] for p in manifest["participants"]}
+    assert files["Ada"].endswith(".mp4")
+    assert files["Bob"].endswith(".webm")
+    with av.open(str(folder / files["Ada"])) as container:
+        video = container.streams.video[0]
+        assert (video.codec_context.name, video.codec_context.width) == ("h264", 640)
+        assert container.streams.audio[0].codec_context.name == "opus"
+        assert abs(container.duration / 1e6 - recorded) <= 0.1 * recorded
+        assert sum(1 for _ in container.decode(video=0)) >= 0.8 * 30 * (recorded - 0.5)
 
 
 async def test_audio_only_recording(tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ While a room records, each forwarded frame of each published track is also appen
 is (RTP payloads and a time), to a spool file of its own: a buffered write on the event loop,
 nothing more, so forwarding is not slowed. When the recording stops, a worker thread turns the
 spools of each participant into one playable WebM file (VP8 video, Opus audio: depacketised
-and muxed, never decoded or re-encoded) and writes ``manifest.json`` with the names and times.
-Tracks in other codecs (H.264 video) are listed in the manifest as not recorded.
+and muxed, never re-encoded; H.264 video goes into an MP4 instead, and one frame is decoded to
+learn its size) and writes ``manifest.json`` with the names and times. Tracks in other codecs
+are listed in the manifest as not recorded.
 
 Everything is written inside ``<recording_dir>/<room>-<UTC time>/``; names come from the
 server (room names are validated, participant ids are server-made), and the directory is
@@ -41,7 +42,7 @@ _RECORD: Final = struct.Struct("!dBH")
 then each payload as a 2-byte length and its bytes."""
 _LENGTH: Final = struct.Struct("!H")
 _TIME_BASE: Final = fractions.Fraction(1, 1000)
-RECORDABLE: Final = frozenset({"VP8", "opus"})
+RECORDABLE: Final = frozenset({"VP8", "H264", "opus"})
 
 
 @dataclass
@@ -150,6 +151,18 @@ def _vp8_size(frame: bytes) -> tuple[int, int] | None:
     return (frame[6] | frame[7] << 8) & 0x3FFF, (frame[8] | frame[9] << 8) & 0x3FFF
 
 
+def _h264_size(frame: bytes) -> tuple[int, int] | None:
+    """Width and height of an H.264 keyframe (Annex B, parameter sets in band), by decoding
+    it: the only decoding recording does."""
+    decoder = av.CodecContext.create("h264", "r")
+    try:
+        for picture in [*decoder.decode(av.Packet(frame)), *decoder.decode(None)]:
+            return picture.width, picture.height
+    except av.FFmpegError:
+        return None
+    return None
+
+
 def _frames(track: dict[str, Any]) -> list[tuple[float, bool, bytes]]:
     codec = RTCRtpCodecParameters(
         mimeType=f"{track['kind']}/{track['codec']}", clockRate=track["clock"]
@@ -162,22 +175,29 @@ def _frames(track: dict[str, Any]) -> list[tuple[float, bool, bytes]]:
     return frames
 
 
-def _write_participant(path: Path, audio: list[Any], video: list[Any]) -> dict[str, Any]:
-    """Mux one participant's frames into ``path``; what the manifest says of the file."""
+def _write_participant(base: Path, audio: list[Any], video: list[Any]) -> dict[str, Any]:
+    """Mux one participant's frames into ``base`` with the right suffix (.webm, or .mp4 for
+    H.264 video); what the manifest says of the file."""
+    h264 = bool(video) and video[0]["codec"] == "H264"
+    video = [track for track in video if track["codec"] == ("H264" if h264 else "VP8")]
     video_frames = [f for track in video for f in _frames(track)]
     audio_frames = [f for track in audio for f in _frames(track)]
     # Video starts at a keyframe (its size is read from it).
-    while video_frames and _vp8_size(video_frames[0][2]) is None:
-        video_frames.pop(0)
+    size = None
+    while video_frames and size is None:
+        seconds, keyframe, data = video_frames[0]
+        size = (_h264_size(data) if keyframe else None) if h264 else _vp8_size(data)
+        if size is None:
+            video_frames.pop(0)
     if not video_frames and not audio_frames:
         return {}
-    output = av.open(str(path), "w", format="webm")
+    path = base.with_suffix(".mp4" if h264 and video_frames else ".webm")
+    output = av.open(str(path), "w", format="mp4" if path.suffix == ".mp4" else "webm")
     try:
         streams: dict[str, Any] = {}
         if video_frames:
-            size = _vp8_size(video_frames[0][2])
             assert size is not None
-            streams["video"] = output.add_stream("vp8", rate=30)
+            streams["video"] = output.add_stream("h264" if h264 else "vp8", rate=30)
             streams["video"].width, streams["video"].height = size
             streams["video"].time_base = _TIME_BASE
         if audio_frames:
@@ -222,7 +242,7 @@ def finish_recording(description: dict[str, Any]) -> Path:
         video = [t for t in tracks if t["kind"] == "video"]
         entry: dict[str, Any] = {"id": participant, "name": name}
         try:
-            entry |= _write_participant(directory / f"{participant}.webm", audio, video)
+            entry |= _write_participant(directory / participant, audio, video)
         except (OSError, ValueError, av.FFmpegError) as exc:
             log.exception("recording of a participant failed", extra={"participant": participant})
             entry["error"] = type(exc).__name__
