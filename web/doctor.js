@@ -90,7 +90,11 @@ function toneTrack() {
 async function signalling() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const room = `doctor-${crypto.getRandomValues(new Uint32Array(2)).join("")}`;
-  const ws = new WebSocket(`${scheme}//${location.host}/ws?room=${room}`);
+  const query = new URLSearchParams({ room });
+  // With join tokens (auth=jwt), open /doctor?token=... with a token for every room (*).
+  const token = new URLSearchParams(location.search).get("token");
+  if (token) query.set("token", token);
+  const ws = new WebSocket(`${scheme}//${location.host}/ws?${query}`);
   /** @type {any[]} */ const inbox = [];
   /** @type {((message: any) => void)[]} */ const waiting = [];
   ws.addEventListener("message", (event) => {
