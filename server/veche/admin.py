@@ -8,6 +8,7 @@ a missing and a wrong token). With several nodes each node answers for the rooms
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 from pathlib import Path
@@ -169,7 +170,7 @@ OPENAPI: Final[dict[str, Any]] = {
                 {"name": "file", "in": "path", "required": True, "schema": {"type": "string"}},
             ],
             "get": {
-                "summary": "Download a recorded file (a participant's .webm or .mp4, or manifest.json)",
+                "summary": "Download a recorded file (a participant's .webm or .mp4, or the manifest)",
                 "responses": {"200": {"description": "the file"}, **_ERRORS},
             },
         },
@@ -296,8 +297,9 @@ async def list_recordings(request: web.Request) -> web.Response:
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
         if not folder.is_dir():
             continue
-        manifest_path = folder / "manifest.json"
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+        manifest = None  # still being written
+        with contextlib.suppress(OSError, ValueError):
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         found.append({"id": folder.name, "manifest": manifest})
     return web.json_response({"recordings": found})
 

@@ -254,7 +254,10 @@ def finish_recording(description: dict[str, Any]) -> Path:
         key: description[key] for key in ("room", "started_at", "stopped_at", "audio_only")
     } | {"participants": people, "not_recorded": description["skipped"]}
     path = directory / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    # Written whole or not at all: its presence says the recording is finished.
+    partial = directory / ".manifest.json.tmp"
+    partial.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    partial.replace(path)
     log.info("recording written", extra={"room": description["room"], "path": str(directory)})
     return path
 
