@@ -170,7 +170,7 @@ OPENAPI: Final[dict[str, Any]] = {
                 {"name": "file", "in": "path", "required": True, "schema": {"type": "string"}},
             ],
             "get": {
-                "summary": "Download a recorded file (a participant's .webm or .mp4, or the manifest)",
+                "summary": "Download a recorded file (a participant's video, or the manifest)",
                 "responses": {"200": {"description": "the file"}, **_ERRORS},
             },
         },
