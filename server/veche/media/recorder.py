@@ -2,7 +2,7 @@
 
 While a room records, each forwarded frame of each published track is also appended, as it
 is (RTP payloads and a time), to a spool file of its own: a buffered write on the event loop,
-nothing more, so forwarding is not slowed. When the recording stops, a worker thread turns the
+nothing more, so forwarding is not slowed. When the recording stops, a worker process turns the
 spools of each participant into one playable WebM file (VP8 video, Opus audio: depacketised
 and muxed, never re-encoded; H.264 video goes into an MP4 instead, and one frame is decoded to
 learn its size) and writes ``manifest.json`` with the names and times. Tracks in other codecs
@@ -16,10 +16,12 @@ checked to be inside the configured one.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fractions
 import json
 import logging
+import multiprocessing
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -107,7 +109,7 @@ class Recording:
 
     def stop(self) -> dict[str, Any]:
         """Close the spools; the description :func:`finish_recording` needs (run it in a
-        worker thread)."""
+        worker process)."""
         for track in self._tracks.values():
             track.file.close()
         return {
@@ -233,7 +235,7 @@ def _write_participant(base: Path, audio: list[Any], video: list[Any]) -> dict[s
 
 def finish_recording(description: dict[str, Any]) -> Path:
     """Turn the spools of a stopped recording into one WebM per participant and a manifest;
-    the manifest's path. Blocking: run it in a worker thread."""
+    the manifest's path. Blocking: run it in a worker process."""
     directory = Path(description["directory"])
     people = []
     for participant, name in description["people"].items():
@@ -258,10 +260,16 @@ def finish_recording(description: dict[str, Any]) -> Path:
     partial = directory / ".manifest.json.tmp"
     partial.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     partial.replace(path)
-    log.info("recording written", extra={"room": description["room"], "path": str(directory)})
     return path
 
 
 async def finish_in_worker(description: dict[str, Any]) -> Path:
-    """:func:`finish_recording` in the default executor."""
-    return await asyncio.get_running_loop().run_in_executor(None, finish_recording, description)
+    """:func:`finish_recording` in a worker process of its own: muxing a long recording is
+    CPU work, and in a thread it would hold the interpreter lock the forwarding needs."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as worker:
+        path = await asyncio.get_running_loop().run_in_executor(
+            worker, finish_recording, description
+        )
+    log.info("recording written", extra={"room": description["room"], "path": path.parent.name})
+    return path
