@@ -157,7 +157,6 @@ class Hub:
         self._resumable: dict[str, tuple[Room, Participant]] = {}
         self.stats = HubStats()
         self._background: set[asyncio.Task[Any]] = set()
-        self._recording_dirs: dict[RoomName, Path] = {}
         self._away: dict[ParticipantId, asyncio.TimerHandle] = {}
 
     @property
@@ -254,17 +253,13 @@ class Hub:
                 self._welcome_all(room, admitted)
             case Admit():
                 room, me = self._admitted(session)
-                target_id = (
-                    ParticipantId(message.participant_id) if message.participant_id else None
-                )
+                target_id = _target(message.participant_id)
                 deliveries, admitted = room.admit(me.id, target_id, everyone=message.all)
                 self._deliver(deliveries)
                 self._welcome_all(room, admitted)
             case Deny():
                 room, me = self._admitted(session)
-                target_id = (
-                    ParticipantId(message.participant_id) if message.participant_id else None
-                )
+                target_id = _target(message.participant_id)
                 deliveries, denied = room.deny(me.id, target_id, everyone=message.all)
                 for person in denied:
                     self._dismiss(person, "denied")
@@ -339,7 +334,8 @@ class Hub:
             else:
                 self._stop_recording(room.name)
         self._deliver(deliveries)
-        return self._recording_dirs.get(room.name)
+        recording = self.media.recording(room.name)
+        return recording.directory if recording is not None else None
 
     def _start_recording(self, room: Room, *, audio_only: bool) -> None:
         assert self.settings.recording_dir is not None
@@ -361,14 +357,12 @@ class Hub:
 
         recording = Recording(room.name, directory, audio_only, names=name_of)
         self.media.start_recording(room.name, recording)
-        self._recording_dirs[room.name] = directory
         log.info(
             "recording started",
             extra={"room": room.name, "directory": directory.name, "audio_only": audio_only},
         )
 
-    def _stop_recording(self, name: RoomName) -> None:
-        self._recording_dirs.pop(name, None)
+    def _stop_recording(self, name: str) -> None:
         recording = self.media.stop_recording(name)
         if recording is None:
             return
@@ -388,7 +382,7 @@ class Hub:
     def shutdown(self) -> None:
         """Ask every connection to close with 1001 and stop every recording (its files are
         written in the background: see :meth:`finish`)."""
-        for name in list(self._recording_dirs):
+        for name in self.media.recorded_rooms:
             self._stop_recording(name)
         for handle in self._away.values():
             handle.cancel()
@@ -637,3 +631,8 @@ class Hub:
                 if target is not None:
                     text = text or encode(delivery.message)
                     target.outlet.send_text(text)
+
+
+def _target(participant_id: str | None) -> ParticipantId | None:
+    """The one person a lobby decision names (``None``: everyone, with ``all``)."""
+    return ParticipantId(participant_id) if participant_id else None

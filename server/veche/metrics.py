@@ -44,8 +44,6 @@ class LoopMonitor:
     def __init__(self) -> None:
         self.last = 0.0
         self.worst = 0.0
-        self.total = 0.0
-        self.samples = 0
 
     async def run(self) -> None:
         while True:
@@ -53,8 +51,6 @@ class LoopMonitor:
             await asyncio.sleep(self.INTERVAL)
             lag = max(0.0, time.monotonic() - start - self.INTERVAL)
             self.last, self.worst = lag, max(self.worst, lag)
-            self.total += lag
-            self.samples += 1
 
 
 async def monitor_loop(app: web.Application) -> AsyncIterator[None]:

@@ -265,10 +265,11 @@ class Relay:
         finally:
             self._remotes.pop(key, None)
 
-    def _lose_edge(self, edge_node: str) -> None:
-        """A node relaying sessions here died: its clients lost their connection."""
-        for key, remote in list(self._remotes.items()):
-            if key[0] == edge_node:
+    def _lose(self, edge_node: str, session_id: str | None = None) -> None:
+        """Sessions relayed here by ``edge_node`` (all, or one) lost their connection: the
+        node died, or an update to it could not be sent."""
+        for (node, sid), remote in list(self._remotes.items()):
+            if node == edge_node and session_id in (None, sid):
                 remote.inbox.put_nowait(("timeout",))
 
     # ------------------------------------------------------------------ sending
@@ -303,12 +304,7 @@ class Relay:
                     elif envelope["k"] == "out":
                         # The client misses an update: its connection is treated as lost, so
                         # it resumes and gets the whole state again once the bus is back.
-                        self._lose_edge_session(node, envelope["s"])
-
-    def _lose_edge_session(self, edge_node: str, session_id: str) -> None:
-        remote = self._remotes.get((edge_node, session_id))
-        if remote is not None:
-            remote.inbox.put_nowait(("timeout",))
+                        self._lose(node, envelope["s"])
 
     # ------------------------------------------------------------------ liveness
 
@@ -330,7 +326,7 @@ class Relay:
             log.warning("node went away", extra={"node": node})
             for link in [link for link in self._links.values() if link.owner == node]:
                 link.edge.close(CloseCode.SERVICE_RESTART, "the meeting's server went away")
-            self._lose_edge(node)
+            self._lose(node)
             self._dead.add(node)
             sender = self._senders.pop(node, None)
             if sender is not None:

@@ -216,6 +216,15 @@ class MediaRouter:
             for uptrack in self._peers[member].uptracks:
                 self._record(room, uptrack)
 
+    def recording(self, room: str) -> Recording | None:
+        """The recording of ``room`` under way, if any."""
+        return self._recordings.get(room)
+
+    @property
+    def recorded_rooms(self) -> list[str]:
+        """Rooms being recorded."""
+        return list(self._recordings)
+
     def stop_recording(self, room: str) -> Recording | None:
         """Stop spooling ``room``; the recording, if there was one (its files are not written
         yet: see :meth:`Recording.stop`)."""
