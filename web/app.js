@@ -364,6 +364,8 @@ async function toggleScreen() {
     if (screenTrack === track) toggleScreen();
   });
   renderStage(conn.participants);
+  // Stopped while the server was being asked: end the share now.
+  if (track.readyState === "ended") await toggleScreen();
 }
 
 /**

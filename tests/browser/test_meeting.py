@@ -101,6 +101,8 @@ async def test_screen_share_plays_for_the_others(browser: Browser, server: Serve
         # Sharing again, then the browser's own "stop sharing" ends the track.
         await ada.click("#screen")
         await bob.wait_for_function("() => !document.getElementById('stage').hidden", timeout=10000)
+        # Bob may see the share before Ada's client has finished starting it.
+        await ada.wait_for_selector("#screen[aria-pressed='true']", timeout=5000)
         await ada.evaluate(
             "() => window.veche.connection.tracks.screen.dispatchEvent(new Event('ended'))"
         )
