@@ -16,6 +16,10 @@ decoding once and re-encoding per subscriber), with increasing K until it falls 
 subscriber under 20 fps, or not all receiving video), and the CPU ratio baseline/Veche; last,
 whether the targets are met, and a Markdown summary for the README.
 
+It also measures this machine's floor (``floor.py``): the CPU per packet of SRTP-protecting and
+sending the same packets to the same number of subscribers, paced as the publisher sends, and
+nothing else; whatever Veche spends above it is receiving, RTCP, ICE and Python.
+
 Run inside a private network namespace (``make bench`` does)::
 
     sh scripts/netns-run .venv/bin/python tests/bench/bench_sfu_forwarding.py [--quick]
@@ -398,7 +402,50 @@ def targets(veche: list[Trial], baseline: list[Trial]) -> list[tuple[str, str, b
     return rows
 
 
-def summary(veche: list[Trial], baseline: list[Trial], seconds: float) -> str:
+@dataclass
+class Floor:
+    """What ``floor.py`` measured: CPU per packet for SRTP + ``sendto`` alone, at K."""
+
+    k: int
+    rate: float
+    paced_us: float
+    """Sending ``rate`` times a second, as the publisher's packets arrive."""
+    back_to_back_us: float
+    """Sending without pause (warm caches)."""
+
+    def describe(self) -> str:
+        return (
+            f"Machine floor at K={self.k} (SRTP-protect + sendto only, {self.rate:.0f} times a "
+            f"second as the publisher's packets come): {self.paced_us:.1f} us/pkt; back to "
+            f"back: {self.back_to_back_us:.1f} us/pkt"
+        )
+
+
+async def measure_floor(k: int, rate: float, seconds: float) -> Floor | None:
+    """Run ``floor.py`` paced at ``rate`` and back to back; None if it failed."""
+
+    async def run(rate: float, seconds: float) -> float:
+        options = ["--k", str(k), "--rate", str(rate), "--seconds", str(seconds)]
+        process = await _spawn(
+            [sys.executable, "-m", "tests.bench.floor", *options],
+            stdout=subprocess.PIPE,
+        )
+        try:
+            result = await _read_json(process, timeout=seconds + 30)
+        finally:
+            await _stop(process, grace=5)
+        return float(result["us_per_packet"])
+
+    try:
+        return Floor(k, rate, await run(rate, seconds), await run(5000.0, 3.0))
+    except (RuntimeError, TimeoutError, KeyError, ValueError) as exc:
+        print(f"(the floor could not be measured: {exc})", flush=True)
+        return None
+
+
+def summary(
+    veche: list[Trial], baseline: list[Trial], seconds: float, floor: Floor | None = None
+) -> str:
     """The Markdown tables for the README."""
     lines = [
         f"One publisher (640x480 30 fps VP8 + Opus), K subscribers, {seconds:.0f} s per K "
@@ -440,6 +487,8 @@ def summary(veche: list[Trial], baseline: list[Trial], seconds: float) -> str:
                 f"| {ours.k} | {ours.server_cores:.2f} | {theirs.server_cores:.2f}{note} "
                 f"| {ratio:.1f}x |"
             )
+    if floor is not None:
+        lines += ["", floor.describe() + "."]
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for target, measured, met in targets(veche, baseline):
         lines.append(f"| {target} | {measured} | {'yes' if met else 'NO'} |")
@@ -484,6 +533,14 @@ async def bench(ks: list[int], seconds: float, baseline: bool, logs: Path | None
                 "min)",
                 flush=True,
             )
+        floor = None
+        if plain.packets_per_second:
+            await _wait_quiet()
+            floor = await measure_floor(
+                plain.k, plain.packets_per_second / plain.k, min(seconds, 10.0)
+            )
+            if floor is not None:
+                print(floor.describe(), flush=True)
         theirs: list[Trial] = []
         for k in ks if baseline else []:
             patient = time.monotonic() - start < PATIENCE
@@ -493,7 +550,7 @@ async def bench(ks: list[int], seconds: float, baseline: bool, logs: Path | None
                 print(f"{BASELINE} cannot sustain K={k}: larger K not run", flush=True)
                 break
     print()
-    print(summary(ours, theirs, seconds))
+    print(summary(ours, theirs, seconds, floor))
     return 1 if any(t.error for t in ours) else 0
 
 

@@ -37,6 +37,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
+from av import VideoFrame
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -169,7 +170,7 @@ class Subscriber:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
-                if track.kind == "video":
+                if isinstance(frame, VideoFrame):
                     self.decoded.append((read_frame_number(frame), time.monotonic()))
 
     async def close(self) -> None:
