@@ -9,7 +9,6 @@ a missing and a wrong token). With several nodes each node answers for the rooms
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 from pathlib import Path
 from typing import Any, Final
@@ -18,6 +17,7 @@ from aiohttp import web
 
 from veche import __version__
 from veche.appkeys import HUB, SETTINGS
+from veche.auth import bearer_matches
 from veche.errors import InvalidRoomName, Refused
 from veche.ids import ParticipantId
 from veche.rooms import Room, normalize_room_name
@@ -189,9 +189,7 @@ def _authorized(request: web.Request) -> None:
     token = request.app[SETTINGS].admin_token
     if token is None:
         raise web.HTTPNotFound()
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header.startswith("Bearer ") else ""
-    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+    if not bearer_matches(request.headers.get("Authorization", ""), token.get_secret_value()):
         raise web.HTTPUnauthorized(
             text="a valid admin token is required\n", headers={"WWW-Authenticate": "Bearer"}
         )

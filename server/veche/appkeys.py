@@ -10,11 +10,11 @@ from prometheus_client import CollectorRegistry
 
 from veche.cluster import Cluster
 from veche.hub import Hub
-
-if TYPE_CHECKING:
-    from veche.metrics import LoopMonitor
 from veche.relay import Relay
 from veche.settings import Settings
+
+if TYPE_CHECKING:  # veche.metrics imports this module
+    from veche.metrics import LoopMonitor
 
 __all__ = ["CLUSTER", "HUB", "LOOP_MONITOR", "METRICS", "RELAY", "SETTINGS", "WEB_ROOT"]
 

@@ -9,6 +9,7 @@ sent.
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,14 @@ import jwt
 from veche.errors import VecheError
 from veche.settings import Settings
 
-__all__ = ["AuthError", "Identity", "mint_token", "verify_token"]
+__all__ = ["AuthError", "Identity", "bearer_matches", "mint_token", "verify_token"]
+
+
+def bearer_matches(authorization: str, secret: str) -> bool:
+    """Whether an ``Authorization`` header value is ``Bearer <secret>`` (compared in constant
+    time; anything else, a missing header included, is no match)."""
+    given = authorization[7:] if authorization.startswith("Bearer ") else ""
+    return hmac.compare_digest(given.encode(), secret.encode())
 
 
 class AuthError(VecheError):

@@ -180,6 +180,9 @@ def admin(settings: Settings, parsed: argparse.Namespace) -> int:
         print("veche: set VECHE_ADMIN_TOKEN (the server's admin_token)", file=sys.stderr)
         return 2
     base = (parsed.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        print("veche: --url must start with http:// or https://", file=sys.stderr)
+        return 2
     room = f"/api/rooms/{quote(getattr(parsed, 'room', ''), safe='')}"
     method, path, body = {
         "rooms": ("GET", "/api/rooms", None),
@@ -202,9 +205,6 @@ def admin(settings: Settings, parsed: argparse.Namespace) -> int:
     if body is not None:
         request.add_header("Content-Type", "application/json")
     request.add_header("Authorization", f"Bearer {settings.admin_token.get_secret_value()}")
-    if not base.startswith(("http://", "https://")):
-        print("veche: --url must start with http:// or https://", file=sys.stderr)
-        return 2
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             body = response.read()

@@ -100,7 +100,7 @@ class Cluster:
                 await self._task
         with contextlib.suppress(BusUnavailable):
             for room in list(self._leased):
-                await self.bus.release(ROOM_PREFIX + room, self.node_id)
+                await self._release(room)
             await self.bus.put(NODE_PREFIX + self.node_id, self._describe(), 0.001)
         self._leased.clear()
 
@@ -168,8 +168,7 @@ class Cluster:
         if self.draining:
             # Rooms move away: whoever receives their next hello takes them.
             for room in list(self._leased):
-                await self.bus.release(ROOM_PREFIX + room, self.node_id)
-                del self._leased[room]
+                await self._release(room)
             return
         now = asyncio.get_running_loop().time()
         hosted = set(self._rooms())
@@ -187,8 +186,12 @@ class Cluster:
         for room, since in list(self._leased.items()):
             # A room claimed a moment ago may not be hosted yet: its first hello is on its way.
             if room not in hosted and now - since > 2 * self._beat:
-                await self.bus.release(ROOM_PREFIX + room, self.node_id)
-                del self._leased[room]
+                await self._release(room)
+
+    async def _release(self, room: str) -> None:
+        """Give up this node's lease on ``room``."""
+        await self.bus.release(ROOM_PREFIX + room, self.node_id)
+        self._leased.pop(room, None)
 
     async def _beat_forever(self) -> None:
         outage = False

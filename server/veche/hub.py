@@ -34,6 +34,7 @@ from veche.protocol import (
     Configure,
     Deny,
     EndMeeting,
+    Error,
     Goodbye,
     Hand,
     Hello,
@@ -203,6 +204,11 @@ class Hub:
         except VecheError as exc:
             exc.ref = exc.ref or message.id
             raise
+
+    def refuse(self, session: Session, error: VecheError) -> None:
+        """Answer a message that was refused (unreadable, or not allowed) with an ``error``."""
+        self.stats.errors[error.code] += 1
+        session.outlet.send(Error(code=error.code, message=error.message, ref=error.ref))
 
     async def _dispatch(self, session: Session, message: ClientMessage) -> None:
         now = self._clock()
@@ -468,10 +474,7 @@ class Hub:
             old.outlet.send(Goodbye(reason="replaced"))
             old.outlet.close(CloseCode.NORMAL, "resumed on another connection")
             self.media.leave(participant.id)
-        handle = self._away.pop(participant.id, None)
-        if handle is not None:
-            handle.cancel()
-        del self._resumable[token]
+        self._forget(participant)
         participant.resume_token = new_resume_token()
         session.room, session.participant = room, participant
         self._by_participant[participant.id] = session

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import ipaddress
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from veche import __version__
 from veche.appkeys import CLUSTER, HUB, LOOP_MONITOR, METRICS, SETTINGS
+from veche.auth import bearer_matches
 from veche.hub import Hub
 from veche.media.counters import DELAY_BUCKETS
 from veche.settings import Settings
@@ -172,7 +172,7 @@ def _allowed(request: web.Request, settings: Settings) -> bool:
     token = settings.metrics_token
     header = request.headers.get("Authorization", "")
     if token is not None and header.startswith("Bearer "):
-        return hmac.compare_digest(header[7:].encode(), token.get_secret_value().encode())
+        return bearer_matches(header, token.get_secret_value())
     try:
         address = ipaddress.ip_address(request.remote or "")
     except ValueError:

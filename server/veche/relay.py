@@ -260,8 +260,7 @@ class Relay:
                 try:
                     await self.hub.handle(session, parse_client_message(item))
                 except VecheError as exc:
-                    self.hub.stats.errors[exc.code] += 1
-                    session.outlet.send(Error(code=exc.code, message=exc.message, ref=exc.ref))
+                    self.hub.refuse(session, exc)
         finally:
             self._remotes.pop(key, None)
 

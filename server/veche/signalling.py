@@ -188,8 +188,7 @@ class ClientConnection:
                         return None
                 await hub.handle(session, message)
             except VecheError as exc:
-                hub.stats.errors[exc.code] += 1
-                self.send(Error(code=exc.code, message=exc.message, ref=exc.ref))
+                hub.refuse(session, exc)
             return None
         if msg.type is WSMsgType.BINARY:
             self.send(

@@ -258,6 +258,11 @@ class MediaClient:
     def tracks_from(self, owner: str, kind: str) -> list[RemoteTrack]:
         return [r for r in self.remote if r.owner == owner and r.track.kind == kind]
 
+    def receives_from(self, owner: str, *, video: int, audio: int) -> bool:
+        """Whether at least ``video`` video and ``audio`` audio frames of ``owner`` came in."""
+        videos, audios = self.tracks_from(owner, "video"), self.tracks_from(owner, "audio")
+        return bool(videos and audios and videos[0].frames >= video and audios[0].frames >= audio)
+
     async def close(self) -> None:
         # Close while the reader still reads: a full receive queue would hold back the close.
         await self.ws.close()

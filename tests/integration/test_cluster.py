@@ -25,6 +25,7 @@ from veche.protocol import ChatPosted, ParticipantJoined, ParticipantLeft, Parti
 from .peers import MediaClient
 from .redisproc import REDIS_SERVER, RedisProcess, run_redis
 from .serverproc import ServerProcess, run_server
+from .waiting import until
 
 pytestmark = [
     pytest.mark.slow,
@@ -46,18 +47,6 @@ def _node(redis: RedisProcess, *args: str) -> contextlib.AbstractContextManager[
 def nodes(redis: RedisProcess) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     with _node(redis) as first, _node(redis) as second:
         yield first, second
-
-
-async def _until(check: Callable[[], bool | Awaitable[bool]], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
 
 
 async def _meeting_scenario(ada_url: str, bob_url: str, room: str) -> None:
@@ -205,17 +194,14 @@ async def test_three_peers_on_two_nodes_receive_everyones_media_and_chat(
             await peer.publish()
 
         def everyone_receives() -> bool:
-            for peer in peers:
-                for other in peers:
-                    if other is peer:
-                        continue
-                    video = peer.tracks_from(other.participant_id, "video")
-                    audio = peer.tracks_from(other.participant_id, "audio")
-                    if not (video and audio and video[0].frames >= 20 and audio[0].frames >= 20):
-                        return False
-            return True
+            return all(
+                peer.receives_from(other.participant_id, video=20, audio=20)
+                for peer in peers
+                for other in peers
+                if other is not peer
+            )
 
-        await _until(everyone_receives, timeout=30)
+        await until(everyone_receives, timeout=30)
         await peers[2].send({"type": "chat", "text": "from C"})
         for peer in peers:
             await peer.wait_for(lambda m: m["type"] == "chat_posted", timeout=5)
@@ -319,7 +305,7 @@ async def test_redis_restart_under_a_call() -> None:
         await ada.expect("participant_joined")
 
         redis.stop()
-        await _until(lambda: first.health()["status"] == "degraded", timeout=10)
+        await until(lambda: first.health()["status"] == "degraded", timeout=10)
         assert first.health()["bus"] == "unavailable"
         # A join for a new room across nodes cannot be placed: a clear error.
         stranger = await VecheClient.connect(second.ws)
@@ -333,8 +319,8 @@ async def test_redis_restart_under_a_call() -> None:
         assert (await ada.expect("pong")).type == "pong"
 
         redis.start()
-        await _until(lambda: first.health()["status"] == "ok", timeout=15)
-        await _until(lambda: second.health()["status"] == "ok", timeout=15)
+        await until(lambda: first.health()["status"] == "ok", timeout=15)
+        await until(lambda: second.health()["status"] == "ok", timeout=15)
         await asyncio.sleep(2.5)  # a heartbeat: nodes and room leases are back in Redis
 
         async def chat_arrives() -> bool:
@@ -344,7 +330,7 @@ async def test_redis_restart_under_a_call() -> None:
                 return posted.type == "chat_posted" and posted.entry.text == "after the restart"
             return False
 
-        await _until(chat_arrives, timeout=20)
+        await until(chat_arrives, timeout=20)
         cyd = await VecheClient.connect(second.ws)
         dan = await VecheClient.connect(first.ws)
         try:

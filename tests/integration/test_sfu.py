@@ -13,6 +13,7 @@ import pytest
 
 from .peers import MediaClient
 from .serverproc import run_server
+from .waiting import until
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,15 +24,6 @@ pytestmark = [
 ]
 
 SPY = [sys.executable, str(Path(__file__).with_name("spyserver.py"))]
-
-
-async def _until(predicate: object, timeout: float, step: float = 0.05) -> float:
-    start = time.monotonic()
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() - start > timeout:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(step)
-    return time.monotonic() - start
 
 
 async def test_one_publisher_three_subscribers_forwarded_without_codecs(tmp_path: Path) -> None:
@@ -45,14 +37,12 @@ async def test_one_publisher_three_subscribers_forwarded_without_codecs(tmp_path
             await publisher.publish()
 
             def all_flowing() -> bool:
-                for sub in subscribers:
-                    video = sub.tracks_from(publisher.participant_id, "video")
-                    audio = sub.tracks_from(publisher.participant_id, "audio")
-                    if not (video and audio and video[0].frames >= 30 and audio[0].frames >= 50):
-                        return False
-                return True
+                return all(
+                    sub.receives_from(publisher.participant_id, video=30, audio=50)
+                    for sub in subscribers
+                )
 
-            await _until(all_flowing, timeout=20)
+            await until(all_flowing, timeout=20)
             for sub in subscribers:
                 (video,) = sub.tracks_from(publisher.participant_id, "video")
                 assert video.size == (640, 480)
@@ -75,7 +65,7 @@ async def test_h264_publisher_is_forwarded_as_h264() -> None:
             video_section = answer.split("m=video", 1)[1]
             assert "H264/90000" in video_section
             assert "VP8/90000" not in video_section
-            await _until(
+            await until(
                 lambda: any(r.track.kind == "video" and r.frames > 30 for r in sub.remote),
                 timeout=20,
             )
@@ -97,10 +87,10 @@ async def test_late_subscriber_gets_picture_within_a_second() -> None:
         late: MediaClient | None = None
         try:
             await publisher.publish()
-            await _until(lambda: any(r.frames > 60 for r in early.remote), timeout=20)
+            await until(lambda: any(r.frames > 60 for r in early.remote), timeout=20)
             late = await MediaClient.join(server.ws, "late", "Late")
             joined = time.monotonic()
-            await _until(
+            await until(
                 lambda: (
                     late is not None
                     and any(r.track.kind == "video" and r.frames > 0 for r in late.remote)
@@ -126,7 +116,7 @@ async def test_late_joiner_receives_every_publisher() -> None:
         await second.publish()
         third: MediaClient | None = None
         try:
-            await _until(
+            await until(
                 lambda: (
                     all(r.frames > 10 for r in first.remote + second.remote)
                     and len(first.remote) == 2
@@ -144,8 +134,8 @@ async def test_late_joiner_receives_every_publisher() -> None:
                     (p.participant_id, kind) for p in (first, second) for kind in ("audio", "video")
                 }
 
-            await _until(third_receives_all, timeout=10)
-            await _until(
+            await until(third_receives_all, timeout=10)
+            await until(
                 lambda: all(
                     any(
                         r.owner == third.participant_id
@@ -170,11 +160,11 @@ async def test_leaving_publisher_is_removed_from_subscribers() -> None:
         sub = await MediaClient.join(server.ws, "bye", "Sub")
         try:
             await publisher.publish()
-            await _until(lambda: any(r.frames > 10 for r in sub.remote), timeout=20)
+            await until(lambda: any(r.frames > 10 for r in sub.remote), timeout=20)
             offers_before = sum(1 for m in sub.messages if m["type"] == "offer")
             await publisher.send({"type": "leave"})
             await sub.wait_for(lambda m: m["type"] == "participant_left")
-            await _until(
+            await until(
                 lambda: sum(1 for m in sub.messages if m["type"] == "offer") > offers_before,
                 timeout=5,
             )
@@ -216,7 +206,7 @@ async def test_media_stays_in_port_range_announces_public_ip_and_is_released() -
         sub = await MediaClient.join(server.ws, "ports", "Sub")
         try:
             await publisher.publish()
-            await _until(lambda: any(r.frames > 10 for r in sub.remote), timeout=20)
+            await until(lambda: any(r.frames > 10 for r in sub.remote), timeout=20)
             ports = _udp_ports(server.process.pid)
             assert ports, "the server holds no UDP socket during a call"
             assert all(41000 <= port <= 41019 for port in ports), ports
@@ -227,7 +217,7 @@ async def test_media_stays_in_port_range_announces_public_ip_and_is_released() -
         finally:
             await publisher.close()
             await sub.close()
-        await _until(lambda: not _udp_ports(server.process.pid), timeout=10)
+        await until(lambda: not _udp_ports(server.process.pid), timeout=10)
 
 
 async def test_failed_connection_releases_media_and_starts_afresh() -> None:
@@ -247,7 +237,7 @@ async def test_failed_connection_releases_media_and_starts_afresh() -> None:
     sub = await MediaClient.join(url, "fail", "Sub")
     try:
         await publisher.publish()
-        await _until(lambda: any(r.frames > 10 for r in sub.remote), timeout=20)
+        await until(lambda: any(r.frames > 10 for r in sub.remote), timeout=20)
         media = app[HUB].media
         failing = next(p for p in media.peers if p.participant_id == publisher.participant_id)
         pc = failing.publish_pc
@@ -258,8 +248,8 @@ async def test_failed_connection_releases_media_and_starts_afresh() -> None:
         pc.emit("connectionstatechange")
         error = await publisher.wait_for(lambda m: m["type"] == "error")
         assert error["code"] == "media_failed"
-        await _until(lambda: failing.closed and pc.connectionState == "closed", timeout=5)
-        await _until(
+        await until(lambda: failing.closed and pc.connectionState == "closed", timeout=5)
+        await until(
             lambda: sum(1 for m in sub.messages if m["type"] == "offer") > offers_before,
             timeout=5,
         )
@@ -269,7 +259,7 @@ async def test_failed_connection_releases_media_and_starts_afresh() -> None:
         (video,) = [r for r in sub.remote if r.track.kind == "video"]
         frames_before = video.frames
         await publisher.republish()
-        await _until(lambda: video.frames > frames_before + 10, timeout=20)
+        await until(lambda: video.frames > frames_before + 10, timeout=20)
         last_offer = [m for m in sub.messages if m["type"] == "offer"][-1]["sdp"]
         assert last_offer.count("m=") == 2
         assert f"a=msid:{publisher.participant_id} " in last_offer
@@ -290,7 +280,7 @@ async def test_lossy_links_recover_with_retransmissions() -> None:
         sub = await MediaClient.join(server.ws, "lossy", "Sub")
         try:
             await publisher.publish(audio=False)
-            await _until(lambda: sub.subscribe_pc is not None, timeout=10)
+            await until(lambda: sub.subscribe_pc is not None, timeout=10)
             assert sub.subscribe_pc is not None
 
             # Publisher -> server: drop every 20th outgoing RTP packet.
@@ -308,7 +298,7 @@ async def test_lossy_links_recover_with_retransmissions() -> None:
             out_transport._send_rtp = lossy_send  # type: ignore[method-assign]
 
             # Server -> subscriber: drop every 15th incoming RTP packet, count retransmissions.
-            await _until(lambda: bool(sub.remote), timeout=10)
+            await until(lambda: bool(sub.remote), timeout=10)
             in_transport = sub.subscribe_pc.getTransceivers()[0].receiver.transport
             handle_rtp = in_transport._handle_rtp_data
             rtx_types = {
@@ -354,9 +344,9 @@ async def test_active_speaker_from_audio_levels_and_moderator_mute_stops_forward
             )
             assert speaker["participant_id"] == loud.participant_id
 
-            await _until(lambda: bool(host.tracks_from(loud.participant_id, "audio")), timeout=10)
+            await until(lambda: bool(host.tracks_from(loud.participant_id, "audio")), timeout=10)
             (audio,) = host.tracks_from(loud.participant_id, "audio")
-            await _until(lambda: audio.frames > 20, timeout=10)
+            await until(lambda: audio.frames > 20, timeout=10)
             await host.send(
                 {"type": "moderate", "action": "mute", "participant_id": loud.participant_id}
             )
@@ -406,4 +396,4 @@ async def test_connection_that_never_connects_is_reported_in_time() -> None:
             assert message["code"] == "media_failed"
             assert "did not connect within 1 s" in message["message"]
             assert time.monotonic() - start < 5
-        await _until(lambda: not _udp_ports(server.process.pid), timeout=10)
+        await until(lambda: not _udp_ports(server.process.pid), timeout=10)

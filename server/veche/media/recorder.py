@@ -35,7 +35,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from veche.media.assembler import AssembledFrame
 
-__all__ = ["Recording", "finish_recording"]
+__all__ = ["Recording", "finish_in_worker", "finish_recording"]
 
 log = logging.getLogger(__name__)
 
@@ -267,9 +267,13 @@ async def finish_in_worker(description: dict[str, Any]) -> Path:
     """:func:`finish_recording` in a worker process of its own: muxing a long recording is
     CPU work, and in a thread it would hold the interpreter lock the forwarding needs."""
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as worker:
+    worker = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context)
+    try:
         path = await asyncio.get_running_loop().run_in_executor(
             worker, finish_recording, description
         )
+    finally:
+        # Not ``with``: its exit joins the worker process, on the event loop.
+        worker.shutdown(wait=False)
     log.info("recording written", extra={"room": description["room"], "path": path.parent.name})
     return path
