@@ -433,6 +433,12 @@ function join(name, password) {
   conn.onRoster = renderRoster;
   conn.onTrack = addRemoteTrack;
   conn.onTrackRemoved = (participantId, track) => tiles.get(participantId)?.stream.removeTrack(track);
+  conn.onTrackUnavailable = (participantId, source, codec) => {
+    const values = { name: conn.participants.get(participantId)?.name ?? "?", codec: codec.replace(/^\w+\//, "") };
+    if (source === "screen") setStatus("media.unavailable_screen", values);
+    else if (source === "camera") setStatus("media.unavailable_camera", values);
+    else setStatus("media.unavailable_microphone", values);
+  };
   conn.onMediaState = (_role, state) => {
     if (state === "failed") setStatus("media.failed");
     else if (state === "connected" && statusKey?.[0] === "status.joined") setStatus("status.connected_media");

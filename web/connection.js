@@ -32,6 +32,24 @@ export function reconnectDelay(attempt) {
 }
 
 /**
+ * MIME types this browser can decode (`video/VP8`, `audio/opus`...), told to the server in
+ * `hello` so that everyone's video comes in a codec this browser plays. Undefined where the
+ * browser cannot say (the server then assumes it plays whatever is forwarded).
+ * @returns {string[] | undefined}
+ */
+export function receiveCodecs() {
+  if (typeof RTCRtpReceiver.getCapabilities !== "function") return undefined;
+  const names = new Set();
+  for (const kind of ["audio", "video"]) {
+    for (const codec of RTCRtpReceiver.getCapabilities(kind)?.codecs ?? []) names.add(codec.mimeType);
+  }
+  return [...names].slice(0, 64);
+}
+
+/** Milliseconds to wait for the answer to a publish offer before offering again anyway. */
+const ANSWER_TIMEOUT = 10000;
+
+/**
  * @typedef {import("./protocol.gen.js").ServerMessage} ServerMessage
  * @typedef {import("./protocol.gen.js").ClientMessage} ClientMessage
  * @typedef {import("./protocol.gen.js").ParticipantInfo} ParticipantInfo
@@ -81,6 +99,8 @@ export class Connection {
     this.onTrack = () => {};
     /** @type {(participantId: string, track: MediaStreamTrack) => void} a remote track went away */
     this.onTrackRemoved = () => {};
+    /** @type {(participantId: string, source: Source, codec: string) => void} someone's track is in a codec this browser cannot play */
+    this.onTrackUnavailable = () => {};
     /** @type {(role: PeerRole, state: RTCPeerConnectionState) => void} */
     this.onMediaState = () => {};
     /** @type {(error: ErrorMessage) => void} */
@@ -124,6 +144,10 @@ export class Connection {
     this._retry = undefined;
     /** @type {Promise<void>} serialises subscribe negotiations */
     this._subscribeQueue = Promise.resolve();
+    /** @type {Promise<void>} serialises publish negotiations: an offer waits for the last answer */
+    this._publishQueue = Promise.resolve();
+    /** @type {() => void} ends the wait for the answer to the last publish offer */
+    this._publishAnswered = () => {};
   }
 
   /**
@@ -154,11 +178,13 @@ export class Connection {
       clearTimeout(opening);
       if (this.ws !== ws) return;
       this._lastHeard = Date.now();
+      const codecs = receiveCodecs();
       this.send({
         type: ClientType.HELLO,
         version: PROTOCOL_VERSION,
         room: this.room,
         name: this.name,
+        ...(codecs ? { receive_codecs: codecs } : {}),
         ...(this._password ? { password: this._password } : {}),
         ...(this.resumeToken ? { resume: this.resumeToken } : {}),
       });
@@ -245,9 +271,21 @@ export class Connection {
     await this.#offerPublish();
   }
 
-  async #offerPublish() {
+  /**
+   * Offer the publish connection's current state, once the answer to any earlier offer has
+   * been applied; resolves when the offer is sent.
+   * @returns {Promise<void>}
+   */
+  #offerPublish() {
+    return new Promise((sent) => {
+      this._publishQueue = this._publishQueue.then(() => this.#negotiatePublish(sent)).catch(() => sent());
+    });
+  }
+
+  /** @param {() => void} sent */
+  async #negotiatePublish(sent) {
     const pc = this.publishPc;
-    if (!pc) return;
+    if (!pc) return sent();
     await pc.setLocalDescription();
     /** @type {Record<string, Source>} */
     const sources = {};
@@ -256,7 +294,14 @@ export class Connection {
       if (transceiver.sender === this.senders.screen) sources[transceiver.mid] = "screen";
       else sources[transceiver.mid] = transceiver.receiver.track.kind === "audio" ? "microphone" : "camera";
     }
+    /** @type {Promise<void>} */
+    const answered = new Promise((resolve) => {
+      this._publishAnswered = resolve;
+      setTimeout(resolve, ANSWER_TIMEOUT);
+    });
     this.send({ type: ClientType.OFFER, pc: "publish", sdp: pc.localDescription?.sdp ?? "", sources });
+    sent();
+    await answered;
   }
 
   /**
@@ -427,6 +472,7 @@ export class Connection {
 
   #closePeers() {
     for (const pc of [this.publishPc, this.subscribePc]) pc?.close();
+    this._publishAnswered();
     this.publishPc = null;
     this.subscribePc = null;
     this.senders = { audio: null, video: null, screen: null };
@@ -494,10 +540,20 @@ export class Connection {
         break;
       case ServerType.ANSWER:
         if (message.pc === "publish") {
-          this.publishPc?.setRemoteDescription({ type: "answer", sdp: message.sdp }).catch((error) => {
-            this.onError({ type: "error", code: "bad_sdp", message: String(error) });
-          });
+          this.publishPc
+            ?.setRemoteDescription({ type: "answer", sdp: message.sdp })
+            .catch((error) => {
+              this.onError({ type: "error", code: "bad_sdp", message: String(error) });
+            })
+            .finally(() => this._publishAnswered());
         }
+        break;
+      case ServerType.RENEGOTIATE:
+        // The server will answer with another codec (someone who joined cannot play this one).
+        this.#offerPublish();
+        break;
+      case ServerType.TRACK_UNAVAILABLE:
+        this.onTrackUnavailable(message.participant_id, message.source, message.codec);
         break;
       case ServerType.OFFER:
         if (message.pc === "subscribe") {

@@ -40,6 +40,8 @@ export const ServerType = Object.freeze({
   LOBBY_UPDATED: "lobby_updated",
   WAITING: "waiting",
   GOODBYE: "goodbye",
+  RENEGOTIATE: "renegotiate",
+  TRACK_UNAVAILABLE: "track_unavailable",
 });
 
 export const ErrorCode = Object.freeze({
@@ -201,6 +203,7 @@ export const CloseCode = Object.freeze({
  * @property {string} name
  * @property {(string | null)} [resume]
  * @property {(string | null)} [password]
+ * @property {(Array<string> | null)} [receive_codecs]
  */
 
 /**
@@ -321,6 +324,13 @@ export const CloseCode = Object.freeze({
  */
 
 /**
+ * Send a new offer on the ``publish`` connection: the server will answer with another codec (someone who joined cannot decode the one in use). Nothing is torn down.
+ * @typedef {object} RenegotiateMessage
+ * @property {"renegotiate"} type
+ * @property {"publish"} pc
+ */
+
+/**
  * A room's settings, as everyone in it sees them.
  * @typedef {object} RoomState
  * @property {boolean} [locked]
@@ -343,6 +353,15 @@ export const CloseCode = Object.freeze({
  * @property {(string | null)} [id]
  * @property {"screen_share"} type
  * @property {boolean} active
+ */
+
+/**
+ * One of someone's tracks cannot reach you: its publisher can send it only in ``codec`` (a MIME type), which your client said it cannot decode. Their other tracks still come.
+ * @typedef {object} TrackUnavailableMessage
+ * @property {"track_unavailable"} type
+ * @property {string} participant_id
+ * @property {("microphone" | "camera" | "screen")} source
+ * @property {string} codec
  */
 
 /**
@@ -387,4 +406,4 @@ export const CloseCode = Object.freeze({
 
 /** @typedef {HelloMessage | LeaveMessage | PingMessage | UpdateMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatMessage | HandMessage | ReactMessage | ScreenShareMessage | ModerateMessage | ConfigureMessage | AdmitMessage | DenyMessage | RecordMessage | EndMeetingMessage} ClientMessage */
 
-/** @typedef {WelcomeMessage | ParticipantJoinedMessage | ParticipantLeftMessage | ParticipantUpdatedMessage | PongMessage | ErrorMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatPostedMessage | ReactedMessage | ActiveSpeakerMessage | RoomUpdatedMessage | LobbyUpdatedMessage | WaitingMessage | GoodbyeMessage} ServerMessage */
+/** @typedef {WelcomeMessage | ParticipantJoinedMessage | ParticipantLeftMessage | ParticipantUpdatedMessage | PongMessage | ErrorMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatPostedMessage | ReactedMessage | ActiveSpeakerMessage | RoomUpdatedMessage | LobbyUpdatedMessage | WaitingMessage | GoodbyeMessage | RenegotiateMessage | TrackUnavailableMessage} ServerMessage */

@@ -114,6 +114,8 @@ class Session:
     remote: str
     browser_session: str | None = None
     identity: Identity | None = None
+    receive_codecs: list[str] | None = None
+    """What the client said it can decode (``hello.receive_codecs``)."""
     room: Room | None = None
     participant: Participant | None = None
 
@@ -418,6 +420,7 @@ class Hub:
         identity = session.identity
         if identity is not None and not identity.allows(name):
             raise Refused("your token is for another room", code=ErrorCode.FORBIDDEN)
+        session.receive_codecs = hello.receive_codecs
         if hello.resume is not None and self._resume(session, hello.resume, name):
             return
         if identity is not None:
@@ -528,7 +531,7 @@ class Hub:
                 active_speaker=self._speakers.get(room.name),
             )
         )
-        self.media.join(room.name, participant.id)
+        self.media.join(room.name, participant.id, session.receive_codecs)
         self.media.set_forwarding(
             participant.id,
             audio=participant.audio,

@@ -60,12 +60,14 @@ __all__ = [
     "React",
     "Reacted",
     "Record",
+    "Renegotiate",
     "Role",
     "RoomState",
     "RoomUpdated",
     "ScreenShare",
     "ServerMessage",
     "Source",
+    "TrackUnavailable",
     "Update",
     "Waiting",
     "WaitingInfo",
@@ -261,6 +263,13 @@ class Hello(_ClientBase):
     )
     password: Annotated[str, Field(max_length=128)] | None = Field(
         None, description="The room's password, when it has one."
+    )
+    receive_codecs: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None,
+        max_length=64,
+        description="MIME types this client can decode, as ``RTCRtpReceiver.getCapabilities`` "
+        "lists them (``video/VP8``, ``video/H264``, ``audio/opus``): publishers are asked for a "
+        "codec that everyone can decode. Omitted: whatever the server forwards.",
     )
 
 
@@ -512,6 +521,24 @@ class Goodbye(_Model):
     reason: Literal["removed", "denied", "ended", "replaced"]
 
 
+class Renegotiate(_Model):
+    """Send a new offer on the ``publish`` connection: the server will answer with another
+    codec (someone who joined cannot decode the one in use). Nothing is torn down."""
+
+    type: Literal["renegotiate"] = "renegotiate"
+    pc: Literal["publish"] = "publish"
+
+
+class TrackUnavailable(_Model):
+    """One of someone's tracks cannot reach you: its publisher can send it only in ``codec``
+    (a MIME type), which your client said it cannot decode. Their other tracks still come."""
+
+    type: Literal["track_unavailable"] = "track_unavailable"
+    participant_id: str
+    source: Source
+    codec: str
+
+
 ServerMessage = Annotated[
     Welcome
     | ParticipantJoined
@@ -528,7 +555,9 @@ ServerMessage = Annotated[
     | RoomUpdated
     | LobbyUpdated
     | Waiting
-    | Goodbye,
+    | Goodbye
+    | Renegotiate
+    | TrackUnavailable,
     Field(discriminator="type"),
 ]
 """Any message a server may send."""
@@ -580,6 +609,8 @@ _SERVER_MODELS: Final = _tags(
         LobbyUpdated,
         Waiting,
         Goodbye,
+        Renegotiate,
+        TrackUnavailable,
     )
 )
 CLIENT_TYPES: Final = tuple(_CLIENT_MODELS)

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     max_sdp_length: int = Field(
         30000, ge=2000, le=60000, description="Characters accepted in one offer or answer."
     )
+    video_codecs: Annotated[list[Literal["VP8", "H264"]], NoDecode] = Field(
+        default_factory=lambda: ["VP8", "H264"],  # type: ignore[arg-type]
+        min_length=1,
+        description="Video codecs a publisher is asked for when everyone in the room can decode "
+        "them, most preferred first, comma-separated (`VP8,H264`).",
+    )
     allow_local_candidates: bool = Field(
         False,
         description="Accept remote ICE candidates on loopback and link-local addresses "
@@ -205,7 +211,9 @@ class Settings(BaseSettings):
         "`public_url` (a LAN meeting without a proxy; browsers will ask to trust it).",
     )
 
-    @field_validator("allowed_origins", "ice_servers", "metrics_networks", mode="before")
+    @field_validator(
+        "allowed_origins", "ice_servers", "metrics_networks", "video_codecs", mode="before"
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

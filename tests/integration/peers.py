@@ -107,6 +107,43 @@ class ToneTrack(MediaStreamTrack):
         return frame
 
 
+def decline_sections(answer: str, codecs: tuple[str, ...]) -> str:
+    """``answer`` with every media section whose codec is one of ``codecs`` declined the way
+    Firefox declines a codec it cannot decode: port 0, inactive, no ICE or DTLS attributes, its
+    mid left out of the bundle."""
+    names = {codec.split("/", 1)[1].lower() for codec in codecs}
+    head: list[str] = []
+    sections: list[list[str]] = []
+    for line in answer.splitlines():
+        if line.startswith("m="):
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+        else:
+            head.append(line)
+    declined: set[str] = set()
+    for index, lines in enumerate(sections):
+        rtpmaps = [
+            line.split(" ", 1)[1].split("/")[0].lower() for line in lines if "rtpmap" in line
+        ]
+        if not any(name in names for name in rtpmaps):
+            continue
+        mid = next(line[6:] for line in lines if line.startswith("a=mid:"))
+        payload = lines[0].split(" ")[3]
+        declined.add(mid)
+        sections[index] = [
+            f"{lines[0].split(' ')[0]} 0 UDP/TLS/RTP/SAVPF {payload}",
+            "c=IN IP4 0.0.0.0",
+            "a=inactive",
+            f"a=mid:{mid}",
+        ]
+    for index, line in enumerate(head):
+        if line.startswith("a=group:BUNDLE"):
+            kept = [mid for mid in line.split(" ")[1:] if mid not in declined]
+            head[index] = " ".join(["a=group:BUNDLE", *kept])
+    return "\r\n".join(head + [line for lines in sections for line in lines]) + "\r\n"
+
+
 @dataclass
 class RemoteTrack:
     """A track received on the subscribe connection, and what was read from it."""
@@ -122,9 +159,12 @@ class RemoteTrack:
 class MediaClient:
     """One participant: signalling, a publish connection and a subscribe connection."""
 
-    def __init__(self, ws: ClientConnection, *, decode: bool = True) -> None:
+    def __init__(
+        self, ws: ClientConnection, *, decode: bool = True, decline: tuple[str, ...] = ()
+    ) -> None:
         self.ws = ws
         self.decode = decode
+        self.decline = decline
         self.participant_id = ""
         self.welcome: dict[str, Any] = {}
         self.messages: list[dict[str, Any]] = []
@@ -141,11 +181,24 @@ class MediaClient:
         self.on_remote_frame: Callable[[RemoteTrack, Any], None] | None = None
 
     @classmethod
-    async def join(cls, url: str, room: str, name: str, *, decode: bool = True) -> MediaClient:
-        client = cls(await connect(url, max_size=2**22), decode=decode)
-        await client.ws.send(
-            json.dumps({"type": "hello", "version": 1, "room": room, "name": name})
-        )
+    async def join(
+        cls,
+        url: str,
+        room: str,
+        name: str,
+        *,
+        decode: bool = True,
+        receive_codecs: list[str] | None = None,
+        decline: tuple[str, ...] = (),
+    ) -> MediaClient:
+        """Join ``room``; ``receive_codecs`` is what the client says it decodes (nothing said by
+        default), ``decline`` the codecs (``video/H264``) whose sections it declines in its
+        subscribe answers, as a browser that cannot decode them does."""
+        client = cls(await connect(url, max_size=2**22), decode=decode, decline=decline)
+        hello: dict[str, Any] = {"type": "hello", "version": 1, "room": room, "name": name}
+        if receive_codecs is not None:
+            hello["receive_codecs"] = receive_codecs
+        await client.ws.send(json.dumps(hello))
         welcome = json.loads(await client.ws.recv())
         assert welcome["type"] == "welcome", welcome
         client.welcome = welcome
@@ -171,24 +224,24 @@ class MediaClient:
         *,
         audio: bool = True,
         video: bool = True,
-        video_codec: str | None = None,
+        video_codecs: list[str] | None = None,
         silent: bool = False,
     ) -> None:
         """Offer synthetic tracks on the publish connection and apply the answer;
-        ``video_codec`` (``"video/H264"``) is offered first when given, as a browser that
-        prefers it would."""
+        ``video_codecs`` (``["video/H264"]``), when given, are the only video codecs offered, in
+        that order."""
         if audio:
             self.publish_pc.addTrack(ToneTrack(amplitude=0 if silent else 8000))
         if video:
             self.video_source = CountingVideoTrack()
             self.publish_pc.addTrack(self.video_source)
-            if video_codec:
+            if video_codecs:
                 codecs = RTCRtpSender.getCapabilities("video").codecs
-                preferred = [c for c in codecs if c.mimeType == video_codec]
-                rest = [c for c in codecs if c.mimeType != video_codec]
+                chosen = [c for name in video_codecs for c in codecs if c.mimeType == name]
+                rtx = [c for c in codecs if c.mimeType == "video/rtx"]
                 for transceiver in self.publish_pc.getTransceivers():
                     if transceiver.kind == "video":
-                        transceiver.setCodecPreferences(preferred + rest)
+                        transceiver.setCodecPreferences(chosen + rtx)
         await self.publish_pc.setLocalDescription(await self.publish_pc.createOffer())
         await self.send(
             {"type": "offer", "pc": "publish", "sdp": self.publish_pc.localDescription.sdp}
@@ -232,7 +285,10 @@ class MediaClient:
         self._offer_sdp = sdp
         await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
         await pc.setLocalDescription(await pc.createAnswer())
-        await self.send({"type": "answer", "pc": "subscribe", "sdp": pc.localDescription.sdp})
+        answer = pc.localDescription.sdp
+        if self.decline:
+            answer = decline_sections(answer, self.decline)
+        await self.send({"type": "answer", "pc": "subscribe", "sdp": answer})
 
     @staticmethod
     def _owner_of(sdp: str, track: MediaStreamTrack) -> str:

@@ -45,7 +45,7 @@ async def _record_call(
         ada = await MediaClient.join(server.ws, "recorded", "Ada")
         bob = await MediaClient.join(server.ws, "recorded", "Bob")
         try:
-            await ada.publish(video_codec=ada_codec)
+            await ada.publish(video_codecs=[ada_codec] if ada_codec else None)
             await bob.publish()
             deadline = time.monotonic() + 20
             while not (

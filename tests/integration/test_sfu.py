@@ -54,13 +54,13 @@ async def test_one_publisher_three_subscribers_forwarded_without_codecs(tmp_path
 
 
 async def test_h264_publisher_is_forwarded_as_h264() -> None:
-    """A publisher that prefers H.264 is answered with H.264 only, and subscribers receive
+    """A publisher that offers only H.264 is answered with H.264, and subscribers receive
     H.264 (pinned on their leg too) and decode it."""
     with run_server() as server:
         publisher = await MediaClient.join(server.ws, "h264", "Pub")
         sub = await MediaClient.join(server.ws, "h264", "Sub")
         try:
-            await publisher.publish(video_codec="video/H264")
+            await publisher.publish(video_codecs=["video/H264"])
             answer = next(m for m in publisher.messages if m["type"] == "answer")["sdp"]
             video_section = answer.split("m=video", 1)[1]
             assert "H264/90000" in video_section

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import importlib.metadata
 
-from veche.media.internals import check_internals
+import pytest
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+
+from tests.integration.peers import decline_sections
+from veche.media.internals import accept_declined_sections, check_internals
 
 
 def test_aiortc_internals_are_where_veche_expects_them() -> None:
@@ -38,3 +49,54 @@ async def test_bind_ports_keeps_candidates_in_range_and_announces_public_ip() ->
             assert address == "192.0.2.10" or ":" in address  # IPv6 keeps its own address
     finally:
         await pc.close()
+
+
+async def _offer_and_answer(*, decline: tuple[str, ...]) -> tuple[RTCPeerConnection, str, str]:
+    """A server-side connection offering an Opus and an H.264 section (as a subscribe leg
+    does), its offer, and an aiortc client's answer with ``decline``'s codecs declined as
+    Firefox does."""
+    config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    server, client = RTCPeerConnection(config), RTCPeerConnection(config)
+    server.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    video = server.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+    video.setCodecPreferences(h264[:1])
+    await server.setLocalDescription(await server.createOffer())
+    await client.setRemoteDescription(server.localDescription)
+    await client.setLocalDescription(await client.createAnswer())
+    answer = decline_sections(client.localDescription.sdp, decline)
+    await client.close()
+    return server, server.localDescription.sdp, answer
+
+
+async def test_aiortc_still_refuses_a_declined_section() -> None:
+    """Canary: aiortc cannot apply an answer that declines a section (port 0, no ICE
+    attributes). When an upgrade accepts it, accept_declined_sections can go."""
+    server, _offer, answer = await _offer_and_answer(decline=("video/H264",))
+    try:
+        assert "m=video 0 " in answer
+        with pytest.raises(ValueError, match="ICE username fragment or password is missing"):
+            await server.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    finally:
+        await server.close()
+
+
+async def test_declined_sections_are_applied_as_inactive() -> None:
+    """The rewritten answer applies: the declined section is inactive (nothing is sent there),
+    the other keeps its direction, and its mid is reported."""
+    server, offer, answer = await _offer_and_answer(decline=("video/H264",))
+    try:
+        fixed, declined = accept_declined_sections(answer, offer)
+        assert declined == ["1"]
+        await server.setRemoteDescription(RTCSessionDescription(fixed, "answer"))
+        audio, video = server.getTransceivers()
+        assert video.currentDirection == "inactive"
+        assert audio.currentDirection == "sendonly"
+    finally:
+        await server.close()
+
+
+def test_an_answer_that_declines_nothing_is_left_alone() -> None:
+    """Without a declined section the answer passes through unchanged."""
+    answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n"
+    assert accept_declined_sections(answer, answer) == (answer, [])

@@ -43,9 +43,11 @@ from veche.protocol import (
     React,
     Reacted,
     Record,
+    Renegotiate,
     RoomState,
     RoomUpdated,
     ScreenShare,
+    TrackUnavailable,
     Update,
     Waiting,
     WaitingInfo,
@@ -98,6 +100,8 @@ SERVER_SAMPLES: list[BaseModel] = [
     LobbyUpdated(waiting=[WaitingInfo(id="p-9", name="Eve", since=3.0)]),
     Waiting(),
     Goodbye(reason="removed"),
+    Renegotiate(),
+    TrackUnavailable(participant_id="p-1", source="camera", codec="video/H264"),
 ]
 
 

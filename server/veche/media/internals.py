@@ -11,7 +11,11 @@ neither. Four narrow hooks make aiortc forward encoded media instead:
   :class:`PacketWriter` (header, SRTP, one ``sendto``, synchronously) instead of encoding a
   track; aiortc still answers NACKs from the packet history the writer keeps and sends sender
   reports from its counters; a PLI or FIR it receives is passed to Veche.
-* :func:`pin_codecs` narrows a transceiver to one negotiated codec before answering.
+* :func:`pin_codecs` narrows a transceiver to one negotiated codec before answering, and
+  :func:`receive_codec` lets a running receiver take a codec it switched to.
+* :func:`accept_declined_sections` rewrites an answer that declines a section (which aiortc
+  cannot apply) into one that leaves the section inactive.
+* :func:`set_stream_id` names the stream a forwarded track belongs to in the subscriber's SDP.
 * :func:`bind_ports` makes a peer connection's ICE gathering bind only UDP ports of a range and
   announce a configured public address (aioice has no option for either).
 
@@ -59,11 +63,14 @@ __all__ = [
     "EncodedFrame",
     "PacketSink",
     "PacketWriter",
+    "accept_declined_sections",
     "bind_ports",
     "check_internals",
     "feed_sender",
     "pin_codecs",
+    "receive_codec",
     "request_keyframe",
+    "set_stream_id",
     "tap_receiver",
 ]
 
@@ -95,6 +102,7 @@ _SENDER_FIELDS: Final = (
     "rtp_timestamp",
     "octet_count",
     "packet_count",
+    "stream_id",
 )
 _ESTIMATOR: Final = f"{_R}remote_bitrate_estimator"
 _RTCP_SSRC: Final = f"{_R}rtcp_ssrc"
@@ -106,6 +114,7 @@ _NTP_TIMESTAMP: Final = f"{_S}ntp_timestamp"
 _RTP_TIMESTAMP: Final = f"{_S}rtp_timestamp"
 _OCTET_COUNT: Final = f"{_S}octet_count"
 _PACKET_COUNT: Final = f"{_S}packet_count"
+_STREAM_ID: Final = "_stream_id"
 
 
 class PacketSink(Protocol):
@@ -125,7 +134,7 @@ def check_internals() -> list[str]:
         RTCRtpSender.__init__.__code__.co_names + RTCRtpSender.replaceTrack.__code__.co_names
     )
     for field in _SENDER_FIELDS:
-        if f"{_S}{field}" not in sender_names:
+        if f"{_S}{field}" not in sender_names and f"_{field}" not in sender_names:
             missing.append(f"RTCRtpSender.{_S}{field}")
     for owner, name in (
         (RTCRtpReceiver, "_handle_rtp_packet"),
@@ -140,6 +149,8 @@ def check_internals() -> list[str]:
     ):
         if not hasattr(owner, name):
             missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
+    if "_rtp_router" not in RTCDtlsTransport.__init__.__code__.co_names:
+        missing.append("RTCDtlsTransport._rtp_router")
     if "_tx_srtp" not in RTCDtlsTransport.__init__.__code__.co_names:
         missing.append("RTCDtlsTransport._tx_srtp")
     if "_state" not in RTCDtlsTransport.__init__.__code__.co_names:
@@ -342,6 +353,105 @@ def pin_codecs(transceiver: RTCRtpTransceiver, codec: RTCRtpCodecParameters) -> 
         if is_rtx(candidate) and candidate.parameters.get("apt") == codec.payloadType:
             kept.append(candidate)
     transceiver._codecs = kept
+
+
+def receive_codec(transceiver: RTCRtpTransceiver, codec: RTCRtpCodecParameters) -> None:
+    """Let ``transceiver``'s receiver take packets of ``codec`` (and its RTX) after a
+    renegotiation switched the publisher to it: aiortc reads the payload types a receiver knows,
+    and routes to it on the shared transport, only when the receiver starts."""
+    receiver = transceiver.receiver
+    codecs: dict[int | None, RTCRtpCodecParameters] = receiver.__dict__[_CODECS]
+    payload_types = [codec.payloadType]
+    for candidate in transceiver._codecs:
+        if is_rtx(candidate) and candidate.parameters.get("apt") == codec.payloadType:
+            payload_types.append(candidate.payloadType)
+            codecs[candidate.payloadType] = candidate
+    codecs[codec.payloadType] = codec
+    receiver.transport._rtp_router.register_receiver(
+        receiver, ssrcs=[], payload_types=[pt for pt in payload_types if pt is not None]
+    )
+
+
+def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
+    """Name the stream ``sender``'s track belongs to (the subscriber's ``track`` event sees it as
+    ``streams[0].id``); aiortc has no API for it."""
+    sender._stream_id = stream_id
+
+
+# ------------------------------------------------------------------------------- declined
+
+
+def accept_declined_sections(answer: str, offer: str) -> tuple[str, list[str]]:
+    """Make an answer that declines media sections acceptable to aiortc; the declined mids.
+
+    A browser may decline a section of the server's offer (port 0, no ICE or DTLS attributes,
+    its mid left out of the bundle), as Firefox does for a codec it cannot decode. aiortc 1.16
+    refuses any such answer ("ICE username fragment or password is missing"), and removing that
+    check only moves the error on (a declined section lists none of the offered codecs). Each
+    declined section is rewritten as an inactive one on the bundle's transport, with the offer's
+    codecs, which is what declining means for a bundled connection: nothing flows there. An
+    answer whose every section is declined is returned as it is.
+    """
+    head, sections = _split_sdp(answer)
+    _, offered = _split_sdp(offer)
+    declined_at = [i for i, lines in enumerate(sections) if _port(lines[0]) == 0]
+    live = next((lines for lines in sections if _port(lines[0]) != 0), None)
+    if not declined_at or live is None:
+        return answer, []
+    transport = [
+        line
+        for line in live
+        if line.startswith(("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:", "a=setup:"))
+    ]
+    declined: list[str] = []
+    for index in declined_at:
+        lines = sections[index]
+        theirs = offered[index] if index < len(offered) else lines
+        mid = _attribute(lines, "a=mid:") or _attribute(theirs, "a=mid:") or str(index)
+        kind, _, proto, *_ = [*lines[0].split(" "), "", "", ""]
+        formats = theirs[0].split(" ")[3:]
+        codec_lines = [
+            line for line in theirs if line.startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"))
+        ]
+        sections[index] = [
+            " ".join([kind, "9", proto, *formats]),
+            "c=IN IP4 0.0.0.0",
+            "a=inactive",
+            f"a=mid:{mid}",
+            "a=rtcp-mux",
+            *transport,
+            *codec_lines,
+        ]
+        declined.append(mid)
+    text = "\r\n".join(head + [line for lines in sections for line in lines]) + "\r\n"
+    return text, declined
+
+
+def _split_sdp(sdp: str) -> tuple[list[str], list[list[str]]]:
+    head: list[str] = []
+    sections: list[list[str]] = []
+    for line in sdp.splitlines():
+        if not line:
+            continue
+        if line.startswith("m="):
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+        else:
+            head.append(line)
+    return head, sections
+
+
+def _port(m_line: str) -> int:
+    parts = m_line.split(" ")
+    try:
+        return int(parts[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _attribute(lines: list[str], prefix: str) -> str | None:
+    return next((line[len(prefix) :] for line in lines if line.startswith(prefix)), None)
 
 
 # ------------------------------------------------------------------------------- ports

@@ -1,48 +1,38 @@
-"""One participant's media: a *publish* connection the client offers, carrying its own tracks,
-and a *subscribe* connection the server offers, carrying everyone else's.
+"""One participant's media: a *publish* connection the client offers, carrying its own tracks
+(:mod:`veche.media.publish`), and a *subscribe* connection the server offers, carrying everyone
+else's (:mod:`veche.media.subscribe`).
 
-Each side offers on one connection only, so offers never collide. The subscribe connection is
-renegotiated whenever tracks come or go; changes that arrive while an offer is outstanding are
-folded into one new offer after the answer.
+Each side offers on one connection only, so offers never collide. This module checks what the
+client sends (SDP size, candidates), creates both connections with the server's ICE settings and
+a connect watchdog, and closes them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from aiortc import (
-    MediaStreamTrack,
     RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCIceTransportPolicy,
     RTCPeerConnection,
-    RTCRtpSender,
-    RTCRtpTransceiver,
-    RTCSessionDescription,
 )
-from aiortc.codecs import is_rtx
-from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
-from aiortc.rtp import RtpPacket
 from aiortc.sdp import candidate_from_sdp
 
 from veche.errors import ErrorCode, MediaError
 from veche.media.candidates import candidate_address_allowed, filter_sdp_candidates
+from veche.media.codecs import Decoders
 from veche.media.counters import MediaCounters
-from veche.media.internals import (
-    bind_ports,
-    feed_sender,
-    negotiated_codecs,
-    pin_codecs,
-    tap_receiver,
-)
-from veche.media.tracks import Downtrack, SenderFeed, Uptrack
-from veche.protocol import Answer, Candidate, Error, Offer, PeerRole, ServerMessage, Source
+from veche.media.internals import bind_ports
+from veche.media.publish import PublishLeg
+from veche.media.subscribe import SubscribeLeg
+from veche.media.tracks import Uptrack
+from veche.protocol import Answer, Candidate, Error, Offer, PeerRole, ServerMessage
 
 __all__ = ["MediaConfig", "MediaPeer"]
 
@@ -70,29 +60,21 @@ class MediaConfig:
     port_min: int = 40000
     port_max: int = 40199
     public_ip: str | None = None
+    video_codecs: tuple[str, ...] = ("VP8", "H264")
+    """Video codecs asked of publishers when the whole room can decode them, best first."""
     counters: MediaCounters = field(default_factory=MediaCounters)
     """Totals for ``/metrics``, shared by every peer of the router."""
-
-
-class _ForwardedTrack(MediaStreamTrack):
-    """Stands in for a forwarded track on a subscriber's sender; never read (the sender is fed
-    by a downtrack), its id names the track in the subscriber's SDP."""
-
-    def __init__(self, kind: str, track_id: str) -> None:
-        super().__init__()
-        self.kind = kind
-        self._id = track_id
-
-    async def recv(self) -> None:  # type: ignore[override]
-        raise RuntimeError("forwarded tracks are fed, not read")
 
 
 class MediaPeer:
     """The two peer connections of one participant.
 
     ``send`` delivers a server message to this participant; ``on_publish`` is called with each
-    new track the participant publishes; ``on_failed`` when a connection fails (ICE or DTLS),
-    after the client was told with a ``media_failed`` error.
+    new track the participant publishes and ``on_unpublish`` with each one a codec switch
+    replaced; ``on_failed`` when a connection fails (ICE or DTLS), after the client was told
+    with a ``media_failed`` error; ``on_refused`` with another participant's track this one
+    declined. ``decoders`` is what this participant can decode, ``audience()`` what everyone
+    else in its room can.
     """
 
     def __init__(
@@ -102,26 +84,59 @@ class MediaPeer:
         *,
         send: Callable[[ServerMessage], None],
         on_publish: Callable[[Uptrack], None],
+        on_unpublish: Callable[[Uptrack], None] = lambda uptrack: None,
         on_failed: Callable[[], None] = lambda: None,
         on_level: Callable[[int], None] | None = None,
+        on_refused: Callable[[Uptrack], None] = lambda uptrack: None,
+        decoders: Decoders | None = None,
+        audience: Callable[[], list[Decoders]] = list,
     ) -> None:
         self.participant_id = participant_id
         self.config = config
         self._send = send
-        self._on_publish = on_publish
         self._on_failed = on_failed
-        self._on_level = on_level
-        self.publish_pc: RTCPeerConnection | None = None
-        self.subscribe_pc: RTCPeerConnection | None = None
-        self.uptracks: list[Uptrack] = []
-        self._downtracks: dict[str, tuple[RTCRtpTransceiver, Downtrack]] = {}
-        self._feeds: list[tuple[RTCRtpTransceiver, SenderFeed, RTCRtpCodecParameters]] = []
-        self._awaiting_answer = False
-        self._renegotiate = False
-        self._negotiation: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self.publishing = PublishLeg(
+            participant_id,
+            video_codecs=config.video_codecs,
+            counters=config.counters,
+            new_pc=lambda: self._new_pc("publish"),
+            bind=self._bind,
+            send=send,
+            audience=audience,
+            on_publish=on_publish,
+            on_unpublish=on_unpublish,
+            on_level=on_level,
+        )
+        self.subscribing = SubscribeLeg(
+            participant_id,
+            decoders or Decoders(),
+            new_pc=lambda: self._new_pc("subscribe"),
+            bind=self._bind,
+            send=send,
+            on_refused=on_refused,
+        )
         self._candidates: dict[PeerRole, int] = {"publish": 0, "subscribe": 0}
         self.closed = False
+
+    @property
+    def publish_pc(self) -> RTCPeerConnection | None:
+        """The connection this participant publishes on, once it offered."""
+        return self.publishing.pc
+
+    @property
+    def subscribe_pc(self) -> RTCPeerConnection | None:
+        """The connection this participant receives on, once there was something to send."""
+        return self.subscribing.pc
+
+    @property
+    def uptracks(self) -> list[Uptrack]:
+        """The tracks this participant publishes now."""
+        return self.publishing.uptracks
+
+    @property
+    def decoders(self) -> Decoders:
+        """What this participant can decode."""
+        return self.subscribing.decoders
 
     # ---------------------------------------------------------------- messages from the client
 
@@ -141,9 +156,9 @@ class MediaPeer:
             message = message.model_copy(update={"sdp": sdp})
         match message:
             case Offer(pc="publish"):
-                await self._publish_offer(message.sdp, message.sources or {})
+                await self.publishing.offer(message.sdp, message.sources or {})
             case Answer(pc="subscribe"):
-                await self._subscribe_answer(message.sdp)
+                await self.subscribing.answer(message.sdp)
             case Candidate():
                 await self._candidate(message)
             case _:
@@ -154,101 +169,16 @@ class MediaPeer:
                     ref=message.id,
                 )
 
-    async def _publish_offer(self, sdp: str, sources: dict[str, Source]) -> None:
-        if not any(line.startswith(("m=audio", "m=video")) for line in sdp.splitlines()):
-            raise MediaError("the publish offer has no audio or video section")
-        async with self._lock:
-            if self.closed:
-                return
-            pc = self.publish_pc
-            if pc is None:
-                pc = self.publish_pc = self._new_pc("publish")
-                pc.on("track", lambda track: self._tap(pc, track))
-            known = {t.mid for t in pc.getTransceivers()}
-            try:
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            except Exception as exc:
-                raise MediaError(f"the publish offer could not be applied: {exc}") from None
-            added = []
-            for transceiver in pc.getTransceivers():
-                if transceiver.mid in known or transceiver.receiver.track is None:
-                    continue
-                codecs = [c for c in negotiated_codecs(transceiver) if not is_rtx(c)]
-                if not codecs:
-                    continue
-                pin_codecs(transceiver, codecs[0])
-                source = sources.get(transceiver.mid or "")
-                if source is not None and (source == "microphone") != (transceiver.kind == "audio"):
-                    source = None  # a microphone must be audio, a camera or screen video
-                added.append(self._uptrack_for(transceiver, codecs[0], source))
-            bind_ports(pc, self.config.port_min, self.config.port_max, self.config.public_ip)
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
-            self._send(Answer(pc="publish", sdp=pc.localDescription.sdp))
-        for uptrack in added:
-            self._on_publish(uptrack)
-
-    def _tap(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
-        for transceiver in pc.getTransceivers():
-            if transceiver.receiver.track is track:
-                receiver = transceiver.receiver
-
-                def sink(
-                    packet: RtpPacket,
-                    codec: RTCRtpCodecParameters,
-                    *,
-                    t: RTCRtpTransceiver = transceiver,
-                ) -> None:
-                    uptrack = getattr(t, "_veche_uptrack", None)
-                    if uptrack is not None:
-                        uptrack.on_packet(packet, codec)
-
-                tap_receiver(receiver, sink, on_nack=self._count_nack)
-
-    def _count_nack(self) -> None:
-        self.config.counters.nacks_sent += 1
-
-    def _uptrack_for(
-        self, transceiver: RTCRtpTransceiver, codec: RTCRtpCodecParameters, source: Source | None
-    ) -> Uptrack:
-        uptrack = Uptrack(
-            self.participant_id,
-            transceiver.kind,
-            codec,
-            transceiver.receiver,
-            source=source,
-            on_level=self._on_level if transceiver.kind == "audio" else None,
-            counters=self.config.counters,
-        )
-        transceiver._veche_uptrack = uptrack  # type: ignore[attr-defined]
-        self.uptracks.append(uptrack)
-        log.info(
-            "track published",
-            extra={"participant": self.participant_id, "track": uptrack.id, "codec": codec.name},
-        )
-        return uptrack
-
-    async def _subscribe_answer(self, sdp: str) -> None:
-        async with self._lock:
-            pc = self.subscribe_pc
-            if pc is None or not self._awaiting_answer:
-                raise MediaError(
-                    "no subscribe offer is waiting for an answer", code=ErrorCode.WRONG_STATE
-                )
-            try:
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-            except Exception as exc:
-                raise MediaError(f"the subscribe answer could not be applied: {exc}") from None
-            self._awaiting_answer = False
-        if self._renegotiate:
-            self._renegotiate = False
-            self._schedule_negotiation()
-
     async def _candidate(self, message: Candidate) -> None:
         pc = self.publish_pc if message.pc == "publish" else self.subscribe_pc
         if pc is None or pc.remoteDescription is None:
+            before = (
+                "the publish offer"
+                if message.pc == "publish"
+                else "an answer to the server's subscribe offer was applied"
+            )
             raise MediaError(
-                f"no {message.pc} connection to add a candidate to",
+                f"a {message.pc} candidate arrived before {before}",
                 code=ErrorCode.WRONG_STATE,
                 ref=message.id,
             )
@@ -283,77 +213,14 @@ class MediaPeer:
 
     def subscribe(self, uptrack: Uptrack) -> None:
         """Start receiving ``uptrack`` (another participant's track)."""
-        if self.closed or uptrack.id in self._downtracks or uptrack.closed:
-            return
-        pc = self.subscribe_pc
-        if pc is None:
-            pc = self.subscribe_pc = self._new_pc("subscribe")
-        reusable = self._free_feed(uptrack)
-        if reusable is None:
-            transceiver = pc.addTransceiver(uptrack.kind, direction="sendonly")
-            transceiver.setCodecPreferences(_capabilities_for(uptrack.codec))
-            feed = SenderFeed(uptrack.kind)
-            feed_sender(transceiver.sender, feed.ready, feed.keyframe_requested)
-            self._feeds.append((transceiver, feed, uptrack.codec))
-        else:
-            transceiver, feed = reusable
-            transceiver.direction = "sendonly"
-        sender: RTCRtpSender = transceiver.sender
-        sender._stream_id = uptrack.stream_id  # the subscriber's ontrack: streams[0].id
-        sender.replaceTrack(_ForwardedTrack(uptrack.kind, uptrack.id))
-        downtrack = Downtrack(uptrack, self.participant_id, feed)
-        self._downtracks[uptrack.id] = (transceiver, downtrack)
-        self._schedule_negotiation()
-
-    def _free_feed(self, uptrack: Uptrack) -> tuple[RTCRtpTransceiver, SenderFeed] | None:
-        """An idle transceiver that can carry ``uptrack``: same kind and same codec (a running
-        sender keeps the payload type it started with)."""
-        for transceiver, feed, codec in self._feeds:
-            if (
-                feed.downtrack is None
-                and transceiver.kind == uptrack.kind
-                and codec.mimeType.lower() == uptrack.codec.mimeType.lower()
-                and codec.parameters == uptrack.codec.parameters
-            ):
-                return transceiver, feed
-        return None
+        self.subscribing.subscribe(uptrack)
 
     def unsubscribe(self, uptrack: Uptrack) -> None:
-        """Stop receiving ``uptrack``; its transceiver goes inactive in the next offer."""
-        entry = self._downtracks.pop(uptrack.id, None)
-        if entry is None or self.closed:
-            return
-        transceiver, downtrack = entry
-        downtrack.detach()
-        transceiver.direction = "inactive"
-        self._schedule_negotiation()
+        """Stop receiving ``uptrack``."""
+        self.subscribing.unsubscribe(uptrack)
 
-    def _schedule_negotiation(self) -> None:
-        if self._negotiation is not None and not self._negotiation.done():
-            self._renegotiate = True
-            return
-        self._negotiation = asyncio.create_task(self._negotiate())
-
-    async def _negotiate(self) -> None:
-        await asyncio.sleep(0)  # let a burst of track changes land in one offer
-        async with self._lock:
-            pc = self.subscribe_pc
-            if pc is None or self.closed:
-                return
-            if self._awaiting_answer:
-                self._renegotiate = True
-                return
-            self._renegotiate = False
-            try:
-                bind_ports(pc, self.config.port_min, self.config.port_max, self.config.public_ip)
-                offer = await pc.createOffer()
-                await pc.setLocalDescription(offer)
-            except Exception:
-                log.exception("subscribe offer failed", extra={"participant": self.participant_id})
-                self._send(Error(code=ErrorCode.MEDIA_FAILED, message="could not offer media"))
-                return
-            self._awaiting_answer = True
-            self._send(Offer(pc="subscribe", sdp=pc.localDescription.sdp))
+    def _bind(self, pc: RTCPeerConnection) -> None:
+        bind_ports(pc, self.config.port_min, self.config.port_max, self.config.public_ip)
 
     # ---------------------------------------------------------------- lifetime
 
@@ -420,13 +287,8 @@ class MediaPeer:
         if self.closed:
             return
         self.closed = True
-        if self._negotiation is not None:
-            self._negotiation.cancel()
-        for uptrack in self.uptracks:
-            uptrack.close()
-        for _, downtrack in self._downtracks.values():
-            downtrack.detach()
-        self._downtracks.clear()
+        self.publishing.stop()
+        self.subscribing.stop()
         for pc in (self.publish_pc, self.subscribe_pc):
             if pc is None:
                 continue
@@ -436,22 +298,4 @@ class MediaPeer:
                 log.warning(
                     "peer connection close timed out", extra={"participant": self.participant_id}
                 )
-        if self._negotiation is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._negotiation
-
-
-def _capabilities_for(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
-    """Codec preferences that pin a subscriber leg to the publisher's ``codec`` (plus RTX for
-    video, so lost packets are resent on their own stream)."""
-    kind = codec.mimeType.split("/", 1)[0].lower()
-    capabilities = RTCRtpSender.getCapabilities(kind).codecs
-    chosen = [
-        cap
-        for cap in capabilities
-        if cap.mimeType.lower() == codec.mimeType.lower() and cap.parameters == codec.parameters
-    ][:1]
-    if not chosen:
-        raise MediaError(f"cannot forward {codec.mimeType} {codec.parameters}")
-    rtx = [cap for cap in capabilities if cap.mimeType.lower() == "video/rtx"][:1]
-    return chosen + (rtx if kind == "video" else [])
+        await self.subscribing.settled()

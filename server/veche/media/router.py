@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from aiortc import RTCIceServer
 
+from veche.media.codecs import Decoders
 from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
 from veche.media.speaker import SpeakerDetector
@@ -63,6 +64,7 @@ def media_config(settings: Settings) -> MediaConfig:
         port_min=settings.media_port_min,
         port_max=settings.media_port_max,
         public_ip=settings.public_ip,
+        video_codecs=tuple(settings.video_codecs),
     )
 
 
@@ -109,25 +111,55 @@ class MediaRouter:
             for pc in (peer.publish_pc, peer.subscribe_pc)
         ) + len(self._closing)
 
-    def join(self, room: str, participant_id: str) -> None:
-        """Add a participant: it will receive every track already published in the room."""
+    def join(self, room: str, participant_id: str, receive_codecs: list[str] | None = None) -> None:
+        """Add a participant that can decode ``receive_codecs`` (MIME types; ``None``: whatever
+        is forwarded): it will receive every track already published in the room that it can
+        decode; a publisher whose codec it cannot decode is asked for another, if it offered
+        one that suits the whole room."""
+        self._add(room, participant_id, Decoders.named(receive_codecs))
+
+    def _add(self, room: str, participant_id: str, decoders: Decoders) -> None:
         detector = self._speakers.setdefault(room, SpeakerDetector())
         peer = MediaPeer(
             participant_id,
             self.config,
             send=lambda message: self._send(participant_id, message),
             on_publish=self._published,
+            on_unpublish=self._unpublished,
             on_failed=lambda: self.reset(participant_id),
             on_level=lambda level: detector.add(participant_id, level, now=self._clock()),
+            on_refused=lambda uptrack: self._offer(participant_id, uptrack),
+            decoders=decoders,
+            audience=lambda: self._audience(participant_id),
         )
         self._ensure_speaker_task()
         members = self._rooms.setdefault(room, set())
-        for other in members:
-            for uptrack in self._peers[other].uptracks:
-                peer.subscribe(uptrack)
+        others = list(members)
         members.add(participant_id)
         self._peers[participant_id] = peer
         self._room_of[participant_id] = room
+        for other in others:
+            for uptrack in list(self._peers[other].uptracks):
+                self._offer(participant_id, uptrack)
+
+    def _audience(self, participant_id: str) -> list[Decoders]:
+        """What everyone else in ``participant_id``'s room can decode."""
+        members = self._rooms.get(self._room_of.get(participant_id, ""), set())
+        return [self._peers[m].decoders for m in members if m != participant_id]
+
+    def _offer(self, participant_id: str, uptrack: Uptrack) -> None:
+        """Forward ``uptrack`` to a participant if it can decode it; otherwise ask the publisher
+        for a codec the whole room can decode, or, if it has none, tell the participant."""
+        peer = self._peers.get(participant_id)
+        if peer is None or uptrack.closed:
+            return
+        if peer.subscribing.can_receive(uptrack):
+            peer.subscribe(uptrack)
+            return
+        publisher = self._peers.get(uptrack.owner)
+        if publisher is not None and publisher.publishing.ask_for_codec_all_can_decode(uptrack):
+            return  # the track comes back in the new codec (see _published)
+        peer.subscribing.unavailable(uptrack)
 
     def leave(self, participant_id: str) -> None:
         """Remove a participant: its tracks leave every subscriber; its connections close in the
@@ -160,8 +192,9 @@ class MediaRouter:
             return
         log.info("media reset after failure", extra={"participant": participant_id})
         forwarding = self._forwarding.get(participant_id)
+        decoders = self._peers[participant_id].decoders
         self.leave(participant_id)
-        self.join(room, participant_id)
+        self._add(room, participant_id, decoders)
         if forwarding is not None:
             self._forwarding[participant_id] = forwarding
 
@@ -250,9 +283,15 @@ class MediaRouter:
         if room is None:
             return
         self._record(room, uptrack)
-        for other in self._rooms.get(room, ()):
+        for other in list(self._rooms.get(room, ())):
             if other != uptrack.owner:
-                self._peers[other].subscribe(uptrack)
+                self._offer(other, uptrack)
+
+    def _unpublished(self, uptrack: Uptrack) -> None:
+        """A publisher replaced ``uptrack`` (a codec switch): nobody receives it any more."""
+        for other in self._rooms.get(self._room_of.get(uptrack.owner, ""), ()):
+            if other != uptrack.owner:
+                self._peers[other].unsubscribe(uptrack)
 
     async def close(self) -> None:
         """Close every participant's media and wait for all closes to finish."""

@@ -1,0 +1,254 @@
+"""The subscribe leg of a participant's media: the connection the server offers, carrying
+everyone else's tracks to the participant.
+
+It is renegotiated whenever tracks come or go; changes that arrive while an offer is
+outstanding are folded into one new offer after the answer. A section the client declines (it
+cannot decode the codec) is left inactive and the participant is told, while every other section
+keeps flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+
+from veche.errors import ErrorCode, MediaError
+from veche.media.codecs import Decoders
+from veche.media.internals import accept_declined_sections, feed_sender, set_stream_id
+from veche.media.tracks import Downtrack, SenderFeed, Uptrack
+from veche.protocol import Error, Offer, ServerMessage, TrackUnavailable
+
+__all__ = ["SubscribeLeg"]
+
+log = logging.getLogger(__name__)
+
+
+class _ForwardedTrack(MediaStreamTrack):
+    """Stands in for a forwarded track on a subscriber's sender; never read (the sender is fed
+    by a downtrack), its id names the track in the subscriber's SDP."""
+
+    def __init__(self, kind: str, track_id: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._id = track_id
+
+    async def recv(self) -> None:  # type: ignore[override]
+        raise RuntimeError("forwarded tracks are fed, not read")
+
+
+class SubscribeLeg:
+    """The connection a participant receives everyone else's tracks on.
+
+    ``decoders`` is what the participant can decode (updated when it declines a section);
+    ``on_refused`` is called with an uptrack it turned down, so the publisher may be asked for
+    another codec.
+    """
+
+    def __init__(
+        self,
+        participant_id: str,
+        decoders: Decoders,
+        *,
+        new_pc: Callable[[], RTCPeerConnection],
+        bind: Callable[[RTCPeerConnection], None],
+        send: Callable[[ServerMessage], None],
+        on_refused: Callable[[Uptrack], None],
+    ) -> None:
+        self.participant_id = participant_id
+        self.decoders = decoders
+        self._new_pc = new_pc
+        self._bind = bind
+        self._send = send
+        self._on_refused = on_refused
+        self.pc: RTCPeerConnection | None = None
+        self._downtracks: dict[str, tuple[RTCRtpTransceiver, Downtrack]] = {}
+        self._feeds: list[tuple[RTCRtpTransceiver, SenderFeed, RTCRtpCodecParameters]] = []
+        self._awaiting_answer = False
+        self._renegotiate = False
+        self._negotiation: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    def can_receive(self, uptrack: Uptrack) -> bool:
+        """Whether this participant can decode ``uptrack``'s codec."""
+        return self.decoders.can_decode(uptrack.codec.mimeType)
+
+    # ---------------------------------------------------------------- tracks
+
+    def subscribe(self, uptrack: Uptrack) -> None:
+        """Start receiving ``uptrack`` (another participant's track)."""
+        if self.closed or uptrack.id in self._downtracks or uptrack.closed:
+            return
+        pc = self.pc
+        if pc is None:
+            pc = self.pc = self._new_pc()
+        reusable = self._free_feed(uptrack)
+        if reusable is None:
+            transceiver = pc.addTransceiver(uptrack.kind, direction="sendonly")
+            transceiver.setCodecPreferences(_capabilities_for(uptrack.codec))
+            feed = SenderFeed(uptrack.kind)
+            feed_sender(transceiver.sender, feed.ready, feed.keyframe_requested)
+            self._feeds.append((transceiver, feed, uptrack.codec))
+        else:
+            transceiver, feed = reusable
+            transceiver.direction = "sendonly"
+        set_stream_id(transceiver.sender, uptrack.stream_id)
+        transceiver.sender.replaceTrack(_ForwardedTrack(uptrack.kind, uptrack.id))
+        downtrack = Downtrack(uptrack, self.participant_id, feed)
+        self._downtracks[uptrack.id] = (transceiver, downtrack)
+        self._schedule_negotiation()
+
+    def _free_feed(self, uptrack: Uptrack) -> tuple[RTCRtpTransceiver, SenderFeed] | None:
+        """An idle transceiver that can carry ``uptrack``: same kind and same codec (a running
+        sender keeps the payload type it started with)."""
+        for transceiver, feed, codec in self._feeds:
+            if (
+                feed.downtrack is None
+                and transceiver.kind == uptrack.kind
+                and codec.mimeType.lower() == uptrack.codec.mimeType.lower()
+                and codec.parameters == uptrack.codec.parameters
+            ):
+                return transceiver, feed
+        return None
+
+    def unsubscribe(self, uptrack: Uptrack) -> None:
+        """Stop receiving ``uptrack``; its transceiver goes inactive in the next offer."""
+        entry = self._downtracks.pop(uptrack.id, None)
+        if entry is None or self.closed:
+            return
+        transceiver, downtrack = entry
+        downtrack.detach()
+        transceiver.direction = "inactive"
+        self._schedule_negotiation()
+
+    # ---------------------------------------------------------------- negotiation
+
+    async def answer(self, sdp: str) -> None:
+        """Apply the client's answer to the last subscribe offer."""
+        async with self._lock:
+            pc = self.pc
+            if pc is None or not self._awaiting_answer:
+                raise MediaError(
+                    "no subscribe offer is waiting for an answer", code=ErrorCode.WRONG_STATE
+                )
+            sdp, declined = accept_declined_sections(sdp, pc.localDescription.sdp)
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            except Exception as exc:
+                # The offer stays unanswered; the next change offers again.
+                self._awaiting_answer = False
+                raise MediaError(f"the subscribe answer could not be applied: {exc}") from None
+            self._awaiting_answer = False
+            refused = [u for mid in declined if (u := self._declined(mid)) is not None]
+        for uptrack in refused:
+            self._on_refused(uptrack)
+        if self._renegotiate:
+            self._renegotiate = False
+            self._schedule_negotiation()
+
+    def _declined(self, mid: str) -> Uptrack | None:
+        """The client declined section ``mid``: its transceiver is retired (never reused) and
+        the track it carried, if any, is no longer forwarded; that track."""
+        for index, (transceiver, _feed, _codec) in enumerate(self._feeds):
+            if transceiver.mid == mid:
+                del self._feeds[index]
+                break
+        else:
+            return None
+        transceiver.direction = "inactive"
+        for track_id, (carrier, downtrack) in list(self._downtracks.items()):
+            if carrier is transceiver:
+                del self._downtracks[track_id]
+                downtrack.detach()
+                uptrack = downtrack.uptrack
+                self.decoders = self.decoders.refusing(uptrack.codec.mimeType)
+                log.info(
+                    "section declined",
+                    extra={
+                        "participant": self.participant_id,
+                        "track": uptrack.id,
+                        "codec": uptrack.codec.mimeType,
+                    },
+                )
+                return uptrack
+        return None
+
+    def unavailable(self, uptrack: Uptrack) -> None:
+        """Tell the participant that ``uptrack`` cannot reach it (its codec does not play)."""
+        self._send(
+            TrackUnavailable(
+                participant_id=uptrack.owner, source=uptrack.source, codec=uptrack.codec.mimeType
+            )
+        )
+
+    def _schedule_negotiation(self) -> None:
+        if self._negotiation is not None and not self._negotiation.done():
+            self._renegotiate = True
+            return
+        self._negotiation = asyncio.create_task(self._negotiate())
+
+    async def _negotiate(self) -> None:
+        await asyncio.sleep(0)  # let a burst of track changes land in one offer
+        async with self._lock:
+            pc = self.pc
+            if pc is None or self.closed:
+                return
+            if self._awaiting_answer:
+                self._renegotiate = True
+                return
+            self._renegotiate = False
+            try:
+                self._bind(pc)
+                offer = await pc.createOffer()
+                await pc.setLocalDescription(offer)
+            except Exception:
+                log.exception("subscribe offer failed", extra={"participant": self.participant_id})
+                self._send(Error(code=ErrorCode.MEDIA_FAILED, message="could not offer media"))
+                return
+            self._awaiting_answer = True
+            self._send(Offer(pc="subscribe", sdp=pc.localDescription.sdp))
+
+    # ---------------------------------------------------------------- lifetime
+
+    def stop(self) -> None:
+        """Stop forwarding to this participant and any negotiation under way (the connection
+        is closed by the peer)."""
+        self.closed = True
+        if self._negotiation is not None:
+            self._negotiation.cancel()
+        for _, downtrack in self._downtracks.values():
+            downtrack.detach()
+        self._downtracks.clear()
+
+    async def settled(self) -> None:
+        """Wait for a cancelled negotiation to finish."""
+        if self._negotiation is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._negotiation
+
+
+def _capabilities_for(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
+    """Codec preferences that pin a subscriber leg to the publisher's ``codec`` (plus RTX for
+    video, so lost packets are resent on their own stream)."""
+    kind = codec.mimeType.split("/", 1)[0].lower()
+    capabilities = RTCRtpSender.getCapabilities(kind).codecs
+    chosen = [
+        cap
+        for cap in capabilities
+        if cap.mimeType.lower() == codec.mimeType.lower() and cap.parameters == codec.parameters
+    ][:1]
+    if not chosen:
+        raise MediaError(f"cannot forward {codec.mimeType} {codec.parameters}")
+    rtx = [cap for cap in capabilities if cap.mimeType.lower() == "video/rtx"][:1]
+    return chosen + (rtx if kind == "video" else [])
