@@ -10,9 +10,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 
 # Debian packages the test suite needs; `make test` installs the missing ones when run as root.
-TEST_DEBIAN_PACKAGES ?= iproute2 iptables chromium coturn redis-server
+TEST_DEBIAN_PACKAGES ?= iproute2 iptables chromium firefox-esr coturn redis-server
 
-.PHONY: run test test-docker check check-js bench schema system-packages clean
+.PHONY: run test test-docker check check-js bench schema system-packages node-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV) && \
@@ -32,9 +32,13 @@ run: $(VENV)/.installed-run
 system-packages:
 	@sh scripts/debian-packages $(TEST_DEBIAN_PACKAGES)
 
+# npm tools under $(VENV)/tools (puppeteer-core for Firefox, TypeScript); no browser download.
+node-tools: | $(BIN)/python
+	@sh scripts/node-tools $(VENV)/tools
+
 # The suite runs inside a private network namespace (scripts/netns-run) so that WebRTC tests use
 # their own addresses and nothing can leave the machine.
-test: $(VENV)/.installed-test system-packages
+test: $(VENV)/.installed-test system-packages node-tools
 	sh scripts/netns-run $(BIN)/python -m pytest
 
 check: $(VENV)/.installed-test
@@ -54,7 +58,7 @@ check: $(VENV)/.installed-test
 TSC := $(VENV)/tools/node_modules/.bin/tsc
 check-js:
 	@if command -v npm >/dev/null 2>&1; then \
-		[ -x $(TSC) ] || npm install --silent --prefix $(VENV)/tools typescript@5 >/dev/null; \
+		sh scripts/node-tools $(VENV)/tools; \
 		echo "$(TSC) -p web/jsconfig.json"; $(TSC) -p web/jsconfig.json; \
 	else echo "note: npm not found, the browser client's types were not checked"; fi
 

@@ -149,6 +149,16 @@ async def _videos(page: Page, count: int, timeout: float) -> None:
     await page.wait_for_function(f"() => ({JS_REMOTE_VIDEOS})() >= {count}", timeout=timeout * 1000)
 
 
+async def _eventually(page: Page, script: str, timeout: float) -> Any:
+    """The first result of the page function ``script`` that is not null (polled; an async
+    page function cannot be waited for with wait_for_function, its promise is truthy)."""
+    deadline = time.monotonic() + timeout
+    while (value := await page.evaluate(script)) is None:
+        assert time.monotonic() < deadline, f"no value from {script[:60]!r}"
+        await asyncio.sleep(0.2)
+    return value
+
+
 async def _media_flows(page: Page, others: int) -> None:
     """``others`` video streams are decoded and ``others`` audio streams received, rising over
     a second."""
@@ -259,8 +269,7 @@ async def test_an_h264_publisher_and_a_firefox_without_h264_see_and_hear_each_ot
     room = "codec-" + preference.split()[0].replace(".", "").lower()
     async with meeting(chrome, fox, served, room) as join:
         ada = await join("chromium", "Ada", init=H264_FIRST)
-        await ada.wait_for_function(f"async () => ({JS_OUTBOUND_VIDEO_CODEC})() !== null")
-        before = await ada.evaluate(JS_OUTBOUND_VIDEO_CODEC)
+        before = await _eventually(ada, JS_OUTBOUND_VIDEO_CODEC, timeout=20)
         assert before == ("video/VP8" if preference == "VP8 first" else "video/H264")
         await ada.evaluate(JS_MARK_CONNECTIONS)  # her publish connection, alone so far
 

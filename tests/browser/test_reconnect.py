@@ -23,6 +23,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from tests.browser.conftest import chromium, chromium_path
+from tests.browser.firefox import FirefoxPage, firefox, firefox_missing
 from tests.integration.serverproc import ServerProcess, free_port, run_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -154,7 +155,7 @@ async def _join(
     return context, page
 
 
-async def _frames_start(pages: list[Page], timeout: float) -> float:
+async def _frames_start(pages: list[Page | FirefoxPage], timeout: float) -> float:
     """Seconds until every page decodes new video frames (polled every 0.2 s)."""
     start = time.monotonic()
     last = [await page.evaluate(JS_FRAMES) for page in pages]
@@ -170,7 +171,7 @@ async def _frames_start(pages: list[Page], timeout: float) -> float:
     return time.monotonic() - start
 
 
-async def _frames_flow(page: Page, timeout: float) -> None:
+async def _frames_flow(page: Page | FirefoxPage, timeout: float) -> None:
     """Wait until video frames are being decoded: 10 more within a second."""
     deadline = time.monotonic() + timeout
     while True:
@@ -196,20 +197,61 @@ async def _call(
     return ada, bob, bob_id
 
 
-async def _my_id(page: Page) -> str:
+async def _my_id(page: Page | FirefoxPage) -> str:
     value: Any = await page.evaluate("() => window.veche.connection?.participantId")
     assert isinstance(value, str)
     return value
 
 
+@contextlib.asynccontextmanager
+async def _call_with_firefox(
+    guest: Guest, server: ServerProcess, room: str
+) -> AsyncIterator[tuple[Page, FirefoxPage, str]]:
+    """As :func:`_call`, with Bob in Firefox ESR (run inside the guest namespace)."""
+    reason = firefox_missing()
+    if reason:
+        pytest.skip(reason)
+    async with (
+        async_playwright() as playwright,
+        firefox(launcher=["ip", "netns", "exec", guest.name], secure_origins=[HOST_ADDRESS]) as fox,
+    ):
+        chrome = await playwright.chromium.launch(
+            executable_path=chromium_path(), args=BROWSER_ARGS
+        )
+        try:
+            _, ada = await _join(chrome, server.http, room, "Ada")
+            bob = await fox.new_page(f"http://{HOST_ADDRESS}:{server.port}")
+            await bob.goto(f"/r/{room}?name=Bob&join=1&lang=en")
+            await _frames_flow(ada, timeout=30)
+            await _frames_flow(bob, timeout=30)
+            bob_id = await _my_id(bob)
+            await ada.evaluate(JS_WATCH, bob_id)
+            yield ada, bob, bob_id
+        finally:
+            await chrome.close()
+
+
+@contextlib.asynccontextmanager
+async def _call_with(
+    browser: str, guest: Guest, server: ServerProcess, room: str
+) -> AsyncIterator[tuple[Page, Page | FirefoxPage, str]]:
+    """Ada (Chromium, test namespace) and Bob (``browser``, guest namespace) in a call."""
+    if browser == "firefox":
+        async with _call_with_firefox(guest, server, room) as call:
+            yield call
+    else:
+        async with two_browsers(guest, server.port) as browsers:
+            yield await _call(browsers, server, room)
+
+
+@pytest.mark.parametrize("browser", ["chromium", "firefox"])
 async def test_a_10_s_network_cut_resumes_the_same_participant(
-    guest: Guest, server: ServerProcess
+    guest: Guest, server: ServerProcess, browser: str
 ) -> None:
     """Bob's network is cut for 10 s: Ada sees him 'reconnecting' (never gone), and within 5 s
-    of the network's return Bob is back as himself with video flowing both ways."""
-    async with two_browsers(guest, server.port) as browsers:
-        ada, bob, bob_id = await _call(browsers, server, "cut10")
-
+    of the network's return Bob (in Chromium or Firefox) is back as himself with video flowing
+    both ways."""
+    async with _call_with(browser, guest, server, "cut10-" + browser) as (ada, bob, bob_id):
         guest.cut()
         try:
             await asyncio.sleep(10)
