@@ -108,6 +108,10 @@ class FirefoxPage:
         self._number = number
         self._base_url = base_url.rstrip("/")
 
+    async def add_init_script(self, script: str) -> None:
+        """Run ``script`` in every document this page loads, before the page's own scripts."""
+        await self._browser.command("init", page=self._number, script=script)
+
     async def goto(self, url: str) -> None:
         full = self._base_url + url if url.startswith("/") else url
         await self._browser.command("goto", page=self._number, url=full)

@@ -64,6 +64,10 @@ async function run(command) {
       page.on("dialog", (dialog) => dialog.dismiss().catch(() => {}));
       return id;
     }
+    case "init":
+      // Runs in every document the page loads from now on, before the page's own scripts.
+      await pageOf(command.page).evaluateOnNewDocument(command.script);
+      return null;
     case "goto":
       await pageOf(command.page).goto(command.url);
       return null;

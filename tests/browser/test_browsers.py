@@ -76,6 +76,18 @@ H264_FIRST = """
 })();
 """
 
+CLAIMS_H264 = """
+(() => {
+  // A client that says it decodes H.264 although it cannot (a stale capability list).
+  const get = RTCRtpReceiver.getCapabilities;
+  RTCRtpReceiver.getCapabilities = function (kind) {
+    const caps = get.call(this, kind);
+    if (kind === 'video') caps.codecs.push({mimeType: 'video/H264', clockRate: 90000});
+    return caps;
+  };
+})();
+"""
+
 JS_MARK_CONNECTIONS = """() => {
     const c = window.veche.connection;
     for (const pc of [c.publishPc, c.subscribePc]) if (pc) pc.__vecheMark = true;
@@ -118,7 +130,7 @@ async def meeting(
     chrome: Browser, fox: Firefox, server: ServerProcess, room: str
 ) -> AsyncIterator[Join]:
     """``join(browser, name, init=None)`` opens a participant (``"chromium"`` or
-    ``"firefox"``) in ``room``; ``init`` is a script Chromium runs before the page's own.
+    ``"firefox"``) in ``room``; ``init`` is a script run before the page's own.
     Everyone opened is closed afterwards."""
     opened: list[BrowserContext | FirefoxPage] = []
 
@@ -135,6 +147,8 @@ async def meeting(
         else:
             page = await fox.new_page(server.http)
             opened.append(page)
+            if init:
+                await page.add_init_script(init)
         await page.goto(f"/r/{room}?name={name}&join=1&lang=en")
         return page
 
@@ -295,3 +309,30 @@ async def test_an_h264_publisher_and_a_firefox_without_h264_see_and_hear_each_ot
             await _media_flows(page, 1)
         assert "media reset" not in served.output()
         assert "could not be applied" not in served.output()
+
+
+async def test_a_firefox_that_declines_h264_still_gets_the_video(
+    chrome: Browser, fox: Firefox, h264_server: ServerProcess
+) -> None:
+    """A Firefox that claims H.264 is offered an H.264 publisher's video and declines that
+    section (as the WebRTC specification allows): its audio keeps flowing, the server takes the
+    decline (no ``bad_sdp``, no reset), asks the publisher for VP8 on the same connection, and
+    the video arrives."""
+    async with meeting(chrome, fox, h264_server, "codec-declined") as join:
+        ada = await join("chromium", "Ada", init=H264_FIRST)
+        assert await _eventually(ada, JS_OUTBOUND_VIDEO_CODEC, timeout=20) == "video/H264"
+        await ada.evaluate(JS_MARK_CONNECTIONS)
+
+        bob = await join("firefox", "Bob", init=CLAIMS_H264)
+        await bob.wait_for_selector(".tile.me", timeout=10000)
+        welcomed = time.monotonic()
+        await _videos(bob, 1, timeout=10)
+        print(f"\nvideo after the decline {time.monotonic() - welcomed:.2f} s after the welcome")
+        await _media_flows(bob, 1)
+        await _videos(ada, 1, timeout=10)
+        assert await ada.evaluate(JS_OUTBOUND_VIDEO_CODEC) == "video/VP8"
+        assert await ada.evaluate("() => window.veche.connection.publishPc.__vecheMark") is True
+        log = h264_server.output()
+        assert "section declined" in log
+        assert "media reset" not in log
+        assert "could not be applied" not in log
