@@ -246,7 +246,10 @@ async def test_a_mixed_room_with_a_late_joiner_toggles_and_a_leave(
                 "() => document.querySelectorAll('.tile').length === 2", timeout=5000
             )
         assert time.monotonic() - left < 2.0
-        assert await cyd.text_content("#status") == "You left the meeting."
+        await cyd.wait_for_function(
+            "() => document.getElementById('status').textContent === 'You left the meeting.'",
+            timeout=5000,
+        )
 
 
 async def test_a_screen_shared_from_chromium_plays_in_firefox(

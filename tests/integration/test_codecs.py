@@ -196,3 +196,35 @@ async def test_a_candidate_before_the_subscribe_answer_is_refused_in_words() -> 
             await client.wait_for(lambda m: m["type"] == "pong", timeout=5)
         finally:
             await client.close()
+
+
+async def test_a_publisher_that_ignores_renegotiate_leaves_the_viewer_told() -> None:
+    """A client that does not answer ``renegotiate`` with a new offer keeps its codec; the
+    viewer who cannot decode it is told within a few seconds and gets everything else."""
+    with run_server(env={"VECHE_VIDEO_CODECS": "H264,VP8"}) as server:
+        publisher = await MediaClient.join(
+            server.ws, "stubborn", "Pub", receive_codecs=CHROMIUM_DECODERS
+        )
+        fox: MediaClient | None = None
+        try:
+            await publisher.publish(video_codecs=["video/H264", "video/VP8"])
+            fox = await MediaClient.join(
+                server.ws, "stubborn", "Fox", receive_codecs=FIREFOX_DECODERS
+            )
+            await publisher.wait_for(lambda m: m["type"] == "renegotiate", timeout=2)
+            told = await fox.wait_for(lambda m: m["type"] == "track_unavailable", timeout=8)
+            assert told["participant_id"] == publisher.participant_id
+            assert told["codec"] == "video/H264"
+            await until(
+                lambda: (
+                    fox is not None
+                    and any(
+                        r.frames > 50 for r in fox.tracks_from(publisher.participant_id, "audio")
+                    )
+                ),
+                timeout=10,
+            )
+        finally:
+            for client in (publisher, fox):
+                if client is not None:
+                    await client.close()

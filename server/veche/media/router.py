@@ -34,6 +34,10 @@ _DEFAULT_FORWARDING: Final[dict[Source, bool]] = {
 SPEAKER_INTERVAL: Final = 0.25
 """Seconds between two looks at who is speaking."""
 
+SWITCH_WAIT: Final = 5.0
+"""Seconds a publisher asked for another codec has before the participant who cannot decode
+the current one is told (a client that ignores ``renegotiate`` still works)."""
+
 
 def media_config(settings: Settings) -> MediaConfig:
     """Peer connection settings. The server uses the STUN servers; TURN only when every
@@ -94,6 +98,7 @@ class MediaRouter:
         self._rooms: dict[str, set[str]] = {}
         self._room_of: dict[str, str] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._switch_waits: set[asyncio.TimerHandle] = set()
         self._recordings: dict[str, Recording] = {}
         self._recorded: dict[str, list[tuple[Uptrack, Callable[[Any], None]]]] = {}
 
@@ -158,7 +163,17 @@ class MediaRouter:
             return
         publisher = self._peers.get(uptrack.owner)
         if publisher is not None and publisher.publishing.ask_for_codec_all_can_decode(uptrack):
-            return  # the track comes back in the new codec (see _published)
+            # The track comes back in the new codec (see _published); if it does not in time,
+            # say so.
+            def not_switched() -> None:
+                self._switch_waits.discard(handle)
+                waiting = self._peers.get(participant_id)
+                if waiting is not None and not uptrack.closed:
+                    waiting.subscribing.unavailable(uptrack)
+
+            handle = asyncio.get_running_loop().call_later(SWITCH_WAIT, not_switched)
+            self._switch_waits.add(handle)
+            return
         peer.subscribing.unavailable(uptrack)
 
     def leave(self, participant_id: str) -> None:
@@ -297,6 +312,8 @@ class MediaRouter:
         """Close every participant's media and wait for all closes to finish."""
         for participant_id in list(self._peers):
             self.leave(participant_id)
+        for handle in self._switch_waits:
+            handle.cancel()
         if self._speaker_task is not None:
             self._speaker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
