@@ -258,12 +258,13 @@ class PacketWriter:
         self._mid: str | None = parameters.muxId
         self._extensions = self._state[f"{_S}rtp_header_extensions_map"]
         self._history: dict[int, RtpPacket] = self._state[f"{_S}rtp_history"]
-        self._sequence = random.randrange(1 << 16)
-        self._origin = random.randrange(1 << 32)
         self._video = sender.kind == "video"
 
-    def write_frame(self, payloads: list[bytes], timestamp: int, audio_level: int | None) -> None:
-        """Send one frame's payloads (``timestamp`` relative to the stream's start)."""
+    def write_frame(
+        self, payloads: list[bytes], sequence: int, timestamp: int, audio_level: int | None
+    ) -> None:
+        """Send one frame's payloads, numbered from ``sequence`` on, with RTP ``timestamp``
+        (both from the stream's :class:`~veche.media.rewriter.StreamRewriter`)."""
         transport = self._sender.transport
         if transport._state is not DtlsState.CONNECTED:
             return
@@ -272,15 +273,16 @@ class PacketWriter:
             return
         srtp = transport._tx_srtp
         now = time.time()
-        rtp_timestamp = (self._origin + timestamp) & 0xFFFFFFFF
+        rtp_timestamp = timestamp
         abs_send_time = int(now * (1 << 18)) & 0xFFFFFF  # 6.18 seconds; NTP-Unix offset is 0 mod 64
         last = len(payloads) - 1
         octets = 0
         for index, payload in enumerate(payloads):
+            number = (sequence + index) & 0xFFFF
             packet = RtpPacket(
                 payload_type=self._payload_type,
                 marker=1 if index == last else 0,
-                sequence_number=self._sequence,
+                sequence_number=number,
                 timestamp=rtp_timestamp,
                 ssrc=self._sender._ssrc,
                 payload=payload,
@@ -290,9 +292,8 @@ class PacketWriter:
                 packet.extensions.abs_send_time = abs_send_time
             elif audio_level is not None:
                 packet.extensions.audio_level = (False, audio_level)
-            self._history[self._sequence % RTP_HISTORY_SIZE] = packet
+            self._history[number % RTP_HISTORY_SIZE] = packet
             _send_datagram(pair, srtp.protect(packet.serialize(self._extensions)))
-            self._sequence = (self._sequence + 1) & 0xFFFF
             octets += len(payload)
         state = self._state
         state[_NTP_TIMESTAMP] = int((now + _NTP_EPOCH) * (1 << 32))

@@ -27,6 +27,7 @@ from veche.media.internals import (
     negotiated_codecs,
     pin_codecs,
     receive_codec,
+    request_keyframe,
     tap_receiver,
 )
 from veche.media.tracks import Uptrack
@@ -90,6 +91,7 @@ class PublishLeg:
         self._lock = asyncio.Lock()
         self._asked = False
         """A new offer was asked for and has not come yet."""
+        self._requests: set[asyncio.Task[None]] = set()
         self.closed = False
 
     async def offer(self, sdp: str, sources: dict[str, Source]) -> None:
@@ -205,11 +207,18 @@ class PublishLeg:
     def _uptrack_for(
         self, transceiver: RTCRtpTransceiver, codec: RTCRtpCodecParameters, source: Source | None
     ) -> Uptrack:
+        receiver = transceiver.receiver
+
+        def ask_keyframe(ssrc: int) -> None:
+            task = asyncio.ensure_future(request_keyframe(receiver, ssrc))
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
+
         uptrack = Uptrack(
             self.participant_id,
             transceiver.kind,
             codec,
-            transceiver.receiver,
+            ask_keyframe,
             source=source,
             on_level=self._on_level if transceiver.kind == "audio" else None,
             counters=self._counters,

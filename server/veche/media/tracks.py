@@ -16,18 +16,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
-from aiortc import RTCRtpReceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from veche.media.assembler import AssembledFrame, FrameAssembler, Packet
 from veche.media.counters import MediaCounters
-from veche.media.internals import PacketWriter, request_keyframe
+from veche.media.rewriter import StreamRewriter
 from veche.protocol import Source
 
-__all__ = ["Downtrack", "SenderFeed", "TrackStats", "Uptrack"]
+__all__ = ["Downtrack", "FrameWriter", "SenderFeed", "TrackStats", "Uptrack"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +34,21 @@ KEYFRAME_INTERVAL: Final = 0.3
 """Least seconds between two keyframe requests to one publisher track."""
 
 _track_numbers = itertools.count(1)
+
+
+class FrameWriter(Protocol):
+    """Sends one frame's RTP payloads on a subscriber's connection
+    (:class:`~veche.media.internals.PacketWriter`; a fake in tests)."""
+
+    def write_frame(
+        self, payloads: list[bytes], sequence: int, timestamp: int, audio_level: int | None
+    ) -> None: ...
+
+
+class Scheduler(Protocol):
+    """``loop.call_later``, or a fake clock's in tests."""
+
+    def __call__(self, delay: float, callback: Callable[[], None], /) -> asyncio.TimerHandle: ...
 
 
 @dataclass(slots=True)
@@ -49,17 +63,22 @@ class TrackStats:
 
 
 class Uptrack:
-    """One track a participant publishes: ``kind`` is ``audio`` or ``video``."""
+    """One track a participant publishes: ``kind`` is ``audio`` or ``video``.
+
+    ``ask_keyframe(ssrc)`` sends the publisher a keyframe request (a PLI) for the stream
+    ``ssrc``; ``clock`` and ``schedule`` (``loop.call_later`` by default) time the requests.
+    """
 
     def __init__(
         self,
         owner: str,
         kind: str,
         codec: RTCRtpCodecParameters,
-        receiver: RTCRtpReceiver,
+        ask_keyframe: Callable[[int], None],
         *,
         source: Source | None = None,
         clock: Callable[[], float] = time.monotonic,
+        schedule: Scheduler | None = None,
         on_level: Callable[[int], None] | None = None,
         counters: MediaCounters | None = None,
     ) -> None:
@@ -75,13 +94,13 @@ class Uptrack:
         self.sinks: list[Callable[[AssembledFrame], None]] = []
         """Also given every forwarded frame (a recording)."""
         self.downtracks: set[Downtrack] = set()
-        self._receiver = receiver
+        self._ask_keyframe = ask_keyframe
         self._clock = clock
+        self._schedule = schedule
         self._assembler = FrameAssembler(codec.name, video=kind == "video", clock=clock)
         self._ssrc: int | None = None
         self._last_request = -KEYFRAME_INTERVAL
         self._pending_request: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
 
     @property
@@ -146,8 +165,8 @@ class Uptrack:
             return
         wait = self._last_request + KEYFRAME_INTERVAL - self._clock()
         if wait > 0:
-            loop = asyncio.get_running_loop()
-            self._pending_request = loop.call_later(wait, self._send_request)
+            schedule = self._schedule or asyncio.get_running_loop().call_later
+            self._pending_request = schedule(wait, self._send_request)
         else:
             self._send_request()
 
@@ -159,9 +178,7 @@ class Uptrack:
         self._last_request = self._clock()
         self.stats.keyframe_requests += 1
         self._counters.keyframe_requests += 1
-        task = asyncio.ensure_future(request_keyframe(self._receiver, self._ssrc))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._ask_keyframe(self._ssrc)
 
     def close(self) -> None:
         """Stop forwarding: detach every downtrack and cancel pending requests."""
@@ -190,18 +207,17 @@ class SenderFeed:
 
     A sender outlives the tracks it carries: when a publisher leaves, its transceiver on each
     subscriber goes inactive and is reused for the next track of the same kind and codec. The
-    feed keeps the RTP timestamps it hands out continuous across such switches.
+    feed's :class:`~veche.media.rewriter.StreamRewriter` keeps sequence numbers and timestamps
+    continuous across such switches.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, rewriter: StreamRewriter | None = None) -> None:
         self.kind = kind
         self.downtrack: Downtrack | None = None
-        self._writer: PacketWriter | None = None
-        self._offset = 0
-        self._rebase = True
-        self._last: int | None = None
+        self._writer: FrameWriter | None = None
+        self._rewriter = rewriter or StreamRewriter(kind)
 
-    def ready(self, writer: PacketWriter) -> None:
+    def ready(self, writer: FrameWriter) -> None:
         """The sender's connection is up: frames can be written from now on."""
         self._writer = writer
         if self.downtrack is not None:
@@ -210,7 +226,7 @@ class SenderFeed:
     def attach(self, downtrack: Downtrack) -> None:
         """Carry ``downtrack`` from now on."""
         self.downtrack = downtrack
-        self._rebase = True
+        self._rewriter.switch()
         if self._writer is not None:
             downtrack.start()
 
@@ -224,16 +240,10 @@ class SenderFeed:
         writer = self._writer
         if writer is None:
             return False
-        if self._rebase:
-            step = 3000 if self.kind == "video" else 960  # a frame's worth, at 90 or 48 kHz
-            target = 0 if self._last is None else self._last + step
-            self._offset = (target - frame.timestamp) & 0xFFFFFFFF
-            self._rebase = False
-        timestamp = (frame.timestamp + self._offset) & 0xFFFFFFFF
-        self._last = timestamp
+        sequence, timestamp = self._rewriter.frame(frame.timestamp, len(frame.payloads))
         if self.downtrack is not None:
             self.downtrack.uptrack.stats.frames_forwarded += 1
-        writer.write_frame(frame.payloads, timestamp, frame.audio_level)
+        writer.write_frame(frame.payloads, sequence, timestamp, frame.audio_level)
         return True
 
     def keyframe_requested(self) -> None:
