@@ -16,6 +16,8 @@ from veche.assets import web_root as default_web_root
 from veche.bus import create_bus
 from veche.cluster import Cluster
 from veche.hub import Hub
+from veche.ice import server_ice_servers
+from veche.media import MediaConfig
 from veche.metrics import LoopMonitor, metrics_registry, monitor_loop
 from veche.relay import Relay
 from veche.routes import setup_routes
@@ -33,7 +35,7 @@ def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Appli
     app = web.Application()
     root = web_root or default_web_root()
     app[SETTINGS] = settings
-    hub = app[HUB] = Hub(settings)
+    hub = app[HUB] = Hub(settings, media=media_config(settings))
     bus = create_bus(settings)
     cluster = app[CLUSTER] = Cluster(
         bus, load=lambda: hub.rooms.participant_count, rooms=lambda: hub.rooms.names
@@ -50,6 +52,22 @@ def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Appli
     app.cleanup_ctx.append(monitor_loop)
     app.on_shutdown.append(_close_clients)
     return app
+
+
+def media_config(settings: Settings) -> MediaConfig:
+    """What every peer connection of this server is configured with, from the settings."""
+    return MediaConfig(
+        ice_servers=lambda: server_ice_servers(settings, now=time.time()),
+        relay_only=settings.ice_transport_policy == "relay",
+        allow_local_candidates=settings.allow_local_candidates,
+        max_candidates=settings.max_candidates,
+        max_sdp=settings.max_sdp_length,
+        connect_timeout=settings.media_connect_timeout,
+        port_min=settings.media_port_min,
+        port_max=settings.media_port_max,
+        public_ip=settings.public_ip,
+        video_codecs=tuple(settings.video_codecs),
+    )
 
 
 async def _room_sweeper(app: web.Application) -> AsyncIterator[None]:

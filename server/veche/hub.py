@@ -17,9 +17,10 @@ from typing import Any, Final, Literal, Protocol, assert_never
 
 from veche.auth import Identity
 from veche.errors import ErrorCode, ProtocolError, Refused, VecheError
+from veche.ice import client_ice_servers
 from veche.ids import ParticipantId, RoomName, new_resume_token
 from veche.logs import PARTICIPANT
-from veche.media import MediaRouter, media_config
+from veche.media import MediaConfig, MediaRooms
 from veche.media.recorder import Recording, finish_in_worker
 from veche.protocol import (
     PROTOCOL_VERSION,
@@ -38,7 +39,6 @@ from veche.protocol import (
     Goodbye,
     Hand,
     Hello,
-    IceServer,
     Leave,
     LeaveReason,
     Moderate,
@@ -64,31 +64,14 @@ from veche.rooms import (
     normalize_room_name,
 )
 from veche.settings import Settings
-from veche.turn import turn_credentials
 
-__all__ = ["Hub", "Outlet", "Session", "client_ice_servers"]
+__all__ = ["Hub", "Outlet", "Session"]
 
 log = logging.getLogger(__name__)
 
 RESUMABLE: Final[frozenset[LeaveReason]] = frozenset({"timeout", "slow"})
 """Connection losses after which a participant is kept for ``resume_grace`` seconds: nobody said
 goodbye (a close frame or ``leave`` means the client chose to go)."""
-
-
-def client_ice_servers(settings: Settings, user: str, *, now: float) -> list[IceServer]:
-    """The ICE servers for one participant: STUN URLs as configured, TURN URLs with
-    credentials of its own that expire after ``turn_ttl`` (only with a ``turn_secret``)."""
-    stun = [url for url in settings.ice_servers if url.startswith(("stun:", "stuns:"))]
-    turn = [url for url in settings.ice_servers if url.startswith(("turn:", "turns:"))]
-    servers = [IceServer(urls=stun)] if stun else []
-    if turn and settings.turn_secret is not None:
-        username, password = turn_credentials(
-            settings.turn_secret.get_secret_value(), user, ttl=settings.turn_ttl, now=now
-        )
-        servers.append(IceServer(urls=turn, username=username, credential=password))
-    elif turn:
-        servers.append(IceServer(urls=turn))
-    return servers
 
 
 class Outlet(Protocol):
@@ -143,13 +126,11 @@ class Hub:
         self,
         settings: Settings,
         *,
+        media: MediaConfig,
         clock: Callable[[], float] = time.time,
-        media: MediaRouter | None = None,
     ) -> None:
         self.settings = settings
-        self.media = media or MediaRouter(
-            media_config(settings), self._send_to, on_speaker=self._speaker_changed
-        )
+        self.media = MediaRooms(media, self._send_to, on_speaker=self._speaker_changed)
         self.rooms = RoomRegistry(
             capacity=settings.max_participants, grace=settings.empty_room_grace
         )

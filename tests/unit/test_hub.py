@@ -8,6 +8,7 @@ import pytest
 
 from veche.errors import ErrorCode, InvalidRoomName, ProtocolError
 from veche.hub import Hub
+from veche.media import MediaConfig
 from veche.protocol import (
     SERVER_ADAPTER,
     CloseCode,
@@ -40,12 +41,12 @@ class Outlet:
 @pytest.fixture
 def hub() -> Hub:
     times = iter(range(1000))
-    return Hub(Settings(empty_room_grace=5), clock=lambda: float(next(times)))
+    return Hub(Settings(empty_room_grace=5), media=MediaConfig(), clock=lambda: float(next(times)))
 
 
 async def test_hello_welcomes_with_configured_ice_servers() -> None:
     """welcome carries the configured ICE servers and a fresh identity."""
-    hub = Hub(Settings(ice_servers="turn:turn.internal:3478"))
+    hub = Hub(Settings(ice_servers="turn:turn.internal:3478"), media=MediaConfig())
     outlet = Outlet()
     session = hub.connect(outlet, "127.0.0.1")
     await hub.handle(session, Hello(version=1, room="r", name="Ada"))

@@ -9,7 +9,7 @@ import ipaddress
 
 from cryptography import x509
 
-from veche.hub import client_ice_servers
+from veche.ice import client_ice_servers
 from veche.settings import Settings
 from veche.tls import self_signed_certificate
 from veche.turn import turn_credentials

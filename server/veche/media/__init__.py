@@ -3,10 +3,28 @@
 The server terminates each participant's WebRTC connections and forwards encoded media between
 them (a selective forwarding unit): RTP payloads go from a publisher's receiver to each
 subscriber's sender without being decoded or encoded.
+
+Glossary (with the names other SFUs use for the same thing):
+
+- **MediaRooms** (``rooms.py``): every room's media on this server (mediasoup: a *worker*).
+- **MediaRoom** (``room.py``): one room — its members, who receives what, the active speaker,
+  the recording (mediasoup: *Router*; Galène: *group*).
+- **MediaPeer** (``peer.py``): one participant's two connections, a *publish* leg
+  (``publish.py``, the client offers, carrying its own tracks) and a *subscribe* leg
+  (``subscribe.py``, the server offers, carrying everyone else's) (mediasoup: two
+  *Transports*; Galène: *Up* and *Down* connections).
+- **Uptrack** (``tracks.py``): one track a participant publishes, its packets turned into whole
+  frames (mediasoup: *Producer*; Galène: *UpTrack*).
+- **Downtrack** (``tracks.py``): one subscriber's copy of an uptrack (mediasoup: *Consumer*;
+  Galène: *DownTrack*), carried by a **SenderFeed** on one subscriber transceiver, numbered by a
+  **StreamRewriter** (``rewriter.py``) and written by a **PacketWriter** (``internals.py``).
+- ``codecs.py`` chooses each publisher's codec for its room; ``internals.py`` holds every use of
+  aiortc's private members.
 """
 
 from veche.media.peer import MediaConfig, MediaPeer
-from veche.media.router import MediaRouter, media_config
+from veche.media.room import MediaRoom
+from veche.media.rooms import MediaRooms
 from veche.media.tracks import Downtrack, Uptrack
 
-__all__ = ["Downtrack", "MediaConfig", "MediaPeer", "MediaRouter", "Uptrack", "media_config"]
+__all__ = ["Downtrack", "MediaConfig", "MediaPeer", "MediaRoom", "MediaRooms", "Uptrack"]

@@ -32,7 +32,7 @@ from veche.media.internals import bind_ports
 from veche.media.publish import PublishLeg
 from veche.media.subscribe import SubscribeLeg
 from veche.media.tracks import Uptrack
-from veche.protocol import Answer, Candidate, Error, Offer, PeerRole, ServerMessage
+from veche.protocol import Answer, Candidate, Error, IceServer, Offer, PeerRole, ServerMessage
 
 __all__ = ["MediaConfig", "MediaPeer"]
 
@@ -42,7 +42,7 @@ CLOSE_TIMEOUT: Final = 5.0
 """Seconds to wait for a peer connection to close (aiortc's close can hang)."""
 
 
-def _no_ice_servers() -> list[RTCIceServer]:
+def _no_ice_servers() -> list[IceServer]:
     return []
 
 
@@ -51,7 +51,7 @@ class MediaConfig:
     """What every peer connection of this server is configured with. ``ice_servers`` is called
     for each new connection (TURN credentials expire)."""
 
-    ice_servers: Callable[[], list[RTCIceServer]] = _no_ice_servers
+    ice_servers: Callable[[], list[IceServer]] = _no_ice_servers
     relay_only: bool = False
     allow_local_candidates: bool = False
     max_candidates: int = 20
@@ -230,7 +230,10 @@ class MediaPeer:
         # later transceiver on a transport that bundling then discards).
         pc = RTCPeerConnection(
             RTCConfiguration(
-                iceServers=self.config.ice_servers(),
+                iceServers=[
+                    RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+                    for s in self.config.ice_servers()
+                ],
                 bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
                 iceTransportPolicy=(
                     RTCIceTransportPolicy.RELAY

@@ -1,0 +1,212 @@
+"""One room's media: its members' peers, who receives what, the active speaker, the recording.
+
+In a room every member receives every other member's tracks that it can decode (mediasoup
+calls this object a *router*; Galène a *group*). The room asks a publisher for another codec
+when a member cannot decode the one it sends, holds back what a participant's state says is off
+(a moderator's mute), and feeds a recording when one runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+from veche.media.codecs import Decoders
+from veche.media.peer import MediaConfig, MediaPeer
+from veche.media.recorder import Recording
+from veche.media.speaker import SpeakerDetector
+from veche.media.tracks import Uptrack
+from veche.protocol import ServerMessage, Source
+
+__all__ = ["MediaRoom"]
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_FORWARDING: Final[dict[Source, bool]] = {
+    "microphone": True,
+    "camera": True,
+    "screen": False,
+}
+"""What a participant forwards until its state says otherwise (a screen needs a grant)."""
+
+SWITCH_WAIT: Final = 5.0
+"""Seconds a publisher asked for another codec has before the member who cannot decode the
+current one is told (a client that ignores ``renegotiate`` still works)."""
+
+
+class MediaRoom:
+    """The media of one room's members.
+
+    ``send(participant_id, message)`` delivers a server message to one member;
+    ``on_closed(peer)`` is handed each peer that left, to be closed in the background.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: MediaConfig,
+        *,
+        send: Callable[[str, ServerMessage], None],
+        on_closed: Callable[[MediaPeer], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._send = send
+        self._on_closed = on_closed
+        self._clock = clock
+        self.members: dict[str, MediaPeer] = {}
+        self.speakers = SpeakerDetector()
+        self._forwarding: dict[str, dict[Source, bool]] = {}
+        self._switch_waits: set[asyncio.TimerHandle] = set()
+        self.recording: Recording | None = None
+        self._recorded: list[tuple[Uptrack, Callable[[Any], None]]] = []
+
+    # ---------------------------------------------------------------- members
+
+    def add(self, participant_id: str, decoders: Decoders) -> None:
+        """A member that can play ``decoders``: it receives every track of the room it can
+        decode; a publisher whose codec it cannot decode is asked for another, if it offered
+        one that suits the whole room."""
+        peer = MediaPeer(
+            participant_id,
+            self.config,
+            send=lambda message: self._send(participant_id, message),
+            on_publish=self._published,
+            on_unpublish=self._unpublished,
+            on_failed=lambda: self.reset(participant_id),
+            on_level=lambda level: self.speakers.add(participant_id, level, now=self._clock()),
+            on_refused=lambda uptrack: self._offer(participant_id, uptrack),
+            decoders=decoders,
+            audience=lambda: [p.decoders for m, p in self.members.items() if m != participant_id],
+        )
+        others = list(self.members.values())
+        self.members[participant_id] = peer
+        for other in others:
+            for uptrack in list(other.uptracks):
+                self._offer(participant_id, uptrack)
+
+    def remove(self, participant_id: str) -> MediaPeer | None:
+        """Take a member out: its tracks leave every other member; its peer is handed to
+        ``on_closed``. The peer, if it was a member."""
+        peer = self.members.pop(participant_id, None)
+        self._forwarding.pop(participant_id, None)
+        if peer is None:
+            return None
+        self.speakers.forget(participant_id)
+        for other in self.members.values():
+            for uptrack in peer.uptracks:
+                other.unsubscribe(uptrack)
+        self._on_closed(peer)
+        return peer
+
+    def reset(self, participant_id: str) -> None:
+        """Start a member's media afresh after a failure: its tracks leave the others and its
+        connections are released; it may publish again and is offered the others' tracks on a
+        new subscribe connection. Its forwarding state and decoders are kept."""
+        peer = self.members.get(participant_id)
+        if peer is None:
+            return
+        log.info("media reset after failure", extra={"participant": participant_id})
+        forwarding = self._forwarding.get(participant_id)
+        self.remove(participant_id)
+        self.add(participant_id, peer.decoders)
+        if forwarding is not None:
+            self._forwarding[participant_id] = forwarding
+
+    def set_forwarding(
+        self, participant_id: str, *, audio: bool, video: bool, screen: bool
+    ) -> None:
+        """Forward a member's microphone, camera and screen only while they are on (a
+        moderator's mute holds back whatever the client still sends); tracks it publishes
+        later follow the same state."""
+        peer = self.members.get(participant_id)
+        if peer is None:
+            return
+        self._forwarding[participant_id] = {"microphone": audio, "camera": video, "screen": screen}
+        for uptrack in peer.uptracks:
+            self._follow_state(uptrack)
+
+    def _follow_state(self, uptrack: Uptrack) -> None:
+        wanted = self._forwarding.get(uptrack.owner, _DEFAULT_FORWARDING)
+        uptrack.set_enabled(wanted[uptrack.source])
+
+    # ---------------------------------------------------------------- who receives what
+
+    def _offer(self, participant_id: str, uptrack: Uptrack) -> None:
+        """Forward ``uptrack`` to a member if it can decode it; otherwise ask the publisher for
+        a codec the whole room can decode, or, if it has none, tell the member."""
+        peer = self.members.get(participant_id)
+        if peer is None or uptrack.closed:
+            return
+        if peer.subscribing.can_receive(uptrack):
+            peer.subscribe(uptrack)
+            return
+        publisher = self.members.get(uptrack.owner)
+        if publisher is not None and publisher.publishing.ask_for_codec_all_can_decode(uptrack):
+            # The track comes back in the new codec (see _published); if not in time, say so.
+            def not_switched() -> None:
+                self._switch_waits.discard(handle)
+                waiting = self.members.get(participant_id)
+                if waiting is not None and not uptrack.closed:
+                    waiting.subscribing.unavailable(uptrack)
+
+            handle = asyncio.get_running_loop().call_later(SWITCH_WAIT, not_switched)
+            self._switch_waits.add(handle)
+            return
+        peer.subscribing.unavailable(uptrack)
+
+    def _published(self, uptrack: Uptrack) -> None:
+        self._follow_state(uptrack)
+        self._record(uptrack)
+        for other in list(self.members):
+            if other != uptrack.owner:
+                self._offer(other, uptrack)
+
+    def _unpublished(self, uptrack: Uptrack) -> None:
+        """A publisher replaced ``uptrack`` (a codec switch): nobody receives it any more."""
+        for member, peer in self.members.items():
+            if member != uptrack.owner:
+                peer.unsubscribe(uptrack)
+
+    # ---------------------------------------------------------------- recording
+
+    def start_recording(self, recording: Recording) -> None:
+        """Spool every track of the room, those published later included, to ``recording``."""
+        self.recording = recording
+        self._recorded = []
+        for peer in self.members.values():
+            for uptrack in peer.uptracks:
+                self._record(uptrack)
+
+    def stop_recording(self) -> Recording | None:
+        """Stop spooling; the recording, if there was one (its files are not written yet: see
+        :meth:`Recording.stop`)."""
+        recording, self.recording = self.recording, None
+        for uptrack, sink in self._recorded:
+            with contextlib.suppress(ValueError):
+                uptrack.sinks.remove(sink)
+        self._recorded = []
+        return recording
+
+    def _record(self, uptrack: Uptrack) -> None:
+        if self.recording is None or uptrack.closed:
+            return
+        sink = self.recording.sink_for(uptrack.owner, uptrack.kind, uptrack.codec)
+        if sink is not None:
+            uptrack.sinks.append(sink)
+            self._recorded.append((uptrack, sink))
+            uptrack.request_keyframe()  # a recorded video starts at a keyframe
+
+    # ---------------------------------------------------------------- lifetime
+
+    def close(self) -> None:
+        """Every member leaves; pending codec-switch waits are dropped."""
+        for participant_id in list(self.members):
+            self.remove(participant_id)
+        for handle in self._switch_waits:
+            handle.cancel()
+        self._switch_waits.clear()

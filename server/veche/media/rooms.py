@@ -1,0 +1,165 @@
+"""Every room's media on this server (:class:`MediaRoom` each), found by room or participant."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Final
+
+from veche.media.codecs import Decoders
+from veche.media.peer import MediaConfig, MediaPeer
+from veche.media.recorder import Recording
+from veche.media.room import MediaRoom
+from veche.protocol import Answer, Candidate, Offer, ServerMessage
+
+__all__ = ["MediaRooms"]
+
+log = logging.getLogger(__name__)
+
+SPEAKER_INTERVAL: Final = 0.25
+"""Seconds between two looks at who is speaking."""
+
+
+class MediaRooms:
+    """The media rooms of this server.
+
+    ``send(participant_id, message)`` delivers a server message to one participant;
+    ``on_speaker(room, participant_id)`` is called when a room's active speaker changes.
+    """
+
+    def __init__(
+        self,
+        config: MediaConfig,
+        send: Callable[[str, ServerMessage], None],
+        *,
+        on_speaker: Callable[[str, str | None], None] = lambda room, participant: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._send = send
+        self._on_speaker = on_speaker
+        self._clock = clock
+        self.rooms: dict[str, MediaRoom] = {}
+        self._room_of: dict[str, str] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._speaker_task: asyncio.Task[None] | None = None
+
+    @property
+    def peers(self) -> list[MediaPeer]:
+        """Every participant's media."""
+        return [peer for room in self.rooms.values() for peer in room.members.values()]
+
+    @property
+    def peer_connection_count(self) -> int:
+        """Peer connections open or still closing."""
+        return sum(
+            pc is not None for peer in self.peers for pc in (peer.publish_pc, peer.subscribe_pc)
+        ) + len(self._closing)
+
+    def join(self, room: str, participant_id: str, receive_codecs: list[str] | None = None) -> None:
+        """Add a participant to ``room``'s media; ``receive_codecs`` are the MIME types it
+        decodes (``None``: whatever is forwarded)."""
+        media = self._room(room)
+        self._room_of[participant_id] = room
+        media.add(participant_id, Decoders.named(receive_codecs))
+        if self._speaker_task is None or self._speaker_task.done():
+            self._speaker_task = asyncio.ensure_future(self._watch_speakers())
+
+    def leave(self, participant_id: str) -> None:
+        """Remove a participant: its tracks leave every other member; its connections close in
+        the background (see :meth:`close`)."""
+        name = self._room_of.pop(participant_id, None)
+        media = self.rooms.get(name) if name is not None else None
+        if media is None:
+            return
+        media.remove(participant_id)
+        self._drop_if_idle(media)
+
+    def _room(self, name: str) -> MediaRoom:
+        media = self.rooms.get(name)
+        if media is None:
+            media = self.rooms[name] = MediaRoom(
+                name, self.config, send=self._send, on_closed=self._close_later, clock=self._clock
+            )
+        return media
+
+    def _drop_if_idle(self, media: MediaRoom) -> None:
+        if not media.members and media.recording is None:
+            media.close()
+            self.rooms.pop(media.name, None)
+
+    def _close_later(self, peer: MediaPeer) -> None:
+        task = asyncio.ensure_future(peer.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _member(self, participant_id: str) -> tuple[MediaRoom, MediaPeer] | None:
+        name = self._room_of.get(participant_id)
+        media = self.rooms.get(name) if name is not None else None
+        peer = media.members.get(participant_id) if media is not None else None
+        return (media, peer) if media is not None and peer is not None else None
+
+    async def handle(self, participant_id: str, message: Offer | Answer | Candidate) -> None:
+        """Apply a participant's offer, answer or candidate."""
+        found = self._member(participant_id)
+        if found is not None:
+            await found[1].handle(message)
+
+    def set_forwarding(
+        self, participant_id: str, *, audio: bool, video: bool, screen: bool
+    ) -> None:
+        """See :meth:`MediaRoom.set_forwarding`."""
+        found = self._member(participant_id)
+        if found is not None:
+            found[0].set_forwarding(participant_id, audio=audio, video=video, screen=screen)
+
+    async def _watch_speakers(self) -> None:
+        while self.rooms:
+            await asyncio.sleep(SPEAKER_INTERVAL)
+            now = self._clock()
+            for name, media in list(self.rooms.items()):
+                before = media.speakers.current
+                after = media.speakers.speaker(now=now)
+                if after != before:
+                    self._on_speaker(name, after)
+
+    # ---------------------------------------------------------------- recording
+
+    def start_recording(self, room: str, recording: Recording) -> None:
+        """Spool every track of ``room``, those published later included, to ``recording``."""
+        self._room(room).start_recording(recording)
+
+    def recording(self, room: str) -> Recording | None:
+        """The recording of ``room`` under way, if any."""
+        media = self.rooms.get(room)
+        return media.recording if media is not None else None
+
+    @property
+    def recorded_rooms(self) -> list[str]:
+        """Rooms being recorded."""
+        return [name for name, media in self.rooms.items() if media.recording is not None]
+
+    def stop_recording(self, room: str) -> Recording | None:
+        """Stop spooling ``room``; the recording, if there was one."""
+        media = self.rooms.get(room)
+        if media is None:
+            return None
+        recording = media.stop_recording()
+        self._drop_if_idle(media)
+        return recording
+
+    async def close(self) -> None:
+        """Close every participant's media and wait for all closes to finish."""
+        for media in list(self.rooms.values()):
+            media.close()
+        self.rooms.clear()
+        self._room_of.clear()
+        if self._speaker_task is not None:
+            self._speaker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._speaker_task
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
