@@ -1,7 +1,10 @@
-"""The hub: routes client messages to rooms and media, and room deliveries to connections.
+"""The hub: routes client messages to rooms and media, and room outcomes to connections.
 
 It knows connections only through the small :class:`Outlet` interface (queue a message, ask for a
-close), so it never touches a socket and the signalling edge stays the only writer.
+close), so it never touches a socket and the signalling edge stays the only writer. Every change
+to a room comes back as an :class:`~veche.rooms.Outcome` that :meth:`Hub._apply` carries out, and
+every end of a participant's presence goes through :meth:`Hub._release`
+(``docs/lifecycle.md`` writes the cascade down).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from veche.ice import client_ice_servers
 from veche.ids import ParticipantId, RoomName, new_resume_token
 from veche.logs import PARTICIPANT
 from veche.media import MediaConfig, MediaRooms
-from veche.media.recorder import Recording, finish_in_worker
+from veche.media.recorder import Recording, finish_in_worker, recording_folder
 from veche.protocol import (
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -55,8 +58,11 @@ from veche.protocol import (
     Welcome,
     encode,
 )
+from veche.resumption import Resumption
 from veche.rooms import (
     Delivery,
+    GoodbyeReason,
+    Outcome,
     Participant,
     Room,
     RoomRegistry,
@@ -72,6 +78,10 @@ log = logging.getLogger(__name__)
 RESUMABLE: Final[frozenset[LeaveReason]] = frozenset({"timeout", "slow"})
 """Connection losses after which a participant is kept for ``resume_grace`` seconds: nobody said
 goodbye (a close frame or ``leave`` means the client chose to go)."""
+
+Why = LeaveReason | Literal["denied"]
+"""Why a presence ends: a :data:`~veche.protocol.LeaveReason`, or ``denied`` for someone turned
+away from the lobby (who never joined, so nobody hears it leave)."""
 
 
 class Outlet(Protocol):
@@ -137,11 +147,11 @@ class Hub:
         self._clock = clock
         self._sessions: set[Session] = set()
         self._by_participant: dict[ParticipantId, Session] = {}
-        self._speakers: dict[RoomName, str | None] = {}
-        self._resumable: dict[str, tuple[Room, Participant]] = {}
+        self._present: set[ParticipantId] = set()
+        """Everyone joined, waiting or away: whom :meth:`_release` may still release."""
+        self._resumption = Resumption()
         self.stats = HubStats()
         self._background: set[asyncio.Task[Any]] = set()
-        self._away: dict[ParticipantId, asyncio.TimerHandle] = {}
 
     @property
     def sessions(self) -> frozenset[Session]:
@@ -168,16 +178,10 @@ class Hub:
         ``participant_left``."""
         self._sessions.discard(session)
         room, participant = session.room, session.participant
-        if (
-            reason in RESUMABLE
-            and self.settings.resume_grace > 0
-            and room is not None
-            and participant is not None
-            and participant.id in room
-        ):
-            self._detach(session, room, participant, reason)
-        else:
-            self._leave(session, reason)
+        if room is None or participant is None:
+            return
+        keep = reason in RESUMABLE and self.settings.resume_grace > 0 and participant.id in room
+        self._release(room, participant, reason, keep=keep)
 
     async def handle(self, session: Session, message: ClientMessage) -> None:
         """Act on one parsed client message."""
@@ -201,58 +205,49 @@ class Hub:
             case Hello():
                 self._hello(session, message)
             case Leave():
-                self._present(session)
-                self._leave(session, "left")
+                room, me = self._present_in(session)
+                self._release(room, me, "left")
                 session.outlet.close(CloseCode.NORMAL, "left")
             case Update():
                 room, me = self._admitted(session)
-                self._apply(room.update(me.id, audio=message.audio, video=message.video))
+                self._apply(room, room.update(me.id, audio=message.audio, video=message.video))
             case Offer() | Answer() | Candidate():
                 _, me = self._admitted(session)
                 await self.media.handle(me.id, message)
             case Chat():
                 room, me = self._admitted(session)
-                self._deliver(room.post(me.id, message.text, now=now))
+                self._apply(room, room.post(me.id, message.text, now=now))
             case Hand():
                 room, me = self._admitted(session)
-                self._deliver(room.raise_hand(me.id, message.raised, now=now))
+                self._apply(room, room.raise_hand(me.id, message.raised, now=now))
             case React():
                 room, me = self._admitted(session)
-                self._deliver(room.react(me.id, message.emoji, now=now))
+                self._apply(room, room.react(me.id, message.emoji, now=now))
             case ScreenShare():
                 room, me = self._admitted(session)
-                self._apply(room.share_screen(me.id, message.active))
+                self._apply(room, room.share_screen(me.id, message.active))
             case Moderate():
                 room, me = self._admitted(session)
                 target = ParticipantId(message.participant_id)
-                deliveries, removed = room.moderate(me.id, message.action, target, now=now)
-                if removed is not None:
-                    self._dismiss(removed, "removed")
-                self._apply(deliveries)
+                self._apply(room, room.moderate(me.id, message.action, target, now=now))
             case Configure():
                 room, me = self._admitted(session)
-                deliveries, admitted = room.configure(
+                outcome = room.configure(
                     me.id,
                     locked=message.locked,
                     lobby=message.lobby,
                     password=message.password,
                     moderator_must_allow=message.moderator_must_allow,
                 )
-                self._deliver(deliveries)
-                self._welcome_all(room, admitted)
+                self._apply(room, outcome)
             case Admit():
                 room, me = self._admitted(session)
                 target_id = _target(message.participant_id)
-                deliveries, admitted = room.admit(me.id, target_id, everyone=message.all)
-                self._deliver(deliveries)
-                self._welcome_all(room, admitted)
+                self._apply(room, room.admit(me.id, target_id, everyone=message.all))
             case Deny():
                 room, me = self._admitted(session)
                 target_id = _target(message.participant_id)
-                deliveries, denied = room.deny(me.id, target_id, everyone=message.all)
-                for person in denied:
-                    self._dismiss(person, "denied")
-                self._deliver(deliveries)
+                self._apply(room, room.deny(me.id, target_id, everyone=message.all))
             case Record():
                 room, me = self._admitted(session)
                 self._record(room, me.id, message.active, audio_only=message.audio_only)
@@ -276,13 +271,9 @@ class Hub:
         """Remove one participant (the admin API), as a moderator's ``remove`` does; False if
         there is no such participant in that room."""
         room = self.rooms.get(name)
-        if room is None:
+        if room is None or participant_id not in room:
             return False
-        deliveries, removed = room.expel(participant_id, now=self._clock())
-        if removed is None:
-            return False
-        self._dismiss(removed, "removed")
-        self._apply(deliveries)
+        self._apply(room, room.expel(participant_id, now=self._clock()))
         return True
 
     def start_recording(self, name: RoomName, *, audio_only: bool = False) -> Path:
@@ -316,29 +307,22 @@ class Hub:
         if self.settings.recording_dir is None:
             raise Refused("recording is not set up on this server", code=ErrorCode.UNSUPPORTED)
         before = room.settings.recording
-        deliveries = room.set_recording(actor, active)
+        outcome = room.set_recording(actor, active)
         if before != active:
             if active:
                 self._start_recording(room, audio_only=audio_only)
             else:
                 self._stop_recording(room.name)
-        self._deliver(deliveries)
+        self._apply(room, outcome)
         recording = self.media.recording(room.name)
         return recording.directory if recording is not None else None
 
     def _start_recording(self, room: Room, *, audio_only: bool) -> None:
         assert self.settings.recording_dir is not None
-        base = Path(self.settings.recording_dir).resolve()
-        base.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
-        directory = (base / f"{room.name}-{stamp}").resolve()
-        suffix = 1
-        while directory.exists():
-            suffix += 1
-            directory = (base / f"{room.name}-{stamp}-{suffix}").resolve()
-        if directory.parent != base:  # never outside the configured directory
+        base = Path(self.settings.recording_dir)
+        directory = recording_folder(base, room.name, now=self._clock())
+        if directory is None:
             raise Refused("this room cannot be recorded", code=ErrorCode.UNSUPPORTED)
-        directory.mkdir()
 
         def name_of(participant_id: str) -> str:
             participant = room.get(ParticipantId(participant_id))
@@ -360,12 +344,10 @@ class Hub:
         task.add_done_callback(self._background.discard)
         log.info("recording stopped", extra={"room": name, "directory": recording.directory.name})
 
-    def _end(self, room: Room, everyone: list[Participant], *, by: str) -> None:
+    def _end(self, room: Room, outcome: Outcome, *, by: str) -> None:
         self._stop_recording(room.name)
-        for person in everyone:
-            self._dismiss(person, "ended")
+        self._apply(room, outcome)
         self.rooms.drop(room.name)
-        self._speakers.pop(room.name, None)
         log.info("meeting ended", extra={"room": room.name, "by": by})
 
     def shutdown(self) -> None:
@@ -373,20 +355,17 @@ class Hub:
         written in the background: see :meth:`finish`)."""
         for name in self.media.recorded_rooms:
             self._stop_recording(name)
-        for handle in self._away.values():
-            handle.cancel()
-        self._away.clear()
+        self._resumption.clear()
         for session in list(self._sessions):
             session.outlet.close(CloseCode.GOING_AWAY, "server shutting down")
 
     def sweep(self) -> None:
         """Drop rooms that have stayed empty for the grace period."""
         for name in self.rooms.sweep(now=self._clock()):
-            self._speakers.pop(name, None)
             self._stop_recording(name)
             log.info("room dropped", extra={"room": name})
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ joining
 
     def _hello(self, session: Session, hello: Hello) -> None:
         if session.participant is not None:
@@ -407,7 +386,7 @@ class Hub:
         if identity is not None:
             self._replace(identity, name)
         new_room = name not in self.rooms
-        room, participant, deliveries = self.rooms.join(
+        room, participant, outcome = self.rooms.join(
             name,
             clean_display_name(identity.name if identity else hello.name),
             now=self._clock(),
@@ -417,19 +396,21 @@ class Hub:
             subject=identity.subject if identity else None,
             moderator=identity.moderator if identity else False,
         )
-        session.room, session.participant = room, participant
-        self._by_participant[participant.id] = session
-        PARTICIPANT.set(participant.id)
+        self._attach(session, room, participant)
         if new_room:
             log.info("room created", extra={"room": room.name})
-        if participant.id in room:
-            self._welcome(room, participant)
-        else:
+        if participant.id not in room:
             session.outlet.send(Waiting())
             log.info(
                 "participant waiting", extra={"room": room.name, "participant": participant.id}
             )
-        self._deliver(deliveries)
+        self._apply(room, outcome)
+
+    def _attach(self, session: Session, room: Room, participant: Participant) -> None:
+        session.room, session.participant = room, participant
+        self._by_participant[participant.id] = session
+        self._present.add(participant.id)
+        PARTICIPANT.set(participant.id)
 
     def _replace(self, identity: Identity, name: RoomName) -> None:
         """A second connection of one identity replaces the first (also one that is away)."""
@@ -438,14 +419,13 @@ class Hub:
             return
         for participant in room.participants:
             if participant.subject == identity.subject:
-                self._dismiss(participant, "replaced")
-                self._apply(room.leave(participant.id, "replaced", now=self._clock()))
+                self._release(room, participant, "replaced")
 
     def _resume(self, session: Session, token: str, name: RoomName) -> bool:
         """Bring back the participant ``token`` names, if it is still in room ``name`` (and of
         the same token identity): its old connection, if the server still holds one, is let go
         and its media starts afresh. False if there is nobody to resume."""
-        found = self._resumable.get(token)
+        found = self._resumption.find(token)
         if found is None:
             return False
         room, participant = found
@@ -454,47 +434,21 @@ class Hub:
             return False
         old = self._by_participant.get(participant.id)
         if old is not None:
-            old.room = old.participant = None
-            old.outlet.send(Goodbye(reason="replaced"))
-            old.outlet.close(CloseCode.NORMAL, "resumed on another connection")
+            _let_go(old, "replaced", "resumed on another connection")
             self.media.leave(participant.id)
-        self._forget(participant)
+        self._resumption.forget(participant)
         participant.resume_token = new_resume_token()
-        session.room, session.participant = room, participant
-        self._by_participant[participant.id] = session
-        PARTICIPANT.set(participant.id)
-        deliveries = room.reconnect(participant.id)
+        self._attach(session, room, participant)
+        outcome = room.reconnect(participant.id)
         self._welcome(room, participant, resumed=True)
-        self._apply(deliveries)
+        self._apply(room, outcome)
         return True
-
-    def _detach(
-        self, session: Session, room: Room, participant: Participant, reason: LeaveReason
-    ) -> None:
-        """Keep a participant whose connection was lost, without media, for the grace period."""
-        session.room = session.participant = None
-        self._by_participant.pop(participant.id, None)
-        self.media.leave(participant.id)
-        self._away[participant.id] = asyncio.get_running_loop().call_later(
-            self.settings.resume_grace, self._expire, room, participant, reason
-        )
-        self._apply(room.disconnect(participant.id))
-        log.info(
-            "participant reconnecting", extra={"room": room.name, "participant": participant.id}
-        )
-
-    def _expire(self, room: Room, participant: Participant, reason: LeaveReason) -> None:
-        """The grace period ran out: the participant leaves for good, for the reason its
-        connection was lost."""
-        self._away.pop(participant.id, None)
-        if participant.id in room and participant.reconnecting:
-            self._remove(room, participant, reason)
 
     def _welcome(self, room: Room, participant: Participant, *, resumed: bool = False) -> None:
         session = self._by_participant.get(participant.id)
         if session is None:
             return
-        self._resumable[participant.resume_token] = (room, participant)
+        self._resumption.offer(room, participant)
         ice_servers = client_ice_servers(self.settings, participant.id, now=self._clock())
         self.stats.turn_credentials += sum(1 for server in ice_servers if server.credential)
         session.outlet.send(
@@ -509,7 +463,7 @@ class Hub:
                 resumed=resumed,
                 settings=room.settings,
                 chat=room.chat_history,
-                active_speaker=self._speakers.get(room.name),
+                active_speaker=self.media.speaker(room.name),
             )
         )
         self.media.join(room.name, participant.id, session.receive_codecs)
@@ -524,62 +478,60 @@ class Hub:
             extra={"room": room.name, "participant": participant.id, "size": len(room)},
         )
 
-    def _welcome_all(self, room: Room, admitted: Iterable[Participant]) -> None:
-        for participant in admitted:
-            self._welcome(room, participant)
+    # ------------------------------------------------------------------ leaving
 
-    def _dismiss(
-        self, participant: Participant, reason: Literal["removed", "denied", "ended", "replaced"]
+    def _release(
+        self, room: Room, participant: Participant, why: Why, *, keep: bool = False
     ) -> None:
-        """Say goodbye to someone the room let go of, and close its connection."""
-        self._forget(participant)
+        """The one way a presence ends: its connection (told ``goodbye`` if the server ends
+        it), its media, its resume token, its place in the room (the others hear it). With
+        ``keep`` (a lost connection), the participant stays in the room, ``reconnecting``, for
+        the resume grace instead, and is released when that runs out. Does nothing for someone
+        already released."""
+        if participant.id not in self._present:
+            return
         session = self._by_participant.pop(participant.id, None)
+        if session is not None:
+            _let_go(session, _goodbye(why), why)
         self.media.leave(participant.id)
-        if session is None:
+        if keep:
+            self._resumption.hold(
+                participant,
+                self.settings.resume_grace,
+                lambda: self._expire(room, participant, why),
+            )
+            self._apply(room, room.disconnect(participant.id))
+            log.info(
+                "participant reconnecting",
+                extra={"room": room.name, "participant": participant.id},
+            )
             return
-        session.room = session.participant = None
-        session.outlet.send(Goodbye(reason=reason))
-        session.outlet.close(CloseCode.NORMAL, reason)
-        log.info("participant dismissed", extra={"participant": participant.id, "reason": reason})
-
-    def _leave(self, session: Session, reason: LeaveReason) -> None:
-        room, participant = session.room, session.participant
-        if room is None or participant is None:
-            return
-        session.room = session.participant = None
-        self._by_participant.pop(participant.id, None)
-        self._remove(room, participant, reason)
-
-    def _remove(self, room: Room, participant: Participant, reason: LeaveReason) -> None:
-        """Take a participant (or a waiting person) out of its room for good."""
-        self._forget(participant)
-        self.media.leave(participant.id)
-        # The last one out leaves nobody to admit those in the lobby: they are turned away.
-        stranded = room.waiting if len(room) == 1 and participant.id in room else []
-        deliveries = room.leave(participant.id, reason, now=self._clock())
-        for waiting in stranded:
-            self._dismiss(waiting, "denied")
-        self._apply(deliveries)
+        self._present.discard(participant.id)
+        self._resumption.forget(participant)
+        # Someone turned away from the lobby never joined: nobody hears a reason.
+        reason: LeaveReason = "left" if why == "denied" else why
+        self._apply(room, room.leave(participant.id, reason, now=self._clock()))
         log.info(
             "participant left",
-            extra={"room": room.name, "participant": participant.id, "reason": reason},
+            extra={"room": room.name, "participant": participant.id, "reason": why},
         )
         self.sweep()
 
-    def _forget(self, participant: Participant) -> None:
-        """The participant can no longer resume."""
-        self._resumable.pop(participant.resume_token, None)
-        handle = self._away.pop(participant.id, None)
-        if handle is not None:
-            handle.cancel()
+    def _expire(self, room: Room, participant: Participant, why: Why) -> None:
+        """The resume grace ran out: the participant leaves for good, for the reason its
+        connection was lost."""
+        if participant.id in room and participant.reconnecting:
+            self._release(room, participant, why)
 
-    def _present(self, session: Session) -> tuple[Room, Participant]:
+    # ------------------------------------------------------------------ internals
+
+    def _present_in(self, session: Session) -> tuple[Room, Participant]:
         if session.room is None or session.participant is None:
             raise ProtocolError("send 'hello' first", code=ErrorCode.NOT_JOINED)
         return session.room, session.participant
 
     def _admitted(self, session: Session) -> tuple[Room, Participant]:
-        room, participant = self._present(session)
+        room, participant = self._present_in(session)
         if participant.id not in room:
             raise ProtocolError(
                 "you are waiting in the lobby until a moderator admits you",
@@ -587,20 +539,23 @@ class Hub:
             )
         return room, participant
 
-    def _apply(self, deliveries: list[Delivery]) -> None:
-        """Deliver, and make media forwarding follow the state of everyone it updates."""
-        self._deliver(deliveries)
-        for delivery in deliveries:
+    def _apply(self, room: Room, outcome: Outcome) -> None:
+        """Carry out a room change: let go of the dismissed, deliver the messages (media
+        forwarding follows every participant state they carry), welcome the admitted."""
+        for person, goodbye in outcome.dismissed:
+            self._release(room, person, goodbye)
+        self._deliver(outcome.deliveries)
+        for delivery in outcome.deliveries:
             if isinstance(delivery.message, ParticipantUpdated):
                 info = delivery.message.participant
                 self.media.set_forwarding(
                     info.id, audio=info.audio, video=info.video, screen=info.screen
                 )
+        for person in outcome.admitted:
+            self._welcome(room, person)
 
     def _speaker_changed(self, room: str, participant_id: str | None) -> None:
-        name = RoomName(room)
-        self._speakers[name] = participant_id
-        current = self.rooms.get(name)
+        current = self.rooms.get(RoomName(room))
         if current is not None:
             ids = tuple(p.id for p in current.participants)
             self._deliver([Delivery(ids, ActiveSpeaker(participant_id=participant_id))])
@@ -618,6 +573,26 @@ class Hub:
                 if target is not None:
                     text = text or encode(delivery.message)
                     target.outlet.send_text(text)
+
+
+def _let_go(session: Session, goodbye: GoodbyeReason | None, why: str) -> None:
+    """Detach a connection from its participant; with ``goodbye``, tell it why and close it."""
+    participant = session.participant
+    session.room = session.participant = None
+    if goodbye is not None:
+        session.outlet.send(Goodbye(reason=goodbye))
+        session.outlet.close(CloseCode.NORMAL, goodbye)
+        if participant is not None:
+            log.info("participant dismissed", extra={"participant": participant.id, "reason": why})
+
+
+def _goodbye(why: Why) -> GoodbyeReason | None:
+    """The ``goodbye`` that ends a presence the server ends (none when the client went)."""
+    match why:
+        case "removed" | "denied" | "ended" | "replaced":
+            return why
+        case _:
+            return None
 
 
 def _target(participant_id: str | None) -> ParticipantId | None:

@@ -7,7 +7,7 @@ import pytest
 from veche.errors import ErrorCode, Refused
 from veche.ids import RoomName
 from veche.media.speaker import SpeakerDetector
-from veche.protocol import LobbyUpdated, ParticipantJoined, ParticipantUpdated
+from veche.protocol import LobbyUpdated, ParticipantJoined, ParticipantLeft, ParticipantUpdated
 from veche.rooms import AttemptLimiter, Room, RoomPolicy
 
 
@@ -41,12 +41,13 @@ def test_lobby_waiter_gets_nothing_and_moderators_are_told() -> None:
     host, _ = room.join("Host", now=0)
     guest, _ = room.join("Guest", now=1)
     room.configure(host.id, lobby=True)
-    waiter, deliveries = room.join("Waiter", now=2)
+    waiter, waits = room.join("Waiter", now=2)
     assert waiter.id not in room
-    assert [(d.to, type(d.message)) for d in deliveries] == [((host.id,), LobbyUpdated)]
-    deliveries, admitted = room.admit(host.id, waiter.id, everyone=False)
-    assert admitted == [waiter]
-    joined = [d for d in deliveries if isinstance(d.message, ParticipantJoined)]
+    assert waits.admitted == ()
+    assert [(d.to, type(d.message)) for d in waits.deliveries] == [((host.id,), LobbyUpdated)]
+    outcome = room.admit(host.id, waiter.id, everyone=False)
+    assert outcome.admitted == (waiter,)
+    joined = [d for d in outcome.deliveries if isinstance(d.message, ParticipantJoined)]
     assert joined[0].to == (host.id, guest.id)
 
 
@@ -67,8 +68,8 @@ def test_moderator_hand_over_goes_to_longest_present() -> None:
     host, _ = room.join("Host", now=0)
     first, _ = room.join("First", now=1)
     room.join("Second", now=2)
-    deliveries = room.leave(host.id, "left", now=3)
-    promoted = [d.message for d in deliveries if isinstance(d.message, ParticipantUpdated)]
+    outcome = room.leave(host.id, "left", now=3)
+    promoted = [d.message for d in outcome.deliveries if isinstance(d.message, ParticipantUpdated)]
     assert promoted[0].participant.id == first.id
     assert first.role == "moderator"
 
@@ -104,7 +105,7 @@ def test_a_lost_participant_stays_reconnecting_without_its_screen() -> None:
     ada, _ = room.join("Ada", now=0)
     bob, _ = room.join("Bob", now=1)
     room.share_screen(bob.id, True)
-    deliveries = room.disconnect(bob.id)
+    deliveries = room.disconnect(bob.id).deliveries
     assert bob.id in room
     assert len(deliveries) == 1
     assert set(deliveries[0].to) == {ada.id, bob.id}
@@ -113,7 +114,39 @@ def test_a_lost_participant_stays_reconnecting_without_its_screen() -> None:
     assert message.participant.reconnecting is True
     assert message.participant.screen is False
     room.share_screen(ada.id, True)  # the screen is free again
-    back = room.reconnect(bob.id)[0].message
+    back = room.reconnect(bob.id).deliveries[0].message
     assert isinstance(back, ParticipantUpdated)
     assert back.participant.reconnecting is False
     assert back.participant.role == "participant"
+
+
+def test_the_last_one_out_turns_the_lobby_away() -> None:
+    """When the last participant leaves, nobody can admit those waiting: they are let go
+    (``denied``) in the same outcome."""
+    room = Room(RoomName("r"), capacity=10, now=0)
+    host, _ = room.join("Host", now=0)
+    room.configure(host.id, lobby=True)
+    waiter, _ = room.join("Waiter", now=1)
+    outcome = room.leave(host.id, "left", now=2)
+    assert outcome.dismissed == ((waiter, "denied"),)
+    assert room.waiting == []
+
+
+def test_removal_and_the_end_let_people_go_with_their_reason() -> None:
+    """A moderator's ``remove`` lets its target go as ``removed``; ending the meeting lets
+    everyone, present and waiting, go as ``ended``."""
+    room = Room(RoomName("r"), capacity=10, now=0)
+    host, _ = room.join("Host", now=0)
+    guest, _ = room.join("Guest", now=1)
+    other, _ = room.join("Other", now=2)
+    removed = room.moderate(host.id, "remove", guest.id, now=3)
+    assert removed.dismissed == ((guest, "removed"),)
+    assert [type(d.message) for d in removed.deliveries] == [ParticipantLeft]
+    room.configure(host.id, lobby=True)
+    waiter, _ = room.join("Waiter", now=4)
+    ended = room.end(host.id)
+    assert {(p.id, why) for p, why in ended.dismissed} == {
+        (host.id, "ended"),
+        (other.id, "ended"),
+        (waiter.id, "ended"),
+    }

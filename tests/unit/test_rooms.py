@@ -11,6 +11,7 @@ from veche.errors import InvalidRoomName, RoomFull
 from veche.ids import RoomName
 from veche.protocol import ParticipantJoined, ParticipantLeft, ParticipantUpdated
 from veche.rooms import (
+    Outcome,
     Room,
     RoomRegistry,
     clean_display_name,
@@ -99,9 +100,11 @@ def test_clean_display_name(raw: str, expected: str) -> None:
 def test_join_tells_others_and_not_the_joiner() -> None:
     """participant_joined goes to everyone already present, never to the newcomer."""
     room = Room(RoomName("r"), capacity=5, now=0)
-    ada, first = room.join("Ada", now=1)
-    assert first == []
-    bob, second = room.join("Bob", now=2)
+    ada, joined = room.join("Ada", now=1)
+    assert joined.deliveries == ()
+    assert joined.admitted == (ada,)
+    bob, joined = room.join("Bob", now=2)
+    second = joined.deliveries
     assert len(second) == 1
     assert second[0].to == (ada.id,)
     assert isinstance(second[0].message, ParticipantJoined)
@@ -114,13 +117,13 @@ def test_leave_tells_the_rest_and_marks_room_empty() -> None:
     room = Room(RoomName("r"), capacity=5, now=0)
     ada, _ = room.join("Ada", now=1)
     bob, _ = room.join("Bob", now=2)
-    deliveries = room.leave(bob.id, "left", now=3)
+    deliveries = room.leave(bob.id, "left", now=3).deliveries
     assert deliveries[0].to == (ada.id,)
     assert deliveries[0].message == ParticipantLeft(participant_id=bob.id, reason="left")
     assert room.empty_since is None
-    assert room.leave(ada.id, "disconnected", now=4) == []
+    assert room.leave(ada.id, "disconnected", now=4) == Outcome()
     assert room.empty_since == 4
-    assert room.leave(ada.id, "left", now=5) == []
+    assert room.leave(ada.id, "left", now=5) == Outcome()
 
 
 def test_update_tells_everyone_only_on_change() -> None:
@@ -128,12 +131,12 @@ def test_update_tells_everyone_only_on_change() -> None:
     room = Room(RoomName("r"), capacity=5, now=0)
     ada, _ = room.join("Ada", now=1)
     bob, _ = room.join("Bob", now=2)
-    deliveries = room.update(ada.id, audio=False, video=None)
+    deliveries = room.update(ada.id, audio=False, video=None).deliveries
     assert deliveries[0].to == (ada.id, bob.id)
     message = deliveries[0].message
     assert isinstance(message, ParticipantUpdated)
     assert (message.participant.audio, message.participant.video) == (False, True)
-    assert room.update(ada.id, audio=False, video=None) == []
+    assert room.update(ada.id, audio=False, video=None) == Outcome()
 
 
 def test_full_room_refuses_join() -> None:

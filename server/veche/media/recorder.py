@@ -35,7 +35,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from veche.media.assembler import AssembledFrame
 
-__all__ = ["Recording", "finish_in_worker", "finish_recording"]
+__all__ = ["Recording", "finish_in_worker", "finish_recording", "recording_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,24 @@ then each payload as a 2-byte length and its bytes."""
 _LENGTH: Final = struct.Struct("!H")
 _TIME_BASE: Final = fractions.Fraction(1, 1000)
 RECORDABLE: Final = frozenset({"VP8", "H264", "opus"})
+
+
+def recording_folder(base: Path, room: str, *, now: float) -> Path | None:
+    """Make a new folder for a recording of ``room`` started at Unix time ``now``:
+    ``<base>/<room>-<UTC time>`` (``-2``, ``-3``... if that exists). ``None`` if it would not
+    be directly inside ``base``."""
+    base = base.resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    directory = (base / f"{room}-{stamp}").resolve()
+    suffix = 1
+    while directory.exists():
+        suffix += 1
+        directory = (base / f"{room}-{stamp}-{suffix}").resolve()
+    if directory.parent != base:  # never outside the configured directory
+        return None
+    directory.mkdir()
+    return directory
 
 
 @dataclass

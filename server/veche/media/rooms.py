@@ -116,6 +116,11 @@ class MediaRooms:
         if found is not None:
             found[0].set_forwarding(participant_id, audio=audio, video=video, screen=screen)
 
+    def speaker(self, room: str) -> str | None:
+        """Who is speaking in ``room`` now, if anyone."""
+        media = self.rooms.get(room)
+        return media.speakers.current if media is not None else None
+
     async def _watch_speakers(self) -> None:
         while self.rooms:
             await asyncio.sleep(SPEAKER_INTERVAL)

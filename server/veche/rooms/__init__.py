@@ -10,13 +10,15 @@ from veche.rooms.names import clean_display_name, generate_room_name, normalize_
 from veche.rooms.participant import Participant
 from veche.rooms.policy import RoomPolicy
 from veche.rooms.registry import RoomRegistry
-from veche.rooms.room import Delivery, Room
+from veche.rooms.room import Delivery, GoodbyeReason, Outcome, Room
 
 __all__ = [
     "MAX_CHAT_LENGTH",
     "AttemptLimiter",
     "ChatLog",
     "Delivery",
+    "GoodbyeReason",
+    "Outcome",
     "Participant",
     "Room",
     "RoomPolicy",

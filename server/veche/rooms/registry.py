@@ -8,7 +8,7 @@ from veche.errors import ErrorCode, Refused
 from veche.ids import RoomName
 from veche.rooms.limits import AttemptLimiter
 from veche.rooms.participant import Participant
-from veche.rooms.room import Delivery, Room
+from veche.rooms.room import Outcome, Room
 
 JOIN_ATTEMPTS: Final = 5
 """Refused joins (wrong password, locked...) one address may have per ``JOIN_WINDOW``."""
@@ -61,7 +61,7 @@ class RoomRegistry:
         address: str = "?",
         subject: str | None = None,
         moderator: bool = False,
-    ) -> tuple[Room, Participant, list[Delivery]]:
+    ) -> tuple[Room, Participant, Outcome]:
         """Join ``name``, creating the room if needed (unless a password is given: a password
         names an existing room). Raises :class:`~veche.errors.RoomFull`, and
         :class:`~veche.errors.Refused` with ``room_unavailable`` (locked, wrong password,
@@ -83,10 +83,10 @@ class RoomRegistry:
                 "not exist",
                 code=ErrorCode.ROOM_UNAVAILABLE,
             )
-        participant, deliveries = room.join(
+        participant, outcome = room.join(
             display_name, now=now, session=session, subject=subject, moderator=moderator
         )
-        return room, participant, deliveries
+        return room, participant, outcome
 
     def drop(self, name: RoomName) -> None:
         """Forget a room at once (its meeting was ended)."""

@@ -1,7 +1,8 @@
 """One meeting room: its participants, lobby, chat and settings, and who hears about what.
 
-Every mutating method returns the :class:`Delivery` list that the caller must send (and raises
-:class:`~veche.errors.Refused` or :class:`~veche.errors.RoomFull` when a rule says no); the room
+Every mutating method returns an :class:`Outcome`: the messages the caller must deliver, the
+people let in from the lobby (to welcome) and the people let go of (to say goodbye to); it raises
+:class:`~veche.errors.Refused` or :class:`~veche.errors.RoomFull` when a rule says no. The room
 never touches a socket, so the rules of who may do and receive what are tested without one.
 A person waiting in the lobby is not a participant: it receives nothing about the room.
 """
@@ -32,12 +33,15 @@ from veche.rooms.chat import ChatLog
 from veche.rooms.participant import Participant
 from veche.rooms.policy import RoomPolicy
 
-__all__ = ["Delivery", "Participant", "Room"]
+__all__ = ["Delivery", "GoodbyeReason", "Outcome", "Participant", "Room"]
 
 REACTION_INTERVAL: Final = 1.0
 """Least seconds between two reactions of one participant."""
 
 ModeratorAction = Literal["mute", "camera_off", "allow_unmute", "remove", "make_moderator"]
+
+GoodbyeReason = Literal["removed", "denied", "ended", "replaced"]
+"""Why the room lets someone go (the ``goodbye`` they hear)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,28 @@ class Delivery:
 
     to: tuple[ParticipantId, ...]
     message: ServerMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a change to a room asks of the caller, in this order: let go of ``dismissed``
+    (each told ``goodbye`` with its reason and disconnected), deliver ``deliveries``, and
+    welcome ``admitted`` (let in from the lobby, or entered on joining)."""
+
+    deliveries: tuple[Delivery, ...] = ()
+    admitted: tuple[Participant, ...] = ()
+    dismissed: tuple[tuple[Participant, GoodbyeReason], ...] = ()
+
+    def __add__(self, other: Outcome) -> Outcome:
+        return Outcome(
+            self.deliveries + other.deliveries,
+            self.admitted + other.admitted,
+            self.dismissed + other.dismissed,
+        )
+
+
+def _sent(deliveries: list[Delivery]) -> Outcome:
+    return Outcome(tuple(deliveries))
 
 
 class Room:
@@ -116,14 +142,14 @@ class Room:
         session: str | None = None,
         subject: str | None = None,
         moderator: bool = False,
-    ) -> tuple[Participant, list[Delivery]]:
+    ) -> tuple[Participant, Outcome]:
         """Add someone called ``name`` (already cleaned and let in by :meth:`admits`).
 
         With the lobby on and someone present, the newcomer waits (``participant.id`` not in
-        the room) and the moderators hear ``lobby_updated``; otherwise it enters: the others
-        hear ``participant_joined``, and a room without a moderator makes it one (``moderator``,
-        from a token, makes it one and skips the lobby). Raises
-        :class:`~veche.errors.RoomFull`.
+        the room) and the moderators hear ``lobby_updated``; otherwise it enters (it is in the
+        outcome's ``admitted``): the others hear ``participant_joined``, and a room without a
+        moderator makes it one (``moderator``, from a token, makes it one and skips the lobby).
+        Raises :class:`~veche.errors.RoomFull`.
         """
         if len(self._participants) + len(self._waiting) >= self.capacity:
             raise RoomFull(f"the room is full ({self.capacity} participants)")
@@ -132,8 +158,8 @@ class Room:
             participant.role = "moderator"  # granted by a token: no lobby either
         elif self.policy.lobby and self._participants:
             self._waiting[participant.id] = participant
-            return participant, self._lobby_update()
-        return participant, self._enter(participant)
+            return participant, _sent(self._lobby_update())
+        return participant, Outcome(tuple(self._enter(participant)), (participant,))
 
     def _enter(self, participant: Participant) -> list[Delivery]:
         others = self._ids()
@@ -143,49 +169,48 @@ class Room:
         self.empty_since = None
         return _deliver(others, ParticipantJoined(participant=participant.info()))
 
-    def leave(
-        self, participant_id: ParticipantId, reason: LeaveReason, *, now: float
-    ) -> list[Delivery]:
+    def leave(self, participant_id: ParticipantId, reason: LeaveReason, *, now: float) -> Outcome:
         """Remove a participant or a waiting person (no-op if absent). Those remaining hear
         ``participant_left``; if no moderator is left, the longest-present participant becomes
-        one."""
+        one; if nobody is left, those waiting are turned away (nobody could admit them)."""
         if self._waiting.pop(participant_id, None) is not None:
-            return self._lobby_update()
+            return _sent(self._lobby_update())
         participant = self._participants.pop(participant_id, None)
         if participant is None:
-            return []
+            return Outcome()
         deliveries = _deliver(
             self._ids(), ParticipantLeft(participant_id=participant_id, reason=reason)
         )
         if not self._participants:
             self.empty_since = now
-            self._waiting.clear()  # nobody is left to admit them; they are told by the caller
-            return deliveries
+            stranded = tuple((person, "denied") for person in self._waiting.values())
+            self._waiting.clear()
+            return Outcome(tuple(deliveries), dismissed=stranded)  # type: ignore[arg-type]
         if participant.moderator and not any(p.moderator for p in self._participants.values()):
             heir = next(iter(self._participants.values()))
             heir.role = "moderator"
             deliveries += self._updated(heir)
             deliveries += self._lobby_update()
-        return deliveries
+        return _sent(deliveries)
 
-    def disconnect(self, participant_id: ParticipantId) -> list[Delivery]:
+    def disconnect(self, participant_id: ParticipantId) -> Outcome:
         """A participant's connection was lost: it stays, marked ``reconnecting`` (and no longer
         sharing a screen, whose track went with the connection), until it resumes or leaves."""
         participant = self._require(participant_id)
         participant.reconnecting, participant.screen = True, False
-        return self._updated(participant)
+        return _sent(self._updated(participant))
 
-    def reconnect(self, participant_id: ParticipantId) -> list[Delivery]:
+    def reconnect(self, participant_id: ParticipantId) -> Outcome:
         """A participant resumed after a lost connection."""
         participant = self._require(participant_id)
         participant.reconnecting = False
-        return self._updated(participant)
+        return _sent(self._updated(participant))
 
     # ------------------------------------------------------------------ own state
 
     def update(
         self, participant_id: ParticipantId, *, audio: bool | None, video: bool | None
-    ) -> list[Delivery]:
+    ) -> Outcome:
         """Change one's own microphone/camera state. Everyone, the participant included, hears
         ``participant_updated``; nothing if nothing changed. Unmuting while blocked by a
         moderator is ``forbidden``."""
@@ -200,43 +225,39 @@ class Room:
             participant.audio, changed = audio, True
         if video is not None and video != participant.video:
             participant.video, changed = video, True
-        return self._updated(participant) if changed else []
+        return _sent(self._updated(participant) if changed else [])
 
-    def raise_hand(
-        self, participant_id: ParticipantId, raised: bool, *, now: float
-    ) -> list[Delivery]:
+    def raise_hand(self, participant_id: ParticipantId, raised: bool, *, now: float) -> Outcome:
         """Raise or lower one's hand; hands are ordered by ``hand_raised_at``."""
         participant = self._require(participant_id)
         if raised == (participant.hand_raised_at is not None):
-            return []
+            return Outcome()
         participant.hand_raised_at = now if raised else None
-        return self._updated(participant)
+        return _sent(self._updated(participant))
 
-    def react(
-        self, participant_id: ParticipantId, emoji: Reaction, *, now: float
-    ) -> list[Delivery]:
+    def react(self, participant_id: ParticipantId, emoji: Reaction, *, now: float) -> Outcome:
         """Show a reaction to everyone; at most one per second per participant."""
         participant = self._require(participant_id)
         if now - participant.last_reaction < REACTION_INTERVAL:
             raise Refused("one reaction per second at most", code=ErrorCode.RATE_LIMITED)
         participant.last_reaction = now
-        return _deliver(self._ids(), Reacted(participant_id=participant_id, emoji=emoji))
+        return _sent(_deliver(self._ids(), Reacted(participant_id=participant_id, emoji=emoji)))
 
-    def post(self, participant_id: ParticipantId, text: str, *, now: float) -> list[Delivery]:
+    def post(self, participant_id: ParticipantId, text: str, *, now: float) -> Outcome:
         """Post a chat message to everyone, the sender included."""
         participant = self._require(participant_id)
         entry = self.chat.post(participant_id, participant.name, text, now=now)
-        return _deliver(self._ids(), ChatPosted(entry=entry))
+        return _sent(_deliver(self._ids(), ChatPosted(entry=entry)))
 
-    def share_screen(self, participant_id: ParticipantId, active: bool) -> list[Delivery]:
+    def share_screen(self, participant_id: ParticipantId, active: bool) -> Outcome:
         """Start or stop sharing a screen; one sharer at a time (``screen_busy``)."""
         participant = self._require(participant_id)
         if active and any(p.screen for p in self._participants.values() if p is not participant):
             raise Refused("someone else is sharing a screen", code=ErrorCode.SCREEN_BUSY)
         if participant.screen == active:
-            return []
+            return Outcome()
         participant.screen = active
-        return self._updated(participant)
+        return _sent(self._updated(participant))
 
     # ------------------------------------------------------------------ moderation
 
@@ -247,9 +268,8 @@ class Room:
         target_id: ParticipantId,
         *,
         now: float,
-    ) -> tuple[list[Delivery], Participant | None]:
-        """A moderator's action on a participant; returns the deliveries and, for ``remove``,
-        the removed participant (whom the caller says goodbye to)."""
+    ) -> Outcome:
+        """A moderator's action on a participant (``remove`` lets it go: see :meth:`expel`)."""
         self._require_moderator(actor_id)
         target = self._participants.get(target_id)
         if target is None:
@@ -268,7 +288,7 @@ class Room:
         deliveries = self._updated(target)
         if action == "make_moderator":
             deliveries += self._lobby_update()
-        return deliveries, None
+        return _sent(deliveries)
 
     def configure(
         self,
@@ -278,9 +298,9 @@ class Room:
         lobby: bool | None = None,
         password: str | None = None,
         moderator_must_allow: bool | None = None,
-    ) -> tuple[list[Delivery], list[Participant]]:
+    ) -> Outcome:
         """A moderator changes settings; everyone hears ``room_updated``. Turning the lobby off
-        lets everyone waiting in: they are returned for the caller to welcome."""
+        lets everyone waiting in (``admitted``)."""
         self._require_moderator(actor_id)
         policy = self.policy
         if locked is not None:
@@ -291,68 +311,64 @@ class Room:
             policy.set_password(password)
         if lobby is not None:
             policy.lobby = lobby
-        deliveries = _deliver(self._ids(), RoomUpdated(settings=policy.state()))
-        admitted: list[Participant] = []
+        outcome = _sent(_deliver(self._ids(), RoomUpdated(settings=policy.state())))
         if not policy.lobby and self._waiting:
-            admitted_deliveries, admitted = self._admit(list(self._waiting))
-            deliveries += admitted_deliveries
-        return deliveries, admitted
+            outcome += self._admit(list(self._waiting))
+        return outcome
 
-    def set_recording(self, actor_id: ParticipantId | None, active: bool) -> list[Delivery]:
+    def set_recording(self, actor_id: ParticipantId | None, active: bool) -> Outcome:
         """Mark the room as recorded or not (a moderator, or ``None``: an administrator or the
         server); everyone hears ``room_updated``, nothing if nothing changed."""
         if actor_id is not None:
             self._require_moderator(actor_id)
         if self.policy.recording == active:
-            return []
+            return Outcome()
         self.policy.recording = active
-        return _deliver(self._ids(), RoomUpdated(settings=self.policy.state()))
+        return _sent(_deliver(self._ids(), RoomUpdated(settings=self.policy.state())))
 
     def admit(
         self, actor_id: ParticipantId, target_id: ParticipantId | None, *, everyone: bool
-    ) -> tuple[list[Delivery], list[Participant]]:
-        """A moderator lets waiting people in; returns them for the caller to welcome."""
+    ) -> Outcome:
+        """A moderator lets waiting people in (``admitted``)."""
         self._require_moderator(actor_id)
         return self._admit(self._lobby_targets(target_id, everyone))
 
     def deny(
         self, actor_id: ParticipantId, target_id: ParticipantId | None, *, everyone: bool
-    ) -> tuple[list[Delivery], list[Participant]]:
-        """A moderator turns waiting people away; returns them for the caller to dismiss."""
+    ) -> Outcome:
+        """A moderator turns waiting people away (``dismissed``, ``denied``)."""
         self._require_moderator(actor_id)
         denied = [self._waiting.pop(pid) for pid in self._lobby_targets(target_id, everyone)]
-        return self._lobby_update(), denied
+        return Outcome(tuple(self._lobby_update()), dismissed=tuple((p, "denied") for p in denied))
 
-    def expel(
-        self, target_id: ParticipantId, *, now: float
-    ) -> tuple[list[Delivery], Participant | None]:
-        """Remove a participant (a moderator's or an administrator's decision): the others
-        hear ``participant_left`` (``removed``), and its browser session cannot come back.
-        Returns the deliveries and the removed participant (``None`` if absent)."""
+    def expel(self, target_id: ParticipantId, *, now: float) -> Outcome:
+        """Remove a participant (a moderator's or an administrator's decision): it is let go
+        (``removed``), the others hear ``participant_left``, and its browser session cannot
+        come back. Nothing if it is not present."""
         target = self._participants.get(target_id)
         if target is None:
-            return [], None
+            return Outcome()
         if target.session is not None:
             self._banned_sessions.add(target.session)
-        return self.leave(target_id, "removed", now=now), target
+        return Outcome(dismissed=((target, "removed"),)) + self.leave(target_id, "removed", now=now)
 
-    def end(self, actor_id: ParticipantId) -> list[Participant]:
+    def end(self, actor_id: ParticipantId) -> Outcome:
         """A moderator ends the meeting: see :meth:`close`."""
         self._require_moderator(actor_id)
         return self.close()
 
-    def close(self) -> list[Participant]:
-        """End the meeting: returns everyone (present and waiting) for the caller to dismiss.
-        The room admits nobody afterwards."""
+    def close(self) -> Outcome:
+        """End the meeting: everyone, present and waiting, is let go (``ended``). The room
+        admits nobody afterwards."""
         self.ended = True
         everyone = self.participants + self.waiting
         self._participants.clear()
         self._waiting.clear()
-        return everyone
+        return Outcome(dismissed=tuple((person, "ended") for person in everyone))
 
     # ------------------------------------------------------------------ helpers
 
-    def _admit(self, ids: Iterable[ParticipantId]) -> tuple[list[Delivery], list[Participant]]:
+    def _admit(self, ids: Iterable[ParticipantId]) -> Outcome:
         # Those already present hear of each newcomer; the newcomers learn of each other from
         # their welcome, so nothing reaches them before it.
         present = self._ids()
@@ -366,7 +382,7 @@ class Room:
             for participant in admitted
             for delivery in _deliver(present, ParticipantJoined(participant=participant.info()))
         ]
-        return deliveries + self._lobby_update(), admitted
+        return Outcome(tuple(deliveries + self._lobby_update()), tuple(admitted))
 
     def _lobby_targets(
         self, target_id: ParticipantId | None, everyone: bool
