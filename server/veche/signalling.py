@@ -21,6 +21,7 @@ from aiohttp import WSMessage, WSMsgType, web
 
 from veche.appkeys import HUB, RELAY, SETTINGS
 from veche.auth import AuthError, verify_token
+from veche.cluster.relay import Relay
 from veche.errors import ErrorCode, InvalidRoomName, VecheError
 from veche.hub import Hub, Session
 from veche.logs import CONNECTION
@@ -35,7 +36,6 @@ from veche.protocol import (
     parse_client_message,
 )
 from veche.ratelimit import TokenBucket
-from veche.relay import Relay
 from veche.rooms import normalize_room_name
 from veche.settings import Settings
 from veche.views import browser_session

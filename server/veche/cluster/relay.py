@@ -2,8 +2,8 @@
 room.
 
 A client may reach any node (the load balancer picks); its room lives on one node (see
-:mod:`veche.cluster`). When they differ, the *edge* node keeps the WebSocket (limits, rate,
-keepalive stay there) and forwards every text frame from ``hello`` on to the *owner* node over
+:mod:`veche.cluster.membership`). When they differ, the *edge* node keeps the WebSocket (limits,
+rate, keepalive stay there) and forwards every text frame from ``hello`` on to the *owner* node over
 the bus; the owner runs them through its hub exactly as for a local client, behind a
 :class:`RemoteOutlet`, and sends every reply back. Media never takes this path: the client's
 peer connections go straight to the owner's address.
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from veche.auth import Identity
-from veche.bus import Bus, BusUnavailable, Subscription
-from veche.cluster import Cluster
+from veche.cluster.bus import Bus, BusUnavailable, Subscription
+from veche.cluster.membership import Cluster
 from veche.errors import ErrorCode, VecheError
 from veche.hub import Hub, Session
 from veche.logs import CONNECTION
