@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol, assert_never
+from typing import Any, Final, Literal, assert_never
 
 from veche.auth import Identity
 from veche.errors import ErrorCode, ProtocolError, Refused, VecheError
@@ -21,6 +21,7 @@ from veche.ids import ParticipantId, RoomName, new_resume_token
 from veche.logs import PARTICIPANT
 from veche.media import MediaRouter, media_config
 from veche.media.recorder import Recording, finish_in_worker
+from veche.outlet import Outlet
 from veche.protocol import (
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -66,7 +67,7 @@ from veche.rooms import (
 from veche.settings import Settings
 from veche.turn import turn_credentials
 
-__all__ = ["Hub", "Outlet", "Session", "client_ice_servers"]
+__all__ = ["Hub", "Session", "client_ice_servers"]
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +90,6 @@ def client_ice_servers(settings: Settings, user: str, *, now: float) -> list[Ice
     elif turn:
         servers.append(IceServer(urls=turn))
     return servers
-
-
-class Outlet(Protocol):
-    """What the hub needs of a client connection. Both calls return at once."""
-
-    def send(self, message: ServerMessage) -> None:
-        """Queue ``message`` for the client."""
-
-    def send_text(self, text: str) -> None:
-        """Queue a message already encoded with :func:`~veche.protocol.encode` (a message for
-        many recipients is encoded once)."""
-
-    def close(self, code: CloseCode, reason: str) -> None:
-        """Ask the connection to close once queued messages are sent."""
 
 
 @dataclass(slots=True, eq=False)

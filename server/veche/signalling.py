@@ -57,7 +57,7 @@ _CLOSE_REASONS: Final[dict[CloseCode, LeaveReason]] = {
 
 
 class ClientConnection:
-    """One client's WebSocket and its bounded outbox (implements :class:`veche.hub.Outlet`)."""
+    """One client's WebSocket and its bounded outbox (implements :class:`veche.outlet.Outlet`)."""
 
     def __init__(
         self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, settings: Settings

@@ -24,7 +24,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from veche.auth import Identity
 from veche.cluster.bus import Bus, BusUnavailable, Subscription
@@ -32,6 +32,7 @@ from veche.cluster.membership import Cluster
 from veche.errors import ErrorCode, VecheError
 from veche.hub import Hub, Session
 from veche.logs import CONNECTION
+from veche.outlet import Outlet
 from veche.protocol import (
     CloseCode,
     Error,
@@ -41,7 +42,7 @@ from veche.protocol import (
     parse_client_message,
 )
 
-__all__ = ["Edge", "Relay", "RemoteOutlet"]
+__all__ = ["Relay", "RemoteOutlet"]
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +60,12 @@ def channel(node_id: str) -> str:
     return f"veche:to:{node_id}"
 
 
-class Edge(Protocol):
-    """What the relay needs of a client connection it carries (the WebSocket edge)."""
-
-    def send_text(self, text: str) -> None:
-        """Queue an already encoded server message."""
-
-    def send(self, message: ServerMessage) -> None:
-        """Queue a server message."""
-
-    def close(self, code: CloseCode, reason: str) -> None:
-        """Close the client's connection once queued messages are sent."""
-
-
 @dataclass(eq=False)
 class _Link:
     """A client connected here whose room is on ``owner``."""
 
     owner: str
-    edge: Edge
+    edge: Outlet
 
 
 @dataclass(eq=False)
@@ -156,7 +144,7 @@ class Relay:
 
     def open(
         self,
-        edge: Edge,
+        edge: Outlet,
         owner: str,
         *,
         remote: str,
