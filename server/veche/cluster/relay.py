@@ -8,9 +8,10 @@ the bus; the owner runs them through its hub exactly as for a local client, behi
 :class:`RemoteOutlet`, and sends every reply back. Media never takes this path: the client's
 peer connections go straight to the owner's address.
 
-Envelopes are JSON on the channel ``veche:to:<node id>``: ``open`` / ``msg`` / ``closed`` from
-edge to owner, ``out`` / ``close`` from owner to edge. Each node publishes to each other node in
-order, from one queue. A node that stops sending heartbeats is noticed within a few seconds:
+Envelopes (:mod:`veche.cluster.envelopes`) travel in batches on the channel
+``veche:to:<node id>``: ``open_session`` / ``client_frame`` / ``session_closed`` from edge to
+owner, ``server_frame`` / ``close_session`` from owner to edge. Each node publishes to each other
+node in order, from one queue. A node that stops sending heartbeats is noticed within a few seconds:
 an edge closes the clients whose room was there with 1012 (they reconnect, and the room starts
 again on a live node); an owner treats the sessions relayed by a dead edge as lost connections
 (their participants may resume through another node).
@@ -20,14 +21,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final, assert_never
 
 from veche.auth import Identity
 from veche.cluster.bus import Bus, BusUnavailable, Subscription
+from veche.cluster.envelopes import (
+    ClientFrame,
+    CloseSession,
+    OpenSession,
+    RelayedIdentity,
+    ServerFrame,
+    SessionClosed,
+    ToEdge,
+    ToOwner,
+    decode_batch,
+    encode_batch,
+)
 from veche.cluster.membership import Cluster
 from veche.errors import ErrorCode, VecheError
 from veche.hub import Hub, Session
@@ -60,6 +72,10 @@ def channel(node_id: str) -> str:
     return f"veche:to:{node_id}"
 
 
+_Posted = tuple[ToOwner | ToEdge, Callable[[], None] | None]
+"""An envelope waiting to be published, and what to do if it cannot be (if anything)."""
+
+
 @dataclass(eq=False)
 class _Link:
     """A client connected here whose room is on ``owner``."""
@@ -80,11 +96,11 @@ class RemoteOutlet:
         self.send_text(encode(message))
 
     def send_text(self, text: str) -> None:
-        self.relay._post(self.edge_node, {"k": "out", "s": self.session_id, "t": text})
+        self.relay._post(self.edge_node, ServerFrame(session=self.session_id, text=text))
 
     def close(self, code: CloseCode, reason: str) -> None:
         self.relay._post(
-            self.edge_node, {"k": "close", "s": self.session_id, "c": int(code), "r": reason}
+            self.edge_node, CloseSession(session=self.session_id, code=code, reason=reason)
         )
 
 
@@ -107,9 +123,7 @@ class Relay:
         self.node_id = cluster.node_id
         self._links: dict[str, _Link] = {}
         self._remotes: dict[tuple[str, str], _Remote] = {}
-        self._queues: dict[
-            str, asyncio.Queue[tuple[dict[str, Any], Callable[[], None] | None]]
-        ] = {}
+        self._queues: dict[str, asyncio.Queue[_Posted]] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
         self._subscription: Subscription | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -157,16 +171,13 @@ class Relay:
         self._links[session_id] = _Link(owner, edge)
         self._post(
             owner,
-            {
-                "k": "open",
-                "s": session_id,
-                "e": self.node_id,
-                "a": remote,
-                "b": browser_session,
-                "i": None
-                if identity is None
-                else [identity.subject, identity.room, identity.name, identity.moderator],
-            },
+            OpenSession(
+                session=session_id,
+                edge=self.node_id,
+                remote=remote,
+                browser_session=browser_session,
+                identity=None if identity is None else RelayedIdentity.of(identity),
+            ),
         )
         return session_id
 
@@ -179,58 +190,56 @@ class Relay:
         def failed() -> None:
             link.edge.send(Error(code=ErrorCode.UNAVAILABLE, message=UNAVAILABLE_TEXT))
 
-        self._post(link.owner, {"k": "msg", "s": session_id, "e": self.node_id, "t": text}, failed)
+        self._post(
+            link.owner, ClientFrame(session=session_id, edge=self.node_id, text=text), failed
+        )
 
     def closed(self, session_id: str, reason: LeaveReason) -> None:
         """The client's connection ended."""
         link = self._links.pop(session_id, None)
         if link is not None:
-            self._post(link.owner, {"k": "closed", "s": session_id, "e": self.node_id, "r": reason})
+            self._post(
+                link.owner, SessionClosed(session=session_id, edge=self.node_id, reason=reason)
+            )
 
     # ------------------------------------------------------------------ both sides
 
     def _receive(self, data: bytes) -> None:
-        try:
-            batch = json.loads(data)
-        except ValueError:
-            log.warning("unreadable relay envelope")
-            return
-        for envelope in batch if isinstance(batch, list) else [batch]:
-            try:
-                self._handle(envelope)
-            except (KeyError, TypeError, ValueError):
-                log.warning("unreadable relay envelope")
+        for envelope in decode_batch(data):
+            self._handle(envelope)
 
-    def _handle(self, envelope: dict[str, Any]) -> None:
-        kind, session_id = envelope["k"], envelope["s"]
-        if kind in ("out", "close"):
-            link = self._links.get(session_id)
-            if link is None:
-                return
-            if kind == "out":
-                link.edge.send_text(envelope["t"])
-            else:
-                link.edge.close(CloseCode(envelope["c"]), envelope["r"])
-            return
-        key = (envelope.get("e", ""), session_id)
-        if kind == "open":
-            self._open_remote(key, envelope)
-        elif kind == "msg" and key in self._remotes:
-            self._remotes[key].inbox.put_nowait(envelope["t"])
-        elif kind == "closed" and key in self._remotes:
-            self._remotes[key].inbox.put_nowait((envelope["r"],))
+    def _handle(self, envelope: ToOwner | ToEdge) -> None:
+        match envelope:
+            case ServerFrame() | CloseSession():
+                link = self._links.get(envelope.session)
+                if link is None:
+                    return  # the client's connection ended meanwhile
+                if isinstance(envelope, ServerFrame):
+                    link.edge.send_text(envelope.text)
+                else:
+                    link.edge.close(envelope.code, envelope.reason)
+            case OpenSession():
+                self._open_remote(envelope)
+            case ClientFrame() | SessionClosed():
+                remote = self._remotes.get((envelope.edge, envelope.session))
+                if remote is None:
+                    return  # its session ended here already (or never started: a lost open)
+                if isinstance(envelope, ClientFrame):
+                    remote.inbox.put_nowait(envelope.text)
+                else:
+                    remote.inbox.put_nowait((envelope.reason,))
+            case _:
+                assert_never(envelope)
 
     # ------------------------------------------------------------------ owner side
 
-    def _open_remote(self, key: tuple[str, str], envelope: dict[str, Any]) -> None:
-        edge_node, session_id = key
-        token = envelope.get("i")
-        identity = Identity(*token) if isinstance(token, list) and len(token) == 4 else None
+    def _open_remote(self, envelope: OpenSession) -> None:
+        key = (envelope.edge, envelope.session)
         session = self.hub.connect(
-            RemoteOutlet(self, edge_node, session_id),
-            remote=str(envelope.get("a", "?")),
-            browser_session=envelope.get("b"),
-            identity=identity,
+            RemoteOutlet(self, envelope.edge, envelope.session),
+            remote=envelope.remote,
+            browser_session=envelope.browser_session,
+            identity=None if envelope.identity is None else envelope.identity.identity(),
         )
         remote = _Remote(session)
         remote.task = asyncio.create_task(self._serve_remote(key, remote))
@@ -262,7 +271,7 @@ class Relay:
     # ------------------------------------------------------------------ sending
 
     def _post(
-        self, node: str, envelope: dict[str, Any], on_failure: Callable[[], None] | None = None
+        self, node: str, envelope: ToOwner | ToEdge, on_failure: Callable[[], None] | None = None
     ) -> None:
         if node in self._dead:
             return
@@ -272,9 +281,7 @@ class Relay:
             self._senders[node] = asyncio.create_task(self._send_forever(node, queue))
         queue.put_nowait((envelope, on_failure))
 
-    async def _send_forever(
-        self, node: str, queue: asyncio.Queue[tuple[dict[str, Any], Callable[[], None] | None]]
-    ) -> None:
+    async def _send_forever(self, node: str, queue: asyncio.Queue[_Posted]) -> None:
         """Publish what is queued for ``node``, in order; whatever piled up meanwhile (a chat
         message fanned out to a room, say) goes as one batch, one round trip to Redis."""
         target = channel(node)
@@ -283,15 +290,15 @@ class Relay:
             while not queue.empty() and len(items) < MAX_BATCH:
                 items.append(queue.get_nowait())
             try:
-                await self.bus.publish(target, json.dumps([e for e, _ in items]).encode())
+                await self.bus.publish(target, encode_batch([e for e, _ in items]))
             except BusUnavailable:
                 for envelope, on_failure in items:
                     if on_failure is not None:
                         on_failure()
-                    elif envelope["k"] == "out":
+                    elif isinstance(envelope, ServerFrame):
                         # The client misses an update: its connection is treated as lost, so
                         # it resumes and gets the whole state again once the bus is back.
-                        self._lose(node, envelope["s"])
+                        self._lose(node, envelope.session)
 
     # ------------------------------------------------------------------ liveness
 
