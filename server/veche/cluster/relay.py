@@ -2,19 +2,21 @@
 room.
 
 A client may reach any node (the load balancer picks); its room lives on one node (see
-:mod:`veche.cluster.membership`). When they differ, the *edge* node keeps the WebSocket (limits,
-rate, keepalive stay there) and forwards every text frame from ``hello`` on to the *owner* node over
-the bus; the owner runs them through its hub exactly as for a local client, behind a
-:class:`RemoteOutlet`, and sends every reply back. Media never takes this path: the client's
-peer connections go straight to the owner's address.
+:mod:`veche.cluster.membership`). The WebSocket edge hands every text frame to
+:meth:`Relay.accept`, which decides at the client's ``hello`` where its room is. When that is
+another node, this *edge* node keeps the WebSocket (limits, rate, keepalive stay here) and
+forwards every frame from ``hello`` on to the *owner* node over the bus; the owner runs them
+through its hub exactly as for a local client, behind a :class:`RemoteOutlet`, and sends every
+reply back. Media never takes this path: the client's peer connections go straight to the
+owner's address.
 
 Envelopes (:mod:`veche.cluster.envelopes`) travel in batches on the channel
 ``veche:to:<node id>``: ``open_session`` / ``client_frame`` / ``session_closed`` from edge to
 owner, ``server_frame`` / ``close_session`` from owner to edge. Each node publishes to each other
-node in order, from one queue. A node that stops sending heartbeats is noticed within a few seconds:
-an edge closes the clients whose room was there with 1012 (they reconnect, and the room starts
-again on a live node); an owner treats the sessions relayed by a dead edge as lost connections
-(their participants may resume through another node).
+node in order, from one queue. A node that stops sending heartbeats is noticed within a few
+seconds: an edge closes the clients whose room was there with 1012 (they reconnect, and the room
+starts again on a live node); an owner treats the sessions relayed by a dead edge as lost
+connections (their participants may resume through another node).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, assert_never
 
-from veche.auth import Identity
 from veche.cluster.bus import Bus, BusUnavailable, Subscription
 from veche.cluster.envelopes import (
     ClientFrame,
@@ -48,11 +49,13 @@ from veche.outlet import Outlet
 from veche.protocol import (
     CloseCode,
     Error,
+    Hello,
     LeaveReason,
     ServerMessage,
     encode,
     parse_client_message,
 )
+from veche.rooms import normalize_room_name
 
 __all__ = ["Relay", "RemoteOutlet"]
 
@@ -81,7 +84,7 @@ class _Link:
     """A client connected here whose room is on ``owner``."""
 
     owner: str
-    edge: Outlet
+    outlet: Outlet
 
 
 @dataclass(eq=False)
@@ -114,19 +117,27 @@ class _Remote:
 
 
 class Relay:
-    """Both ends of relayed signalling for this node."""
+    """Both ends of relayed signalling for this node. ``watch_interval``: seconds between
+    checks that the nodes at the other end of relayed sessions still send heartbeats (missing
+    at two checks in a row: dead)."""
 
-    def __init__(self, bus: Bus, cluster: Cluster, hub: Hub) -> None:
+    def __init__(
+        self, bus: Bus, cluster: Cluster, hub: Hub, *, watch_interval: float = WATCH_INTERVAL
+    ) -> None:
         self.bus = bus
         self.cluster = cluster
         self.hub = hub
         self.node_id = cluster.node_id
         self._links: dict[str, _Link] = {}
+        """Clients connected here whose room is elsewhere, by relayed session id."""
+        self._relayed: dict[Session, str] = {}
+        """The same clients' hub sessions on this node, with their relayed session ids."""
         self._remotes: dict[tuple[str, str], _Remote] = {}
         self._queues: dict[str, asyncio.Queue[_Posted]] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
         self._subscription: Subscription | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._watch_interval = watch_interval
         self._next_session = 0
         self._dead: set[str] = set()
         """Nodes found dead: nothing is sent to them any more (a restarted node has a new id)."""
@@ -148,7 +159,42 @@ class Relay:
 
     # ------------------------------------------------------------------ edge side
 
-    async def route(self, room: str) -> str:
+    async def accept(self, session: Session, text: str) -> None:
+        """Act on one text frame of a client connected to this node.
+
+        A ``hello`` (the first one that joins) decides where the client's room is: on this node,
+        its frames go to this node's hub; on another, this and every later frame goes there
+        (``unavailable`` when the cluster cannot say where). A refused frame is answered with
+        an ``error`` by the node that refused it.
+        """
+        relayed = self._relayed.get(session)
+        if relayed is not None:
+            self._forward(relayed, text)
+            return
+        try:
+            message = parse_client_message(text)
+            if isinstance(message, Hello) and session.participant is None:
+                owner = await self._route(normalize_room_name(message.room))
+                if owner != self.node_id:
+                    self._forward(self._open(session, owner), text)
+                    return
+            await self.hub.handle(session, message)
+        except VecheError as exc:
+            self.hub.refuse(session, exc)
+
+    def carries(self, session: Session) -> bool:
+        """Whether ``session``'s signalling goes to another node (its room is there)."""
+        return session in self._relayed
+
+    def disconnect(self, session: Session, reason: LeaveReason) -> None:
+        """A client connected to this node is gone; its room's node hears why, if it is
+        another."""
+        session_id = self._relayed.pop(session, None)
+        if session_id is not None:
+            owner = self._links.pop(session_id).owner
+            self._post(owner, SessionClosed(session=session_id, edge=self.node_id, reason=reason))
+
+    async def _route(self, room: str) -> str:
         """The node that owns ``room`` (this one, or another). Raises
         :class:`~veche.errors.VecheError` with ``unavailable`` when the cluster cannot say."""
         try:
@@ -156,51 +202,37 @@ class Relay:
         except BusUnavailable:
             raise VecheError(UNAVAILABLE_TEXT, code=ErrorCode.UNAVAILABLE) from None
 
-    def open(
-        self,
-        edge: Outlet,
-        owner: str,
-        *,
-        remote: str,
-        browser_session: str | None,
-        identity: Identity | None,
-    ) -> str:
-        """Start carrying a client's signalling to ``owner``; returns the relayed session id."""
+    def _open(self, session: Session, owner: str) -> str:
+        """Start carrying ``session``'s signalling to ``owner``; the relayed session id."""
         self._next_session += 1
         session_id = f"{self.node_id}/{self._next_session}"
-        self._links[session_id] = _Link(owner, edge)
+        self._links[session_id] = _Link(owner, session.outlet)
+        self._relayed[session] = session_id
+        identity = session.identity
         self._post(
             owner,
             OpenSession(
                 session=session_id,
                 edge=self.node_id,
-                remote=remote,
-                browser_session=browser_session,
+                remote=session.remote,
+                browser_session=session.browser_session,
                 identity=None if identity is None else RelayedIdentity.of(identity),
             ),
         )
         return session_id
 
-    def forward(self, session_id: str, text: str) -> None:
-        """Pass one text frame of the client on to its room's node."""
+    def _forward(self, session_id: str, text: str) -> None:
+        """Pass one text frame of a relayed client on to its room's node."""
         link = self._links.get(session_id)
         if link is None:
             return
 
         def failed() -> None:
-            link.edge.send(Error(code=ErrorCode.UNAVAILABLE, message=UNAVAILABLE_TEXT))
+            link.outlet.send(Error(code=ErrorCode.UNAVAILABLE, message=UNAVAILABLE_TEXT))
 
         self._post(
             link.owner, ClientFrame(session=session_id, edge=self.node_id, text=text), failed
         )
-
-    def closed(self, session_id: str, reason: LeaveReason) -> None:
-        """The client's connection ended."""
-        link = self._links.pop(session_id, None)
-        if link is not None:
-            self._post(
-                link.owner, SessionClosed(session=session_id, edge=self.node_id, reason=reason)
-            )
 
     # ------------------------------------------------------------------ both sides
 
@@ -215,9 +247,9 @@ class Relay:
                 if link is None:
                     return  # the client's connection ended meanwhile
                 if isinstance(envelope, ServerFrame):
-                    link.edge.send_text(envelope.text)
+                    link.outlet.send_text(envelope.text)
                 else:
-                    link.edge.close(envelope.code, envelope.reason)
+                    link.outlet.close(envelope.code, envelope.reason)
             case OpenSession():
                 self._open_remote(envelope)
             case ClientFrame() | SessionClosed():
@@ -304,7 +336,7 @@ class Relay:
 
     async def _watch_forever(self) -> None:
         while True:
-            await asyncio.sleep(WATCH_INTERVAL)
+            await asyncio.sleep(self._watch_interval)
             with contextlib.suppress(BusUnavailable):
                 await self._check_peers()
 
@@ -319,7 +351,7 @@ class Relay:
             self._missing.discard(node)
             log.warning("node went away", extra={"node": node})
             for link in [link for link in self._links.values() if link.owner == node]:
-                link.edge.close(CloseCode.SERVICE_RESTART, "the meeting's server went away")
+                link.outlet.close(CloseCode.SERVICE_RESTART, "the meeting's server went away")
             self._lose(node)
             self._dead.add(node)
             sender = self._senders.pop(node, None)
