@@ -57,7 +57,7 @@ from veche.protocol import (
 )
 from veche.rooms import normalize_room_name
 
-__all__ = ["Relay", "RemoteOutlet"]
+__all__ = ["Relay", "RemoteOutlet", "channel"]
 
 log = logging.getLogger(__name__)
 
