@@ -13,13 +13,13 @@ from aiohttp import web
 
 from veche.appkeys import CLUSTER, HUB, LOOP_MONITOR, METRICS, RELAY, SETTINGS, WEB_ROOT
 from veche.assets import web_root as default_web_root
-from veche.bus import create_bus
-from veche.cluster import Cluster
+from veche.cluster.bus import create_bus
+from veche.cluster.membership import Cluster
+from veche.cluster.relay import Relay
 from veche.hub import Hub
 from veche.ice import server_ice_servers
 from veche.media import MediaConfig
 from veche.metrics import LoopMonitor, metrics_registry, monitor_loop
-from veche.relay import Relay
 from veche.routes import setup_routes
 from veche.settings import Settings
 from veche.views import security_headers

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from veche.cluster import Cluster
+from veche.cluster.membership import Cluster
+from veche.cluster.relay import Relay
 from veche.hub import Hub
-from veche.relay import Relay
 from veche.settings import Settings
 
 if TYPE_CHECKING:  # veche.metrics imports this module

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol, assert_never
+from typing import Any, Final, Literal, assert_never
 
 from veche.auth import Identity
 from veche.errors import ErrorCode, ProtocolError, Refused, VecheError
@@ -25,6 +25,7 @@ from veche.ids import ParticipantId, RoomName, new_resume_token
 from veche.logs import PARTICIPANT
 from veche.media import MediaConfig, MediaRooms
 from veche.media.recorder import Recording, finish_in_worker, recording_folder
+from veche.outlet import Outlet
 from veche.protocol import (
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -71,7 +72,7 @@ from veche.rooms import (
 )
 from veche.settings import Settings
 
-__all__ = ["Hub", "Outlet", "Session"]
+__all__ = ["Hub", "Session"]
 
 log = logging.getLogger(__name__)
 
@@ -82,20 +83,6 @@ goodbye (a close frame or ``leave`` means the client chose to go)."""
 Why = LeaveReason | Literal["denied"]
 """Why a presence ends: a :data:`~veche.protocol.LeaveReason`, or ``denied`` for someone turned
 away from the lobby (who never joined, so nobody hears it leave)."""
-
-
-class Outlet(Protocol):
-    """What the hub needs of a client connection. Both calls return at once."""
-
-    def send(self, message: ServerMessage) -> None:
-        """Queue ``message`` for the client."""
-
-    def send_text(self, text: str) -> None:
-        """Queue a message already encoded with :func:`~veche.protocol.encode` (a message for
-        many recipients is encoded once)."""
-
-    def close(self, code: CloseCode, reason: str) -> None:
-        """Ask the connection to close once queued messages are sent."""
 
 
 @dataclass(slots=True, eq=False)

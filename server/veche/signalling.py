@@ -4,7 +4,8 @@ Each connection runs :meth:`ClientConnection.run`, a single loop that reads fram
 connection's bounded outbox and performs the close. Everything else (the hub, rooms, other
 clients' loops) only *queues* messages through :meth:`ClientConnection.send`, which never blocks:
 a client that stops reading fills its own outbox and is closed with 1013, and nobody waits for it.
-Keepalive pings are aiohttp's heartbeat; a client that misses a pong is dropped.
+Keepalive pings are aiohttp's heartbeat; a client that misses a pong is dropped. Each text frame
+goes to :meth:`veche.cluster.relay.Relay.accept`: to this node's hub, or to the room's node.
 """
 
 from __future__ import annotations
@@ -21,21 +22,19 @@ from aiohttp import WSMessage, WSMsgType, web
 
 from veche.appkeys import HUB, RELAY, SETTINGS
 from veche.auth import AuthError, verify_token
-from veche.errors import ErrorCode, InvalidRoomName, VecheError
-from veche.hub import Hub, Session
+from veche.cluster.relay import Relay
+from veche.errors import ErrorCode, InvalidRoomName
+from veche.hub import Session
 from veche.logs import CONNECTION
 from veche.protocol import (
     MAX_MESSAGE_BYTES,
     CloseCode,
     Error,
-    Hello,
     LeaveReason,
     ServerMessage,
     encode,
-    parse_client_message,
 )
 from veche.ratelimit import TokenBucket
-from veche.relay import Relay
 from veche.rooms import normalize_room_name
 from veche.settings import Settings
 from veche.views import browser_session
@@ -57,7 +56,7 @@ _CLOSE_REASONS: Final[dict[CloseCode, LeaveReason]] = {
 
 
 class ClientConnection:
-    """One client's WebSocket and its bounded outbox (implements :class:`veche.hub.Outlet`)."""
+    """One client's WebSocket and its bounded outbox (implements :class:`veche.outlet.Outlet`)."""
 
     def __init__(
         self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, settings: Settings
@@ -76,8 +75,6 @@ class ClientConnection:
         self._last_warning = float("-inf")
         self._over_limit = 0
         self._hello_timeout = settings.hello_timeout
-        self.relayed: str | None = None
-        """The relayed session id while this client's room is on another node."""
 
     def send(self, message: ServerMessage) -> None:
         """Queue ``message``; if the outbox is full the client is closed as not reading."""
@@ -101,17 +98,17 @@ class ClientConnection:
                 self._outbox.clear()
             self._wake.set()
 
-    async def run(self, hub: Hub, session: Session, relay: Relay | None = None) -> LeaveReason:
-        """Serve the connection until it closes; return why it ended. With a ``relay``, a
-        ``hello`` for a room on another node turns the connection into a relayed one."""
+    async def run(self, session: Session, relay: Relay) -> LeaveReason:
+        """Serve the connection until it closes; return why it ended. Every text frame goes to
+        ``relay``, which hands it to this node's hub or to the node that owns the room."""
 
         def no_hello() -> None:
-            if session.participant is None and self.relayed is None:
+            if session.participant is None and not relay.carries(session):
                 self.close(CloseCode.POLICY, "no hello")
 
         timer = asyncio.get_running_loop().call_later(self._hello_timeout, no_hello)
         try:
-            self._end = await self._serve(hub, session, relay)
+            self._end = await self._serve(session, relay)
         finally:
             timer.cancel()
         return self._end
@@ -136,7 +133,7 @@ class ClientConnection:
             )
         return False
 
-    async def _serve(self, hub: Hub, session: Session, relay: Relay | None) -> LeaveReason:
+    async def _serve(self, session: Session, relay: Relay) -> LeaveReason:
         receive: asyncio.Task[object] = asyncio.ensure_future(self._ws.receive())
         wake = asyncio.ensure_future(self._wake.wait())
         try:
@@ -153,7 +150,7 @@ class ClientConnection:
                         return self._end
                     wake = asyncio.ensure_future(self._wake.wait())
                 if receive in done:
-                    reason = await self._on_frame(receive.result(), hub, session, relay)
+                    reason = await self._on_frame(receive.result(), session, relay)
                     if reason is not None:
                         return reason
                     receive = asyncio.ensure_future(self._ws.receive())
@@ -162,33 +159,12 @@ class ClientConnection:
                 task.cancel()
             await asyncio.gather(receive, wake, return_exceptions=True)
 
-    async def _on_frame(
-        self, msg: object, hub: Hub, session: Session, relay: Relay | None
-    ) -> LeaveReason | None:
+    async def _on_frame(self, msg: object, session: Session, relay: Relay) -> LeaveReason | None:
         assert isinstance(msg, WSMessage)
         if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and not self._allowed():
             return None
         if msg.type is WSMsgType.TEXT:
-            if relay is not None and self.relayed is not None:
-                relay.forward(self.relayed, msg.data)
-                return None
-            try:
-                message = parse_client_message(msg.data)
-                if relay is not None and isinstance(message, Hello) and session.participant is None:
-                    owner = await relay.route(normalize_room_name(message.room))
-                    if owner != relay.node_id:
-                        self.relayed = relay.open(
-                            self,
-                            owner,
-                            remote=session.remote,
-                            browser_session=session.browser_session,
-                            identity=session.identity,
-                        )
-                        relay.forward(self.relayed, msg.data)
-                        return None
-                await hub.handle(session, message)
-            except VecheError as exc:
-                hub.refuse(session, exc)
+            await relay.accept(session, msg.data)
             return None
         if msg.type is WSMsgType.BINARY:
             self.send(
@@ -273,7 +249,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if not origin_allowed(request, settings):
         raise web.HTTPForbidden(text="origin not allowed\n")
     hub = request.app[HUB]
-    relay = request.app.get(RELAY)
+    relay = request.app[RELAY]
     address = client_address(request, settings)
     identity = None
     if settings.auth == "jwt":
@@ -303,12 +279,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         connection, remote=address, browser_session=browser_session(request), identity=identity
     )
     try:
-        await connection.run(hub, session, relay)
+        await connection.run(session, relay)
     finally:
         # Also reached when aiohttp cancels the handler because the connection was lost.
         reason = connection.loss_reason()
-        if relay is not None and connection.relayed is not None:
-            relay.closed(connection.relayed, reason)
+        relay.disconnect(session, reason)
         hub.disconnect(session, reason)
         if not ws.closed:
             with contextlib.suppress(Exception):

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from veche.bus import Bus, BusUnavailable, LocalBus, create_bus
+from veche.cluster.bus import Bus, BusUnavailable, LocalBus, create_bus
 from veche.settings import Settings
 
 from .redisproc import REDIS_SERVER, RedisProcess, run_redis

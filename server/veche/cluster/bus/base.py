@@ -1,4 +1,4 @@
-"""The bus interface (see :mod:`veche.bus`)."""
+"""The bus interface (see :mod:`veche.cluster.bus`)."""
 
 from __future__ import annotations
 

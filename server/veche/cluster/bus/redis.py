@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from veche.bus.base import BusUnavailable
+from veche.cluster.bus.base import BusUnavailable
 
 if TYPE_CHECKING:
-    from veche.bus.base import Handler
+    from veche.cluster.bus.base import Handler
 
 __all__ = ["RedisBus"]
 

@@ -8,7 +8,8 @@ claims the room for it (an atomic set-if-absent, so two nodes racing agree). A n
 stops renewing: its heartbeat disappears within ``node_ttl`` and its rooms are taken over by
 whichever node next receives a ``hello`` for them.
 
-With the in-process :class:`~veche.bus.LocalBus` there is one node and every room is its own.
+With the in-process :class:`~veche.cluster.bus.LocalBus` there is one node and every room is its
+own.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from veche.bus import Bus, BusUnavailable
+from veche.cluster.bus import Bus, BusUnavailable
 
 __all__ = ["Cluster", "NodeInfo", "new_node_id"]
 
@@ -111,7 +112,7 @@ class Cluster:
             await self._heartbeat()
 
     async def nodes(self) -> dict[str, NodeInfo]:
-        """Every live node by id. Raises :class:`~veche.bus.BusUnavailable`."""
+        """Every live node by id. Raises :class:`~veche.cluster.bus.BusUnavailable`."""
         found = {}
         for key, value in (await self.bus.scan(NODE_PREFIX)).items():
             try:
@@ -124,7 +125,7 @@ class Cluster:
 
     async def owner_of(self, room: str) -> str:
         """The node that hosts ``room``, choosing and claiming one (by load) if it has no live
-        owner. Raises :class:`~veche.bus.BusUnavailable`."""
+        owner. Raises :class:`~veche.cluster.bus.BusUnavailable`."""
         key = ROOM_PREFIX + room
         current = await self.bus.get(key)
         if current == self.node_id:
@@ -147,7 +148,7 @@ class Cluster:
 
     async def alive(self, node_id: str) -> bool:
         """Whether ``node_id`` still sends heartbeats. Raises
-        :class:`~veche.bus.BusUnavailable`."""
+        :class:`~veche.cluster.bus.BusUnavailable`."""
         return node_id == self.node_id or await self.bus.get(NODE_PREFIX + node_id) is not None
 
     def _choose(self, nodes: dict[str, NodeInfo]) -> str:

@@ -2,46 +2,62 @@
 room.
 
 A client may reach any node (the load balancer picks); its room lives on one node (see
-:mod:`veche.cluster`). When they differ, the *edge* node keeps the WebSocket (limits, rate,
-keepalive stay there) and forwards every text frame from ``hello`` on to the *owner* node over
-the bus; the owner runs them through its hub exactly as for a local client, behind a
-:class:`RemoteOutlet`, and sends every reply back. Media never takes this path: the client's
-peer connections go straight to the owner's address.
+:mod:`veche.cluster.membership`). The WebSocket edge hands every text frame to
+:meth:`Relay.accept`, which decides at the client's ``hello`` where its room is. When that is
+another node, this *edge* node keeps the WebSocket (limits, rate, keepalive stay here) and
+forwards every frame from ``hello`` on to the *owner* node over the bus; the owner runs them
+through its hub exactly as for a local client, behind a :class:`RemoteOutlet`, and sends every
+reply back. Media never takes this path: the client's peer connections go straight to the
+owner's address.
 
-Envelopes are JSON on the channel ``veche:to:<node id>``: ``open`` / ``msg`` / ``closed`` from
-edge to owner, ``out`` / ``close`` from owner to edge. Each node publishes to each other node in
-order, from one queue. A node that stops sending heartbeats is noticed within a few seconds:
-an edge closes the clients whose room was there with 1012 (they reconnect, and the room starts
-again on a live node); an owner treats the sessions relayed by a dead edge as lost connections
-(their participants may resume through another node).
+Envelopes (:mod:`veche.cluster.envelopes`) travel in batches on the channel
+``veche:to:<node id>``: ``open_session`` / ``client_frame`` / ``session_closed`` from edge to
+owner, ``server_frame`` / ``close_session`` from owner to edge. Each node publishes to each other
+node in order, from one queue. A node that stops sending heartbeats is noticed within a few
+seconds: an edge closes the clients whose room was there with 1012 (they reconnect, and the room
+starts again on a live node); an owner treats the sessions relayed by a dead edge as lost
+connections (their participants may resume through another node).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Final, assert_never
 
-from veche.auth import Identity
-from veche.bus import Bus, BusUnavailable, Subscription
-from veche.cluster import Cluster
+from veche.cluster.bus import Bus, BusUnavailable, Subscription
+from veche.cluster.envelopes import (
+    ClientFrame,
+    CloseSession,
+    OpenSession,
+    RelayedIdentity,
+    ServerFrame,
+    SessionClosed,
+    ToEdge,
+    ToOwner,
+    decode_batch,
+    encode_batch,
+)
+from veche.cluster.membership import Cluster
 from veche.errors import ErrorCode, VecheError
 from veche.hub import Hub, Session
 from veche.logs import CONNECTION
+from veche.outlet import Outlet
 from veche.protocol import (
     CloseCode,
     Error,
+    Hello,
     LeaveReason,
     ServerMessage,
     encode,
     parse_client_message,
 )
+from veche.rooms import normalize_room_name
 
-__all__ = ["Edge", "Relay", "RemoteOutlet"]
+__all__ = ["Relay", "RemoteOutlet", "channel"]
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +75,8 @@ def channel(node_id: str) -> str:
     return f"veche:to:{node_id}"
 
 
-class Edge(Protocol):
-    """What the relay needs of a client connection it carries (the WebSocket edge)."""
-
-    def send_text(self, text: str) -> None:
-        """Queue an already encoded server message."""
-
-    def send(self, message: ServerMessage) -> None:
-        """Queue a server message."""
-
-    def close(self, code: CloseCode, reason: str) -> None:
-        """Close the client's connection once queued messages are sent."""
+_Posted = tuple[ToOwner | ToEdge, Callable[[], None] | None]
+"""An envelope waiting to be published, and what to do if it cannot be (if anything)."""
 
 
 @dataclass(eq=False)
@@ -77,7 +84,7 @@ class _Link:
     """A client connected here whose room is on ``owner``."""
 
     owner: str
-    edge: Edge
+    outlet: Outlet
 
 
 @dataclass(eq=False)
@@ -92,11 +99,11 @@ class RemoteOutlet:
         self.send_text(encode(message))
 
     def send_text(self, text: str) -> None:
-        self.relay._post(self.edge_node, {"k": "out", "s": self.session_id, "t": text})
+        self.relay._post(self.edge_node, ServerFrame(session=self.session_id, text=text))
 
     def close(self, code: CloseCode, reason: str) -> None:
         self.relay._post(
-            self.edge_node, {"k": "close", "s": self.session_id, "c": int(code), "r": reason}
+            self.edge_node, CloseSession(session=self.session_id, code=code, reason=reason)
         )
 
 
@@ -110,21 +117,27 @@ class _Remote:
 
 
 class Relay:
-    """Both ends of relayed signalling for this node."""
+    """Both ends of relayed signalling for this node. ``watch_interval``: seconds between
+    checks that the nodes at the other end of relayed sessions still send heartbeats (missing
+    at two checks in a row: dead)."""
 
-    def __init__(self, bus: Bus, cluster: Cluster, hub: Hub) -> None:
+    def __init__(
+        self, bus: Bus, cluster: Cluster, hub: Hub, *, watch_interval: float = WATCH_INTERVAL
+    ) -> None:
         self.bus = bus
         self.cluster = cluster
         self.hub = hub
         self.node_id = cluster.node_id
         self._links: dict[str, _Link] = {}
+        """Clients connected here whose room is elsewhere, by relayed session id."""
+        self._relayed: dict[Session, str] = {}
+        """The same clients' hub sessions on this node, with their relayed session ids."""
         self._remotes: dict[tuple[str, str], _Remote] = {}
-        self._queues: dict[
-            str, asyncio.Queue[tuple[dict[str, Any], Callable[[], None] | None]]
-        ] = {}
+        self._queues: dict[str, asyncio.Queue[_Posted]] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
         self._subscription: Subscription | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._watch_interval = watch_interval
         self._next_session = 0
         self._dead: set[str] = set()
         """Nodes found dead: nothing is sent to them any more (a restarted node has a new id)."""
@@ -146,7 +159,42 @@ class Relay:
 
     # ------------------------------------------------------------------ edge side
 
-    async def route(self, room: str) -> str:
+    async def accept(self, session: Session, text: str) -> None:
+        """Act on one text frame of a client connected to this node.
+
+        A ``hello`` (the first one that joins) decides where the client's room is: on this node,
+        its frames go to this node's hub; on another, this and every later frame goes there
+        (``unavailable`` when the cluster cannot say where). A refused frame is answered with
+        an ``error`` by the node that refused it.
+        """
+        relayed = self._relayed.get(session)
+        if relayed is not None:
+            self._forward(relayed, text)
+            return
+        try:
+            message = parse_client_message(text)
+            if isinstance(message, Hello) and session.participant is None:
+                owner = await self._route(normalize_room_name(message.room))
+                if owner != self.node_id:
+                    self._forward(self._open(session, owner), text)
+                    return
+            await self.hub.handle(session, message)
+        except VecheError as exc:
+            self.hub.refuse(session, exc)
+
+    def carries(self, session: Session) -> bool:
+        """Whether ``session``'s signalling goes to another node (its room is there)."""
+        return session in self._relayed
+
+    def disconnect(self, session: Session, reason: LeaveReason) -> None:
+        """A client connected to this node is gone; its room's node hears why, if it is
+        another."""
+        session_id = self._relayed.pop(session, None)
+        if session_id is not None:
+            owner = self._links.pop(session_id).owner
+            self._post(owner, SessionClosed(session=session_id, edge=self.node_id, reason=reason))
+
+    async def _route(self, room: str) -> str:
         """The node that owns ``room`` (this one, or another). Raises
         :class:`~veche.errors.VecheError` with ``unavailable`` when the cluster cannot say."""
         try:
@@ -154,95 +202,76 @@ class Relay:
         except BusUnavailable:
             raise VecheError(UNAVAILABLE_TEXT, code=ErrorCode.UNAVAILABLE) from None
 
-    def open(
-        self,
-        edge: Edge,
-        owner: str,
-        *,
-        remote: str,
-        browser_session: str | None,
-        identity: Identity | None,
-    ) -> str:
-        """Start carrying a client's signalling to ``owner``; returns the relayed session id."""
+    def _open(self, session: Session, owner: str) -> str:
+        """Start carrying ``session``'s signalling to ``owner``; the relayed session id."""
         self._next_session += 1
         session_id = f"{self.node_id}/{self._next_session}"
-        self._links[session_id] = _Link(owner, edge)
+        self._links[session_id] = _Link(owner, session.outlet)
+        self._relayed[session] = session_id
+        identity = session.identity
         self._post(
             owner,
-            {
-                "k": "open",
-                "s": session_id,
-                "e": self.node_id,
-                "a": remote,
-                "b": browser_session,
-                "i": None
-                if identity is None
-                else [identity.subject, identity.room, identity.name, identity.moderator],
-            },
+            OpenSession(
+                session=session_id,
+                edge=self.node_id,
+                remote=session.remote,
+                browser_session=session.browser_session,
+                identity=None if identity is None else RelayedIdentity.of(identity),
+            ),
         )
         return session_id
 
-    def forward(self, session_id: str, text: str) -> None:
-        """Pass one text frame of the client on to its room's node."""
+    def _forward(self, session_id: str, text: str) -> None:
+        """Pass one text frame of a relayed client on to its room's node."""
         link = self._links.get(session_id)
         if link is None:
             return
 
         def failed() -> None:
-            link.edge.send(Error(code=ErrorCode.UNAVAILABLE, message=UNAVAILABLE_TEXT))
+            link.outlet.send(Error(code=ErrorCode.UNAVAILABLE, message=UNAVAILABLE_TEXT))
 
-        self._post(link.owner, {"k": "msg", "s": session_id, "e": self.node_id, "t": text}, failed)
-
-    def closed(self, session_id: str, reason: LeaveReason) -> None:
-        """The client's connection ended."""
-        link = self._links.pop(session_id, None)
-        if link is not None:
-            self._post(link.owner, {"k": "closed", "s": session_id, "e": self.node_id, "r": reason})
+        self._post(
+            link.owner, ClientFrame(session=session_id, edge=self.node_id, text=text), failed
+        )
 
     # ------------------------------------------------------------------ both sides
 
     def _receive(self, data: bytes) -> None:
-        try:
-            batch = json.loads(data)
-        except ValueError:
-            log.warning("unreadable relay envelope")
-            return
-        for envelope in batch if isinstance(batch, list) else [batch]:
-            try:
-                self._handle(envelope)
-            except (KeyError, TypeError, ValueError):
-                log.warning("unreadable relay envelope")
+        for envelope in decode_batch(data):
+            self._handle(envelope)
 
-    def _handle(self, envelope: dict[str, Any]) -> None:
-        kind, session_id = envelope["k"], envelope["s"]
-        if kind in ("out", "close"):
-            link = self._links.get(session_id)
-            if link is None:
-                return
-            if kind == "out":
-                link.edge.send_text(envelope["t"])
-            else:
-                link.edge.close(CloseCode(envelope["c"]), envelope["r"])
-            return
-        key = (envelope.get("e", ""), session_id)
-        if kind == "open":
-            self._open_remote(key, envelope)
-        elif kind == "msg" and key in self._remotes:
-            self._remotes[key].inbox.put_nowait(envelope["t"])
-        elif kind == "closed" and key in self._remotes:
-            self._remotes[key].inbox.put_nowait((envelope["r"],))
+    def _handle(self, envelope: ToOwner | ToEdge) -> None:
+        match envelope:
+            case ServerFrame() | CloseSession():
+                link = self._links.get(envelope.session)
+                if link is None:
+                    return  # the client's connection ended meanwhile
+                if isinstance(envelope, ServerFrame):
+                    link.outlet.send_text(envelope.text)
+                else:
+                    link.outlet.close(envelope.code, envelope.reason)
+            case OpenSession():
+                self._open_remote(envelope)
+            case ClientFrame() | SessionClosed():
+                remote = self._remotes.get((envelope.edge, envelope.session))
+                if remote is None:
+                    return  # its session ended here already (or never started: a lost open)
+                if isinstance(envelope, ClientFrame):
+                    remote.inbox.put_nowait(envelope.text)
+                else:
+                    remote.inbox.put_nowait((envelope.reason,))
+            case _:
+                assert_never(envelope)
 
     # ------------------------------------------------------------------ owner side
 
-    def _open_remote(self, key: tuple[str, str], envelope: dict[str, Any]) -> None:
-        edge_node, session_id = key
-        token = envelope.get("i")
-        identity = Identity(*token) if isinstance(token, list) and len(token) == 4 else None
+    def _open_remote(self, envelope: OpenSession) -> None:
+        key = (envelope.edge, envelope.session)
         session = self.hub.connect(
-            RemoteOutlet(self, edge_node, session_id),
-            remote=str(envelope.get("a", "?")),
-            browser_session=envelope.get("b"),
-            identity=identity,
+            RemoteOutlet(self, envelope.edge, envelope.session),
+            remote=envelope.remote,
+            browser_session=envelope.browser_session,
+            identity=None if envelope.identity is None else envelope.identity.identity(),
         )
         remote = _Remote(session)
         remote.task = asyncio.create_task(self._serve_remote(key, remote))
@@ -274,7 +303,7 @@ class Relay:
     # ------------------------------------------------------------------ sending
 
     def _post(
-        self, node: str, envelope: dict[str, Any], on_failure: Callable[[], None] | None = None
+        self, node: str, envelope: ToOwner | ToEdge, on_failure: Callable[[], None] | None = None
     ) -> None:
         if node in self._dead:
             return
@@ -284,9 +313,7 @@ class Relay:
             self._senders[node] = asyncio.create_task(self._send_forever(node, queue))
         queue.put_nowait((envelope, on_failure))
 
-    async def _send_forever(
-        self, node: str, queue: asyncio.Queue[tuple[dict[str, Any], Callable[[], None] | None]]
-    ) -> None:
+    async def _send_forever(self, node: str, queue: asyncio.Queue[_Posted]) -> None:
         """Publish what is queued for ``node``, in order; whatever piled up meanwhile (a chat
         message fanned out to a room, say) goes as one batch, one round trip to Redis."""
         target = channel(node)
@@ -295,21 +322,21 @@ class Relay:
             while not queue.empty() and len(items) < MAX_BATCH:
                 items.append(queue.get_nowait())
             try:
-                await self.bus.publish(target, json.dumps([e for e, _ in items]).encode())
+                await self.bus.publish(target, encode_batch([e for e, _ in items]))
             except BusUnavailable:
                 for envelope, on_failure in items:
                     if on_failure is not None:
                         on_failure()
-                    elif envelope["k"] == "out":
+                    elif isinstance(envelope, ServerFrame):
                         # The client misses an update: its connection is treated as lost, so
                         # it resumes and gets the whole state again once the bus is back.
-                        self._lose(node, envelope["s"])
+                        self._lose(node, envelope.session)
 
     # ------------------------------------------------------------------ liveness
 
     async def _watch_forever(self) -> None:
         while True:
-            await asyncio.sleep(WATCH_INTERVAL)
+            await asyncio.sleep(self._watch_interval)
             with contextlib.suppress(BusUnavailable):
                 await self._check_peers()
 
@@ -324,7 +351,7 @@ class Relay:
             self._missing.discard(node)
             log.warning("node went away", extra={"node": node})
             for link in [link for link in self._links.values() if link.owner == node]:
-                link.edge.close(CloseCode.SERVICE_RESTART, "the meeting's server went away")
+                link.outlet.close(CloseCode.SERVICE_RESTART, "the meeting's server went away")
             self._lose(node)
             self._dead.add(node)
             sender = self._senders.pop(node, None)

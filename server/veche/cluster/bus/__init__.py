@@ -9,24 +9,25 @@ Two halves, both small:
   ``claim`` (set if absent), ``renew`` and ``release`` (only by the owner), ``put``, ``get``,
   ``scan``.
 
-:class:`LocalBus` (the default) keeps all of it in this process; :class:`~veche.bus.redis.RedisBus`
-shares it through Redis. Both pass the same contract tests (``tests/integration/test_bus.py``).
-:func:`create_bus` chooses from the settings.
+:class:`LocalBus` (the default) keeps all of it in this process;
+:class:`~veche.cluster.bus.redis.RedisBus` shares it through Redis. Both pass the same contract
+tests (``tests/integration/test_bus.py``). :func:`create_bus` chooses from the settings.
 """
 
 from __future__ import annotations
 
-from veche.bus.base import Bus, BusUnavailable, Handler, Subscription
-from veche.bus.local import LocalBus
+from veche.cluster.bus.base import Bus, BusUnavailable, Handler, Subscription
+from veche.cluster.bus.local import LocalBus
 from veche.settings import Settings
 
 __all__ = ["Bus", "BusUnavailable", "Handler", "LocalBus", "Subscription", "create_bus"]
 
 
 def create_bus(settings: Settings) -> Bus:
-    """:class:`~veche.bus.redis.RedisBus` when ``redis_url`` is set, else :class:`LocalBus`."""
+    """:class:`~veche.cluster.bus.redis.RedisBus` when ``redis_url`` is set, else
+    :class:`LocalBus`."""
     if settings.redis_url:
-        from veche.bus.redis import RedisBus
+        from veche.cluster.bus.redis import RedisBus
 
         return RedisBus(settings.redis_url)
     return LocalBus()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from veche.bus.base import Handler
+    from veche.cluster.bus.base import Handler
 
 __all__ = ["LocalBus"]
 

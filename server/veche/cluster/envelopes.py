@@ -1,0 +1,177 @@
+"""Relay envelopes: what one node's relay sends another's over the bus, defined once.
+
+A bus message on a node's channel is a *batch*: a JSON array of envelopes, in the order they
+were posted. Each envelope is a JSON object keyed on ``type``, one model per kind, every model
+frozen and forbidding unknown fields (as the client protocol in :mod:`veche.protocol`).
+
+From the *edge* node (the one holding the client's WebSocket) to the *owner* of its room
+(:data:`ToOwner`):
+
+* ``open_session`` -- a client connected to the edge said ``hello`` for a room the owner hosts;
+* ``client_frame`` -- one text frame of that client, exactly as received (the owner parses it);
+* ``session_closed`` -- the client's connection ended, and why.
+
+From the owner back to the edge (:data:`ToEdge`):
+
+* ``server_frame`` -- one server message for the client, already encoded;
+* ``close_session`` -- close the client's connection with a code and a reason.
+
+Every envelope names the relayed ``session`` (``<edge node id>/<number>``). Only nodes of the
+same version talk to each other (a rolling update drains a node before replacing it), so the
+format carries no version. :func:`encode_batch` and :func:`decode_batch` are the only
+(de)serialisation of this wire.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Annotated, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from veche.auth import Identity
+from veche.protocol import CloseCode, LeaveReason
+
+__all__ = [
+    "ClientFrame",
+    "CloseSession",
+    "Envelope",
+    "OpenSession",
+    "RelayedIdentity",
+    "ServerFrame",
+    "SessionClosed",
+    "ToEdge",
+    "ToOwner",
+    "decode_batch",
+    "encode_batch",
+]
+
+log = logging.getLogger(__name__)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RelayedIdentity(_Model):
+    """What the client's token said (``auth=jwt``), checked by the edge node that received it."""
+
+    subject: str
+    room: str
+    name: str
+    moderator: bool
+
+    @classmethod
+    def of(cls, identity: Identity) -> RelayedIdentity:
+        return cls(
+            subject=identity.subject,
+            room=identity.room,
+            name=identity.name,
+            moderator=identity.moderator,
+        )
+
+    def identity(self) -> Identity:
+        return Identity(self.subject, self.room, self.name, self.moderator)
+
+
+SessionId = Annotated[str, Field(description="A relayed session: '<edge node id>/<number>'.")]
+NodeId = Annotated[str, Field(description="The edge node's id: where replies go.")]
+
+
+class OpenSession(_Model):
+    """Start serving a client connected to the edge node; its frames follow."""
+
+    type: Literal["open_session"] = "open_session"
+    session: SessionId
+    edge: NodeId
+    remote: str = Field(description="The client's IP address, as the edge node saw it.")
+    browser_session: str | None = Field(None, description="The browser's session cookie.")
+    identity: RelayedIdentity | None = None
+
+
+class ClientFrame(_Model):
+    """One text frame of the client, unparsed: the owner answers a bad one as for its own."""
+
+    type: Literal["client_frame"] = "client_frame"
+    session: SessionId
+    edge: NodeId
+    text: str
+
+
+class SessionClosed(_Model):
+    """The client's connection ended; ``reason`` decides whether it may resume."""
+
+    type: Literal["session_closed"] = "session_closed"
+    session: SessionId
+    edge: NodeId
+    reason: LeaveReason
+
+
+class ServerFrame(_Model):
+    """One server message for the client, encoded with :func:`veche.protocol.encode`."""
+
+    type: Literal["server_frame"] = "server_frame"
+    session: SessionId
+    text: str
+
+
+class CloseSession(_Model):
+    """Close the client's connection once what was sent before is delivered."""
+
+    type: Literal["close_session"] = "close_session"
+    session: SessionId
+    code: CloseCode
+    reason: str
+
+
+ToOwner = OpenSession | ClientFrame | SessionClosed
+"""An envelope from the edge node to the room's owner."""
+
+ToEdge = ServerFrame | CloseSession
+"""An envelope from the room's owner to the edge node."""
+
+Envelope = Annotated[ToOwner | ToEdge, Field(discriminator="type")]
+"""Any relay envelope."""
+
+_ENVELOPE: Final[TypeAdapter[Envelope]] = TypeAdapter(Envelope)
+_BATCH: Final[TypeAdapter[list[Envelope]]] = TypeAdapter(list[Envelope])
+
+
+def encode_batch(envelopes: Sequence[ToOwner | ToEdge]) -> bytes:
+    """One bus message carrying ``envelopes`` in order (absent optional fields left out)."""
+    return _BATCH.dump_json(list(envelopes), exclude_none=True)
+
+
+def decode_batch(data: bytes) -> list[ToOwner | ToEdge]:
+    """The envelopes of one bus message, in order. What cannot be read is logged and left
+    out: the whole message if it is not a JSON array, else each bad envelope alone (the others
+    of the batch still count)."""
+    try:
+        return _BATCH.validate_json(data)
+    except ValueError:
+        pass  # below: find which envelopes are bad, and keep the rest
+    try:
+        items = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        log.warning("unreadable relay message", extra={"error": str(exc)[:200]})
+        return []
+    if not isinstance(items, list):
+        log.warning("unreadable relay message", extra={"error": "not a JSON array"})
+        return []
+    envelopes: list[ToOwner | ToEdge] = []
+    for item in items:
+        try:
+            envelopes.append(_ENVELOPE.validate_python(item))
+        except (ValidationError, RecursionError) as exc:
+            log.warning("unreadable relay envelope", extra={"error": _summary(exc)})
+    return envelopes
+
+
+def _summary(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{where}: {first['msg']}" if where else str(first["msg"])
+    return type(exc).__name__
