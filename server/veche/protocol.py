@@ -23,6 +23,7 @@ from veche.errors import ErrorCode, ProtocolError
 
 __all__ = [
     "CLIENT_TYPES",
+    "MAX_CHAT_LENGTH",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
     "REACTIONS",
@@ -83,6 +84,10 @@ SUPPORTED_VERSIONS: Final = frozenset({1})
 
 MAX_MESSAGE_BYTES: Final = 64 * 1024
 """Largest text frame a server accepts; a larger one closes the connection with 1009."""
+
+MAX_CHAT_LENGTH: Final = 2000
+"""Characters in one chat message, counted by the room after it drops control characters and
+trims white space; a longer message is refused with ``too_long``."""
 
 
 class CloseCode(IntEnum):
@@ -297,7 +302,9 @@ class Chat(_ClientBase):
     """Send a chat message to the room (plain text, at most 2000 characters)."""
 
     type: Literal["chat"] = "chat"
-    text: Annotated[str, Field(min_length=1, max_length=16000)]
+    # Looser than the limit on purpose: the room counts after cleaning the text and answers an
+    # over-long message with too_long (not bad_message, which a tighter bound here would give).
+    text: Annotated[str, Field(min_length=1, max_length=8 * MAX_CHAT_LENGTH)]
 
 
 class Hand(_ClientBase):
