@@ -43,6 +43,7 @@ __all__ = [
     "EndMeeting",
     "Error",
     "Goodbye",
+    "GoodbyeReason",
     "Hand",
     "Hello",
     "IceServer",
@@ -94,18 +95,20 @@ class CloseCode(IntEnum):
     """WebSocket close codes the server uses, and what each means to a client."""
 
     NORMAL = 1000
-    """The client said ``leave``."""
+    """The client said ``leave``, or a ``goodbye`` ended its presence."""
     GOING_AWAY = 1001
     """The server is shutting down; reconnect later."""
     POLICY = 1008
-    """The client broke a rule (later: rate limits)."""
+    """The client broke a rule: no ``hello`` within ``hello_timeout``, or it kept sending after
+    ``rate_limited``."""
     TOO_BIG = 1009
     """A frame exceeded 64 KiB."""
     SERVICE_RESTART = 1012
     """The node hosting the room went away (scale-out): reconnect now; the room continues on
     another node."""
     TRY_AGAIN_LATER = 1013
-    """The client did not read its messages fast enough."""
+    """The client did not read its messages fast enough (its outbox of ``ws_outbox_size``
+    filled up)."""
     RECONNECTING = 4000
     """Sent by a client that gives up a connection it believes dead and reconnects: the server
     keeps the participant for the resume grace, as for a lost connection."""
@@ -114,7 +117,7 @@ class CloseCode(IntEnum):
 MessageId = Annotated[str, Field(min_length=1, max_length=64)]
 PeerRole = Literal["publish", "subscribe"]
 """Which of a participant's two peer connections a media message is about: ``publish`` carries the
-participant's own tracks (the client offers), ``subscribe`` carries everyone else's (the server
+participant's own tracks (the client offers); ``subscribe`` carries everyone else's (the server
 offers)."""
 
 LeaveReason = Literal[
@@ -124,6 +127,13 @@ LeaveReason = Literal[
 ``timeout`` lost its connection (missed keepalives, or dropped without a close) and did not resume
 within the grace period; ``slow`` did not read its messages; ``shutdown`` the server stopped;
 ``removed`` by a moderator; ``ended`` the meeting was ended; ``replaced`` the same identity joined
+again on another connection."""
+
+
+GoodbyeReason = Literal["removed", "denied", "ended", "replaced"]
+"""Why the server ends a participant's presence with ``goodbye``: ``removed`` a moderator (or the
+admin API) removed the participant; ``denied`` a moderator refused its entry from the lobby;
+``ended`` a moderator (or the admin API) ended the meeting; ``replaced`` the same identity joined
 again on another connection."""
 
 
@@ -525,7 +535,7 @@ class Goodbye(_Model):
     """
 
     type: Literal["goodbye"] = "goodbye"
-    reason: Literal["removed", "denied", "ended", "replaced"]
+    reason: GoodbyeReason
 
 
 class Renegotiate(_Model):
