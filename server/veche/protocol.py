@@ -5,7 +5,7 @@ One pydantic model per message, one tagged union per direction (:data:`ClientMes
 smuggle identity fields (``participant_id``, ``role``...) that the server stamps itself.
 Messages travel as JSON text frames on the ``/ws`` WebSocket. ``docs/protocol.md`` describes the
 sequences; ``python -m veche.schema`` turns this module into ``web/protocol.schema.json`` and
-``web/protocol.gen.js`` for the browser.
+``web/protocol.gen.js`` for the browser, and ``docs/protocol-messages.md`` for people.
 
 Any client message may carry an ``id`` (a string of at most 64 characters); an ``error`` or
 ``pong`` caused by it echoes that ``id`` as ``ref``.
