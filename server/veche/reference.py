@@ -177,6 +177,7 @@ class _Reference:
             return str(kind)
         if kind == "array":
             items = self.type_of(schema.get("items", {}))
+            items = f"({items})" if "," in items else items
             return f"list of {items}" + _bounds(schema, "minItems", "maxItems", "items")
         if kind == "object" and "additionalProperties" in schema:
             keys = "string" + _bounds(
@@ -184,6 +185,7 @@ class _Reference:
             )
             mapped = self.type_of(schema["additionalProperties"])
             entries = _bounds(schema, "minProperties", "maxProperties", "entries")
+            keys = f"({keys})" if "," in keys else keys
             return f"object: {keys} → {mapped}{entries}"
         return {"boolean": "boolean", "object": "object"}.get(str(kind), "any")
 
