@@ -36,7 +36,8 @@ class ErrorCode(StrEnum):
     BAD_JSON = "bad_json"
     """The text frame is not valid JSON, or nests too deeply."""
     BAD_MESSAGE = "bad_message"
-    """Valid JSON that does not match the message's schema; the message names the field."""
+    """Valid JSON that is not an object, has no ``type``, or has a wrong or unknown field (the
+    message names it); also an empty chat message."""
     UNKNOWN_TYPE = "unknown_type"
     """The ``type`` field names no client message."""
     BINARY_UNSUPPORTED = "binary_unsupported"
@@ -54,29 +55,36 @@ class ErrorCode(StrEnum):
     BAD_SDP = "bad_sdp"
     """An offer, answer or ICE candidate could not be applied; the message says why."""
     WRONG_STATE = "wrong_state"
-    """A media message that does not fit the negotiation (e.g. an answer with no offer)."""
+    """A media message that does not fit the negotiation: an answer with no offer waiting, an
+    offer for ``subscribe``, an answer for ``publish``, a candidate that arrives before the
+    description it belongs to (the message says which)."""
     MEDIA_FAILED = "media_failed"
     """A peer connection failed (ICE or DTLS); the client should publish or subscribe again."""
     FORBIDDEN = "forbidden"
-    """Only a moderator may do that; nothing was changed."""
+    """Only a moderator may do that (or: muted by a moderator, the sender may not unmute yet; or:
+    ``hello.room`` is not the room of the join token); nothing was changed."""
     NOT_ADMITTED = "not_admitted"
     """The sender waits in the lobby: only ``ping`` and ``leave`` are possible until admitted."""
     ROOM_UNAVAILABLE = "room_unavailable"
-    """The room cannot be joined: it is locked, needs another password, or does not exist. One
-    answer for all three, so outsiders learn nothing about the room."""
+    """The room cannot be joined: it is locked, needs another password, the browser session was
+    removed from it, or it does not exist. One answer for all, so outsiders learn nothing about
+    the room."""
     RATE_LIMITED = "rate_limited"
-    """Too many attempts or messages; wait and try again."""
+    """Too many attempts or messages; wait and try again: more messages than ``ws_rate`` and
+    ``ws_burst`` allow, too many refused joins from one address, reactions faster than one a
+    second, or more than ``max_candidates`` remote candidates on one peer connection."""
     TOO_LONG = "too_long"
-    """A chat message over the length limit."""
+    """A chat message over the length limit (``MAX_CHAT_LENGTH`` in :mod:`veche.protocol`)."""
     SCREEN_BUSY = "screen_busy"
     """Someone else is sharing a screen."""
     NOT_FOUND = "not_found"
-    """The participant named does not exist (any more)."""
+    """The participant named is not in the room (or its lobby), or not any more."""
     UNAVAILABLE = "unavailable"
     """The node that hosts the room cannot be reached right now (the cluster's Redis is down, or
     the node went away): try again in a moment; nothing was changed."""
     UNSUPPORTED = "unsupported"
-    """The request is valid but this server does not offer it."""
+    """The request is valid but this server does not offer it (``record`` without a
+    ``recording_dir``)."""
     INTERNAL = "internal"
     """The server failed; nothing about the cause is disclosed."""
 

@@ -5,7 +5,7 @@ One pydantic model per message, one tagged union per direction (:data:`ClientMes
 smuggle identity fields (``participant_id``, ``role``...) that the server stamps itself.
 Messages travel as JSON text frames on the ``/ws`` WebSocket. ``docs/protocol.md`` describes the
 sequences; ``python -m veche.schema`` turns this module into ``web/protocol.schema.json`` and
-``web/protocol.gen.js`` for the browser.
+``web/protocol.gen.js`` for the browser, and ``docs/protocol-messages.md`` for people.
 
 Any client message may carry an ``id`` (a string of at most 64 characters); an ``error`` or
 ``pong`` caused by it echoes that ``id`` as ``ref``.
@@ -23,6 +23,7 @@ from veche.errors import ErrorCode, ProtocolError
 
 __all__ = [
     "CLIENT_TYPES",
+    "MAX_CHAT_LENGTH",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
     "REACTIONS",
@@ -42,6 +43,7 @@ __all__ = [
     "EndMeeting",
     "Error",
     "Goodbye",
+    "GoodbyeReason",
     "Hand",
     "Hello",
     "IceServer",
@@ -84,23 +86,29 @@ SUPPORTED_VERSIONS: Final = frozenset({1})
 MAX_MESSAGE_BYTES: Final = 64 * 1024
 """Largest text frame a server accepts; a larger one closes the connection with 1009."""
 
+MAX_CHAT_LENGTH: Final = 2000
+"""Characters in one chat message, counted by the room after it drops control characters and
+trims white space; a longer message is refused with ``too_long``."""
+
 
 class CloseCode(IntEnum):
     """WebSocket close codes the server uses, and what each means to a client."""
 
     NORMAL = 1000
-    """The client said ``leave``."""
+    """The client said ``leave``, or a ``goodbye`` ended its presence."""
     GOING_AWAY = 1001
     """The server is shutting down; reconnect later."""
     POLICY = 1008
-    """The client broke a rule (later: rate limits)."""
+    """The client broke a rule: no ``hello`` within ``hello_timeout``, or it kept sending after
+    ``rate_limited``."""
     TOO_BIG = 1009
     """A frame exceeded 64 KiB."""
     SERVICE_RESTART = 1012
     """The node hosting the room went away (scale-out): reconnect now; the room continues on
     another node."""
     TRY_AGAIN_LATER = 1013
-    """The client did not read its messages fast enough."""
+    """The client did not read its messages fast enough (its outbox of ``ws_outbox_size``
+    filled up)."""
     RECONNECTING = 4000
     """Sent by a client that gives up a connection it believes dead and reconnects: the server
     keeps the participant for the resume grace, as for a lost connection."""
@@ -109,7 +117,7 @@ class CloseCode(IntEnum):
 MessageId = Annotated[str, Field(min_length=1, max_length=64)]
 PeerRole = Literal["publish", "subscribe"]
 """Which of a participant's two peer connections a media message is about: ``publish`` carries the
-participant's own tracks (the client offers), ``subscribe`` carries everyone else's (the server
+participant's own tracks (the client offers); ``subscribe`` carries everyone else's (the server
 offers)."""
 
 LeaveReason = Literal[
@@ -119,6 +127,13 @@ LeaveReason = Literal[
 ``timeout`` lost its connection (missed keepalives, or dropped without a close) and did not resume
 within the grace period; ``slow`` did not read its messages; ``shutdown`` the server stopped;
 ``removed`` by a moderator; ``ended`` the meeting was ended; ``replaced`` the same identity joined
+again on another connection."""
+
+
+GoodbyeReason = Literal["removed", "denied", "ended", "replaced"]
+"""Why the server ends a participant's presence with ``goodbye``: ``removed`` a moderator (or the
+admin API) removed the participant; ``denied`` a moderator refused its entry from the lobby;
+``ended`` a moderator (or the admin API) ended the meeting; ``replaced`` the same identity joined
 again on another connection."""
 
 
@@ -297,7 +312,9 @@ class Chat(_ClientBase):
     """Send a chat message to the room (plain text, at most 2000 characters)."""
 
     type: Literal["chat"] = "chat"
-    text: Annotated[str, Field(min_length=1, max_length=16000)]
+    # Looser than the limit on purpose: the room counts after cleaning the text and answers an
+    # over-long message with too_long (not bad_message, which a tighter bound here would give).
+    text: Annotated[str, Field(min_length=1, max_length=8 * MAX_CHAT_LENGTH)]
 
 
 class Hand(_ClientBase):
@@ -518,7 +535,7 @@ class Goodbye(_Model):
     """
 
     type: Literal["goodbye"] = "goodbye"
-    reason: Literal["removed", "denied", "ended", "replaced"]
+    reason: GoodbyeReason
 
 
 class Renegotiate(_Model):

@@ -1,8 +1,10 @@
-"""``python -m veche.schema``: generate the browser's view of :mod:`veche.protocol`.
+"""``python -m veche.schema``: the browser's view of :mod:`veche.protocol`, and its reference.
 
 Writes ``protocol.schema.json`` (JSON Schema of both unions) and ``protocol.gen.js`` (the version,
-message type and error code constants, and JSDoc typedefs of every message) into the web root, or
-into ``--out DIR``. ``--check`` compares instead of writing and exits 1 when a file is stale.
+message type and error code constants, and JSDoc typedefs of every message) into the web root,
+and ``protocol-messages.md`` (every message and field, from :mod:`veche.reference`) into the
+checkout's ``docs/``; or all three into ``--out DIR``. ``--check`` compares instead of writing
+and exits 1 when a file is stale.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from veche import reference
 from veche.assets import web_root
 from veche.errors import ErrorCode
 from veche.protocol import (
@@ -24,7 +27,7 @@ from veche.protocol import (
     CloseCode,
 )
 
-__all__ = ["generate", "main"]
+__all__ = ["docs_root", "generate", "generated_files", "main"]
 
 SCHEMA_FILE = "protocol.schema.json"
 JS_FILE = "protocol.gen.js"
@@ -122,19 +125,35 @@ def generate() -> dict[str, str]:
     }
 
 
+def docs_root() -> Path:
+    """The checkout's ``docs/`` directory (an installed wheel has none)."""
+    path = Path(__file__).resolve().parents[2] / "docs"
+    if not path.is_dir():
+        raise FileNotFoundError("docs/ is only in a checkout of the repository; use --out DIR")
+    return path
+
+
+def generated_files(out: Path | None = None) -> dict[Path, str]:
+    """Every generated file's path and content: the browser's files in the web root and the
+    message reference in ``docs/``, or all of them in ``out``."""
+    files = {(out or web_root()) / name: content for name, content in generate().items()}
+    files[(out or docs_root()) / reference.FILE] = reference.render()
+    return files
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write (or with ``--check``, verify) the generated files."""
     parser = argparse.ArgumentParser(prog="python -m veche.schema", description=__doc__)
-    parser.add_argument("--out", type=Path, default=None, help="directory (default: web root)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="one directory for every file (default: web/, docs/)"
+    )
     parser.add_argument("--check", action="store_true", help="fail if the files are stale")
     args = parser.parse_args(argv)
-    out: Path = args.out or web_root()
     stale = []
-    for name, content in generate().items():
-        path = out / name
+    for path, content in generated_files(args.out).items():
         if args.check:
             if not path.is_file() or path.read_text(encoding="utf-8") != content:
-                stale.append(name)
+                stale.append(path.name)
         else:
             path.write_text(content, encoding="utf-8")
     if stale:

@@ -26,7 +26,7 @@ def _split_csv(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    """Server configuration. Field descriptions are the README's configuration table."""
+    """Server configuration. docs/configuration.md has a row for each field (a test checks it)."""
 
     model_config = SettingsConfigDict(env_prefix="VECHE_", extra="forbid", frozen=True)
 

@@ -14,7 +14,7 @@ mean), the latency (p50/p95), the rig's own CPU, and the CPU that other work on 
 (a trial it skewed is run again). Then the same for the baseline, ``relay_server.py`` (aiortc
 decoding once and re-encoding per subscriber), with increasing K until it falls behind (a
 subscriber under 20 fps, or not all receiving video), and the CPU ratio baseline/Veche; last,
-whether the targets are met, and a Markdown summary for the README.
+whether the targets are met, and a Markdown summary for docs/performance.md.
 
 It also measures this machine's floor (``floor.py``): the CPU per packet of SRTP-protecting and
 sending the same packets to the same number of subscribers, paced as the publisher sends, and
@@ -446,7 +446,7 @@ async def measure_floor(k: int, rate: float, seconds: float) -> Floor | None:
 def summary(
     veche: list[Trial], baseline: list[Trial], seconds: float, floor: Floor | None = None
 ) -> str:
-    """The Markdown tables for the README."""
+    """The Markdown tables for docs/performance.md."""
     lines = [
         f"One publisher (640x480 30 fps VP8 + Opus), K subscribers, {seconds:.0f} s per K "
         f"after a {WARMUP:.0f} s warm-up; {CORES} cores, Python "

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
-from veche import schema
+from veche import reference, schema
 from veche.assets import web_root
 from veche.errors import ErrorCode, ProtocolError
 from veche.protocol import (
@@ -175,6 +176,21 @@ def test_generated_browser_files_are_fresh() -> None:
     ``python -m veche.schema``)."""
     for name, content in schema.generate().items():
         assert (web_root() / name).read_text(encoding="utf-8") == content, f"{name} is stale"
+
+
+def test_generated_message_reference_is_fresh() -> None:
+    """docs/protocol-messages.md matches protocol.py (else run ``python -m veche.schema``)."""
+    path = schema.docs_root() / reference.FILE
+    assert path.read_text(encoding="utf-8") == reference.render(), f"{path.name} is stale"
+
+
+def test_schema_check_passes_on_the_checkout_and_fails_on_a_stale_copy(tmp_path: Path) -> None:
+    """``--check`` accepts the committed files and refuses a directory with one edited."""
+    assert schema.main(["--check"]) == 0
+    assert schema.main(["--out", str(tmp_path)]) == 0
+    assert schema.main(["--out", str(tmp_path), "--check"]) == 0
+    (tmp_path / reference.FILE).write_text("# edited by hand\n", encoding="utf-8")
+    assert schema.main(["--out", str(tmp_path), "--check"]) == 1
 
 
 def test_generated_js_names_every_type_and_code() -> None:

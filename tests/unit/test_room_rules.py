@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from veche.errors import ErrorCode, Refused
 from veche.ids import RoomName
 from veche.media.speaker import SpeakerDetector
-from veche.protocol import LobbyUpdated, ParticipantJoined, ParticipantLeft, ParticipantUpdated
+from veche.protocol import (
+    MAX_CHAT_LENGTH,
+    Chat,
+    LobbyUpdated,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantUpdated,
+    parse_client_message,
+)
 from veche.rooms import AttemptLimiter, Room, RoomPolicy
 
 
@@ -33,6 +43,23 @@ def test_attempt_limiter_slides() -> None:
     assert limiter.blocked("a", now=5)
     assert not limiter.blocked("b", now=5)
     assert not limiter.blocked("a", now=10.5)
+
+
+def test_chat_over_the_limit_parses_and_the_room_refuses_it_as_too_long() -> None:
+    """One character over MAX_CHAT_LENGTH is a valid message that the room answers with
+    too_long; the limit counts the text after control characters are dropped."""
+    message = parse_client_message(
+        json.dumps({"type": "chat", "text": "x" * (MAX_CHAT_LENGTH + 1)})
+    )
+    assert isinstance(message, Chat)
+    room = Room(RoomName("r"), capacity=10, now=0)
+    ada, _ = room.join("Ada", now=0)
+    with pytest.raises(Refused) as caught:
+        room.post(ada.id, message.text, now=1)
+    assert caught.value.code is ErrorCode.TOO_LONG
+    (delivery,) = room.post(ada.id, "\x07" + "x" * MAX_CHAT_LENGTH, now=2).deliveries
+    assert room.chat_history[-1].text == "x" * MAX_CHAT_LENGTH
+    assert delivery.to == (ada.id,)
 
 
 def test_lobby_waiter_gets_nothing_and_moderators_are_told() -> None:

@@ -7,12 +7,10 @@ from collections import deque
 from typing import Final
 
 from veche.errors import ErrorCode, Refused
-from veche.protocol import ChatEntry
+from veche.protocol import MAX_CHAT_LENGTH, ChatEntry
 
 __all__ = ["MAX_CHAT_LENGTH", "ChatLog"]
 
-MAX_CHAT_LENGTH: Final = 2000
-"""Characters in one chat message."""
 HISTORY: Final = 200
 """Messages a late joiner receives."""
 
