@@ -9,14 +9,11 @@ every end of a participant's presence goes through :meth:`Hub._release`
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, assert_never
+from typing import Final, Literal, assert_never
 
 from veche.auth import Identity
 from veche.errors import ErrorCode, ProtocolError, Refused, VecheError
@@ -24,7 +21,6 @@ from veche.ice import client_ice_servers
 from veche.ids import ParticipantId, RoomName, new_resume_token
 from veche.logs import PARTICIPANT
 from veche.media import MediaConfig, MediaRooms
-from veche.media.recorder import Recording, finish_in_worker, recording_folder
 from veche.outlet import Outlet
 from veche.protocol import (
     PROTOCOL_VERSION,
@@ -59,6 +55,7 @@ from veche.protocol import (
     Welcome,
     encode,
 )
+from veche.recordings import Recordings
 from veche.resumption import Resumption
 from veche.rooms import (
     Delivery,
@@ -70,9 +67,10 @@ from veche.rooms import (
     clean_display_name,
     normalize_room_name,
 )
+from veche.session import HubStats, Session
 from veche.settings import Settings
 
-__all__ = ["Hub", "Session"]
+__all__ = ["Hub"]
 
 log = logging.getLogger(__name__)
 
@@ -83,33 +81,6 @@ goodbye (a close frame or ``leave`` means the client chose to go)."""
 Why = LeaveReason | Literal["denied"]
 """Why a presence ends: a :data:`~veche.protocol.LeaveReason`, or ``denied`` for someone turned
 away from the lobby (who never joined, so nobody hears it leave)."""
-
-
-@dataclass(slots=True, eq=False)
-class Session:
-    """One client connection as the hub sees it. ``participant`` is set by ``hello`` (also while
-    waiting in the lobby); ``browser_session`` is the browser's session cookie, if any."""
-
-    outlet: Outlet
-    remote: str
-    browser_session: str | None = None
-    identity: Identity | None = None
-    receive_codecs: list[str] | None = None
-    """What the client said it can decode (``hello.receive_codecs``)."""
-    room: Room | None = None
-    participant: Participant | None = None
-
-
-@dataclass(slots=True)
-class HubStats:
-    """Totals since start, for ``/metrics``."""
-
-    messages: Counter[str] = field(default_factory=Counter)
-    """Client messages handled, by type."""
-    errors: Counter[str] = field(default_factory=Counter)
-    """``error`` replies sent, by code."""
-    turn_credentials: int = 0
-    """TURN credentials handed out in ``welcome``."""
 
 
 class Hub:
@@ -138,7 +109,10 @@ class Hub:
         """Everyone joined, waiting or away: whom :meth:`_release` may still release."""
         self._resumption = Resumption()
         self.stats = HubStats()
-        self._background: set[asyncio.Task[Any]] = set()
+        recording_dir = settings.recording_dir
+        self.recordings = Recordings(
+            Path(recording_dir) if recording_dir is not None else None, self.media, clock
+        )
 
     @property
     def sessions(self) -> frozenset[Session]:
@@ -283,56 +257,30 @@ class Hub:
 
     async def finish(self) -> None:
         """Wait for background work (recordings being written) to end."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.recordings.finish()
 
     def _record(
         self, room: Room, actor: ParticipantId | None, active: bool, *, audio_only: bool
     ) -> Path | None:
         """Start or stop recording (``actor``: the moderator, ``None`` for the admin API); the
         recording's folder while it records."""
-        if self.settings.recording_dir is None:
-            raise Refused("recording is not set up on this server", code=ErrorCode.UNSUPPORTED)
+        self.recordings.check()
         before = room.settings.recording
         outcome = room.set_recording(actor, active)
-        if before != active:
-            if active:
-                self._start_recording(room, audio_only=audio_only)
-            else:
-                self._stop_recording(room.name)
+        if before != active and active:
+
+            def name_of(participant_id: str) -> str:
+                participant = room.get(ParticipantId(participant_id))
+                return participant.name if participant is not None else "?"
+
+            self.recordings.start(room.name, audio_only=audio_only, names=name_of)
+        elif before != active:
+            self.recordings.stop(room.name)
         self._apply(room, outcome)
-        recording = self.media.recording(room.name)
-        return recording.directory if recording is not None else None
-
-    def _start_recording(self, room: Room, *, audio_only: bool) -> None:
-        assert self.settings.recording_dir is not None
-        base = Path(self.settings.recording_dir)
-        directory = recording_folder(base, room.name, now=self._clock())
-        if directory is None:
-            raise Refused("this room cannot be recorded", code=ErrorCode.UNSUPPORTED)
-
-        def name_of(participant_id: str) -> str:
-            participant = room.get(ParticipantId(participant_id))
-            return participant.name if participant is not None else "?"
-
-        recording = Recording(room.name, directory, audio_only, names=name_of)
-        self.media.start_recording(room.name, recording)
-        log.info(
-            "recording started",
-            extra={"room": room.name, "directory": directory.name, "audio_only": audio_only},
-        )
-
-    def _stop_recording(self, name: str) -> None:
-        recording = self.media.stop_recording(name)
-        if recording is None:
-            return
-        task = asyncio.ensure_future(finish_in_worker(recording.stop()))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        log.info("recording stopped", extra={"room": name, "directory": recording.directory.name})
+        return self.recordings.directory(room.name)
 
     def _end(self, room: Room, outcome: Outcome, *, by: str) -> None:
-        self._stop_recording(room.name)
+        self.recordings.stop(room.name)
         self._apply(room, outcome)
         self.rooms.drop(room.name)
         log.info("meeting ended", extra={"room": room.name, "by": by})
@@ -340,8 +288,7 @@ class Hub:
     def shutdown(self) -> None:
         """Ask every connection to close with 1001 and stop every recording (its files are
         written in the background: see :meth:`finish`)."""
-        for name in self.media.recorded_rooms:
-            self._stop_recording(name)
+        self.recordings.stop_all()
         self._resumption.clear()
         for session in list(self._sessions):
             session.outlet.close(CloseCode.GOING_AWAY, "server shutting down")
@@ -349,7 +296,7 @@ class Hub:
     def sweep(self) -> None:
         """Drop rooms that have stayed empty for the grace period."""
         for name in self.rooms.sweep(now=self._clock()):
-            self._stop_recording(name)
+            self.recordings.stop(name)
             log.info("room dropped", extra={"room": name})
 
     # ------------------------------------------------------------------ joining

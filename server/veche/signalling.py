@@ -24,7 +24,6 @@ from veche.appkeys import HUB, RELAY, SETTINGS
 from veche.auth import AuthError, verify_token
 from veche.cluster.relay import Relay
 from veche.errors import ErrorCode, InvalidRoomName
-from veche.hub import Session
 from veche.logs import CONNECTION
 from veche.protocol import (
     MAX_MESSAGE_BYTES,
@@ -36,6 +35,7 @@ from veche.protocol import (
 )
 from veche.ratelimit import TokenBucket
 from veche.rooms import normalize_room_name
+from veche.session import Session
 from veche.settings import Settings
 from veche.views import browser_session
 

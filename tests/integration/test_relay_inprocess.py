@@ -21,7 +21,7 @@ import pytest
 from veche.cluster.bus import LocalBus
 from veche.cluster.membership import Cluster
 from veche.cluster.relay import Relay, channel
-from veche.hub import Hub, Session
+from veche.hub import Hub
 from veche.media import MediaConfig
 from veche.protocol import (
     SERVER_ADAPTER,
@@ -36,6 +36,7 @@ from veche.protocol import (
     ServerMessage,
     Welcome,
 )
+from veche.session import Session
 from veche.settings import Settings
 
 from .waiting import until

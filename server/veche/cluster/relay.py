@@ -43,7 +43,7 @@ from veche.cluster.envelopes import (
 )
 from veche.cluster.membership import Cluster
 from veche.errors import ErrorCode, VecheError
-from veche.hub import Hub, Session
+from veche.hub import Hub
 from veche.logs import CONNECTION
 from veche.outlet import Outlet
 from veche.protocol import (
@@ -56,6 +56,7 @@ from veche.protocol import (
     parse_client_message,
 )
 from veche.rooms import normalize_room_name
+from veche.session import Session
 
 __all__ = ["Relay", "RemoteOutlet", "channel"]
 
