@@ -1,35 +1,18 @@
 // @ts-check
 /**
- * The connection to a Veche server: signalling over a WebSocket and two RTCPeerConnections.
- * No DOM here; the UI listens through the `on*` callbacks.
+ * A participation in a Veche room: the room as the server describes it, and two
+ * RTCPeerConnections on top of the signalling channel (signalling.js). No DOM here; the UI
+ * listens through the `on*` callbacks.
  *
- * - `publish`: this participant's microphone and camera. The client offers.
+ * - `publish`: this participant's microphone, camera and screen. The client offers.
  * - `subscribe`: everyone else's tracks. The server offers, again whenever tracks come or go;
  *   each remote stream's id is the id of the participant it comes from.
  */
-import { ClientType, CloseCode, ErrorCode, PROTOCOL_VERSION, ServerType } from "./protocol.gen.js";
+import { ClientType, ErrorCode, ServerType } from "./protocol.gen.js";
+import { Signalling } from "./signalling.js";
 
-/** Milliseconds between liveness pings on an open connection. */
-const PING_INTERVAL = 3000;
-/** A connection silent for this long (no message, not even a pong) is taken as lost. */
-const DEAD_AFTER = 7000;
-/** A reconnection attempt whose socket does not open within this long is given up. */
-const CONNECT_TIMEOUT = 5000;
-/** How long to keep trying to reconnect after a loss, as LiveKit's client does (about a minute). */
-const RECONNECT_BUDGET = 70000;
-/** Close codes after which trying again cannot help: the client said leave, broke a rule, sent too much. */
-const FINAL_CLOSE_CODES = new Set(/** @type {number[]} */ ([CloseCode.NORMAL, CloseCode.POLICY, CloseCode.TOO_BIG]));
-
-/**
- * Milliseconds before reconnection attempt `attempt` (0, 1, ...): at once, then doubling from
- * 300 ms to at most 7 s, each with ±50% jitter so that a restarted server is not hit by every
- * client at the same instant.
- * @param {number} attempt
- */
-export function reconnectDelay(attempt) {
-  if (attempt === 0) return 0;
-  return Math.min(7000, 300 * 2 ** (attempt - 1)) * (0.5 + Math.random());
-}
+/** Milliseconds to wait for the answer to a publish offer before offering again anyway. */
+const ANSWER_TIMEOUT = 10000;
 
 /**
  * MIME types this browser can decode (`video/VP8`, `audio/opus`...), told to the server in
@@ -46,9 +29,6 @@ export function receiveCodecs() {
   return [...names].slice(0, 64);
 }
 
-/** Milliseconds to wait for the answer to a publish offer before offering again anyway. */
-const ANSWER_TIMEOUT = 10000;
-
 /**
  * @typedef {import("./protocol.gen.js").ServerMessage} ServerMessage
  * @typedef {import("./protocol.gen.js").ClientMessage} ClientMessage
@@ -58,26 +38,40 @@ const ANSWER_TIMEOUT = 10000;
  * @typedef {import("./protocol.gen.js").ChatEntry} ChatEntry
  * @typedef {import("./protocol.gen.js").RoomState} RoomState
  * @typedef {import("./protocol.gen.js").WaitingInfo} WaitingInfo
+ * @typedef {import("./signalling.js").CloseReason} CloseReason
  * @typedef {"publish" | "subscribe"} PeerRole
  * @typedef {"microphone" | "camera" | "screen"} Source
  */
 
 export class Connection {
+  /** @type {Promise<void>} serialises subscribe negotiations */
+  #subscribeQueue = Promise.resolve();
+  /** @type {Promise<void>} serialises publish negotiations: an offer waits for the last answer */
+  #publishQueue = Promise.resolve();
+  /** @type {() => void} ends the wait for the answer to the last publish offer */
+  #publishAnswered = () => {};
+
   /**
    * @param {string} room the room name as in the URL
    * @param {string} name the display name
    * @param {string | null} [token] a join token, where the server requires one
    */
   constructor(room, name, token = null) {
-    this.room = room;
-    this.name = name;
-    this.token = token;
-    /** @type {WebSocket | null} */
-    this.ws = null;
-    /** @type {string | null} */
-    this.participantId = null;
+    /** The signalling channel this connection negotiates over. */
+    this.signalling = new Signalling({ room, name, token, receiveCodecs });
+    this.signalling.onMessage = (message) => this.#receive(message);
+    this.signalling.onReconnecting = (attempt) => {
+      this.#closePeers();
+      this.onReconnecting(attempt);
+    };
+    this.signalling.onClose = (reason, code) => {
+      this.#closePeers();
+      this.onClose(reason, code);
+    };
     /** @type {Map<string, ParticipantInfo>} everyone in the room, this participant included */
     this.participants = new Map();
+    /** @type {RoomState | null} */
+    this.settings = null;
     /** @type {RTCIceServer[]} */
     this.iceServers = [];
     /** @type {RTCIceTransportPolicy} */
@@ -91,7 +85,7 @@ export class Connection {
     /** @type {{audio: MediaStreamTrack | null, video: MediaStreamTrack | null, screen: MediaStreamTrack | null}} what is sent */
     this.tracks = { audio: null, video: null, screen: null };
 
-    /** @type {(welcome: WelcomeMessage) => void} */
+    /** @type {(welcome: WelcomeMessage) => void} in the room (again, after a reconnection) */
     this.onWelcome = () => {};
     /** @type {(participants: Map<string, ParticipantInfo>) => void} */
     this.onRoster = () => {};
@@ -117,133 +111,43 @@ export class Connection {
     this.onLobby = () => {};
     /** @type {() => void} this participant waits in the lobby */
     this.onWaiting = () => {};
-    /** @type {(reason: "removed" | "denied" | "ended" | "replaced") => void} */
-    this.onGoodbye = () => {};
-    /** @type {RoomState | null} */
-    this.settings = null;
-    /** @type {Map<string, {resolve: (ok: boolean) => void}>} requests waiting for a verdict */
-    this._pending = new Map();
-    this._nextId = 1;
-    /** @type {(code: number, reason: string) => void} the connection ended for good: close code as sent by the server, 1006 if none */
-    this.onClose = () => {};
     /** @type {(attempt: number) => void} the connection was lost; reconnection attempt `attempt` is under way */
     this.onReconnecting = () => {};
-    /** @type {string | null} from the last welcome, to come back as the same participant */
-    this.resumeToken = null;
-    /** @type {string | undefined} */
-    this._password = undefined;
-    /** the client or the server ended the participation: do not reconnect */
-    this._ending = false;
-    /** @type {number | null} when the connection was lost (Date.now()), while reconnecting */
-    this._lostAt = null;
-    this._attempt = 0;
-    this._lastHeard = 0;
-    /** @type {ReturnType<typeof setInterval> | undefined} */
-    this._pinger = undefined;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
-    this._retry = undefined;
-    /** @type {Promise<void>} serialises subscribe negotiations */
-    this._subscribeQueue = Promise.resolve();
-    /** @type {Promise<void>} serialises publish negotiations: an offer waits for the last answer */
-    this._publishQueue = Promise.resolve();
-    /** @type {() => void} ends the wait for the answer to the last publish offer */
-    this._publishAnswered = () => {};
+    /** @type {(reason: CloseReason, code: number) => void} the participation ended for good */
+    this.onClose = () => {};
   }
 
-  /**
-   * Open the WebSocket and say hello. A lost connection is reopened with backoff and resumes
-   * the same participant (see `onReconnecting`).
-   * @param {string} [password] the room's password, if it has one
-   */
-  connect(password) {
-    this._password = password;
-    this.#open();
+  /** This participant's id, from the last welcome; null until then. */
+  get participantId() {
+    return this.signalling.participantId;
+  }
+
+  /** The secret to come back as the same participant, from the last welcome. */
+  get resumeToken() {
+    return this.signalling.resumeToken;
   }
 
   /** Whether the connection is lost and being re-established. */
   get reconnecting() {
-    return this._lostAt !== null;
-  }
-
-  #open() {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const query = new URLSearchParams({ room: this.room });
-    if (this.token) query.set("token", this.token);
-    const ws = new WebSocket(`${scheme}//${location.host}/ws?${query}`);
-    this.ws = ws;
-    const opening = setTimeout(() => {
-      if (this.ws === ws && ws.readyState === WebSocket.CONNECTING) this.#lost(ws, CloseCode.RECONNECTING);
-    }, CONNECT_TIMEOUT);
-    ws.addEventListener("open", () => {
-      clearTimeout(opening);
-      if (this.ws !== ws) return;
-      this._lastHeard = Date.now();
-      const codecs = receiveCodecs();
-      this.send({
-        type: ClientType.HELLO,
-        version: PROTOCOL_VERSION,
-        room: this.room,
-        name: this.name,
-        ...(codecs ? { receive_codecs: codecs } : {}),
-        ...(this._password ? { password: this._password } : {}),
-        ...(this.resumeToken ? { resume: this.resumeToken } : {}),
-      });
-      clearInterval(this._pinger);
-      this._pinger = setInterval(() => this.#checkAlive(ws), PING_INTERVAL);
-    });
-    ws.addEventListener("message", (event) => {
-      if (this.ws !== ws) return;
-      this._lastHeard = Date.now();
-      this.#receive(event.data);
-    });
-    ws.addEventListener("close", (event) => {
-      clearTimeout(opening);
-      if (this.ws === ws) this.#lost(ws, event.code, event.reason);
-    });
+    return this.signalling.reconnecting;
   }
 
   /**
-   * Ping the server; a connection that has been silent too long is given up and reopened
-   * (closed with 4000 so the server, if it hears it, keeps this participant for a resume).
-   * @param {WebSocket} ws
+   * Open the signalling connection and say hello (see {@link Signalling#connect}).
+   * @param {string} [password] the room's password, if it has one
    */
-  #checkAlive(ws) {
-    if (this.ws !== ws) return;
-    if (Date.now() - this._lastHeard > DEAD_AFTER) this.#lost(ws, CloseCode.RECONNECTING);
-    else this.send({ type: ClientType.PING });
-  }
-
-  /**
-   * A socket ended: reconnect if the participation was lost rather than ended.
-   * @param {WebSocket} ws
-   * @param {number} code
-   * @param {string} [reason]
-   */
-  #lost(ws, code, reason = "") {
-    this.ws = null;
-    clearInterval(this._pinger);
-    if (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN) {
-      ws.close(CloseCode.RECONNECTING, "reconnecting");
-    }
-    this.#closePeers();
-    const joined = this.participantId !== null;
-    const now = Date.now();
-    if (this._lostAt === null) this._lostAt = now;
-    if (!joined || this._ending || FINAL_CLOSE_CODES.has(code) || now - this._lostAt > RECONNECT_BUDGET) {
-      this._lostAt = null;
-      this.onClose(code, reason);
-      return;
-    }
-    const attempt = this._attempt++;
-    this.onReconnecting(attempt);
-    this._retry = setTimeout(() => this.#open(), reconnectDelay(attempt));
+  connect(password) {
+    this.signalling.connect(password);
   }
 
   /** Try now (the browser says the network is back), without waiting for the next attempt. */
   retryNow() {
-    if (this._lostAt === null || this.ws !== null) return;
-    clearTimeout(this._retry);
-    this.#open();
+    this.signalling.retryNow();
+  }
+
+  /** Leave the room; `onClose("left")` follows. */
+  leave() {
+    this.signalling.leave();
   }
 
   /**
@@ -251,7 +155,7 @@ export class Connection {
    * @param {ClientMessage} message
    */
   send(message) {
-    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+    this.signalling.send(message);
   }
 
   /**
@@ -272,46 +176,23 @@ export class Connection {
   }
 
   /**
-   * Offer the publish connection's current state, once the answer to any earlier offer has
-   * been applied; resolves when the offer is sent.
-   * @returns {Promise<void>}
+   * Send another track (a different device), or nothing (`null`), without renegotiating.
+   * @param {"audio" | "video"} kind
+   * @param {MediaStreamTrack | null} track
    */
-  #offerPublish() {
-    return new Promise((sent) => {
-      this._publishQueue = this._publishQueue.then(() => this.#negotiatePublish(sent)).catch(() => sent());
-    });
-  }
-
-  /** @param {() => void} sent */
-  async #negotiatePublish(sent) {
-    const pc = this.publishPc;
-    if (!pc) return sent();
-    await pc.setLocalDescription();
-    /** @type {Record<string, Source>} */
-    const sources = {};
-    for (const transceiver of pc.getTransceivers()) {
-      if (!transceiver.mid) continue;
-      if (transceiver.sender === this.senders.screen) sources[transceiver.mid] = "screen";
-      else sources[transceiver.mid] = transceiver.receiver.track.kind === "audio" ? "microphone" : "camera";
-    }
-    /** @type {Promise<void>} */
-    const answered = new Promise((resolve) => {
-      this._publishAnswered = resolve;
-      setTimeout(resolve, ANSWER_TIMEOUT);
-    });
-    this.send({ type: ClientType.OFFER, pc: "publish", sdp: pc.localDescription?.sdp ?? "", sources });
-    sent();
-    await answered;
+  async replaceTrack(kind, track) {
+    this.tracks[kind] = track;
+    await this.senders[kind]?.replaceTrack(track);
   }
 
   /**
    * Share a screen: ask the server (one sharer at a time), then send the track. Resolves to
-   * false when someone else is sharing.
+   * false when the server refuses (someone else is sharing).
    * @param {MediaStreamTrack} track from getDisplayMedia
    * @returns {Promise<boolean>}
    */
   async shareScreen(track) {
-    const granted = await this.#request({ type: ClientType.SCREEN_SHARE, active: true });
+    const granted = await this.signalling.request({ type: ClientType.SCREEN_SHARE, active: true });
     if (!granted) return false;
     this.tracks.screen = track;
     if (this.senders.screen) {
@@ -331,17 +212,11 @@ export class Connection {
   }
 
   /**
-   * Send a request and wait for the server's verdict: an error answering it (false), or the
-   * participant_updated of this participant that follows it (true).
-   * @param {ClientMessage} message
-   * @returns {Promise<boolean>}
+   * Tell others whether the microphone / camera is on.
+   * @param {{audio?: boolean, video?: boolean}} state
    */
-  #request(message) {
-    const id = `r${this._nextId++}`;
-    return new Promise((resolve) => {
-      this._pending.set(id, { resolve });
-      this.send({ ...message, id });
-    });
+  update(state) {
+    this.send({ type: ClientType.UPDATE, ...state });
   }
 
   /** @param {string} text */
@@ -396,33 +271,36 @@ export class Connection {
   }
 
   /**
-   * Send another track (a different device), or nothing (`null`), without renegotiating.
-   * @param {"audio" | "video"} kind
-   * @param {MediaStreamTrack | null} track
+   * Offer the publish connection's current state, once the answer to any earlier offer has
+   * been applied; resolves when the offer is sent.
+   * @returns {Promise<void>}
    */
-  async replaceTrack(kind, track) {
-    this.tracks[kind] = track;
-    await this.senders[kind]?.replaceTrack(track);
+  #offerPublish() {
+    return new Promise((sent) => {
+      this.#publishQueue = this.#publishQueue.then(() => this.#negotiatePublish(sent)).catch(() => sent());
+    });
   }
 
-  /**
-   * Tell others whether the microphone / camera is on.
-   * @param {{audio?: boolean, video?: boolean}} state
-   */
-  update(state) {
-    this.send({ type: ClientType.UPDATE, ...state });
-  }
-
-  /** Leave the room; the server closes the socket. While reconnecting, stop trying. */
-  leave() {
-    this._ending = true;
-    if (this.ws) {
-      this.send({ type: ClientType.LEAVE });
-    } else if (this._lostAt !== null) {
-      clearTimeout(this._retry);
-      this._lostAt = null;
-      this.onClose(CloseCode.NORMAL, "left");
+  /** @param {() => void} sent */
+  async #negotiatePublish(sent) {
+    const pc = this.publishPc;
+    if (!pc) return sent();
+    await pc.setLocalDescription();
+    /** @type {Record<string, Source>} */
+    const sources = {};
+    for (const transceiver of pc.getTransceivers()) {
+      if (!transceiver.mid) continue;
+      if (transceiver.sender === this.senders.screen) sources[transceiver.mid] = "screen";
+      else sources[transceiver.mid] = transceiver.receiver.track.kind === "audio" ? "microphone" : "camera";
     }
+    /** @type {Promise<void>} */
+    const answered = new Promise((resolve) => {
+      this.#publishAnswered = resolve;
+      setTimeout(resolve, ANSWER_TIMEOUT);
+    });
+    this.send({ type: ClientType.OFFER, pc: "publish", sdp: pc.localDescription?.sdp ?? "", sources });
+    sent();
+    await answered;
   }
 
   /**
@@ -472,23 +350,16 @@ export class Connection {
 
   #closePeers() {
     for (const pc of [this.publishPc, this.subscribePc]) pc?.close();
-    this._publishAnswered();
+    this.#publishAnswered();
     this.publishPc = null;
     this.subscribePc = null;
     this.senders = { audio: null, video: null, screen: null };
   }
 
-  /** @param {unknown} data */
-  #receive(data) {
-    if (typeof data !== "string") return;
-    /** @type {ServerMessage} */
-    const message = JSON.parse(data);
+  /** @param {ServerMessage} message */
+  #receive(message) {
     switch (message.type) {
       case ServerType.WELCOME:
-        this._lostAt = null;
-        this._attempt = 0;
-        this.resumeToken = message.resume_token;
-        this.participantId = message.participant_id;
         this.settings = message.settings ?? null;
         this.iceServers = message.ice_servers.map((s) => ({
           urls: s.urls,
@@ -503,12 +374,10 @@ export class Connection {
       case ServerType.PARTICIPANT_JOINED:
       case ServerType.PARTICIPANT_UPDATED:
         this.participants.set(message.participant.id, message.participant);
-        if (message.participant.id === this.participantId && message.participant.screen) {
-          for (const [id, pending] of this._pending) {
-            pending.resolve(true);
-            this._pending.delete(id);
-          }
-        }
+        this.onRoster(this.participants);
+        break;
+      case ServerType.PARTICIPANT_LEFT:
+        this.participants.delete(message.participant_id);
         this.onRoster(this.participants);
         break;
       case ServerType.CHAT_POSTED:
@@ -530,14 +399,6 @@ export class Connection {
       case ServerType.WAITING:
         this.onWaiting();
         break;
-      case ServerType.GOODBYE:
-        this._ending = true;
-        this.onGoodbye(message.reason);
-        break;
-      case ServerType.PARTICIPANT_LEFT:
-        this.participants.delete(message.participant_id);
-        this.onRoster(this.participants);
-        break;
       case ServerType.ANSWER:
         if (message.pc === "publish") {
           this.publishPc
@@ -545,7 +406,7 @@ export class Connection {
             .catch((error) => {
               this.onError({ type: "error", code: "bad_sdp", message: String(error) });
             })
-            .finally(() => this._publishAnswered());
+            .finally(() => this.#publishAnswered());
         }
         break;
       case ServerType.RENEGOTIATE:
@@ -558,24 +419,12 @@ export class Connection {
       case ServerType.OFFER:
         if (message.pc === "subscribe") {
           const sdp = message.sdp;
-          this._subscribeQueue = this._subscribeQueue
+          this.#subscribeQueue = this.#subscribeQueue
             .then(() => this.#answerSubscribe(sdp))
             .catch((error) => this.onError({ type: "error", code: "bad_sdp", message: String(error) }));
         }
         break;
       case ServerType.ERROR:
-        if (this.reconnecting && message.code === ErrorCode.UNAVAILABLE) {
-          // The room's node cannot be reached yet: try again on the next attempt.
-          this.ws?.close(CloseCode.RECONNECTING, "retrying");
-        } else if (this.reconnecting) {
-          // Refused while coming back (the room is locked now, or full...): stop trying.
-          this._ending = true;
-          this.ws?.close();
-        }
-        if (message.ref && this._pending.has(message.ref)) {
-          this._pending.get(message.ref)?.resolve(false);
-          this._pending.delete(message.ref);
-        }
         if (message.code === ErrorCode.MEDIA_FAILED) {
           // The server released this participant's media: start both connections afresh.
           this.#closePeers();

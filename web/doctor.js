@@ -6,10 +6,16 @@
  * (no microphone needed) and leaves.
  */
 import { bindLanguageSwitcher, preferredLanguage, setLanguage, t } from "./i18n.js";
-import { ClientType, PROTOCOL_VERSION, ServerType } from "./protocol.gen.js";
+import { byId } from "./dom.js";
+import { ClientType, ServerType } from "./protocol.gen.js";
+import { Signalling } from "./signalling.js";
 
 /** @typedef {"pass" | "fail" | "skip" | "running"} Status */
 /** @typedef {{id: string, status: Status, detail: Record<string, string>}} Check */
+/**
+ * @typedef {import("./protocol.gen.js").ServerMessage} ServerMessage
+ * @typedef {import("./protocol.gen.js").WelcomeMessage} WelcomeMessage
+ */
 
 const CHECKS = ["websocket", "media", "address", "turn_udp", "turn_tcp", "turn_tls"];
 const MEDIA_TIMEOUT = 10000;
@@ -17,9 +23,9 @@ const TURN_TIMEOUT = 8000;
 
 /** @type {Map<string, Check>} */
 const results = new Map();
-const list = /** @type {HTMLUListElement} */ (document.getElementById("checks"));
-const summary = /** @type {HTMLElement} */ (document.getElementById("summary"));
-const again = /** @type {HTMLButtonElement} */ (document.getElementById("again"));
+const list = byId("checks", HTMLUListElement);
+const summary = byId("summary", HTMLElement);
+const again = byId("again", HTMLButtonElement);
 
 /**
  * @param {string} id
@@ -84,64 +90,65 @@ function toneTrack() {
 }
 
 /**
- * Open the signalling connection and join a throwaway room.
- * @returns {Promise<{ws: WebSocket, welcome: any, next: (type: string) => Promise<any>, rtt: number}>}
+ * Join a throwaway room over the signalling channel (signalling.js, as the room page does)
+ * and time one ping on it.
+ * @returns {Promise<{signalling: Signalling, welcome: WelcomeMessage, next: (type: string) => Promise<ServerMessage>, rtt: number}>}
  */
-async function signalling() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+async function join() {
   const room = `doctor-${crypto.getRandomValues(new Uint32Array(2)).join("")}`;
-  const query = new URLSearchParams({ room });
   // With join tokens (auth=jwt), open /doctor?token=... with a token for every room (*).
   const token = new URLSearchParams(location.search).get("token");
-  if (token) query.set("token", token);
-  const ws = new WebSocket(`${scheme}//${location.host}/ws?${query}`);
-  /** @type {any[]} */ const inbox = [];
-  /** @type {((message: any) => void)[]} */ const waiting = [];
-  ws.addEventListener("message", (event) => {
-    const message = JSON.parse(event.data);
+  const signalling = new Signalling({ room, name: "Connectivity check", token, reconnect: false });
+  /** @type {ServerMessage[]} */ const inbox = [];
+  /** @type {((message: ServerMessage) => void)[]} */ const waiting = [];
+  signalling.onMessage = (message) => {
     const waiter = waiting.shift();
     if (waiter) waiter(message);
     else inbox.push(message);
+  };
+  /** @type {Promise<never>} */
+  const closed = new Promise((_, reject) => {
+    signalling.onClose = (reason, code) => reject(new Error(`${reason} (${code})`));
   });
-  /** @param {string} type */
+  closed.catch(() => {});
+  /**
+   * The next message of this type (an error instead rejects).
+   * @param {string} type
+   * @returns {Promise<ServerMessage>}
+   */
   const next = async (type) => {
     for (;;) {
-      const message = inbox.shift() ?? (await new Promise((resolve) => waiting.push(resolve)));
+      const message = inbox.shift() ?? (await Promise.race([new Promise((resolve) => waiting.push(resolve)), closed]));
       if (message.type === type) return message;
-      if (message.type === "error") throw new Error(message.message);
+      if (message.type === ServerType.ERROR) throw new Error(message.message);
     }
   };
-  await within(new Promise((resolve, reject) => {
-    ws.addEventListener("open", resolve);
-    ws.addEventListener("error", reject);
-  }), 5000);
-  const sent = performance.now();
-  ws.send(JSON.stringify({ type: ClientType.PING, id: "doctor" }));
-  await within(next(ServerType.PONG), 5000);
-  const rtt = performance.now() - sent;
-  ws.send(JSON.stringify({ type: ClientType.HELLO, version: PROTOCOL_VERSION, room, name: "Connectivity check" }));
+  signalling.connect();
   const welcome = await within(next(ServerType.WELCOME), 5000);
-  return { ws, welcome, next, rtt };
+  if (welcome.type !== ServerType.WELCOME) throw new Error("no welcome");
+  const rtt = await signalling.ping();
+  return { signalling, welcome, next, rtt };
 }
 
 /**
  * Publish a tone to the server directly (no TURN) and wait for the media connection.
- * @param {WebSocket} ws
- * @param {(type: string) => Promise<any>} next
+ * @param {Signalling} signalling
+ * @param {(type: string) => Promise<ServerMessage>} next
  */
-async function mediaRoundTrip(ws, next) {
+async function mediaRoundTrip(signalling, next) {
   const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle" });
   const tone = toneTrack();
   try {
     pc.addTransceiver(tone.track, { direction: "sendonly" });
     pc.addEventListener("icecandidate", (event) => {
-      if (event.candidate) {
-        ws.send(JSON.stringify({ type: ClientType.CANDIDATE, pc: "publish", candidate: event.candidate.candidate, sdp_mid: event.candidate.sdpMid, sdp_mline_index: event.candidate.sdpMLineIndex }));
-      }
+      const candidate = event.candidate;
+      if (!candidate) return;
+      signalling.send({ type: ClientType.CANDIDATE, pc: "publish", candidate: candidate.candidate, sdp_mid: candidate.sdpMid, sdp_mline_index: candidate.sdpMLineIndex });
     });
     await pc.setLocalDescription();
-    ws.send(JSON.stringify({ type: ClientType.OFFER, pc: "publish", sdp: pc.localDescription?.sdp ?? "" }));
+    signalling.send({ type: ClientType.OFFER, pc: "publish", sdp: pc.localDescription?.sdp ?? "" });
     const answer = await within(next(ServerType.ANSWER), 5000);
+    if (answer.type !== ServerType.ANSWER) throw new Error("no answer");
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     const announced = [...answer.sdp.matchAll(/^a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host/gim)].map((m) => `${m[1]}:${m[2]}`);
     await within(new Promise((resolve, reject) => {
@@ -194,7 +201,7 @@ async function relayFrom(server) {
 }
 
 /**
- * @param {any} welcome
+ * @param {WelcomeMessage} welcome
  * @returns {Record<string, RTCIceServer | null>}
  */
 function turnServers(welcome) {
@@ -203,7 +210,7 @@ function turnServers(welcome) {
   for (const server of welcome.ice_servers ?? []) {
     for (const url of server.urls) {
       const kind = url.startsWith("turns:") ? "turn_tls" : url.startsWith("turn:") ? (url.includes("transport=tcp") ? "turn_tcp" : "turn_udp") : null;
-      if (kind && !found[kind]) found[kind] = { urls: url, username: server.username, credential: server.credential };
+      if (kind && !found[kind]) found[kind] = { urls: url, username: server.username ?? undefined, credential: server.credential ?? undefined };
     }
   }
   return found;
@@ -213,23 +220,23 @@ async function run() {
   again.disabled = true;
   results.clear();
   render();
-  /** @type {Awaited<ReturnType<typeof signalling>> | null} */
+  /** @type {Awaited<ReturnType<typeof join>> | null} */
   let session = null;
   try {
-    session = await signalling();
+    session = await join();
     report("websocket", "pass", { rtt: String(Math.round(session.rtt)) });
   } catch (error) {
     report("websocket", "fail", { error: String(error instanceof Error ? error.message : error) });
     for (const id of CHECKS.slice(1)) report(id, "skip", {});
     return;
   }
-  const { ws, welcome, next } = session;
+  const { signalling, welcome, next } = session;
   try {
     if (welcome.ice_transport_policy === "relay") {
       report("media", "skip", {});
       report("address", "skip", {});
     } else {
-      const media = await mediaRoundTrip(ws, next).catch(() => ({ connected: false, announced: [], via: "", rtt: "" }));
+      const media = await mediaRoundTrip(signalling, next).catch(() => ({ connected: false, announced: [], via: "", rtt: "" }));
       const announced = media.announced.join(", ") || "—";
       report("media", media.connected ? "pass" : "fail", { via: media.via, rtt: media.rtt, announced });
       const unusable = media.announced.length === 0 || media.announced.every((a) => /^(127\.|0\.0\.0\.0|\[?::1?\]?:)/.test(a));
@@ -244,12 +251,11 @@ async function run() {
       }),
     );
   } finally {
-    ws.send(JSON.stringify({ type: ClientType.LEAVE }));
-    ws.close();
+    signalling.leave();
   }
 }
 
 await setLanguage(preferredLanguage());
-bindLanguageSwitcher(/** @type {HTMLSelectElement} */ (document.getElementById("lang")), render);
+bindLanguageSwitcher(byId("lang", HTMLSelectElement), render);
 again.addEventListener("click", () => run());
 await run();

@@ -4,6 +4,7 @@
  * They render what the connection reports and call back into it; no signalling here.
  * Chat text is always set with textContent: it is never parsed as HTML.
  */
+import { byId } from "./dom.js";
 import { t } from "./i18n.js";
 
 /**
@@ -13,12 +14,6 @@ import { t } from "./i18n.js";
  * @typedef {import("./connection.js").WaitingInfo} WaitingInfo
  * @typedef {import("./connection.js").RoomState} RoomState
  */
-
-/**
- * @param {string} id
- * @returns {any}
- */
-const byId = (id) => document.getElementById(id);
 
 /**
  * @param {string} tag
@@ -53,8 +48,8 @@ class Panel {
    * @param {string} toggleId
    */
   constructor(panelId, toggleId) {
-    /** @type {HTMLElement} */ this.panel = byId(panelId);
-    /** @type {HTMLButtonElement} */ this.toggle = byId(toggleId);
+    this.panel = byId(panelId, HTMLElement);
+    this.toggle = byId(toggleId, HTMLButtonElement);
     this.toggle.addEventListener("click", () => this.setOpen(this.panel.hidden));
   }
 
@@ -73,24 +68,26 @@ class Panel {
 }
 
 export class ChatPanel extends Panel {
+  #log = byId("chat-log", HTMLOListElement);
+  #input = byId("chat-input", HTMLTextAreaElement);
+  #unreadBadge = byId("unread", HTMLElement);
+
   /** @param {() => Connection | null} connection */
   constructor(connection) {
     super("chat-panel", "chat-toggle");
-    /** @type {HTMLOListElement} */ this.log = byId("chat-log");
-    /** @type {HTMLTextAreaElement} */ this.input = byId("chat-input");
-    /** @type {HTMLElement} */ this.unreadBadge = byId("unread");
     this.unread = 0;
-    byId("chat-form").addEventListener("submit", (/** @type {Event} */ event) => {
+    const form = byId("chat-form", HTMLFormElement);
+    form.addEventListener("submit", (event) => {
       event.preventDefault();
-      const text = this.input.value.trim();
+      const text = this.#input.value.trim();
       if (!text) return;
       connection()?.chat(text);
-      this.input.value = "";
+      this.#input.value = "";
     });
-    this.input.addEventListener("keydown", (/** @type {KeyboardEvent} */ event) => {
+    this.#input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey) {
         event.preventDefault();
-        byId("chat-form").requestSubmit();
+        form.requestSubmit();
       }
     });
   }
@@ -99,13 +96,13 @@ export class ChatPanel extends Panel {
     if (this.open) {
       this.unread = 0;
       this.#renderUnread();
-      this.input.focus();
+      this.#input.focus();
     }
   }
 
   /** Forget every message (a new meeting). */
   clear() {
-    this.log.replaceChildren();
+    this.#log.replaceChildren();
     this.unread = 0;
     this.#renderUnread();
   }
@@ -120,7 +117,7 @@ export class ChatPanel extends Panel {
     item.dataset.chatId = String(entry.id);
     const time = new Date(entry.at * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     item.append(element("span", "meta", `${entry.name} · ${time}`), element("span", "text", entry.text));
-    this.log.append(item);
+    this.#log.append(item);
     item.scrollIntoView({ block: "end" });
     if (!this.open && !history) {
       this.unread += 1;
@@ -129,51 +126,52 @@ export class ChatPanel extends Panel {
   }
 
   #renderUnread() {
-    this.unreadBadge.hidden = this.unread === 0;
-    this.unreadBadge.textContent = String(this.unread);
-    this.unreadBadge.setAttribute("aria-label", t("chat.unread", { count: String(this.unread) }));
+    this.#unreadBadge.hidden = this.unread === 0;
+    this.#unreadBadge.textContent = String(this.unread);
+    this.#unreadBadge.setAttribute("aria-label", t("chat.unread", { count: String(this.unread) }));
   }
 }
 
 export class PeoplePanel extends Panel {
+  /** @type {() => Connection | null} */
+  #connection;
+
   /** @param {() => Connection | null} connection */
   constructor(connection) {
     super("people-panel", "people-toggle");
-    this.connection = connection;
+    this.#connection = connection;
     /** @type {WaitingInfo[]} */
     this.waiting = [];
-    byId("admit-all").addEventListener("click", () => connection()?.decide(true, null));
-    byId("deny-all").addEventListener("click", () => connection()?.decide(false, null));
+    byId("admit-all", HTMLButtonElement).addEventListener("click", () => connection()?.decide(true, null));
+    byId("deny-all", HTMLButtonElement).addEventListener("click", () => connection()?.decide(false, null));
     /** @type {[string, string][]} */
     const switches = [["set-locked", "locked"], ["set-lobby", "lobby"], ["set-must-allow", "moderator_must_allow"]];
     for (const [id, field] of switches) {
-      byId(id).addEventListener("change", (/** @type {Event} */ event) => {
-        connection()?.configure({ [field]: /** @type {HTMLInputElement} */ (event.target).checked });
-      });
+      const input = byId(id, HTMLInputElement);
+      input.addEventListener("change", () => connection()?.configure({ [field]: input.checked }));
     }
-    byId("password-form").addEventListener("submit", (/** @type {Event} */ event) => {
+    byId("password-form", HTMLFormElement).addEventListener("submit", (event) => {
       event.preventDefault();
-      /** @type {HTMLInputElement} */
-      const input = byId("set-password");
+      const input = byId("set-password", HTMLInputElement);
       if (input.value) connection()?.configure({ password: input.value });
       input.value = "";
     });
-    byId("clear-password").addEventListener("click", () => connection()?.configure({ password: "" }));
-    byId("end-meeting").addEventListener("click", () => {
+    byId("clear-password", HTMLButtonElement).addEventListener("click", () => connection()?.configure({ password: "" }));
+    byId("end-meeting", HTMLButtonElement).addEventListener("click", () => {
       if (confirm(t("settings.end_confirm"))) connection()?.endMeeting();
     });
   }
 
   /** @returns {boolean} whether this participant moderates the room */
   get moderator() {
-    const conn = this.connection();
+    const conn = this.#connection();
     const me = conn?.participantId ? conn.participants.get(conn.participantId) : undefined;
     return me?.role === "moderator";
   }
 
   /** Render participants, lobby and settings from the connection's state. */
   render() {
-    const conn = this.connection();
+    const conn = this.#connection();
     if (!conn) return;
     const moderator = this.moderator;
     const people = [...conn.participants.values()].sort((a, b) => {
@@ -182,9 +180,9 @@ export class PeoplePanel extends Panel {
       const hb = b.hand_raised_at ?? Infinity;
       return ha !== hb ? ha - hb : a.joined_at - b.joined_at;
     });
-    byId("people-list").replaceChildren(...people.map((p) => this.#person(p, conn, moderator)));
-    byId("lobby").hidden = !moderator || this.waiting.length === 0;
-    byId("lobby-list").replaceChildren(
+    byId("people-list", HTMLUListElement).replaceChildren(...people.map((p) => this.#person(p, conn, moderator)));
+    byId("lobby", HTMLElement).hidden = !moderator || this.waiting.length === 0;
+    byId("lobby-list", HTMLUListElement).replaceChildren(
       ...this.waiting.map((w) => {
         const item = element("li");
         const who = element("div", "who");
@@ -198,16 +196,15 @@ export class PeoplePanel extends Panel {
         return item;
       }),
     );
-    /** @type {HTMLElement} */
-    const count = byId("waiting-count");
+    const count = byId("waiting-count", HTMLElement);
     count.hidden = !moderator || this.waiting.length === 0;
     count.textContent = String(this.waiting.length);
-    byId("room-settings").hidden = !moderator;
+    byId("room-settings", HTMLElement).hidden = !moderator;
     const settings = conn.settings;
     if (settings) {
-      byId("set-locked").checked = settings.locked;
-      byId("set-lobby").checked = settings.lobby;
-      byId("set-must-allow").checked = settings.moderator_must_allow;
+      byId("set-locked", HTMLInputElement).checked = Boolean(settings.locked);
+      byId("set-lobby", HTMLInputElement).checked = Boolean(settings.lobby);
+      byId("set-must-allow", HTMLInputElement).checked = Boolean(settings.moderator_must_allow);
     }
   }
 

@@ -29,6 +29,7 @@ export const ServerType = Object.freeze({
   PARTICIPANT_LEFT: "participant_left",
   PARTICIPANT_UPDATED: "participant_updated",
   PONG: "pong",
+  ACK: "ack",
   ERROR: "error",
   OFFER: "offer",
   ANSWER: "answer",
@@ -78,6 +79,16 @@ export const CloseCode = Object.freeze({
   TRY_AGAIN_LATER: 1013,
   RECONNECTING: 4000,
 });
+
+/** The reactions a client may send, in the order shown. */
+export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "❤️", "😂", "😮", "🎉"]));
+
+/**
+ * A client message that carried an ``id`` was done: sent after everything it caused (a ``participant_updated``, a ``room_updated``, an SDP answer...). A refused message gets an :class:`Error` with the same ``ref`` instead, never both.
+ * @typedef {object} AckMessage
+ * @property {"ack"} type
+ * @property {string} ref
+ */
 
 /**
  * Who is speaking now (``None``: nobody), from the audio levels publishers send.
@@ -406,4 +417,4 @@ export const CloseCode = Object.freeze({
 
 /** @typedef {HelloMessage | LeaveMessage | PingMessage | UpdateMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatMessage | HandMessage | ReactMessage | ScreenShareMessage | ModerateMessage | ConfigureMessage | AdmitMessage | DenyMessage | RecordMessage | EndMeetingMessage} ClientMessage */
 
-/** @typedef {WelcomeMessage | ParticipantJoinedMessage | ParticipantLeftMessage | ParticipantUpdatedMessage | PongMessage | ErrorMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatPostedMessage | ReactedMessage | ActiveSpeakerMessage | RoomUpdatedMessage | LobbyUpdatedMessage | WaitingMessage | GoodbyeMessage | RenegotiateMessage | TrackUnavailableMessage} ServerMessage */
+/** @typedef {WelcomeMessage | ParticipantJoinedMessage | ParticipantLeftMessage | ParticipantUpdatedMessage | PongMessage | AckMessage | ErrorMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatPostedMessage | ReactedMessage | ActiveSpeakerMessage | RoomUpdatedMessage | LobbyUpdatedMessage | WaitingMessage | GoodbyeMessage | RenegotiateMessage | TrackUnavailableMessage} ServerMessage */

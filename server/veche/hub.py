@@ -25,6 +25,8 @@ from veche.outlet import Outlet
 from veche.protocol import (
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
+    UNACKNOWLEDGED,
+    Ack,
     ActiveSpeaker,
     Admit,
     Answer,
@@ -145,13 +147,15 @@ class Hub:
         self._release(room, participant, reason, keep=keep)
 
     async def handle(self, session: Session, message: ClientMessage) -> None:
-        """Act on one parsed client message."""
+        """Act on one parsed client message; one with an ``id`` that was done gets ``ack``."""
         self.stats.messages[message.type] += 1
         try:
             await self._dispatch(session, message)
         except VecheError as exc:
             exc.ref = exc.ref or message.id
             raise
+        if message.id is not None and message.type not in UNACKNOWLEDGED:
+            session.outlet.send(Ack(ref=message.id))
 
     def refuse(self, session: Session, error: VecheError) -> None:
         """Answer a message that was refused (unreadable, or not allowed) with an ``error``."""

@@ -7,8 +7,9 @@ Messages travel as JSON text frames on the ``/ws`` WebSocket. ``docs/protocol.md
 sequences; ``python -m veche.schema`` turns this module into ``web/protocol.schema.json`` and
 ``web/protocol.gen.js`` for the browser, and ``docs/protocol-messages.md`` for people.
 
-Any client message may carry an ``id`` (a string of at most 64 characters); an ``error`` or
-``pong`` caused by it echoes that ``id`` as ``ref``.
+Any client message may carry an ``id`` (a string of at most 64 characters); the server's verdict
+on it echoes that ``id`` as ``ref``: ``error`` if it was refused, otherwise ``ack`` (``pong`` for
+``ping``; see :data:`UNACKNOWLEDGED` for the messages answered in other ways).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ __all__ = [
     "REACTIONS",
     "SERVER_TYPES",
     "SUPPORTED_VERSIONS",
+    "UNACKNOWLEDGED",
+    "Ack",
     "ActiveSpeaker",
     "Admit",
     "Answer",
@@ -475,6 +478,15 @@ class Pong(_Model):
     ref: str | None = None
 
 
+class Ack(_Model):
+    """A client message that carried an ``id`` was done: sent after everything it caused (a
+    ``participant_updated``, a ``room_updated``, an SDP answer...). A refused message gets an
+    :class:`Error` with the same ``ref`` instead, never both."""
+
+    type: Literal["ack"] = "ack"
+    ref: str = Field(description="The ``id`` of the client message that was done.")
+
+
 class Error(_Model):
     """A request was refused or a message could not be read. The connection stays open unless a
     close frame follows."""
@@ -562,6 +574,7 @@ ServerMessage = Annotated[
     | ParticipantLeft
     | ParticipantUpdated
     | Pong
+    | Ack
     | Error
     | Offer
     | Answer
@@ -578,6 +591,10 @@ ServerMessage = Annotated[
     Field(discriminator="type"),
 ]
 """Any message a server may send."""
+
+UNACKNOWLEDGED: Final = frozenset({"hello", "ping", "leave"})
+"""Client message types that never get :class:`Ack`, whatever their ``id``: ``hello`` is answered
+by ``welcome`` or ``waiting``, ``ping`` by ``pong``, ``leave`` by the close (1000)."""
 
 CLIENT_ADAPTER: Final[TypeAdapter[ClientMessage]] = TypeAdapter(ClientMessage)
 SERVER_ADAPTER: Final[TypeAdapter[ServerMessage]] = TypeAdapter(ServerMessage)
@@ -615,6 +632,7 @@ _SERVER_MODELS: Final = _tags(
         ParticipantLeft,
         ParticipantUpdated,
         Pong,
+        Ack,
         Error,
         Offer,
         Answer,

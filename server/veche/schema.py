@@ -1,10 +1,10 @@
 """``python -m veche.schema``: the browser's view of :mod:`veche.protocol`, and its reference.
 
 Writes ``protocol.schema.json`` (JSON Schema of both unions) and ``protocol.gen.js`` (the version,
-message type and error code constants, and JSDoc typedefs of every message) into the web root,
-and ``protocol-messages.md`` (every message and field, from :mod:`veche.reference`) into the
-checkout's ``docs/``; or all three into ``--out DIR``. ``--check`` compares instead of writing
-and exits 1 when a file is stale.
+message type, error code and close code constants, the reactions, and JSDoc typedefs of every
+message) into the web root, and ``protocol-messages.md`` (every message and field, from
+:mod:`veche.reference`) into the checkout's ``docs/``; or all three into ``--out DIR``.
+``--check`` compares instead of writing and exits 1 when a file is stale.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from veche.protocol import (
     CLIENT_ADAPTER,
     CLIENT_TYPES,
     PROTOCOL_VERSION,
+    REACTIONS,
     SERVER_ADAPTER,
     SERVER_TYPES,
     CloseCode,
@@ -97,6 +98,13 @@ def _constants(name: str, values: dict[str, str | int]) -> str:
     return f"export const {name} = Object.freeze({{\n{body}}});\n"
 
 
+def _tuple(name: str, values: tuple[str, ...], doc: str) -> str:
+    # A const tuple, so that each element has its literal type (an emoji is a ReactMessage's).
+    items = ", ".join(json.dumps(value, ensure_ascii=False) for value in values)
+    frozen = f"Object.freeze(/** @type {{const}} */ ([{items}]))"
+    return f"/** {doc} */\nexport const {name} = {frozen};\n"
+
+
 def _union(name: str, schema: dict[str, Any], defs: dict[str, Any]) -> str:
     members = " | ".join(_js_type(option, defs) for option in schema["oneOf"])
     return f"/** @typedef {{{members}}} {name} */"
@@ -115,6 +123,7 @@ def generate() -> dict[str, str]:
         _constants("ServerType", {kind.upper(): kind for kind in SERVER_TYPES}),
         _constants("ErrorCode", {code.name: code.value for code in ErrorCode}),
         _constants("CloseCode", {code.name: code.value for code in CloseCode}),
+        _tuple("REACTIONS", REACTIONS, "The reactions a client may send, in the order shown."),
     ]
     parts += [_typedef(name, defs[name], defs) + "\n" for name in sorted(defs)]
     parts.append(_union("ClientMessage", schemas["client"], defs) + "\n")

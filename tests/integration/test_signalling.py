@@ -213,6 +213,40 @@ async def test_error_reply_echoes_message_id(make_client: MakeClient) -> None:
     assert "'warp'" in error["message"]
 
 
+async def test_done_request_gets_ack_and_refused_one_only_an_error(make_client: MakeClient) -> None:
+    """A message with an ``id`` that was done is answered by ``ack`` with that ``ref``, after what
+    it caused; a refused one gets ``error`` with that ``ref`` and no ``ack``."""
+    client = await make_client()
+    ada, bob = await client.ws_connect("/ws"), await client.ws_connect("/ws")
+    await hello(ada, "r", "Ada")
+    await hello(bob, "r", "Bob")
+    await expect(ada, "participant_joined")
+    await ada.send_json({"type": "screen_share", "active": True, "id": "share-1"})
+    updated = await recv(ada)
+    assert (updated["type"], updated["participant"]["screen"]) == ("participant_updated", True)
+    assert await recv(ada) == {"type": "ack", "ref": "share-1"}
+    await expect(bob, "participant_updated")
+    await bob.send_json({"type": "screen_share", "active": True, "id": "share-2"})
+    error = await recv(bob)
+    assert (error["type"], error["code"], error["ref"]) == ("error", "screen_busy", "share-2")
+    await ping_ok(bob)
+    await no_message(ada)
+
+
+async def test_hello_ping_and_leave_are_answered_without_ack(make_client: MakeClient) -> None:
+    """``hello`` is answered by ``welcome``, ``ping`` by ``pong`` and ``leave`` by the close,
+    whatever their ``id``: none of them gets an ``ack``."""
+    client = await make_client()
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"type": "hello", "id": "h", "version": 1, "room": "r", "name": "Ada"})
+    assert (await recv(ws))["type"] == "welcome"
+    await ping_ok(ws, "p")
+    await ws.send_json({"type": "leave", "id": "bye"})
+    closing = await ws.receive(timeout=3)
+    assert closing.type is WSMsgType.CLOSE
+    assert ws.close_code == CloseCode.NORMAL
+
+
 async def test_oversized_message_closes_with_1009(make_client: MakeClient) -> None:
     """A frame over 64 KiB closes that connection with 1009; the room goes on."""
     client = await make_client()

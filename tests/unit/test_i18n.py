@@ -19,9 +19,9 @@ def _strings(lang: str) -> dict[str, str]:
 
 def _used_keys() -> set[str]:
     keys: set[str] = set()
-    for path in web_root().glob("*.html"):
+    for path in web_root().rglob("*.html"):
         keys |= set(re.findall(r'data-i18n(?:-placeholder|-label)?="([^"]+)"', path.read_text()))
-    for path in web_root().glob("*.js"):
+    for path in web_root().rglob("*.js"):
         text = path.read_text()
         keys |= set(re.findall(r"""\bt\(\s*["']([\w.]+)["']""", text))
         keys |= set(re.findall(r"""setStatus\(\s*["']([\w.]+)["']""", text))

@@ -14,8 +14,10 @@ from veche.errors import ErrorCode, ProtocolError
 from veche.protocol import (
     CLIENT_ADAPTER,
     CLIENT_TYPES,
+    REACTIONS,
     SERVER_ADAPTER,
     SERVER_TYPES,
+    Ack,
     ActiveSpeaker,
     Admit,
     Answer,
@@ -90,6 +92,7 @@ SERVER_SAMPLES: list[BaseModel] = [
     ParticipantLeft(participant_id="p-1", reason="left"),
     ParticipantUpdated(participant=INFO),
     Pong(ref="x"),
+    Ack(ref="x"),
     Error(code=ErrorCode.ROOM_FULL, message="full", ref="m1"),
     Offer(pc="subscribe", sdp="v=0\r\n"),
     Answer(pc="publish", sdp="v=0\r\n"),
@@ -198,3 +201,9 @@ def test_generated_js_names_every_type_and_code() -> None:
     js = schema.generate()[schema.JS_FILE]
     for kind in (*CLIENT_TYPES, *SERVER_TYPES, *(code.value for code in ErrorCode)):
         assert f'"{kind}"' in js
+
+
+def test_generated_js_lists_the_reactions() -> None:
+    """The browser takes its reaction buttons from the generated file, in the server's order."""
+    js = schema.generate()[schema.JS_FILE]
+    assert '(["' + '", "'.join(REACTIONS) + '"])' in js

@@ -1,0 +1,222 @@
+// @ts-check
+/**
+ * The call's picture: one tile per participant in the grid (video, sound, name, indicators,
+ * reactions), the active speaker, and the stage that shows a shared screen large above them.
+ * It draws what it is given; the connection's callbacks feed it from app.js.
+ */
+import { byId, find } from "./dom.js";
+import { t } from "./i18n.js";
+
+/**
+ * @typedef {import("./connection.js").ParticipantInfo} ParticipantInfo
+ * @typedef {import("./connection.js").Source} Source
+ * @typedef {{tile: HTMLElement, stream: MediaStream}} Tile
+ */
+
+/** How long a reaction stays on a tile, in milliseconds. */
+const REACTION_MS = 3000;
+
+export class Tiles {
+  /** @type {Map<string, Tile>} by participant id */
+  #tiles = new Map();
+  /** @type {Map<string, MediaStream>} shared screens, by participant id */
+  #screens = new Map();
+  /** @type {Map<string, ParticipantInfo>} as last rendered */
+  #participants = new Map();
+  /** @type {string | null} */
+  #speaker = null;
+  /** @type {() => string | null} */
+  #me;
+  #meeting = byId("meeting", HTMLElement);
+  #grid = byId("grid", HTMLElement);
+  #template = byId("tile-template", HTMLTemplateElement);
+  #stage = byId("stage", HTMLElement);
+  #stageVideo = byId("stage-video", HTMLVideoElement);
+  #stageCaption = byId("stage-caption", HTMLElement);
+
+  /** @type {() => void} */
+  #onAutoplayBlocked;
+
+  /**
+   * @param {() => string | null} me this participant's id, once known
+   * @param {() => void} onAutoplayBlocked the browser refused to play someone's sound until a click
+   */
+  constructor(me, onAutoplayBlocked) {
+    this.#me = me;
+    this.#onAutoplayBlocked = onAutoplayBlocked;
+    /** @type {MediaStreamTrack | null} this participant's own shared screen, shown on the stage */
+    this.ownScreen = null;
+    /** @type {MediaStream} what this participant's own tile shows */
+    this.ownVideo = new MediaStream();
+  }
+
+  /**
+   * Show `stream` on this participant's own tile (muted, never played back).
+   * @param {MediaStream} stream
+   */
+  showOwn(stream) {
+    this.ownVideo = stream;
+    const me = this.#me();
+    const entry = me ? this.#tiles.get(me) : undefined;
+    if (entry) find(entry.tile, "video", HTMLVideoElement).srcObject = stream;
+  }
+
+  /**
+   * The tile of a participant, made on first use.
+   * @param {string} participantId
+   * @returns {Tile}
+   */
+  tileFor(participantId) {
+    let entry = this.#tiles.get(participantId);
+    if (entry) return entry;
+    const tile = this.#template.content.firstElementChild?.cloneNode(true);
+    if (!(tile instanceof HTMLElement)) throw new TypeError("#tile-template holds no element");
+    tile.dataset.participantId = participantId;
+    const stream = new MediaStream();
+    const isMe = participantId === this.#me();
+    const video = find(tile, "video", HTMLVideoElement);
+    const audio = find(tile, "audio", HTMLAudioElement);
+    if (isMe) {
+      tile.classList.add("me");
+      audio.remove();
+      video.srcObject = this.ownVideo;
+    } else {
+      video.srcObject = stream;
+      audio.srcObject = stream;
+    }
+    entry = { tile, stream };
+    this.#tiles.set(participantId, entry);
+    this.#grid.append(tile);
+    return entry;
+  }
+
+  /**
+   * Draw everyone's tile from the roster (new tiles for newcomers, none for those gone) and the
+   * stage.
+   * @param {Map<string, ParticipantInfo>} participants
+   */
+  render(participants) {
+    this.#participants = participants;
+    for (const [id, entry] of this.#tiles) {
+      if (!participants.has(id)) {
+        entry.tile.remove();
+        this.#tiles.delete(id);
+      }
+    }
+    for (const p of participants.values()) {
+      const { tile } = this.tileFor(p.id);
+      const isMe = p.id === this.#me();
+      find(tile, ".name", HTMLElement).textContent = isMe ? `${p.name} (${t("meeting.you")})` : p.name;
+      const micOff = find(tile, ".mic-off", HTMLElement);
+      micOff.hidden = p.audio;
+      micOff.textContent = t("tile.mic_off");
+      const camOff = find(tile, ".cam-off", HTMLElement);
+      camOff.hidden = p.video;
+      camOff.textContent = t("tile.cam_off");
+      tile.classList.toggle("no-video", !p.video);
+      const away = find(tile, ".away", HTMLElement);
+      away.hidden = !p.reconnecting;
+      away.textContent = t("tile.reconnecting");
+      tile.classList.toggle("reconnecting", Boolean(p.reconnecting));
+      tile.classList.toggle("speaking", p.id === this.#speaker);
+      find(tile, ".hand-badge", HTMLElement).hidden = !p.hand_raised_at;
+      tile.dataset.audio = String(p.audio);
+      tile.dataset.video = String(p.video);
+      tile.dataset.role = p.role;
+    }
+    this.renderStage();
+  }
+
+  /** Show the shared screen, if anyone shares one, large above the tiles. */
+  renderStage() {
+    const sharer = [...this.#participants.values()].find((p) => p.screen);
+    const isMe = sharer !== undefined && sharer.id === this.#me();
+    const stream = isMe && this.ownScreen ? new MediaStream([this.ownScreen]) : sharer ? this.#screens.get(sharer.id) : undefined;
+    this.#stage.hidden = !sharer || !stream;
+    this.#meeting.classList.toggle("has-screen", !this.#stage.hidden);
+    if (sharer && stream && this.#stageVideo.srcObject !== stream) this.#stageVideo.srcObject = stream;
+    if (!sharer) this.#stageVideo.srcObject = null;
+    this.#stageCaption.textContent = sharer ? t("screen.of", { name: sharer.name }) : "";
+  }
+
+  /**
+   * A remote track arrived: a camera or microphone goes to its owner's tile, a screen to the stage.
+   * @param {string} participantId
+   * @param {MediaStreamTrack} track
+   * @param {Source} source
+   */
+  addTrack(participantId, track, source) {
+    if (source === "screen") {
+      this.#screens.set(participantId, new MediaStream([track]));
+      this.renderStage();
+      return;
+    }
+    const { tile, stream } = this.tileFor(participantId);
+    for (const old of stream.getTracks()) if (old.kind === track.kind) stream.removeTrack(old);
+    stream.addTrack(track);
+    if (track.kind === "audio") {
+      find(tile, "audio", HTMLAudioElement)
+        .play()
+        .catch((/** @type {unknown} */ error) => {
+          // Only a refusal by the autoplay policy needs the user; other rejections are transient.
+          if (error instanceof DOMException && error.name === "NotAllowedError") this.#onAutoplayBlocked();
+        });
+    }
+  }
+
+  /**
+   * A remote track went away.
+   * @param {string} participantId
+   * @param {MediaStreamTrack} track
+   */
+  removeTrack(participantId, track) {
+    this.#tiles.get(participantId)?.stream.removeTrack(track);
+  }
+
+  /** Play every participant's sound (after a click, which the autoplay policy asks for). */
+  playAll() {
+    for (const audio of this.#grid.querySelectorAll("audio")) audio.play().catch(() => {});
+  }
+
+  /**
+   * Mark who is speaking (or nobody).
+   * @param {string | null} participantId
+   */
+  setSpeaker(participantId) {
+    this.#speaker = participantId;
+    for (const [id, { tile }] of this.#tiles) tile.classList.toggle("speaking", id === participantId);
+  }
+
+  /**
+   * Show a reaction on someone's tile for a few seconds.
+   * @param {string} participantId
+   * @param {string} emoji
+   */
+  showReaction(participantId, emoji) {
+    const tile = this.#tiles.get(participantId)?.tile;
+    if (!tile) return;
+    const badge = find(tile, ".reaction", HTMLElement);
+    badge.textContent = emoji;
+    setTimeout(() => {
+      if (badge.textContent === emoji) badge.textContent = "";
+    }, REACTION_MS);
+  }
+
+  /**
+   * The speaker view: the active speaker large, the others small.
+   * @param {boolean} on
+   */
+  speakerView(on) {
+    this.#grid.classList.toggle("speaker-view", on);
+  }
+
+  /** Forget every tile and screen (the call ended). */
+  clear() {
+    for (const { tile } of this.#tiles.values()) tile.remove();
+    this.#tiles.clear();
+    this.#screens.clear();
+    this.#participants = new Map();
+    this.ownScreen = null;
+    this.renderStage();
+  }
+}
