@@ -45,6 +45,7 @@ check: $(VENV)/.installed-test
 	$(BIN)/ruff check server tests
 	$(BIN)/ruff format --check server tests
 	$(BIN)/mypy server
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_docs.py -k layers
 	$(BIN)/python -m veche.schema --check
 	@for file in docker/compose*.yaml; do \
 		echo "docker-compose -f $$file config -q"; \

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from veche.media import MediaConfig
 from veche.metrics import LoopMonitor, metrics_registry, monitor_loop
 from veche.routes import setup_routes
 from veche.settings import Settings
+from veche.tasks import cancel_and_wait
 from veche.views import security_headers
 
 __all__ = ["create_app"]
@@ -82,9 +82,7 @@ async def _room_sweeper(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(sweep_forever(), name="room-sweeper")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
 
 
 async def _media(app: web.Application) -> AsyncIterator[None]:

@@ -8,7 +8,6 @@ the loop monitor), so the forwarding path only adds to plain integers. Access: a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -30,6 +29,7 @@ from veche.auth import bearer_matches
 from veche.hub import Hub
 from veche.media.counters import DELAY_BUCKETS
 from veche.settings import Settings
+from veche.tasks import cancel_and_wait
 
 __all__ = ["LoopMonitor", "metrics_handler", "metrics_registry", "monitor_loop"]
 
@@ -57,9 +57,7 @@ async def monitor_loop(app: web.Application) -> AsyncIterator[None]:
     """``cleanup_ctx``: run the loop monitor for the app's lifetime."""
     task = asyncio.create_task(app[LOOP_MONITOR].run(), name="loop-monitor")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
 
 
 class VecheCollector(Collector):

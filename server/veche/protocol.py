@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from enum import IntEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -157,10 +157,10 @@ Role = Literal["moderator", "participant"]
 Source = Literal["microphone", "camera", "screen"]
 """What a published track carries."""
 
-REACTIONS: Final = ("👍", "👏", "❤️", "😂", "😮", "🎉")
-"""The fixed set of reactions."""
-
 Reaction = Literal["👍", "👏", "❤️", "😂", "😮", "🎉"]
+
+REACTIONS: Final[tuple[str, ...]] = get_args(Reaction)
+"""The fixed set of reactions."""
 
 
 class ParticipantInfo(_Model):
@@ -600,54 +600,14 @@ CLIENT_ADAPTER: Final[TypeAdapter[ClientMessage]] = TypeAdapter(ClientMessage)
 SERVER_ADAPTER: Final[TypeAdapter[ServerMessage]] = TypeAdapter(ServerMessage)
 
 
-def _tags(models: tuple[type[_Model], ...]) -> dict[str, type[_Model]]:
-    return {model.model_fields["type"].default: model for model in models}
+def _tags(union: Any) -> dict[str, type[_Model]]:
+    """The models of a tagged union (``Annotated[A | B | ..., Field(...)]``) by their ``type``."""
+    members: tuple[type[_Model], ...] = get_args(get_args(union)[0])
+    return {model.model_fields["type"].default: model for model in members}
 
 
-_CLIENT_MODELS: Final = _tags(
-    (
-        Hello,
-        Leave,
-        Ping,
-        Update,
-        Offer,
-        Answer,
-        Candidate,
-        Chat,
-        Hand,
-        React,
-        ScreenShare,
-        Moderate,
-        Configure,
-        Admit,
-        Deny,
-        Record,
-        EndMeeting,
-    )
-)
-_SERVER_MODELS: Final = _tags(
-    (
-        Welcome,
-        ParticipantJoined,
-        ParticipantLeft,
-        ParticipantUpdated,
-        Pong,
-        Ack,
-        Error,
-        Offer,
-        Answer,
-        Candidate,
-        ChatPosted,
-        Reacted,
-        ActiveSpeaker,
-        RoomUpdated,
-        LobbyUpdated,
-        Waiting,
-        Goodbye,
-        Renegotiate,
-        TrackUnavailable,
-    )
-)
+_CLIENT_MODELS: Final = _tags(ClientMessage)
+_SERVER_MODELS: Final = _tags(ServerMessage)
 CLIENT_TYPES: Final = tuple(_CLIENT_MODELS)
 SERVER_TYPES: Final = tuple(_SERVER_MODELS)
 

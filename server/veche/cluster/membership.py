@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from veche.cluster.bus import Bus, BusUnavailable
+from veche.tasks import cancel_and_wait
 
 __all__ = ["Cluster", "NodeInfo", "new_node_id"]
 
@@ -95,10 +96,7 @@ class Cluster:
 
     async def stop(self) -> None:
         """Stop the heartbeat and give up this node's leases and its node key."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         with contextlib.suppress(BusUnavailable):
             for room in list(self._leased):
                 await self._release(room)

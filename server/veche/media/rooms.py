@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
 from veche.media.room import MediaRoom
 from veche.protocol import Answer, Candidate, Offer, ServerMessage
+from veche.tasks import cancel_and_wait
 
 __all__ = ["MediaRooms"]
 
@@ -162,9 +162,6 @@ class MediaRooms:
             media.close()
         self.rooms.clear()
         self._room_of.clear()
-        if self._speaker_task is not None:
-            self._speaker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._speaker_task
+        await cancel_and_wait(self._speaker_task)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)

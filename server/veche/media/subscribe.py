@@ -10,7 +10,6 @@ keeps flowing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -28,6 +27,7 @@ from veche.media.codecs import Decoders
 from veche.media.internals import accept_declined_sections, feed_sender, set_stream_id
 from veche.media.tracks import Downtrack, SenderFeed, Uptrack
 from veche.protocol import Error, Offer, ServerMessage, TrackUnavailable
+from veche.tasks import cancel_and_wait
 
 __all__ = ["SubscribeLeg"]
 
@@ -233,9 +233,7 @@ class SubscribeLeg:
 
     async def settled(self) -> None:
         """Wait for a cancelled negotiation to finish."""
-        if self._negotiation is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._negotiation
+        await cancel_and_wait(self._negotiation)
 
 
 def _capabilities_for(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:

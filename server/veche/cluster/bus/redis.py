@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from veche.cluster.bus.base import BusUnavailable
+from veche.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from veche.cluster.bus.base import Handler
@@ -84,10 +85,7 @@ class RedisBus:
         self._reader = asyncio.create_task(self._read_forever(), name="redis-bus-reader")
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await cancel_and_wait(self._reader)
         await self._client.aclose()
 
     # ------------------------------------------------------------------ messages
