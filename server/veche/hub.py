@@ -487,19 +487,19 @@ class Hub:
             if isinstance(delivery.message, ParticipantUpdated):
                 info = delivery.message.participant
                 self.media.set_forwarding(
-                    info.id, audio=info.audio, video=info.video, screen=info.screen
+                    ParticipantId(info.id), audio=info.audio, video=info.video, screen=info.screen
                 )
         for person in outcome.admitted:
             self._welcome(room, person)
 
-    def _speaker_changed(self, room: str, participant_id: str | None) -> None:
-        current = self.rooms.get(RoomName(room))
+    def _speaker_changed(self, room: RoomName, participant_id: str | None) -> None:
+        current = self.rooms.get(room)
         if current is not None:
             ids = tuple(p.id for p in current.participants)
             self._deliver([Delivery(ids, ActiveSpeaker(participant_id=participant_id))])
 
-    def _send_to(self, participant_id: str, message: ServerMessage) -> None:
-        target = self._by_participant.get(ParticipantId(participant_id))
+    def _send_to(self, participant_id: ParticipantId, message: ServerMessage) -> None:
+        target = self._by_participant.get(participant_id)
         if target is not None:
             target.outlet.send(message)
 

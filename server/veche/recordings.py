@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from veche.errors import ErrorCode, Refused
+from veche.ids import RoomName
 from veche.media import MediaRooms
 from veche.media.recorder import Recording, finish_in_worker, recording_folder
 
@@ -32,7 +33,7 @@ class Recordings:
         if self._base is None:
             raise Refused("recording is not set up on this server", code=ErrorCode.UNSUPPORTED)
 
-    def start(self, room: str, *, audio_only: bool, names: Callable[[str], str]) -> Path:
+    def start(self, room: RoomName, *, audio_only: bool, names: Callable[[str], str]) -> Path:
         """Record ``room`` (every track, those published later included) into a new folder;
         that folder. ``names`` gives a participant's display name for the manifest."""
         self.check()
@@ -47,12 +48,12 @@ class Recordings:
         )
         return directory
 
-    def directory(self, room: str) -> Path | None:
+    def directory(self, room: RoomName) -> Path | None:
         """The folder of ``room``'s recording under way, if any."""
         recording = self._media.recording(room)
         return recording.directory if recording is not None else None
 
-    def stop(self, room: str) -> None:
+    def stop(self, room: RoomName) -> None:
         """Stop recording ``room`` (if it records); its files are written in the background."""
         recording = self._media.stop_recording(room)
         if recording is None:

@@ -25,6 +25,7 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 from veche.errors import ErrorCode, MediaError
+from veche.ids import ParticipantId
 from veche.media.candidates import candidate_address_allowed, filter_sdp_candidates
 from veche.media.codecs import Decoders
 from veche.media.counters import MediaCounters
@@ -79,7 +80,7 @@ class MediaPeer:
 
     def __init__(
         self,
-        participant_id: str,
+        participant_id: ParticipantId,
         config: MediaConfig,
         *,
         send: Callable[[ServerMessage], None],

@@ -21,6 +21,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from veche.errors import MediaError
+from veche.ids import ParticipantId
 from veche.media.codecs import AUDIO_PREFERENCE, Decoders, choose_codec
 from veche.media.counters import MediaCounters
 from veche.media.internals import (
@@ -63,7 +64,7 @@ class PublishLeg:
 
     def __init__(
         self,
-        participant_id: str,
+        participant_id: ParticipantId,
         *,
         video_codecs: tuple[str, ...],
         counters: MediaCounters,

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final
 
+from veche.ids import ParticipantId, RoomName
 from veche.media.codecs import Decoders
 from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
@@ -46,10 +47,10 @@ class MediaRoom:
 
     def __init__(
         self,
-        name: str,
+        name: RoomName,
         config: MediaConfig,
         *,
-        send: Callable[[str, ServerMessage], None],
+        send: Callable[[ParticipantId, ServerMessage], None],
         on_closed: Callable[[MediaPeer], None],
         clock: Callable[[], float],
     ) -> None:
@@ -58,7 +59,7 @@ class MediaRoom:
         self._send = send
         self._on_closed = on_closed
         self._clock = clock
-        self.members: dict[str, MediaPeer] = {}
+        self.members: dict[ParticipantId, MediaPeer] = {}
         self.speakers = SpeakerDetector()
         self._forwarding: dict[str, dict[Source, bool]] = {}
         self._switch_waits: set[asyncio.TimerHandle] = set()
@@ -67,7 +68,7 @@ class MediaRoom:
 
     # ---------------------------------------------------------------- members
 
-    def add(self, participant_id: str, decoders: Decoders) -> None:
+    def add(self, participant_id: ParticipantId, decoders: Decoders) -> None:
         """A member that can play ``decoders``: it receives every track of the room it can
         decode; a publisher whose codec it cannot decode is asked for another, if it offered
         one that suits the whole room."""
@@ -89,7 +90,7 @@ class MediaRoom:
             for uptrack in list(other.uptracks):
                 self._offer(participant_id, uptrack)
 
-    def remove(self, participant_id: str) -> MediaPeer | None:
+    def remove(self, participant_id: ParticipantId) -> MediaPeer | None:
         """Take a member out: its tracks leave every other member; its peer is handed to
         ``on_closed``. The peer, if it was a member."""
         peer = self.members.pop(participant_id, None)
@@ -103,7 +104,7 @@ class MediaRoom:
         self._on_closed(peer)
         return peer
 
-    def reset(self, participant_id: str) -> None:
+    def reset(self, participant_id: ParticipantId) -> None:
         """Start a member's media afresh after a failure: its tracks leave the others and its
         connections are released; it may publish again and is offered the others' tracks on a
         new subscribe connection. Its forwarding state and decoders are kept."""
@@ -118,7 +119,7 @@ class MediaRoom:
             self._forwarding[participant_id] = forwarding
 
     def set_forwarding(
-        self, participant_id: str, *, audio: bool, video: bool, screen: bool
+        self, participant_id: ParticipantId, *, audio: bool, video: bool, screen: bool
     ) -> None:
         """Forward a member's microphone, camera and screen only while they are on (a
         moderator's mute holds back whatever the client still sends); tracks it publishes
@@ -136,7 +137,7 @@ class MediaRoom:
 
     # ---------------------------------------------------------------- who receives what
 
-    def _offer(self, participant_id: str, uptrack: Uptrack) -> None:
+    def _offer(self, participant_id: ParticipantId, uptrack: Uptrack) -> None:
         """Forward ``uptrack`` to a member if it can decode it; otherwise ask the publisher for
         a codec the whole room can decode, or, if it has none, tell the member."""
         peer = self.members.get(participant_id)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from veche.ids import ParticipantId, RoomName
 from veche.media.codecs import Decoders
 from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
@@ -33,17 +34,17 @@ class MediaRooms:
     def __init__(
         self,
         config: MediaConfig,
-        send: Callable[[str, ServerMessage], None],
+        send: Callable[[ParticipantId, ServerMessage], None],
         *,
-        on_speaker: Callable[[str, str | None], None] = lambda room, participant: None,
+        on_speaker: Callable[[RoomName, str | None], None] = lambda room, participant: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self._send = send
         self._on_speaker = on_speaker
         self._clock = clock
-        self.rooms: dict[str, MediaRoom] = {}
-        self._room_of: dict[str, str] = {}
+        self.rooms: dict[RoomName, MediaRoom] = {}
+        self._room_of: dict[ParticipantId, RoomName] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._speaker_task: asyncio.Task[None] | None = None
 
@@ -59,7 +60,9 @@ class MediaRooms:
             pc is not None for peer in self.peers for pc in (peer.publish_pc, peer.subscribe_pc)
         ) + len(self._closing)
 
-    def join(self, room: str, participant_id: str, receive_codecs: list[str] | None = None) -> None:
+    def join(
+        self, room: RoomName, participant_id: ParticipantId, receive_codecs: list[str] | None = None
+    ) -> None:
         """Add a participant to ``room``'s media; ``receive_codecs`` are the MIME types it
         decodes (``None``: whatever is forwarded)."""
         media = self._room(room)
@@ -68,7 +71,7 @@ class MediaRooms:
         if self._speaker_task is None or self._speaker_task.done():
             self._speaker_task = asyncio.ensure_future(self._watch_speakers())
 
-    def leave(self, participant_id: str) -> None:
+    def leave(self, participant_id: ParticipantId) -> None:
         """Remove a participant: its tracks leave every other member; its connections close in
         the background (see :meth:`close`)."""
         name = self._room_of.pop(participant_id, None)
@@ -78,7 +81,7 @@ class MediaRooms:
         media.remove(participant_id)
         self._drop_if_idle(media)
 
-    def _room(self, name: str) -> MediaRoom:
+    def _room(self, name: RoomName) -> MediaRoom:
         media = self.rooms.get(name)
         if media is None:
             media = self.rooms[name] = MediaRoom(
@@ -96,27 +99,29 @@ class MediaRooms:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    def _member(self, participant_id: str) -> tuple[MediaRoom, MediaPeer] | None:
+    def _member(self, participant_id: ParticipantId) -> tuple[MediaRoom, MediaPeer] | None:
         name = self._room_of.get(participant_id)
         media = self.rooms.get(name) if name is not None else None
         peer = media.members.get(participant_id) if media is not None else None
         return (media, peer) if media is not None and peer is not None else None
 
-    async def handle(self, participant_id: str, message: Offer | Answer | Candidate) -> None:
+    async def handle(
+        self, participant_id: ParticipantId, message: Offer | Answer | Candidate
+    ) -> None:
         """Apply a participant's offer, answer or candidate."""
         found = self._member(participant_id)
         if found is not None:
             await found[1].handle(message)
 
     def set_forwarding(
-        self, participant_id: str, *, audio: bool, video: bool, screen: bool
+        self, participant_id: ParticipantId, *, audio: bool, video: bool, screen: bool
     ) -> None:
         """See :meth:`MediaRoom.set_forwarding`."""
         found = self._member(participant_id)
         if found is not None:
             found[0].set_forwarding(participant_id, audio=audio, video=video, screen=screen)
 
-    def speaker(self, room: str) -> str | None:
+    def speaker(self, room: RoomName) -> str | None:
         """Who is speaking in ``room`` now, if anyone."""
         media = self.rooms.get(room)
         return media.speakers.current if media is not None else None
@@ -133,21 +138,21 @@ class MediaRooms:
 
     # ---------------------------------------------------------------- recording
 
-    def start_recording(self, room: str, recording: Recording) -> None:
+    def start_recording(self, room: RoomName, recording: Recording) -> None:
         """Spool every track of ``room``, those published later included, to ``recording``."""
         self._room(room).start_recording(recording)
 
-    def recording(self, room: str) -> Recording | None:
+    def recording(self, room: RoomName) -> Recording | None:
         """The recording of ``room`` under way, if any."""
         media = self.rooms.get(room)
         return media.recording if media is not None else None
 
     @property
-    def recorded_rooms(self) -> list[str]:
+    def recorded_rooms(self) -> list[RoomName]:
         """Rooms being recorded."""
         return [name for name, media in self.rooms.items() if media.recording is not None]
 
-    def stop_recording(self, room: str) -> Recording | None:
+    def stop_recording(self, room: RoomName) -> Recording | None:
         """Stop spooling ``room``; the recording, if there was one."""
         media = self.rooms.get(room)
         if media is None:

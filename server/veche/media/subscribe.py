@@ -23,6 +23,7 @@ from aiortc import (
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 
 from veche.errors import ErrorCode, MediaError
+from veche.ids import ParticipantId
 from veche.media.codecs import Decoders
 from veche.media.internals import accept_declined_sections, feed_sender, set_stream_id
 from veche.media.tracks import Downtrack, SenderFeed, Uptrack
@@ -57,7 +58,7 @@ class SubscribeLeg:
 
     def __init__(
         self,
-        participant_id: str,
+        participant_id: ParticipantId,
         decoders: Decoders,
         *,
         new_pc: Callable[[], RTCPeerConnection],

@@ -21,6 +21,7 @@ from typing import Final, Protocol
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
+from veche.ids import ParticipantId
 from veche.media.assembler import AssembledFrame, FrameAssembler, Packet
 from veche.media.counters import MediaCounters
 from veche.media.rewriter import StreamRewriter
@@ -71,7 +72,7 @@ class Uptrack:
 
     def __init__(
         self,
-        owner: str,
+        owner: ParticipantId,
         kind: str,
         codec: RTCRtpCodecParameters,
         ask_keyframe: Callable[[int], None],
@@ -255,7 +256,7 @@ class SenderFeed:
 class Downtrack:
     """One subscriber's copy of an uptrack, carried by one :class:`SenderFeed`."""
 
-    def __init__(self, uptrack: Uptrack, subscriber: str, feed: SenderFeed) -> None:
+    def __init__(self, uptrack: Uptrack, subscriber: ParticipantId, feed: SenderFeed) -> None:
         self.uptrack = uptrack
         self.subscriber = subscriber
         self.feed = feed
