@@ -161,6 +161,16 @@ class FirefoxPage:
         )
         return value
 
+    async def set_viewport_size(self, size: dict[str, int]) -> None:
+        """Resize the page's viewport (``{"width": ..., "height": ...}``, as Playwright's)."""
+        await self._browser.command(
+            "viewport", page=self._number, width=size["width"], height=size["height"]
+        )
+
+    async def screenshot(self, *, path: str) -> None:
+        """Save a PNG of the viewport to ``path``."""
+        await self._browser.command("screenshot", page=self._number, path=path)
+
     async def close(self) -> None:
         """Close this participant's window and context."""
         with contextlib.suppress(DriverError, TimeoutError):

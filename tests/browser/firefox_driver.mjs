@@ -89,6 +89,12 @@ async function run(command) {
     case "press":
       await pageOf(command.page).keyboard.press(command.key);
       return null;
+    case "viewport":
+      await pageOf(command.page).setViewport({ width: command.width, height: command.height });
+      return null;
+    case "screenshot":
+      await pageOf(command.page).screenshot({ path: command.path });
+      return null;
     case "close": {
       const entry = pages.get(command.page);
       pages.delete(command.page);
