@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +44,14 @@ class Identity:
     moderator: bool
 
     def allows(self, room: str) -> bool:
-        """Whether the token admits to ``room`` (a normalised name)."""
-        return self.room in ("*", room)
+        """Whether the token admits to ``room`` (a normalised name); the ``room`` claim is
+        case-folded as room names are, so ``Board`` admits to ``board``, and ``*`` to every room."""
+        if self.room == "*":
+            return True
+        # The folding of rooms.names.normalize_room_name (this layer may not import it): a claim
+        # that is not a valid name after it equals no normalised name, so it admits nowhere.
+        claim = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", self.room).lower())
+        return claim == room
 
 
 def _verification_key(settings: Settings) -> str:
