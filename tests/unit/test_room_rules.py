@@ -177,3 +177,21 @@ def test_removal_and_the_end_let_people_go_with_their_reason() -> None:
         (other.id, "ended"),
         (waiter.id, "ended"),
     }
+
+
+def test_chat_drops_bidirectional_controls_and_keeps_text_lines_and_emoji() -> None:
+    """Overrides, embeddings, isolates and bidi marks are removed; words, line breaks and emoji
+    (zero-width joiners and variation selectors included) stay."""
+    room = Room(RoomName("r"), capacity=10, now=0)
+    ada, _ = room.join("Ada", now=0)
+    controls = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467 \u2764\ufe0f"
+    room.post(
+        ada.id,
+        f"invoice\u202efdp.exe{controls}\nline two {family} \u043f\u0440\u0438\u0432\u0435\u0442",
+        now=1,
+    )
+    assert (
+        room.chat_history[-1].text
+        == f"invoicefdp.exe\nline two {family} \u043f\u0440\u0438\u0432\u0435\u0442"
+    )

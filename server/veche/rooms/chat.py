@@ -14,6 +14,19 @@ __all__ = ["MAX_CHAT_LENGTH", "ChatLog"]
 HISTORY: Final = 200
 """Messages a late joiner receives."""
 
+_BIDI_CLASSES: Final = frozenset({"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"})
+_BIDI_MARKS: Final = frozenset("\u200e\u200f\u061c")
+
+
+def _kept(char: str) -> bool:
+    # Bidi embeddings, overrides, isolates and marks let a message show text other than it holds
+    # ("\u202efdp.exe" is shown as "exe.pdf"); the zero-width joiners of emoji are kept.
+    if char in "\n\t":
+        return True
+    if unicodedata.category(char) == "Cc" or char in _BIDI_MARKS:
+        return False
+    return unicodedata.bidirectional(char) not in _BIDI_CLASSES
+
 
 class ChatLog:
     """The room's recent chat messages, oldest first."""
@@ -28,12 +41,11 @@ class ChatLog:
         return list(self._entries)
 
     def post(self, participant_id: str, name: str, text: str, *, now: float) -> ChatEntry:
-        """Record a message. Control characters other than line breaks and tabs are dropped;
+        """Record a message. Control characters other than line breaks and tabs, and the
+        bidirectional controls and marks, are dropped;
         raises :class:`~veche.errors.Refused` (``too_long``, ``bad_message``) for text that is
         too long or empty."""
-        cleaned = "".join(
-            char for char in text if char in "\n\t" or unicodedata.category(char) != "Cc"
-        ).strip()
+        cleaned = "".join(char for char in text if _kept(char)).strip()
         if len(cleaned) > MAX_CHAT_LENGTH:
             raise Refused(
                 f"a chat message may have at most {MAX_CHAT_LENGTH} characters",
