@@ -305,7 +305,10 @@ async def list_recordings(request: web.Request) -> web.Response:
 async def download(request: web.Request) -> web.FileResponse:
     _authorized(request)
     root = _recordings_root(request)
-    path = (root / request.match_info["recording"] / request.match_info["file"]).resolve()
+    try:
+        path = (root / request.match_info["recording"] / request.match_info["file"]).resolve()
+    except (OSError, ValueError):  # a NUL byte, or a name the file system refuses
+        raise web.HTTPNotFound(text="no such file\n") from None
     # Only files directly inside one recording's folder, whatever the request says.
     if path.parent.parent != root or not path.is_file() or path.name.startswith("."):
         raise web.HTTPNotFound(text="no such file\n")

@@ -185,7 +185,8 @@ async def test_recording_through_the_api(
     aiohttp_client: Any, make_settings: Any, tmp_path: Any
 ) -> None:
     """Start and stop a room's recording; everyone in it is told; the recording is listed and
-    its manifest downloads; nothing outside a recording's folder can be fetched."""
+    its manifest downloads; nothing outside a recording's folder can be fetched, and a path with
+    a NUL byte is a 404 like any other missing file."""
     api = await aiohttp_client(
         create_app(make_settings(admin_token=TOKEN, recording_dir=str(tmp_path / "rec")))
     )
@@ -217,6 +218,8 @@ async def test_recording_through_the_api(
         "/api/recordings/..%2F/secret.txt",
         f"/api/recordings/{folder}/missing.webm",
         f"/api/recordings/{folder}/manifest.json%2F..",
+        f"/api/recordings/{folder}/manifest.json%00",
+        f"/api/recordings/{folder}%00/manifest.json",
     ):
         response = await api.get(path, headers=AUTH)
         assert response.status == 404, path
