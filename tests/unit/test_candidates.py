@@ -18,6 +18,15 @@ from veche.media.candidates import candidate_address_allowed, filter_sdp_candida
         "fe80::1",
         "fd00:ec2::254",
         "::ffff:127.0.0.1",
+        "::127.0.0.1",
+        "64:ff9b::7f00:1",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b:1::1",
+        "2002:7f00:1::1",
+        "2002:a9fe:a9fe::1",
+        "0.1.2.3",
+        "::0.1.2.3",
+        "100.100.100.200",
         "224.0.0.1",
         "host.local",
         "0a1b2c3d-uuid.local",
@@ -25,19 +34,31 @@ from veche.media.candidates import candidate_address_allowed, filter_sdp_candida
     ],
 )
 def test_refused(address: str) -> None:
-    """Addresses that would aim the server at itself or the metadata service, and names."""
+    """Addresses that would aim the server at itself or a metadata service (also inside an IPv6
+    address: IPv4-compatible, NAT64, 6to4), ``0.0.0.0/8``, and names."""
     assert not candidate_address_allowed(address)
 
 
-@pytest.mark.parametrize("address", ["10.0.0.5", "192.168.1.20", "203.0.113.9", "2001:db8::1"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.0.0.5",
+        "192.168.1.20",
+        "203.0.113.9",
+        "2001:db8::1",
+        "64:ff9b::cb00:7109",
+        "2002:cb00:7109::1",
+    ],
+)
 def test_accepted(address: str) -> None:
-    """Public and LAN addresses are accepted."""
+    """Public and LAN addresses are accepted, also through NAT64 and 6to4."""
     assert candidate_address_allowed(address)
 
 
 def test_local_addresses_can_be_allowed_for_tests() -> None:
     """allow_local accepts loopback and link-local, never the unspecified address."""
     assert candidate_address_allowed("127.0.0.1", allow_local=True)
+    assert candidate_address_allowed("::1", allow_local=True)
     assert not candidate_address_allowed("0.0.0.0", allow_local=True)
 
 

@@ -2,9 +2,10 @@
 
 A candidate makes the server send UDP to its address, so a client could aim the server at
 internal services (SSRF by ICE). Loopback, link-local (the cloud metadata service lives there),
-unspecified and multicast addresses are refused, as are names: mDNS ``.local`` names are not
-resolved (connectivity does not need them: the server learns the client's address from its
-connectivity checks). Private LAN addresses are accepted: LAN meetings need them.
+``0.0.0.0/8``, other known metadata addresses, unspecified and multicast addresses are refused,
+in IPv4 and in the IPv6 forms that carry an IPv4 address, as are names: mDNS ``.local`` names
+are not resolved (connectivity does not need them: the server learns the client's address from
+its connectivity checks). Private LAN addresses are accepted: LAN meetings need them.
 """
 
 from __future__ import annotations
@@ -14,19 +15,43 @@ from typing import Final
 
 __all__ = ["candidate_address_allowed", "filter_sdp_candidates"]
 
-_METADATA: Final = frozenset({ipaddress.ip_address("fd00:ec2::254")})
+_METADATA: Final = frozenset(
+    # AWS's IPv6 metadata service, and Alibaba Cloud's (outside link-local).
+    {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+)
+_THIS_NETWORK: Final = ipaddress.ip_network("0.0.0.0/8")
+_IPV4_COMPATIBLE: Final = ipaddress.ip_network("::/96")
+_NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
+# Local-use NAT64 (RFC 8215): where the IPv4 address sits depends on the operator's prefix
+# length, so none of it can be checked and all of it is refused.
+_LOCAL_NAT64: Final = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (IPv4-mapped, IPv4-compatible, NAT64, 6to4), which
+    a dual-stack host or a translator may deliver to."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and not (ip.is_loopback or ip.is_unspecified)):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    return None
 
 
 def candidate_address_allowed(address: str, *, allow_local: bool = False) -> bool:
     """Whether a remote candidate's connection address may be used. ``allow_local`` accepts
-    loopback and link-local addresses (tests that run everything on one host)."""
+    loopback and link-local addresses (tests that run everything on one host). An IPv6 address
+    carrying an IPv4 one is judged by the IPv4 address."""
     try:
-        ip = ipaddress.ip_address(address)
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
     except ValueError:
         return False  # a name (mDNS or DNS): never resolved
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_unspecified or ip.is_multicast or ip in _METADATA:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _LOCAL_NAT64:
+            return False
+        ip = _embedded_ipv4(ip) or ip
+    if ip.is_unspecified or ip.is_multicast or ip in _METADATA or ip in _THIS_NETWORK:
         return False
     if ip.is_loopback or ip.is_link_local:
         return allow_local
