@@ -268,7 +268,8 @@ class Hello(_ClientBase):
     """Join ``room`` as ``name``; the first message of every connection."""
 
     type: Literal["hello"] = "hello"
-    version: int = Field(description="The protocol version the client speaks.")
+    # Strict: JSON ``true`` is not version 1.
+    version: int = Field(strict=True, description="The protocol version the client speaks.")
     room: Annotated[str, Field(max_length=256)]
     name: Annotated[str, Field(max_length=256)] = Field(
         description="Display name; the server trims it to 64 characters."

@@ -148,6 +148,16 @@ def test_encode_omits_none_fields() -> None:
             ErrorCode.BAD_MESSAGE,
             "version",
         ),
+        (
+            '{"type": "hello", "version": true, "room": "a", "name": "b"}',
+            ErrorCode.BAD_MESSAGE,
+            "version",
+        ),
+        (
+            '{"type": "hello", "version": 1.0, "room": "a", "name": "b"}',
+            ErrorCode.BAD_MESSAGE,
+            "version",
+        ),
         ('{"type": "hello", "version": 1, "room": "a"}', ErrorCode.BAD_MESSAGE, "name"),
         ('{"type": "update", "participant_id": "p-x"}', ErrorCode.BAD_MESSAGE, "participant_id"),
         ('{"type": "ping", "id": ""}', ErrorCode.BAD_MESSAGE, "id"),
