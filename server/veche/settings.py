@@ -179,7 +179,8 @@ class Settings(BaseSettings):
     trust_forwarded: bool = Field(
         False,
         description="Behind one reverse proxy: take the client's address (for per-address "
-        "limits) from the last X-Forwarded-For entry the proxy adds.",
+        "limits) from the last X-Forwarded-For entry the proxy adds, and whether the page went "
+        "out over HTTPS (a Secure session cookie) from the last X-Forwarded-Proto entry.",
     )
     tls_cert: str | None = Field(
         None, description="PEM certificate (chain) file: serve HTTPS and WSS without a proxy."

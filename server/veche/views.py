@@ -11,7 +11,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from veche import __version__
-from veche.appkeys import CLUSTER, HUB, WEB_ROOT
+from veche.appkeys import CLUSTER, HUB, SETTINGS, WEB_ROOT
 from veche.errors import InvalidRoomName
 from veche.rooms import generate_room_name, normalize_room_name
 
@@ -101,9 +101,24 @@ async def room_page(request: web.Request) -> web.StreamResponse:
             httponly=True,
             samesite="Strict",
             path="/",
-            secure=request.secure,
+            secure=_over_https(request),
         )
     return response
+
+
+def _over_https(request: web.Request) -> bool:
+    """Whether the page reached the browser over HTTPS: the server's own TLS, a trusted proxy's
+    last X-Forwarded-Proto entry (trusted as its X-Forwarded-For is), or an https
+    ``public_url``."""
+    if request.secure:
+        return True
+    settings = request.app[SETTINGS]
+    if settings.public_url is not None and settings.public_url.lower().startswith("https:"):
+        return True
+    if settings.trust_forwarded:
+        proto = request.headers.get("X-Forwarded-Proto", "").rsplit(",", 1)[-1].strip()
+        return proto.lower() == "https"
+    return False
 
 
 def _valid_session(value: str | None) -> bool:

@@ -59,6 +59,45 @@ async def test_room_page_redirects_to_canonical_name(client: Client) -> None:
     assert response.headers["Location"] == "/r/team?name=Ada&join=1"
 
 
+@pytest.mark.parametrize(
+    ("settings", "headers", "secure"),
+    [
+        ({}, {}, False),
+        ({}, {"X-Forwarded-Proto": "https"}, False),
+        ({"trust_forwarded": True}, {"X-Forwarded-Proto": "http"}, False),
+        ({"trust_forwarded": True}, {"X-Forwarded-Proto": "http, https"}, True),
+        ({"trust_forwarded": True}, {"X-Forwarded-Proto": "https, http"}, False),
+        ({"public_url": "https://meet.example.org"}, {}, True),
+        ({"public_url": "http://meet.example.org"}, {}, False),
+    ],
+    ids=[
+        "plain",
+        "untrusted-proxy",
+        "trusted-http",
+        "trusted-https",
+        "trusted-last-http",
+        "https-public-url",
+        "http-public-url",
+    ],
+)
+async def test_session_cookie_is_secure_when_served_over_https(
+    aiohttp_client: Any,
+    make_settings: Any,
+    settings: dict[str, Any],
+    headers: dict[str, str],
+    secure: bool,
+) -> None:
+    """The session cookie is Secure when the page went out over HTTPS: a trusted proxy's last
+    X-Forwarded-Proto says so, or ``public_url`` is https; a header from no trusted proxy counts
+    for nothing."""
+    client = await aiohttp_client(create_app(make_settings(**settings)))
+    response = await client.get("/r/team", headers=headers)
+    assert response.status == 200
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("veche_session=")
+    assert ("; Secure" in cookie) is secure, cookie
+
+
 @pytest.mark.parametrize("path", ["/r/%252e%252e", "/r/a%20b", "/r/%3Cscript%3E", "/r/" + "x" * 65])
 async def test_room_page_refuses_invalid_name(client: Client, path: str) -> None:
     """An invalid room name in the URL is a 404 that says why."""
