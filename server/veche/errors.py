@@ -7,7 +7,7 @@ Hierarchy::
     ├── MediaError              an SDP or candidate could not be applied, or media failed
     └── RoomError               a room rule refused the request
         ├── InvalidRoomName     the name fails the allow-list
-        ├── RoomFull            the room holds ``max_participants`` already
+        ├── RoomFull            the room holds ``max_participants``, or its lobby ``max_waiting``
         └── Refused             a room rule refused the action (code says which)
 
 Every error carries an :class:`ErrorCode`; the code is the contract with clients (they switch on
@@ -132,7 +132,7 @@ class InvalidRoomName(RoomError):
 
 
 class RoomFull(RoomError):
-    """The room holds the maximum number of participants."""
+    """The room holds the maximum number of participants, or its lobby of people waiting."""
 
     code = ErrorCode.ROOM_FULL
 

@@ -102,7 +102,9 @@ class Hub:
         self.settings = settings
         self.media = MediaRooms(media, self._send_to, on_speaker=self._speaker_changed)
         self.rooms = RoomRegistry(
-            capacity=settings.max_participants, grace=settings.empty_room_grace
+            capacity=settings.max_participants,
+            grace=settings.empty_room_grace,
+            max_waiting=settings.max_waiting,
         )
         self._clock = clock
         self._sessions: set[Session] = set()

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     max_participants: int = Field(
         50, ge=1, le=10000, description="Maximum participants in one room."
     )
+    max_waiting: int = Field(
+        50,
+        ge=0,
+        le=10000,
+        description="Maximum people waiting in one room's lobby (they do not count toward "
+        "`max_participants` until let in).",
+    )
     empty_room_grace: float = Field(
         60.0, ge=0, le=86400, description="Seconds an empty room is kept before it is dropped."
     )

@@ -99,6 +99,29 @@ async def test_full_room_answers_room_full(make_client: MakeClient) -> None:
     await hello(eve, "other", "Eve")
 
 
+async def test_full_lobby_answers_room_full_and_the_room_still_admits(
+    make_client: MakeClient,
+) -> None:
+    """Beyond max_waiting, hello gets room_full naming the lobby; those waiting took no place,
+    so the moderator can still let one in."""
+    client = await make_client(max_participants=2, max_waiting=1)
+    ada, bob, eve = [await client.ws_connect("/ws") for _ in range(3)]
+    await hello(ada, "r", "Ada")
+    await ada.send_json({"type": "configure", "lobby": True})
+    await expect(ada, "room_updated")
+    await bob.send_json({"type": "hello", "id": "h", "version": 1, "room": "r", "name": "Bob"})
+    bob_id = (await expect(ada, "lobby_updated"))["waiting"][0]["id"]
+    await eve.send_json({"type": "hello", "id": "h", "version": 1, "room": "r", "name": "Eve"})
+    assert await recv(eve) == {
+        "type": "error",
+        "code": "room_full",
+        "message": "the lobby is full (1 people waiting)",
+        "ref": "h",
+    }
+    await ada.send_json({"type": "admit", "participant_id": bob_id})
+    assert (await expect(bob, "welcome"))["participant_id"] == bob_id
+
+
 # ------------------------------------------------------------------ bad input
 
 # Each case: (frames the bad client sends, whether it joins first, the error code expected).

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from veche.errors import ErrorCode, Refused
+from veche.errors import ErrorCode, Refused, RoomFull
 from veche.ids import RoomName
 from veche.media.speaker import SpeakerDetector
 from veche.protocol import (
@@ -195,3 +195,29 @@ def test_chat_drops_bidirectional_controls_and_keeps_text_lines_and_emoji() -> N
         room.chat_history[-1].text
         == f"invoicefdp.exe\nline two {family} \u043f\u0440\u0438\u0432\u0435\u0442"
     )
+
+
+def test_lobby_full_refuses_while_waiters_take_no_place_in_the_room() -> None:
+    """People waiting do not count toward capacity; the lobby refuses past ``max_waiting`` with
+    room_full, and admitting stops at capacity."""
+    room = Room(RoomName("r"), capacity=3, now=0, max_waiting=2)
+    host, _ = room.join("Host", now=0)
+    room.configure(host.id, lobby=True)
+    first, _ = room.join("First", now=1)
+    second, _ = room.join("Second", now=2)
+    with pytest.raises(RoomFull) as caught:
+        room.join("Third", now=3)
+    assert "lobby is full" in caught.value.message
+    assert caught.value.code is ErrorCode.ROOM_FULL
+    assert [p.id for p in room.waiting] == [first.id, second.id]
+    # A moderator from a token skips the lobby and takes the place the waiters did not.
+    guest, _ = room.join("Guest", now=4, moderator=True)
+    assert guest.id in room
+    outcome = room.admit(host.id, None, everyone=True)
+    assert outcome.admitted == (first,)
+    assert [p.id for p in room.waiting] == [second.id]
+    with pytest.raises(RoomFull):
+        room.admit(host.id, second.id, everyone=False)
+    room.leave(guest.id, "left", now=5)
+    assert room.admit(host.id, second.id, everyone=False).admitted == (second,)
+    assert len(room) == 3

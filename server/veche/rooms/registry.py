@@ -20,12 +20,14 @@ __all__ = ["RoomRegistry"]
 class RoomRegistry:
     """Rooms by normalised name.
 
-    ``capacity`` bounds each room; ``grace`` is how many seconds an empty room (and, later, its
-    chat history and settings) survives so that a participant who drops out and returns finds it.
+    ``capacity`` bounds each room's participants and ``max_waiting`` its lobby; ``grace`` is how
+    many seconds an empty room (and, later, its chat history and settings) survives so that a
+    participant who drops out and returns finds it.
     """
 
-    def __init__(self, *, capacity: int, grace: float) -> None:
+    def __init__(self, *, capacity: int, grace: float, max_waiting: int = 50) -> None:
         self.capacity = capacity
+        self.max_waiting = max_waiting
         self.grace = grace
         self._rooms: dict[RoomName, Room] = {}
         self._attempts = AttemptLimiter(limit=JOIN_ATTEMPTS, window=JOIN_WINDOW)
@@ -74,7 +76,7 @@ class RoomRegistry:
             )
         room = self._rooms.get(name)
         if room is None and password is None:
-            room = Room(name, capacity=self.capacity, now=now)
+            room = Room(name, capacity=self.capacity, now=now, max_waiting=self.max_waiting)
             self._rooms[name] = room
         if room is None or not room.admits(password, session):
             self._attempts.record(address, now=now)

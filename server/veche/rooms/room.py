@@ -4,7 +4,9 @@ Every mutating method returns an :class:`Outcome`: the messages the caller must 
 people let in from the lobby (to welcome) and the people let go of (to say goodbye to); it raises
 :class:`~veche.errors.Refused` or :class:`~veche.errors.RoomFull` when a rule says no. The room
 never touches a socket, so the rules of who may do and receive what are tested without one.
-A person waiting in the lobby is not a participant: it receives nothing about the room.
+A person waiting in the lobby is not a participant: it receives nothing about the room, and it
+does not take a place (``capacity``) until let in; the lobby has a bound of its own
+(``max_waiting``), so people waiting can neither fill a room nor grow without end.
 """
 
 from __future__ import annotations
@@ -81,9 +83,10 @@ class Room:
     the registry drops the room once it has been empty for the grace period.
     """
 
-    def __init__(self, name: RoomName, *, capacity: int, now: float) -> None:
+    def __init__(self, name: RoomName, *, capacity: int, now: float, max_waiting: int = 50) -> None:
         self.name = name
         self.capacity = capacity
+        self.max_waiting = max_waiting
         self.created_at = now
         self.empty_since: float | None = now
         self.policy = RoomPolicy()
@@ -149,14 +152,18 @@ class Room:
         the room) and the moderators hear ``lobby_updated``; otherwise it enters (it is in the
         outcome's ``admitted``): the others hear ``participant_joined``, and a room without a
         moderator makes it one (``moderator``, from a token, makes it one and skips the lobby).
-        Raises :class:`~veche.errors.RoomFull`.
+        Raises :class:`~veche.errors.RoomFull` when the room holds ``capacity`` participants
+        (entering) or the lobby ``max_waiting`` people (waiting).
         """
-        if len(self._participants) + len(self._waiting) >= self.capacity:
+        waits = not moderator and self.policy.lobby and bool(self._participants)
+        if waits and len(self._waiting) >= self.max_waiting:
+            raise RoomFull(f"the lobby is full ({self.max_waiting} people waiting)")
+        if not waits and len(self._participants) >= self.capacity:
             raise RoomFull(f"the room is full ({self.capacity} participants)")
         participant = Participant(name=name, joined_at=now, session=session, subject=subject)
         if moderator:
             participant.role = "moderator"  # granted by a token: no lobby either
-        elif self.policy.lobby and self._participants:
+        elif waits:
             self._waiting[participant.id] = participant
             return participant, _sent(self._lobby_update())
         return participant, Outcome(tuple(self._enter(participant)), (participant,))
@@ -300,7 +307,8 @@ class Room:
         moderator_must_allow: bool | None = None,
     ) -> Outcome:
         """A moderator changes settings; everyone hears ``room_updated``. Turning the lobby off
-        lets everyone waiting in (``admitted``)."""
+        lets everyone waiting in (``admitted``), oldest first as long as there is room; the
+        others keep waiting for a moderator."""
         self._require_moderator(actor_id)
         policy = self.policy
         if locked is not None:
@@ -313,7 +321,7 @@ class Room:
             policy.lobby = lobby
         outcome = _sent(_deliver(self._ids(), RoomUpdated(settings=policy.state())))
         if not policy.lobby and self._waiting:
-            outcome += self._admit(list(self._waiting))
+            outcome += self._admit(list(self._waiting)[: self.capacity - len(self._participants)])
         return outcome
 
     def set_recording(self, actor_id: ParticipantId | None, active: bool) -> Outcome:
@@ -329,9 +337,14 @@ class Room:
     def admit(
         self, actor_id: ParticipantId, target_id: ParticipantId | None, *, everyone: bool
     ) -> Outcome:
-        """A moderator lets waiting people in (``admitted``)."""
+        """A moderator lets waiting people in (``admitted``), oldest first as long as there is
+        room; raises :class:`~veche.errors.RoomFull` when there is none."""
         self._require_moderator(actor_id)
-        return self._admit(self._lobby_targets(target_id, everyone))
+        targets = self._lobby_targets(target_id, everyone)
+        places = self.capacity - len(self._participants)
+        if places <= 0:
+            raise RoomFull(f"the room is full ({self.capacity} participants)")
+        return self._admit(targets[:places])
 
     def deny(
         self, actor_id: ParticipantId, target_id: ParticipantId | None, *, everyone: bool
