@@ -10,6 +10,16 @@ export const LANGUAGES = Object.freeze({ en: "English", ru: "Русский", fr
 const FALLBACK = "en";
 const STORAGE_KEY = "veche.lang";
 
+/**
+ * Whether `code` is one of {@link LANGUAGES}: an own key only, so that `?lang=constructor` or
+ * `__proto__` (inherited from Object.prototype) is no language.
+ * @param {string} code
+ * @returns {boolean}
+ */
+function isLanguage(code) {
+  return Object.hasOwn(LANGUAGES, code);
+}
+
 /** @type {Record<string, string>} */
 let strings = {};
 /** @type {Record<string, string>} */
@@ -31,7 +41,7 @@ export function preferredLanguage() {
   const candidates = [fromUrl, saved, ...navigator.languages, navigator.language];
   for (const candidate of candidates) {
     const code = (candidate || "").toLowerCase().split("-")[0];
-    if (code in LANGUAGES) return code;
+    if (isLanguage(code)) return code;
   }
   return FALLBACK;
 }
@@ -51,7 +61,7 @@ async function load(lang) {
  * @param {string} lang one of {@link LANGUAGES}
  */
 export async function setLanguage(lang) {
-  if (!(lang in LANGUAGES)) lang = FALLBACK;
+  if (!isLanguage(lang)) lang = FALLBACK;
   if (Object.keys(fallback).length === 0) fallback = await load(FALLBACK);
   strings = lang === FALLBACK ? fallback : await load(lang);
   current = lang;
