@@ -113,7 +113,13 @@ async def test_candidates_are_filtered_and_counted(aiohttp_client: Any, make_set
             {"type": "candidate", "pc": "publish", "candidate": line, "sdp_mid": "0"}
         )
     await ws.send_json(
-        {"type": "candidate", "id": "c6", "pc": "publish", "candidate": tried[2], "sdp_mid": "0"}
+        {
+            "type": "candidate",
+            "id": "c6",
+            "pc": "publish",
+            "candidate": "candidate:6 1 udp 2122260223 10.0.0.6 5005 typ host",
+            "sdp_mid": "0",
+        }
     )
     error = await expect(ws, "error")
     assert (error["code"], error["ref"]) == ("rate_limited", "c6")
@@ -128,6 +134,78 @@ async def test_candidates_are_filtered_and_counted(aiohttp_client: Any, make_set
         {"type": "offer", "pc": "publish", "sdp": sdp + "a=x:" + "y" * 2000 + "\r\n"}
     )
     assert (await expect(ws, "error"))["code"] == "bad_sdp"
+
+
+def _remote_addresses(client: Client, participant_id: str) -> set[str]:
+    peer = next(p for p in client.app[HUB].media.peers if p.participant_id == participant_id)
+    assert peer.publish_pc is not None
+    ice = peer.publish_pc.getTransceivers()[0].receiver.transport.transport
+    return {c.ip for c in ice.getRemoteCandidates()}
+
+
+async def test_candidates_limit_holds_across_reoffers(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    """Candidates count over a connection's lifetime: a re-offer with new candidates does not
+    start the count again, and a trickled one beyond the limit is refused."""
+    client = await _client(aiohttp_client, make_settings, max_candidates=3)
+    ws = await client.ws_connect("/ws")
+    welcome = await hello(ws, "reoffers", "Ada")
+    sdp = await _offer_sdp()
+    for batch in range(3):
+        lines = "".join(
+            f"a=candidate:{n} 1 udp 1 10.0.{batch}.{n} 5000 typ host\r\n" for n in range(2)
+        )
+        await ws.send_json({"type": "offer", "pc": "publish", "sdp": sdp + lines})
+        await expect(ws, "answer")
+    assert len(_remote_addresses(client, welcome["participant_id"])) == 3
+    await ws.send_json(
+        {
+            "type": "candidate",
+            "id": "late",
+            "pc": "publish",
+            "candidate": "candidate:7 1 udp 1 10.0.9.9 5000 typ host",
+            "sdp_mid": "0",
+        }
+    )
+    error = await expect(ws, "error")
+    assert (error["code"], error["ref"]) == ("rate_limited", "late")
+
+
+async def test_candidates_repeated_per_section_count_once(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    """A client that repeats its candidates in each of many sections (as aiortc does) is not
+    refused: the same address, port and transport counts once, in the SDP and trickled."""
+    client = await _client(aiohttp_client, make_settings, max_candidates=2)
+    ws = await client.ws_connect("/ws")
+    welcome = await hello(ws, "repeated", "Ada")
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        for _ in range(3):
+            pc.addTransceiver("audio", direction="sendonly")
+        offer = (await pc.createOffer()).sdp
+    finally:
+        await pc.close()
+    pair = (
+        "a=candidate:1 1 udp 1 10.0.0.1 5000 typ host\r\n"
+        "a=candidate:2 1 udp 1 10.0.0.2 5000 typ host\r\n"
+    )
+    sections = offer.split("m=")
+    sdp = sections[0] + "".join("m=" + section + pair for section in sections[1:])
+    assert sdp.count("a=candidate:") == 6
+    await ws.send_json({"type": "offer", "pc": "publish", "sdp": sdp})
+    await expect(ws, "answer")
+    await ws.send_json(
+        {
+            "type": "candidate",
+            "pc": "publish",
+            "candidate": "candidate:1 1 udp 1 10.0.0.1 5000 typ host",
+            "sdp_mid": "1",
+        }
+    )
+    await ping_ok(ws)  # an error for the candidate would come before the pong
+    assert _remote_addresses(client, welcome["participant_id"]) == {"10.0.0.1", "10.0.0.2"}
 
 
 async def test_error_replies_and_logs_hold_no_secret_or_traceback() -> None:

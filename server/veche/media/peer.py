@@ -26,7 +26,11 @@ from aiortc.sdp import candidate_from_sdp
 
 from veche.errors import ErrorCode, MediaError
 from veche.ids import ParticipantId
-from veche.media.candidates import candidate_address_allowed, filter_sdp_candidates
+from veche.media.candidates import (
+    CandidateKey,
+    candidate_address_allowed,
+    filter_sdp_candidates,
+)
 from veche.media.codecs import Decoders
 from veche.media.counters import MediaCounters
 from veche.media.internals import bind_ports
@@ -116,7 +120,9 @@ class MediaPeer:
             send=send,
             on_refused=on_refused,
         )
-        self._candidates: dict[PeerRole, int] = {"publish": 0, "subscribe": 0}
+        self._candidates: dict[PeerRole, set[CandidateKey]] = {"publish": set(), "subscribe": set()}
+        """Each connection's distinct remote candidates over its lifetime (a re-offer or a new
+        answer does not start the count again)."""
         self.closed = False
 
     @property
@@ -148,12 +154,12 @@ class MediaPeer:
                 raise MediaError(
                     f"the SDP is longer than {self.config.max_sdp} characters", ref=message.id
                 )
-            sdp, kept = filter_sdp_candidates(
+            sdp = filter_sdp_candidates(
                 message.sdp,
                 allow_local=self.config.allow_local_candidates,
                 limit=self.config.max_candidates,
+                seen=self._candidates[message.pc],
             )
-            self._candidates[message.pc] = kept
             message = message.model_copy(update={"sdp": sdp})
         match message:
             case Offer(pc="publish"):
@@ -185,12 +191,6 @@ class MediaPeer:
             )
         if not message.candidate:
             return  # end of candidates: aioice does not need to be told
-        if self._candidates[message.pc] >= self.config.max_candidates:
-            raise MediaError(
-                f"at most {self.config.max_candidates} candidates per connection",
-                code=ErrorCode.RATE_LIMITED,
-                ref=message.id,
-            )
         text = message.candidate.removeprefix("candidate:")
         try:
             candidate = candidate_from_sdp(text)
@@ -200,7 +200,16 @@ class MediaPeer:
             candidate.ip, allow_local=self.config.allow_local_candidates
         ):
             return  # refused quietly: loopback, link-local, metadata or an unresolved name
-        self._candidates[message.pc] += 1
+        seen = self._candidates[message.pc]
+        key = (candidate.ip, candidate.port, candidate.protocol.lower())
+        if key not in seen:
+            if len(seen) >= self.config.max_candidates:
+                raise MediaError(
+                    f"at most {self.config.max_candidates} candidates per connection",
+                    code=ErrorCode.RATE_LIMITED,
+                    ref=message.id,
+                )
+            seen.add(key)
         candidate.sdpMid = message.sdp_mid
         candidate.sdpMLineIndex = message.sdp_mline_index
         if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
