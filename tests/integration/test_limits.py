@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 import pytest
 from aiohttp import WSMsgType, WSServerHandshakeError
 from aiohttp.test_utils import TestClient
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from veche.app import create_app
 from veche.appkeys import HUB
 
+from .peers import MediaClient
 from .serverproc import run_server
+from .waiting import until
 from .wsutil import expect, hello, ping_ok
 
 Client = TestClient[Any, Any]
+
+in_netns = pytest.mark.skipif(
+    os.environ.get("VECHE_IN_NETNS") != "1",
+    reason="media tests run inside a private network namespace (make test)",
+)
 
 
 async def _client(aiohttp_client: Any, make_settings: Any, **overrides: Any) -> Client:
@@ -259,3 +267,54 @@ async def test_error_replies_and_logs_hold_no_secret_or_traceback() -> None:
     assert password not in everything
     assert "Traceback" not in everything
     assert len(replies) == 9
+
+
+def _answers(client: MediaClient) -> list[str]:
+    return [m["sdp"] for m in client.messages if m["type"] == "answer" and m["pc"] == "publish"]
+
+
+async def _reoffer_with_fresh_section(client: MediaClient) -> None:
+    """Add a video section to ``client``'s publish connection, offer it and apply the answer."""
+    pc = client.publish_pc
+    before = len(_answers(client))
+    pc.addTransceiver("video", direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    await client.send({"type": "offer", "pc": "publish", "sdp": pc.localDescription.sdp})
+    await until(lambda: len(_answers(client)) > before, timeout=10)
+    await pc.setRemoteDescription(RTCSessionDescription(_answers(client)[-1], "answer"))
+
+
+@pytest.mark.slow
+@in_netns
+async def test_tracks_beyond_max_tracks_are_answered_inactive() -> None:
+    """A publisher that re-offers with a fresh section ten times ends with at most max_tracks
+    sections answered active and forwarded, and another member keeps receiving its audio and
+    video."""
+    with run_server(env={"VECHE_MAX_TRACKS": "3"}) as server:
+        publisher = await MediaClient.join(server.ws, "tracks", "Pub")
+        viewer = await MediaClient.join(server.ws, "tracks", "View")
+        try:
+            await publisher.publish()
+            await until(
+                lambda: viewer.receives_from(publisher.participant_id, video=10, audio=10),
+                timeout=20,
+            )
+            for _ in range(10):
+                await _reoffer_with_fresh_section(publisher)
+            sections = _answers(publisher)[-1].split("\r\nm=")[1:]
+            assert len(sections) == 12
+            assert sum("a=inactive" not in section for section in sections) == 3
+            video = viewer.tracks_from(publisher.participant_id, "video")[0]
+            audio = viewer.tracks_from(publisher.participant_id, "audio")[0]
+            frames = video.frames, audio.frames
+            await until(
+                lambda: video.frames > frames[0] + 30 and audio.frames > frames[1] + 50,
+                timeout=20,
+            )
+            offer = [m for m in viewer.messages if m["type"] == "offer"][-1]["sdp"]
+            forwarded = [line for line in offer.splitlines() if line.startswith("a=msid:")]
+            assert len(forwarded) <= 3
+            assert len(viewer.remote) <= 3
+        finally:
+            await publisher.close()
+            await viewer.close()

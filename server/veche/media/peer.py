@@ -60,6 +60,8 @@ class MediaConfig:
     relay_only: bool = False
     allow_local_candidates: bool = False
     max_candidates: int = 20
+    max_tracks: int = 3
+    """Sections of a participant's publish connection that carry a track; more are inactive."""
     max_sdp: int = 30000
     connect_timeout: float = 20.0
     port_min: int = 40000
@@ -103,6 +105,7 @@ class MediaPeer:
         self.publishing = PublishLeg(
             participant_id,
             video_codecs=config.video_codecs,
+            max_tracks=config.max_tracks,
             counters=config.counters,
             new_pc=lambda: self._new_pc("publish"),
             bind=self._bind,
