@@ -216,6 +216,69 @@ async def test_candidates_repeated_per_section_count_once(
     assert _remote_addresses(client, welcome["participant_id"]) == {"10.0.0.1", "10.0.0.2"}
 
 
+async def _sections_offer(count: int) -> str:
+    """A publish offer with ``count`` audio sections (no candidates: nothing connects)."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        for _ in range(count):
+            pc.addTransceiver("audio", direction="sendonly")
+        return (await pc.createOffer()).sdp
+    finally:
+        await pc.close()
+
+
+async def test_subscribe_offer_beyond_the_client_sdp_limit_is_sent(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    """The server's own subscribe offer is not held to the 60,000 characters a client's offer
+    may have: a member of a room with many tracks is offered them all."""
+    client = await _client(aiohttp_client, make_settings, max_tracks=16, max_sdp_length=60000)
+    offer = await _sections_offer(16)
+    for n in range(8):
+        ws = await client.ws_connect("/ws")
+        await hello(ws, "crowded", f"Pub{n}")
+        await ws.send_json({"type": "offer", "pc": "publish", "sdp": offer})
+        await expect(ws, "answer")
+    viewer = await client.ws_connect("/ws")
+    await hello(viewer, "crowded", "Viewer")
+    subscribe = await expect(viewer, "offer", timeout=20)
+    assert subscribe["sdp"].count("m=audio") == 8 * 16
+    assert len(subscribe["sdp"]) > 60000
+
+
+async def test_refused_subscribe_answer_does_not_stall_later_offers(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    """A subscribe answer the server refuses ends the wait for it: the member gets an error,
+    the next track published is offered to it anyway, and its answer to that is applied."""
+    client = await _client(aiohttp_client, make_settings, max_sdp_length=6000)
+    offer = await _sections_offer(1)
+    viewer = await client.ws_connect("/ws")
+    await hello(viewer, "stall", "Viewer")
+    first = await client.ws_connect("/ws")
+    await hello(first, "stall", "First")
+    await first.send_json({"type": "offer", "pc": "publish", "sdp": offer})
+    await expect(viewer, "offer")
+    padding = "a=x:" + "y" * 7000 + "\r\n"
+    await viewer.send_json({"type": "answer", "pc": "subscribe", "sdp": offer + padding})
+    assert (await expect(viewer, "error"))["code"] == "bad_sdp"
+    second = await client.ws_connect("/ws")
+    await hello(second, "stall", "Second")
+    await second.send_json({"type": "offer", "pc": "publish", "sdp": offer})
+    again = await expect(viewer, "offer")
+    assert again["sdp"].count("m=audio") == 2
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(again["sdp"], "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        answer = pc.localDescription.sdp
+        assert len(answer) <= 6000
+        await viewer.send_json({"type": "answer", "pc": "subscribe", "sdp": answer})
+        await ping_ok(viewer)  # an error for the answer would come before the pong
+    finally:
+        await pc.close()
+
+
 async def test_error_replies_and_logs_hold_no_secret_or_traceback() -> None:
     """Trigger every kind of error against a server holding a TURN secret and a room
     password: no reply and no log line contains either, or a stack trace."""

@@ -151,7 +151,16 @@ class MediaPeer:
     # ---------------------------------------------------------------- messages from the client
 
     async def handle(self, message: Offer | Answer | Candidate) -> None:
-        """Apply a media message from this participant's client."""
+        """Apply a media message from this participant's client. A subscribe answer that is
+        refused drops the outstanding offer, so the next change offers again."""
+        try:
+            await self._handle(message)
+        except MediaError:
+            if isinstance(message, Answer) and message.pc == "subscribe":
+                await self.subscribing.drop_offer()
+            raise
+
+    async def _handle(self, message: Offer | Answer | Candidate) -> None:
         if isinstance(message, Offer | Answer):
             if len(message.sdp) > self.config.max_sdp:
                 raise MediaError(

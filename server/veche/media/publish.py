@@ -118,7 +118,7 @@ class PublishLeg:
             self._bind(pc)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
-            self._send(Answer(pc="publish", sdp=pc.localDescription.sdp))
+            self._send(Answer.from_server("publish", pc.localDescription.sdp))
         for uptrack in ended:
             self._on_unpublish(uptrack)
         for uptrack in started:
