@@ -135,6 +135,13 @@ class Settings(BaseSettings):
         description="Tracks one participant may publish (a microphone, a camera and a screen); "
         "further sections of its publish offers are answered inactive.",
     )
+    max_pending_media_per_address: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Publish connections one client address may hold before they connect; a "
+        "further publish offer is refused with `rate_limited` and binds no port.",
+    )
     max_sdp_length: int = Field(
         30000, ge=2000, le=60000, description="Characters accepted in one offer or answer."
     )

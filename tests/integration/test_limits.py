@@ -279,6 +279,45 @@ async def test_refused_subscribe_answer_does_not_stall_later_offers(
         await pc.close()
 
 
+async def test_pending_publish_connections_per_address_are_limited(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    """Beyond max_pending_media_per_address publish connections that never connected, an
+    address's next publish offer is refused with rate_limited and binds no port; another
+    address still publishes, and the address may publish again once one of its own left."""
+    client = await _client(
+        aiohttp_client, make_settings, max_pending_media_per_address=2, trust_forwarded=True
+    )
+    offer = await _sections_offer(1)
+
+    async def joined(address: str, name: str) -> Any:
+        ws = await client.ws_connect("/ws", headers={"X-Forwarded-For": address})
+        welcome = await hello(ws, "pending", name)
+        return ws, welcome["participant_id"]
+
+    def publish_pc(participant_id: str) -> Any:
+        peer = next(p for p in client.app[HUB].media.peers if p.participant_id == participant_id)
+        return peer.publish_pc
+
+    held = [await joined("192.0.2.1", f"Held{n}") for n in range(2)]
+    for ws, _ in held:
+        await ws.send_json({"type": "offer", "pc": "publish", "sdp": offer})
+        await expect(ws, "answer")
+    third, third_id = await joined("192.0.2.1", "Third")
+    await third.send_json({"type": "offer", "id": "o3", "pc": "publish", "sdp": offer})
+    error = await expect(third, "error")
+    assert (error["code"], error["ref"]) == ("rate_limited", "o3")
+    assert publish_pc(third_id) is None
+    other, _ = await joined("198.51.100.7", "Other")
+    await other.send_json({"type": "offer", "pc": "publish", "sdp": offer})
+    await expect(other, "answer")
+    await held[0][0].close()
+    await until(lambda: len(client.app[HUB].media.peers) == 3, timeout=5)
+    await third.send_json({"type": "offer", "pc": "publish", "sdp": offer})
+    await expect(third, "answer")
+    assert publish_pc(third_id) is not None
+
+
 async def test_error_replies_and_logs_hold_no_secret_or_traceback() -> None:
     """Trigger every kind of error against a server holding a TURN secret and a room
     password: no reply and no log line contains either, or a stack trace."""

@@ -34,6 +34,7 @@ from veche.media.candidates import (
 from veche.media.codecs import Decoders
 from veche.media.counters import MediaCounters
 from veche.media.internals import bind_ports
+from veche.media.pending import PendingConnections
 from veche.media.publish import PublishLeg
 from veche.media.subscribe import SubscribeLeg
 from veche.media.tracks import Uptrack
@@ -62,6 +63,8 @@ class MediaConfig:
     max_candidates: int = 20
     max_tracks: int = 3
     """Sections of a participant's publish connection that carry a track; more are inactive."""
+    max_pending_per_address: int = 4
+    """Publish connections one client address may hold before they connect."""
     max_sdp: int = 30000
     connect_timeout: float = 20.0
     port_min: int = 40000
@@ -71,6 +74,8 @@ class MediaConfig:
     """Video codecs asked of publishers when the whole room can decode them, best first."""
     counters: MediaCounters = field(default_factory=MediaCounters)
     """Totals for ``/metrics``, shared by every peer of the router."""
+    pending: PendingConnections = field(default_factory=PendingConnections)
+    """Publish connections not connected yet, by address, shared by every peer."""
 
 
 class MediaPeer:
@@ -81,7 +86,8 @@ class MediaPeer:
     replaced; ``on_failed`` when a connection fails (ICE or DTLS), after the client was told
     with a ``media_failed`` error; ``on_refused`` with another participant's track this one
     declined. ``decoders`` is what this participant can decode, ``audience()`` what everyone
-    else in its room can.
+    else in its room can. ``address`` is the client's network address: its publish offers are
+    refused while it holds ``max_pending_per_address`` connections that never connected.
     """
 
     def __init__(
@@ -97,8 +103,11 @@ class MediaPeer:
         on_refused: Callable[[Uptrack], None] = lambda uptrack: None,
         decoders: Decoders | None = None,
         audience: Callable[[], list[Decoders]] = list,
+        address: str | None = None,
     ) -> None:
         self.participant_id = participant_id
+        self.address = address
+        self._releases: list[Callable[[], None]] = []
         self.config = config
         self._send = send
         self._on_failed = on_failed
@@ -246,7 +255,28 @@ class MediaPeer:
 
     # ---------------------------------------------------------------- lifetime
 
+    def _hold_pending(self) -> Callable[[], None]:
+        """Count a new publish connection as pending for this client's address, or refuse it
+        (before any port is bound) if the address holds its limit already."""
+        address = self.address
+        if address is None:
+            return lambda: None
+        limit = self.config.max_pending_per_address
+        if self.config.pending.count(address) >= limit:
+            log.info(
+                "publish refused: pending connections",
+                extra={"participant": self.participant_id, "address": address},
+            )
+            raise MediaError(
+                f"at most {limit} media connections per address may be connecting at once",
+                code=ErrorCode.RATE_LIMITED,
+            )
+        release = self.config.pending.hold(address)
+        self._releases.append(release)
+        return release
+
     def _new_pc(self, role: PeerRole) -> RTCPeerConnection:
+        release = self._hold_pending() if role == "publish" else lambda: None
         # max-bundle: every transceiver shares the first one's transport from the start, so a
         # renegotiation never gathers new candidates (aiortc's default, balanced, also leaves a
         # later transceiver on a transport that bundling then discards).
@@ -294,9 +324,11 @@ class MediaPeer:
                 "media connection state",
                 extra={"participant": self.participant_id, "pc": role, "state": state},
             )
-            if state in ("connected", "closed", "failed") and watchdog is not None:
-                watchdog.cancel()
-                watchdog = None
+            if state in ("connected", "closed", "failed"):
+                release()
+                if watchdog is not None:
+                    watchdog.cancel()
+                    watchdog = None
             if state == "failed":
                 fail("failed (ICE or DTLS)")
 
@@ -312,6 +344,8 @@ class MediaPeer:
         if self.closed:
             return
         self.closed = True
+        for release in self._releases:
+            release()
         self.publishing.stop()
         self.subscribing.stop()
         for pc in (self.publish_pc, self.subscribe_pc):
