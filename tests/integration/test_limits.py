@@ -232,7 +232,13 @@ async def test_subscribe_offer_beyond_the_client_sdp_limit_is_sent(
 ) -> None:
     """The server's own subscribe offer is not held to the 60,000 characters a client's offer
     may have: a member of a room with many tracks is offered them all."""
-    client = await _client(aiohttp_client, make_settings, max_tracks=16, max_sdp_length=60000)
+    client = await _client(
+        aiohttp_client,
+        make_settings,
+        max_tracks=16,
+        max_sdp_length=60000,
+        max_pending_media_per_address=8,  # every publisher here is on one address
+    )
     offer = await _sections_offer(16)
     for n in range(8):
         ws = await client.ws_connect("/ws")
