@@ -61,6 +61,8 @@ def media_config(settings: Settings) -> MediaConfig:
         relay_only=settings.ice_transport_policy == "relay",
         allow_local_candidates=settings.allow_local_candidates,
         max_candidates=settings.max_candidates,
+        max_tracks=settings.max_tracks,
+        max_pending_per_address=settings.max_pending_media_per_address,
         max_sdp=settings.max_sdp_length,
         connect_timeout=settings.media_connect_timeout,
         port_min=settings.media_port_min,

@@ -406,7 +406,7 @@ class Hub:
                 active_speaker=self.media.speaker(room.name),
             )
         )
-        self.media.join(room.name, participant.id, session.receive_codecs)
+        self.media.join(room.name, participant.id, session.receive_codecs, address=session.remote)
         self.media.set_forwarding(
             participant.id,
             audio=participant.audio,

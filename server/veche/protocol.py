@@ -242,6 +242,12 @@ class Offer(_ClientBase):
         max_length=16,
     )
 
+    @classmethod
+    def from_server(cls, pc: PeerRole, sdp: str) -> Offer:
+        """The server's own offer, not held to the length limit of what clients send: a
+        subscribe offer grows with the room (a section for every other member's track)."""
+        return cls.model_construct(pc=pc, sdp=sdp)
+
 
 class Answer(_ClientBase):
     """An SDP answer to the other side's :class:`Offer` on the same ``pc``."""
@@ -249,6 +255,11 @@ class Answer(_ClientBase):
     type: Literal["answer"] = "answer"
     pc: PeerRole
     sdp: Annotated[str, Field(max_length=60000)]
+
+    @classmethod
+    def from_server(cls, pc: PeerRole, sdp: str) -> Answer:
+        """The server's own answer, not held to the length limit of what clients send."""
+        return cls.model_construct(pc=pc, sdp=sdp)
 
 
 class Candidate(_ClientBase):

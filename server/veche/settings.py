@@ -129,7 +129,25 @@ class Settings(BaseSettings):
         "only TURN relays (needs `turn_secret` and a `turn:` URL).",
     )
     max_candidates: int = Field(
-        20, ge=1, le=200, description="Remote ICE candidates accepted per peer connection."
+        20,
+        ge=1,
+        le=200,
+        description="Distinct remote ICE candidates accepted per peer connection over its "
+        "lifetime (in every offer or answer and trickled).",
+    )
+    max_tracks: int = Field(
+        3,
+        ge=1,
+        le=16,
+        description="Tracks one participant may publish (a microphone, a camera and a screen); "
+        "further sections of its publish offers are answered inactive.",
+    )
+    max_pending_media_per_address: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Publish connections one client address may hold before they connect; a "
+        "further publish offer is refused with `rate_limited` and binds no port.",
     )
     max_sdp_length: int = Field(
         30000, ge=2000, le=60000, description="Characters accepted in one offer or answer."

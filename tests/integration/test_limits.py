@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 import pytest
 from aiohttp import WSMsgType, WSServerHandshakeError
 from aiohttp.test_utils import TestClient
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from veche.app import create_app
 from veche.appkeys import HUB
 
+from .peers import MediaClient
 from .serverproc import run_server
+from .waiting import until
 from .wsutil import expect, hello, ping_ok
 
 Client = TestClient[Any, Any]
+
+in_netns = pytest.mark.skipif(
+    os.environ.get("VECHE_IN_NETNS") != "1",
+    reason="media tests run inside a private network namespace (make test)",
+)
 
 
 async def _client(aiohttp_client: Any, make_settings: Any, **overrides: Any) -> Client:
@@ -113,7 +121,13 @@ async def test_candidates_are_filtered_and_counted(aiohttp_client: Any, make_set
             {"type": "candidate", "pc": "publish", "candidate": line, "sdp_mid": "0"}
         )
     await ws.send_json(
-        {"type": "candidate", "id": "c6", "pc": "publish", "candidate": tried[2], "sdp_mid": "0"}
+        {
+            "type": "candidate",
+            "id": "c6",
+            "pc": "publish",
+            "candidate": "candidate:6 1 udp 2122260223 10.0.0.6 5005 typ host",
+            "sdp_mid": "0",
+        }
     )
     error = await expect(ws, "error")
     assert (error["code"], error["ref"]) == ("rate_limited", "c6")
@@ -128,6 +142,186 @@ async def test_candidates_are_filtered_and_counted(aiohttp_client: Any, make_set
         {"type": "offer", "pc": "publish", "sdp": sdp + "a=x:" + "y" * 2000 + "\r\n"}
     )
     assert (await expect(ws, "error"))["code"] == "bad_sdp"
+
+
+def _remote_addresses(client: Client, participant_id: str) -> set[str]:
+    peer = next(p for p in client.app[HUB].media.peers if p.participant_id == participant_id)
+    assert peer.publish_pc is not None
+    ice = peer.publish_pc.getTransceivers()[0].receiver.transport.transport
+    return {c.ip for c in ice.getRemoteCandidates()}
+
+
+async def test_candidates_limit_holds_across_reoffers(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    """Candidates count over a connection's lifetime: a re-offer with new candidates does not
+    start the count again, and a trickled one beyond the limit is refused."""
+    client = await _client(aiohttp_client, make_settings, max_candidates=3)
+    ws = await client.ws_connect("/ws")
+    welcome = await hello(ws, "reoffers", "Ada")
+    sdp = await _offer_sdp()
+    for batch in range(3):
+        lines = "".join(
+            f"a=candidate:{n} 1 udp 1 10.0.{batch}.{n} 5000 typ host\r\n" for n in range(2)
+        )
+        await ws.send_json({"type": "offer", "pc": "publish", "sdp": sdp + lines})
+        await expect(ws, "answer")
+    assert len(_remote_addresses(client, welcome["participant_id"])) == 3
+    await ws.send_json(
+        {
+            "type": "candidate",
+            "id": "late",
+            "pc": "publish",
+            "candidate": "candidate:7 1 udp 1 10.0.9.9 5000 typ host",
+            "sdp_mid": "0",
+        }
+    )
+    error = await expect(ws, "error")
+    assert (error["code"], error["ref"]) == ("rate_limited", "late")
+
+
+async def test_candidates_repeated_per_section_count_once(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    """A client that repeats its candidates in each of many sections (as aiortc does) is not
+    refused: the same address, port and transport counts once, in the SDP and trickled."""
+    client = await _client(aiohttp_client, make_settings, max_candidates=2)
+    ws = await client.ws_connect("/ws")
+    welcome = await hello(ws, "repeated", "Ada")
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        for _ in range(3):
+            pc.addTransceiver("audio", direction="sendonly")
+        offer = (await pc.createOffer()).sdp
+    finally:
+        await pc.close()
+    pair = (
+        "a=candidate:1 1 udp 1 10.0.0.1 5000 typ host\r\n"
+        "a=candidate:2 1 udp 1 10.0.0.2 5000 typ host\r\n"
+    )
+    sections = offer.split("m=")
+    sdp = sections[0] + "".join("m=" + section + pair for section in sections[1:])
+    assert sdp.count("a=candidate:") == 6
+    await ws.send_json({"type": "offer", "pc": "publish", "sdp": sdp})
+    await expect(ws, "answer")
+    await ws.send_json(
+        {
+            "type": "candidate",
+            "pc": "publish",
+            "candidate": "candidate:1 1 udp 1 10.0.0.1 5000 typ host",
+            "sdp_mid": "1",
+        }
+    )
+    await ping_ok(ws)  # an error for the candidate would come before the pong
+    assert _remote_addresses(client, welcome["participant_id"]) == {"10.0.0.1", "10.0.0.2"}
+
+
+async def _sections_offer(count: int) -> str:
+    """A publish offer with ``count`` audio sections (no candidates: nothing connects)."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        for _ in range(count):
+            pc.addTransceiver("audio", direction="sendonly")
+        return (await pc.createOffer()).sdp
+    finally:
+        await pc.close()
+
+
+async def test_subscribe_offer_beyond_the_client_sdp_limit_is_sent(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    """The server's own subscribe offer is not held to the 60,000 characters a client's offer
+    may have: a member of a room with many tracks is offered them all."""
+    client = await _client(
+        aiohttp_client,
+        make_settings,
+        max_tracks=16,
+        max_sdp_length=60000,
+        max_pending_media_per_address=8,  # every publisher here is on one address
+    )
+    offer = await _sections_offer(16)
+    for n in range(8):
+        ws = await client.ws_connect("/ws")
+        await hello(ws, "crowded", f"Pub{n}")
+        await ws.send_json({"type": "offer", "pc": "publish", "sdp": offer})
+        await expect(ws, "answer")
+    viewer = await client.ws_connect("/ws")
+    await hello(viewer, "crowded", "Viewer")
+    subscribe = await expect(viewer, "offer", timeout=20)
+    assert subscribe["sdp"].count("m=audio") == 8 * 16
+    assert len(subscribe["sdp"]) > 60000
+
+
+async def test_refused_subscribe_answer_does_not_stall_later_offers(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    """A subscribe answer the server refuses ends the wait for it: the member gets an error,
+    the next track published is offered to it anyway, and its answer to that is applied."""
+    client = await _client(aiohttp_client, make_settings, max_sdp_length=6000)
+    offer = await _sections_offer(1)
+    viewer = await client.ws_connect("/ws")
+    await hello(viewer, "stall", "Viewer")
+    first = await client.ws_connect("/ws")
+    await hello(first, "stall", "First")
+    await first.send_json({"type": "offer", "pc": "publish", "sdp": offer})
+    await expect(viewer, "offer")
+    padding = "a=x:" + "y" * 7000 + "\r\n"
+    await viewer.send_json({"type": "answer", "pc": "subscribe", "sdp": offer + padding})
+    assert (await expect(viewer, "error"))["code"] == "bad_sdp"
+    second = await client.ws_connect("/ws")
+    await hello(second, "stall", "Second")
+    await second.send_json({"type": "offer", "pc": "publish", "sdp": offer})
+    again = await expect(viewer, "offer")
+    assert again["sdp"].count("m=audio") == 2
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(again["sdp"], "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        answer = pc.localDescription.sdp
+        assert len(answer) <= 6000
+        await viewer.send_json({"type": "answer", "pc": "subscribe", "sdp": answer})
+        await ping_ok(viewer)  # an error for the answer would come before the pong
+    finally:
+        await pc.close()
+
+
+async def test_pending_publish_connections_per_address_are_limited(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    """Beyond max_pending_media_per_address publish connections that never connected, an
+    address's next publish offer is refused with rate_limited and binds no port; another
+    address still publishes, and the address may publish again once one of its own left."""
+    client = await _client(
+        aiohttp_client, make_settings, max_pending_media_per_address=2, trust_forwarded=True
+    )
+    offer = await _sections_offer(1)
+
+    async def joined(address: str, name: str) -> Any:
+        ws = await client.ws_connect("/ws", headers={"X-Forwarded-For": address})
+        welcome = await hello(ws, "pending", name)
+        return ws, welcome["participant_id"]
+
+    def publish_pc(participant_id: str) -> Any:
+        peer = next(p for p in client.app[HUB].media.peers if p.participant_id == participant_id)
+        return peer.publish_pc
+
+    held = [await joined("192.0.2.1", f"Held{n}") for n in range(2)]
+    for ws, _ in held:
+        await ws.send_json({"type": "offer", "pc": "publish", "sdp": offer})
+        await expect(ws, "answer")
+    third, third_id = await joined("192.0.2.1", "Third")
+    await third.send_json({"type": "offer", "id": "o3", "pc": "publish", "sdp": offer})
+    error = await expect(third, "error")
+    assert (error["code"], error["ref"]) == ("rate_limited", "o3")
+    assert publish_pc(third_id) is None
+    other, _ = await joined("198.51.100.7", "Other")
+    await other.send_json({"type": "offer", "pc": "publish", "sdp": offer})
+    await expect(other, "answer")
+    await held[0][0].close()
+    await until(lambda: len(client.app[HUB].media.peers) == 3, timeout=5)
+    await third.send_json({"type": "offer", "pc": "publish", "sdp": offer})
+    await expect(third, "answer")
+    assert publish_pc(third_id) is not None
 
 
 async def test_error_replies_and_logs_hold_no_secret_or_traceback() -> None:
@@ -181,3 +375,54 @@ async def test_error_replies_and_logs_hold_no_secret_or_traceback() -> None:
     assert password not in everything
     assert "Traceback" not in everything
     assert len(replies) == 9
+
+
+def _answers(client: MediaClient) -> list[str]:
+    return [m["sdp"] for m in client.messages if m["type"] == "answer" and m["pc"] == "publish"]
+
+
+async def _reoffer_with_fresh_section(client: MediaClient) -> None:
+    """Add a video section to ``client``'s publish connection, offer it and apply the answer."""
+    pc = client.publish_pc
+    before = len(_answers(client))
+    pc.addTransceiver("video", direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    await client.send({"type": "offer", "pc": "publish", "sdp": pc.localDescription.sdp})
+    await until(lambda: len(_answers(client)) > before, timeout=10)
+    await pc.setRemoteDescription(RTCSessionDescription(_answers(client)[-1], "answer"))
+
+
+@pytest.mark.slow
+@in_netns
+async def test_tracks_beyond_max_tracks_are_answered_inactive() -> None:
+    """A publisher that re-offers with a fresh section ten times ends with at most max_tracks
+    sections answered active and forwarded, and another member keeps receiving its audio and
+    video."""
+    with run_server(env={"VECHE_MAX_TRACKS": "3"}) as server:
+        publisher = await MediaClient.join(server.ws, "tracks", "Pub")
+        viewer = await MediaClient.join(server.ws, "tracks", "View")
+        try:
+            await publisher.publish()
+            await until(
+                lambda: viewer.receives_from(publisher.participant_id, video=10, audio=10),
+                timeout=20,
+            )
+            for _ in range(10):
+                await _reoffer_with_fresh_section(publisher)
+            sections = _answers(publisher)[-1].split("\r\nm=")[1:]
+            assert len(sections) == 12
+            assert sum("a=inactive" not in section for section in sections) == 3
+            video = viewer.tracks_from(publisher.participant_id, "video")[0]
+            audio = viewer.tracks_from(publisher.participant_id, "audio")[0]
+            frames = video.frames, audio.frames
+            await until(
+                lambda: video.frames > frames[0] + 30 and audio.frames > frames[1] + 50,
+                timeout=20,
+            )
+            offer = [m for m in viewer.messages if m["type"] == "offer"][-1]["sdp"]
+            forwarded = [line for line in offer.splitlines() if line.startswith("a=msid:")]
+            assert len(forwarded) <= 3
+            assert len(viewer.remote) <= 3
+        finally:
+            await publisher.close()
+            await viewer.close()

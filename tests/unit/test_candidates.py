@@ -71,9 +71,31 @@ def test_filter_sdp_candidates_drops_and_limits() -> None:
         *(f"a=candidate:{n} 1 udp 2122260223 10.0.0.{n} 5000{n} typ host" for n in range(3, 9)),
         "a=end-of-candidates",
     ]
-    sdp, kept = filter_sdp_candidates("\r\n".join(lines) + "\r\n", allow_local=False, limit=4)
-    assert kept == 4
+    seen: set[tuple[str, int, str]] = set()
+    sdp = filter_sdp_candidates("\r\n".join(lines) + "\r\n", allow_local=False, limit=4, seen=seen)
+    assert len(seen) == 4
     assert "127.0.0.1" not in sdp
     assert ".local" not in sdp
     assert sdp.count("a=candidate:") == 4
     assert "a=end-of-candidates" in sdp
+
+
+def test_filter_sdp_candidates_counts_across_offers() -> None:
+    """Candidates kept by an earlier description count against the limit of a later one."""
+    seen: set[tuple[str, int, str]] = set()
+    first = "".join(f"a=candidate:{n} 1 udp 1 10.0.0.{n} 5000 typ host\r\n" for n in range(3))
+    filter_sdp_candidates(first, allow_local=False, limit=4, seen=seen)
+    second = "".join(f"a=candidate:{n} 1 udp 1 10.0.1.{n} 5000 typ host\r\n" for n in range(3))
+    sdp = filter_sdp_candidates(second, allow_local=False, limit=4, seen=seen)
+    assert sdp.count("a=candidate:") == 1
+    assert len(seen) == 4
+
+
+def test_filter_sdp_candidates_counts_repeated_candidates_once() -> None:
+    """The same address, port and transport repeated in every section counts once and stays in
+    each section."""
+    seen: set[tuple[str, int, str]] = set()
+    section = "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=candidate:1 1 udp 1 10.0.0.1 5000 typ host\r\n"
+    sdp = filter_sdp_candidates(section * 30, allow_local=False, limit=2, seen=seen)
+    assert sdp.count("a=candidate:") == 30
+    assert seen == {("10.0.0.1", 5000, "udp")}

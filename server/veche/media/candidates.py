@@ -13,7 +13,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Final
 
-__all__ = ["candidate_address_allowed", "filter_sdp_candidates"]
+__all__ = ["CandidateKey", "candidate_address_allowed", "filter_sdp_candidates"]
+
+CandidateKey = tuple[str, int, str]
+"""What makes two remote candidates the same one: address, port and transport (aiortc repeats
+its candidates in every media section; they count once)."""
 
 _METADATA: Final = frozenset(
     # AWS's IPv6 metadata service, and Alibaba Cloud's (outside link-local).
@@ -58,18 +62,24 @@ def candidate_address_allowed(address: str, *, allow_local: bool = False) -> boo
     return True
 
 
-def filter_sdp_candidates(sdp: str, *, allow_local: bool, limit: int) -> tuple[str, int]:
-    """``sdp`` without the candidate lines the server refuses, keeping at most ``limit``;
-    returns the filtered SDP and how many candidates it kept."""
-    kept = 0
+def filter_sdp_candidates(
+    sdp: str, *, allow_local: bool, limit: int, seen: set[CandidateKey]
+) -> str:
+    """``sdp`` without the candidate lines the server refuses or that would take the distinct
+    candidates of its connection beyond ``limit``. ``seen`` holds the connection's candidates so
+    far (every earlier offer, answer and trickled candidate) and gains the new ones."""
     lines = []
     for line in sdp.splitlines(keepends=True):
         if line.startswith("a=candidate:"):
             fields = line.split()
-            if len(fields) < 8 or kept >= limit:
+            if len(fields) < 8 or not fields[5].isdigit():
                 continue
             if not candidate_address_allowed(fields[4], allow_local=allow_local):
                 continue
-            kept += 1
+            key = (fields[4], int(fields[5]), fields[2].lower())
+            if key not in seen:
+                if len(seen) >= limit:
+                    continue
+                seen.add(key)
         lines.append(line)
-    return "".join(lines), kept
+    return "".join(lines)

@@ -26,10 +26,15 @@ from aiortc.sdp import candidate_from_sdp
 
 from veche.errors import ErrorCode, MediaError
 from veche.ids import ParticipantId
-from veche.media.candidates import candidate_address_allowed, filter_sdp_candidates
+from veche.media.candidates import (
+    CandidateKey,
+    candidate_address_allowed,
+    filter_sdp_candidates,
+)
 from veche.media.codecs import Decoders
 from veche.media.counters import MediaCounters
 from veche.media.internals import bind_ports
+from veche.media.pending import PendingConnections
 from veche.media.publish import PublishLeg
 from veche.media.subscribe import SubscribeLeg
 from veche.media.tracks import Uptrack
@@ -56,6 +61,10 @@ class MediaConfig:
     relay_only: bool = False
     allow_local_candidates: bool = False
     max_candidates: int = 20
+    max_tracks: int = 3
+    """Sections of a participant's publish connection that carry a track; more are inactive."""
+    max_pending_per_address: int = 4
+    """Publish connections one client address may hold before they connect."""
     max_sdp: int = 30000
     connect_timeout: float = 20.0
     port_min: int = 40000
@@ -65,6 +74,8 @@ class MediaConfig:
     """Video codecs asked of publishers when the whole room can decode them, best first."""
     counters: MediaCounters = field(default_factory=MediaCounters)
     """Totals for ``/metrics``, shared by every peer of the router."""
+    pending: PendingConnections = field(default_factory=PendingConnections)
+    """Publish connections not connected yet, by address, shared by every peer."""
 
 
 class MediaPeer:
@@ -75,7 +86,8 @@ class MediaPeer:
     replaced; ``on_failed`` when a connection fails (ICE or DTLS), after the client was told
     with a ``media_failed`` error; ``on_refused`` with another participant's track this one
     declined. ``decoders`` is what this participant can decode, ``audience()`` what everyone
-    else in its room can.
+    else in its room can. ``address`` is the client's network address: its publish offers are
+    refused while it holds ``max_pending_per_address`` connections that never connected.
     """
 
     def __init__(
@@ -91,14 +103,18 @@ class MediaPeer:
         on_refused: Callable[[Uptrack], None] = lambda uptrack: None,
         decoders: Decoders | None = None,
         audience: Callable[[], list[Decoders]] = list,
+        address: str | None = None,
     ) -> None:
         self.participant_id = participant_id
+        self.address = address
+        self._releases: list[Callable[[], None]] = []
         self.config = config
         self._send = send
         self._on_failed = on_failed
         self.publishing = PublishLeg(
             participant_id,
             video_codecs=config.video_codecs,
+            max_tracks=config.max_tracks,
             counters=config.counters,
             new_pc=lambda: self._new_pc("publish"),
             bind=self._bind,
@@ -116,7 +132,9 @@ class MediaPeer:
             send=send,
             on_refused=on_refused,
         )
-        self._candidates: dict[PeerRole, int] = {"publish": 0, "subscribe": 0}
+        self._candidates: dict[PeerRole, set[CandidateKey]] = {"publish": set(), "subscribe": set()}
+        """Each connection's distinct remote candidates over its lifetime (a re-offer or a new
+        answer does not start the count again)."""
         self.closed = False
 
     @property
@@ -142,18 +160,27 @@ class MediaPeer:
     # ---------------------------------------------------------------- messages from the client
 
     async def handle(self, message: Offer | Answer | Candidate) -> None:
-        """Apply a media message from this participant's client."""
+        """Apply a media message from this participant's client. A subscribe answer that is
+        refused drops the outstanding offer, so the next change offers again."""
+        try:
+            await self._handle(message)
+        except MediaError:
+            if isinstance(message, Answer) and message.pc == "subscribe":
+                await self.subscribing.drop_offer()
+            raise
+
+    async def _handle(self, message: Offer | Answer | Candidate) -> None:
         if isinstance(message, Offer | Answer):
             if len(message.sdp) > self.config.max_sdp:
                 raise MediaError(
                     f"the SDP is longer than {self.config.max_sdp} characters", ref=message.id
                 )
-            sdp, kept = filter_sdp_candidates(
+            sdp = filter_sdp_candidates(
                 message.sdp,
                 allow_local=self.config.allow_local_candidates,
                 limit=self.config.max_candidates,
+                seen=self._candidates[message.pc],
             )
-            self._candidates[message.pc] = kept
             message = message.model_copy(update={"sdp": sdp})
         match message:
             case Offer(pc="publish"):
@@ -185,12 +212,6 @@ class MediaPeer:
             )
         if not message.candidate:
             return  # end of candidates: aioice does not need to be told
-        if self._candidates[message.pc] >= self.config.max_candidates:
-            raise MediaError(
-                f"at most {self.config.max_candidates} candidates per connection",
-                code=ErrorCode.RATE_LIMITED,
-                ref=message.id,
-            )
         text = message.candidate.removeprefix("candidate:")
         try:
             candidate = candidate_from_sdp(text)
@@ -200,7 +221,16 @@ class MediaPeer:
             candidate.ip, allow_local=self.config.allow_local_candidates
         ):
             return  # refused quietly: loopback, link-local, metadata or an unresolved name
-        self._candidates[message.pc] += 1
+        seen = self._candidates[message.pc]
+        key = (candidate.ip, candidate.port, candidate.protocol.lower())
+        if key not in seen:
+            if len(seen) >= self.config.max_candidates:
+                raise MediaError(
+                    f"at most {self.config.max_candidates} candidates per connection",
+                    code=ErrorCode.RATE_LIMITED,
+                    ref=message.id,
+                )
+            seen.add(key)
         candidate.sdpMid = message.sdp_mid
         candidate.sdpMLineIndex = message.sdp_mline_index
         if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
@@ -225,7 +255,28 @@ class MediaPeer:
 
     # ---------------------------------------------------------------- lifetime
 
+    def _hold_pending(self) -> Callable[[], None]:
+        """Count a new publish connection as pending for this client's address, or refuse it
+        (before any port is bound) if the address holds its limit already."""
+        address = self.address
+        if address is None:
+            return lambda: None
+        limit = self.config.max_pending_per_address
+        if self.config.pending.count(address) >= limit:
+            log.info(
+                "publish refused: pending connections",
+                extra={"participant": self.participant_id, "address": address},
+            )
+            raise MediaError(
+                f"at most {limit} media connections per address may be connecting at once",
+                code=ErrorCode.RATE_LIMITED,
+            )
+        release = self.config.pending.hold(address)
+        self._releases.append(release)
+        return release
+
     def _new_pc(self, role: PeerRole) -> RTCPeerConnection:
+        release = self._hold_pending() if role == "publish" else lambda: None
         # max-bundle: every transceiver shares the first one's transport from the start, so a
         # renegotiation never gathers new candidates (aiortc's default, balanced, also leaves a
         # later transceiver on a transport that bundling then discards).
@@ -273,9 +324,11 @@ class MediaPeer:
                 "media connection state",
                 extra={"participant": self.participant_id, "pc": role, "state": state},
             )
-            if state in ("connected", "closed", "failed") and watchdog is not None:
-                watchdog.cancel()
-                watchdog = None
+            if state in ("connected", "closed", "failed"):
+                release()
+                if watchdog is not None:
+                    watchdog.cancel()
+                    watchdog = None
             if state == "failed":
                 fail("failed (ICE or DTLS)")
 
@@ -291,6 +344,8 @@ class MediaPeer:
         if self.closed:
             return
         self.closed = True
+        for release in self._releases:
+            release()
         self.publishing.stop()
         self.subscribing.stop()
         for pc in (self.publish_pc, self.subscribe_pc):

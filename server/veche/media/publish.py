@@ -55,7 +55,8 @@ def same_codec(a: RTCRtpCodecParameters, b: RTCRtpCodecParameters) -> bool:
 
 
 class PublishLeg:
-    """The connection a participant publishes on, and its uptracks.
+    """The connection a participant publishes on, and its uptracks: at most ``max_tracks``
+    sections carry one, the sections after them are answered inactive.
 
     ``audience()`` gives the decoders of everyone else in the room; ``on_publish`` and
     ``on_unpublish`` are called with each uptrack that starts and with each one replaced after
@@ -67,6 +68,7 @@ class PublishLeg:
         participant_id: ParticipantId,
         *,
         video_codecs: tuple[str, ...],
+        max_tracks: int,
         counters: MediaCounters,
         new_pc: Callable[[], RTCPeerConnection],
         bind: Callable[[RTCPeerConnection], None],
@@ -78,6 +80,7 @@ class PublishLeg:
     ) -> None:
         self.participant_id = participant_id
         self._video_codecs = video_codecs
+        self._max_tracks = max_tracks
         self._counters = counters
         self._new_pc = new_pc
         self._bind = bind
@@ -115,7 +118,7 @@ class PublishLeg:
             self._bind(pc)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
-            self._send(Answer(pc="publish", sdp=pc.localDescription.sdp))
+            self._send(Answer.from_server("publish", pc.localDescription.sdp))
         for uptrack in ended:
             self._on_unpublish(uptrack)
         for uptrack in started:
@@ -136,6 +139,16 @@ class PublishLeg:
             if not offered:
                 continue
             section = self._sections.get(transceiver)
+            if section is None and len(self._sections) >= self._max_tracks:
+                # A client cannot remove sections, only add them: one that re-offers with
+                # fresh ones would publish without bound. Beyond the limit a section is
+                # answered inactive (the client keeps working) and nothing is received on it.
+                transceiver.direction = "inactive"
+                log.info(
+                    "section refused: too many tracks",
+                    extra={"participant": self.participant_id, "mid": transceiver.mid},
+                )
+                continue
             if section is None:
                 source = sources.get(transceiver.mid or "")
                 if source is not None and (source == "microphone") != (transceiver.kind == "audio"):

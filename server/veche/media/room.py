@@ -68,10 +68,12 @@ class MediaRoom:
 
     # ---------------------------------------------------------------- members
 
-    def add(self, participant_id: ParticipantId, decoders: Decoders) -> None:
-        """A member that can play ``decoders``: it receives every track of the room it can
-        decode; a publisher whose codec it cannot decode is asked for another, if it offered
-        one that suits the whole room."""
+    def add(
+        self, participant_id: ParticipantId, decoders: Decoders, address: str | None = None
+    ) -> None:
+        """A member that can play ``decoders``, connecting from ``address``: it receives every
+        track of the room it can decode; a publisher whose codec it cannot decode is asked for
+        another, if it offered one that suits the whole room."""
         peer = MediaPeer(
             participant_id,
             self.config,
@@ -83,6 +85,7 @@ class MediaRoom:
             on_refused=lambda uptrack: self._offer(participant_id, uptrack),
             decoders=decoders,
             audience=lambda: [p.decoders for m, p in self.members.items() if m != participant_id],
+            address=address,
         )
         others = list(self.members.values())
         self.members[participant_id] = peer
@@ -114,7 +117,7 @@ class MediaRoom:
         log.info("media reset after failure", extra={"participant": participant_id})
         forwarding = self._forwarding.get(participant_id)
         self.remove(participant_id)
-        self.add(participant_id, peer.decoders)
+        self.add(participant_id, peer.decoders, peer.address)
         if forwarding is not None:
             self._forwarding[participant_id] = forwarding
 

@@ -61,13 +61,19 @@ class MediaRooms:
         ) + len(self._closing)
 
     def join(
-        self, room: RoomName, participant_id: ParticipantId, receive_codecs: list[str] | None = None
+        self,
+        room: RoomName,
+        participant_id: ParticipantId,
+        receive_codecs: list[str] | None = None,
+        *,
+        address: str | None = None,
     ) -> None:
         """Add a participant to ``room``'s media; ``receive_codecs`` are the MIME types it
-        decodes (``None``: whatever is forwarded)."""
+        decodes (``None``: whatever is forwarded), ``address`` the client's network address
+        (see ``max_pending_per_address``)."""
         media = self._room(room)
         self._room_of[participant_id] = room
-        media.add(participant_id, Decoders.named(receive_codecs))
+        media.add(participant_id, Decoders.named(receive_codecs), address)
         if self._speaker_task is None or self._speaker_task.done():
             self._speaker_task = asyncio.ensure_future(self._watch_speakers())
 

@@ -143,20 +143,25 @@ class SubscribeLeg:
                 raise MediaError(
                     "no subscribe offer is waiting for an answer", code=ErrorCode.WRONG_STATE
                 )
-            sdp, declined = accept_declined_sections(sdp, pc.localDescription.sdp)
+            failed: str | None = None
+            declined: list[str] = []
             try:
+                sdp, declined = accept_declined_sections(sdp, pc.localDescription.sdp)
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
             except Exception as exc:
-                # The offer stays unanswered; the next change offers again.
-                self._awaiting_answer = False
-                raise MediaError(f"the subscribe answer could not be applied: {exc}") from None
+                failed = str(exc)
             self._awaiting_answer = False
-            refused = [u for mid in declined if (u := self._declined(mid)) is not None]
+            refused: list[Uptrack] = []
+            if failed is None:
+                refused = [u for mid in declined if (u := self._declined(mid)) is not None]
         for uptrack in refused:
             self._on_refused(uptrack)
         if self._renegotiate:
             self._renegotiate = False
             self._schedule_negotiation()
+        if failed is not None:
+            # The offer stays unanswered; a change, pending or to come, offers again.
+            raise MediaError(f"the subscribe answer could not be applied: {failed}")
 
     def _declined(self, mid: str) -> Uptrack | None:
         """The client declined section ``mid``: its transceiver is retired (never reused) and
@@ -213,12 +218,25 @@ class SubscribeLeg:
                 self._bind(pc)
                 offer = await pc.createOffer()
                 await pc.setLocalDescription(offer)
+                self._send(Offer.from_server("subscribe", pc.localDescription.sdp))
             except Exception:
+                # Nothing waits for an answer: the next change offers again (aiortc offers
+                # anew from an unanswered offer).
                 log.exception("subscribe offer failed", extra={"participant": self.participant_id})
                 self._send(Error(code=ErrorCode.MEDIA_FAILED, message="could not offer media"))
                 return
             self._awaiting_answer = True
-            self._send(Offer(pc="subscribe", sdp=pc.localDescription.sdp))
+
+    async def drop_offer(self) -> None:
+        """The client's answer to the outstanding offer was refused: stop waiting for one, and
+        offer again at once if tracks changed meanwhile (else at the next change)."""
+        async with self._lock:
+            if not self._awaiting_answer:
+                return
+            self._awaiting_answer = False
+        if self._renegotiate:
+            self._renegotiate = False
+            self._schedule_negotiation()
 
     # ---------------------------------------------------------------- lifetime
 
