@@ -143,7 +143,7 @@ class Settings(BaseSettings):
         "further sections of its publish offers are answered inactive.",
     )
     max_pending_media_per_address: int = Field(
-        4,
+        16,
         ge=1,
         le=1000,
         description="Publish connections one client address may hold before they connect; a "
