@@ -8,6 +8,7 @@ from veche.errors import ErrorCode, Refused
 from veche.ids import RoomName
 from veche.rooms.limits import AttemptLimiter
 from veche.rooms.participant import Participant
+from veche.rooms.policy import PasswordHash
 from veche.rooms.room import Outcome, Room
 
 JOIN_ATTEMPTS: Final = 5
@@ -50,30 +51,39 @@ class RoomRegistry:
         """Participants across all rooms."""
         return sum(len(room) for room in self._rooms.values())
 
+    def check_attempts(self, name: RoomName, *, address: str, now: float) -> None:
+        """Raise :class:`~veche.errors.Refused` with ``rate_limited`` if ``address`` has had
+        ``JOIN_ATTEMPTS`` refused joins within ``JOIN_WINDOW`` (so a password need not be
+        hashed for an attempt that would be refused anyway). ``name`` is the room asked for."""
+        if self._attempts.blocked(address, now=now):
+            raise Refused(
+                "too many refused attempts from your address; wait a minute",
+                code=ErrorCode.RATE_LIMITED,
+            )
+
     def join(
         self,
         name: RoomName,
         display_name: str,
         *,
         now: float,
-        password: str | None = None,
+        password: PasswordHash | None = None,
+        password_given: bool = False,
         session: str | None = None,
         address: str = "?",
         subject: str | None = None,
         moderator: bool = False,
     ) -> tuple[Room, Participant, Outcome]:
         """Join ``name``, creating the room if needed (unless a password is given: a password
-        names an existing room). Raises :class:`~veche.errors.RoomFull`, and
+        names an existing room). ``password`` is the given password hashed with the room's
+        ``policy.salt`` (by the caller, off the event loop); ``password_given`` says one was
+        given when the room needs none. Raises :class:`~veche.errors.RoomFull`, and
         :class:`~veche.errors.Refused` with ``room_unavailable`` (locked, wrong password,
         removed, or no such room: one answer for all) or ``rate_limited`` after too many
         refusals from one address."""
-        if self._attempts.blocked(address, now=now):
-            raise Refused(
-                "too many refused attempts from your address; wait a minute",
-                code=ErrorCode.RATE_LIMITED,
-            )
+        self.check_attempts(name, address=address, now=now)
         room = self._rooms.get(name)
-        if room is None and password is None:
+        if room is None and password is None and not password_given:
             room = Room(name, capacity=self.capacity, now=now)
             self._rooms[name] = room
         if room is None or not room.admits(password, session):
