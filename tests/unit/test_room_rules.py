@@ -74,6 +74,51 @@ def test_room_configure_sets_and_clears_a_hashed_password() -> None:
     assert room.admits(None, None)
 
 
+def test_registry_counts_refused_joins_per_room_and_address() -> None:
+    """Five refused joins at one room lock that address out of that room only: it joins an
+    open room at once, and another address still gets the plain refusal."""
+    rooms = RoomRegistry(capacity=10, grace=10)
+    _, ada, _ = rooms.join(RoomName("guarded"), "Ada", now=0)
+    guarded = rooms.get(RoomName("guarded"))
+    assert guarded is not None
+    guarded.configure(ada.id, password=hash_password("right"))
+    salt = guarded.policy.salt
+    for n in range(5):
+        with pytest.raises(Refused) as caught:
+            rooms.join(
+                RoomName("guarded"),
+                "Eve",
+                now=1,
+                password=hash_password(f"guess {n}", salt),
+                address="10.0.0.7",
+            )
+        assert caught.value.code is ErrorCode.ROOM_UNAVAILABLE
+    room, student, _ = rooms.join(RoomName("open"), "Student", now=2, address="10.0.0.7")
+    assert student.id in room
+    with pytest.raises(Refused) as caught:
+        rooms.check_attempts(RoomName("guarded"), address="10.0.0.7", now=2)
+    assert caught.value.code is ErrorCode.RATE_LIMITED
+    with pytest.raises(Refused) as caught:
+        rooms.join(
+            RoomName("guarded"),
+            "Eve",
+            now=2,
+            password=hash_password("right", salt),
+            address="10.0.0.7",
+        )
+    assert caught.value.code is ErrorCode.RATE_LIMITED
+    with pytest.raises(Refused) as caught:
+        rooms.join(RoomName("guarded"), "Mallory", now=2, address="10.0.0.8")
+    assert caught.value.code is ErrorCode.ROOM_UNAVAILABLE
+    rooms.join(
+        RoomName("guarded"),
+        "Eve",
+        now=61,
+        password=hash_password("right", salt),
+        address="10.0.0.7",
+    )
+
+
 def test_registry_never_creates_a_room_for_a_given_password() -> None:
     """A hello with a password names an existing room: none is created for it."""
     rooms = RoomRegistry(capacity=10, grace=10)
@@ -91,6 +136,18 @@ def test_attempt_limiter_slides() -> None:
     assert limiter.blocked("a", now=5)
     assert not limiter.blocked("b", now=5)
     assert not limiter.blocked("a", now=10.5)
+
+
+def test_attempt_limiter_sweep_forgets_keys_past_the_window() -> None:
+    """Keys whose last attempt is older than the window are forgotten; newer ones stay."""
+    limiter = AttemptLimiter(limit=2, window=10)
+    limiter.record(("room-a", "10.0.0.7"), now=0)
+    limiter.record(("room-b", "10.0.0.7"), now=5)
+    limiter.sweep(now=12)
+    assert len(limiter) == 1
+    assert not limiter.blocked(("room-a", "10.0.0.7"), now=12)
+    limiter.sweep(now=15)
+    assert len(limiter) == 0
 
 
 def test_chat_over_the_limit_parses_and_the_room_refuses_it_as_too_long() -> None:
