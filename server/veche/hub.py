@@ -64,13 +64,16 @@ from veche.rooms import (
     GoodbyeReason,
     Outcome,
     Participant,
+    PasswordHash,
     Room,
     RoomRegistry,
     clean_display_name,
+    hash_password,
     normalize_room_name,
 )
 from veche.session import HubStats, Session
 from veche.settings import Settings
+from veche.workpool import PoolFull, WorkPool
 
 __all__ = ["Hub"]
 
@@ -79,6 +82,12 @@ log = logging.getLogger(__name__)
 RESUMABLE: Final[frozenset[LeaveReason]] = frozenset({"timeout", "slow"})
 """Connection losses after which a participant is kept for ``resume_grace`` seconds: nobody said
 goodbye (a close frame or ``leave`` means the client chose to go)."""
+
+HASH_THREADS: Final = 2
+"""Threads that hash passwords, off the event loop (scrypt releases the GIL)."""
+HASH_QUEUE: Final = 8
+"""Password hashes running or waiting at once, server-wide; one more is refused with
+``rate_limited`` rather than queued behind a flood."""
 
 Why = LeaveReason | Literal["denied"]
 """Why a presence ends: a :data:`~veche.protocol.LeaveReason`, or ``denied`` for someone turned
@@ -112,6 +121,7 @@ class Hub:
         self._present: set[ParticipantId] = set()
         """Everyone joined, waiting or away: whom :meth:`_release` may still release."""
         self._resumption = Resumption()
+        self._hashing = WorkPool(threads=HASH_THREADS, limit=HASH_QUEUE)
         self.stats = HubStats()
         recording_dir = settings.recording_dir
         self.recordings = Recordings(
@@ -170,7 +180,7 @@ class Hub:
             case Ping():
                 session.outlet.send(Pong(ref=message.id))
             case Hello():
-                self._hello(session, message)
+                await self._hello(session, message)
             case Leave():
                 room, me = self._present_in(session)
                 self._release(room, me, "left")
@@ -199,11 +209,18 @@ class Hub:
                 self._apply(room, room.moderate(me.id, message.action, target, now=now))
             case Configure():
                 room, me = self._admitted(session)
+                room.allow_configure(me.id, now=now)
+                password: PasswordHash | Literal[""] | None = None
+                if message.password == "":
+                    password = ""
+                elif message.password is not None:
+                    password = await self._hash(message.password)
+                    room, me = self._admitted(session)  # still there after the wait?
                 outcome = room.configure(
                     me.id,
                     locked=message.locked,
                     lobby=message.lobby,
-                    password=message.password,
+                    password=password,
                     moderator_must_allow=message.moderator_must_allow,
                 )
                 self._apply(room, outcome)
@@ -263,6 +280,7 @@ class Hub:
 
     async def finish(self) -> None:
         """Wait for background work (recordings being written) to end."""
+        self._hashing.close()
         await self.recordings.finish()
 
     def _record(
@@ -307,7 +325,7 @@ class Hub:
 
     # ------------------------------------------------------------------ joining
 
-    def _hello(self, session: Session, hello: Hello) -> None:
+    async def _hello(self, session: Session, hello: Hello) -> None:
         if session.participant is not None:
             raise ProtocolError("this connection has joined already", code=ErrorCode.ALREADY_JOINED)
         if hello.version not in SUPPORTED_VERSIONS:
@@ -323,6 +341,14 @@ class Hub:
         session.receive_codecs = hello.receive_codecs
         if hello.resume is not None and self._resume(session, hello.resume, name):
             return
+        self.rooms.check_attempts(name, address=session.remote, now=self._clock())
+        attempt = None
+        guarded = self.rooms.get(name)
+        salt = guarded.policy.salt if guarded is not None else None
+        if hello.password is not None and salt is not None:
+            attempt = await self._hash(hello.password, salt)
+            if session not in self._sessions or session.participant is not None:
+                return  # the connection went (or joined) while the password was hashed
         if identity is not None:
             self._replace(identity, name)
         new_room = name not in self.rooms
@@ -330,7 +356,8 @@ class Hub:
             name,
             clean_display_name(identity.name if identity else hello.name),
             now=self._clock(),
-            password=hello.password,
+            password=attempt,
+            password_given=hello.password is not None,
             session=session.browser_session,
             address=session.remote,
             subject=identity.subject if identity else None,
@@ -345,6 +372,19 @@ class Hub:
                 "participant waiting", extra={"room": room.name, "participant": participant.id}
             )
         self._apply(room, outcome)
+
+    async def _hash(self, password: str, salt: bytes | None = None) -> PasswordHash:
+        """``password`` hashed (with ``salt``, else a fresh one) in a worker thread, so the
+        event loop keeps serving every other meeting meanwhile. Raises
+        :class:`~veche.errors.Refused` with ``rate_limited`` when the hashing threads have
+        ``HASH_QUEUE`` hashes to do already."""
+        try:
+            return await self._hashing.run(lambda: hash_password(password, salt))
+        except PoolFull:
+            raise Refused(
+                "the server is busy checking passwords; try again in a moment",
+                code=ErrorCode.RATE_LIMITED,
+            ) from None
 
     def _attach(self, session: Session, room: Room, participant: Participant) -> None:
         session.room, session.participant = room, participant

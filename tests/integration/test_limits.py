@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import time
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -14,6 +17,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from veche.app import create_app
 from veche.appkeys import HUB
+from veche.client import VecheClient
+from veche.protocol import Error
+from veche.tasks import cancel_and_wait
 
 from .peers import MediaClient
 from .serverproc import run_server
@@ -426,3 +432,85 @@ async def test_tracks_beyond_max_tracks_are_answered_inactive() -> None:
         finally:
             await publisher.close()
             await viewer.close()
+
+
+FLOOD_SECONDS = 4.0
+FLOOD_RATE = 15
+"""configure{password} messages each flooder sends per second (under ``ws_rate``)."""
+
+
+async def _flood(client: VecheClient, tag: str, replies: Counter[str]) -> None:
+    """Send ``configure {password}`` ``FLOOD_RATE`` times a second for ``FLOOD_SECONDS``,
+    counting the replies (``room_updated``, or the error's code)."""
+
+    async def read() -> None:
+        while True:
+            message = await client.receive(timeout=FLOOD_SECONDS + 10)
+            replies[message.code if isinstance(message, Error) else message.type] += 1
+
+    reader = asyncio.create_task(read())
+    try:
+        for n in range(int(FLOOD_RATE * FLOOD_SECONDS)):
+            await client.send({"type": "configure", "password": f"{tag} guess {n}"})
+            await asyncio.sleep(1 / FLOOD_RATE)
+        await asyncio.sleep(0.5)  # the last replies
+    finally:
+        await cancel_and_wait(reader)
+
+
+async def _round_trips(client: VecheClient, until: asyncio.Future[Any]) -> list[float]:
+    """Ping round trips in seconds, one every 10 ms, until ``until`` is done."""
+    trips: list[float] = []
+    while not until.done():
+        started = time.perf_counter()
+        await client.send({"type": "ping", "id": f"p{len(trips)}"})
+        await client.expect("pong")
+        trips.append(time.perf_counter() - started)
+        await asyncio.sleep(0.01)
+    return trips
+
+
+async def test_password_flood_neither_slows_other_meetings_nor_goes_unlimited() -> None:
+    """Ten moderators of one room and ten of their own rooms each send configure{password}
+    15 times a second: another room's pings come back within 50 ms at the 99th percentile,
+    the shared room's flooders get rate_limited, and passwords are still being set."""
+    # ws_rate raised for the measuring client's 100 pings a second; the flooders stay under 20.
+    with run_server("--max-connections-per-address", "30", "--ws-rate", "200") as server:
+        async with contextlib.AsyncExitStack() as stack:
+
+            async def joined(room: str, name: str) -> tuple[VecheClient, str]:
+                client = await stack.enter_async_context(await VecheClient.connect(server.ws))
+                welcome = await client.join(room, name)
+                return client, welcome.participant_id
+
+            quiet, _ = await joined("quiet", "Calm")
+            shared = [await joined("flooded", f"Shared {n}") for n in range(10)]
+            alone = [await joined(f"own-{n}", f"Alone {n}") for n in range(10)]
+            host = shared[0][0]
+            for _, participant_id in shared[1:]:
+                await host.send(
+                    {
+                        "type": "moderate",
+                        "action": "make_moderator",
+                        "participant_id": participant_id,
+                    }
+                )
+                await host.expect("participant_updated")
+            shared_replies: Counter[str] = Counter()
+            alone_replies: Counter[str] = Counter()
+            flood = asyncio.gather(
+                *(_flood(c, f"s{n}", shared_replies) for n, (c, _) in enumerate(shared)),
+                *(_flood(c, f"a{n}", alone_replies) for n, (c, _) in enumerate(alone)),
+            )
+            trips = await _round_trips(quiet, flood)
+            await flood
+    trips.sort()
+    p99 = trips[int(len(trips) * 0.99)]
+    median = trips[len(trips) // 2]
+    print(f"ping round trips under the flood: {len(trips)}, p50 {median:.4f} s, p99 {p99:.4f} s")
+    assert len(trips) > 100
+    assert p99 < 0.050
+    assert shared_replies["rate_limited"] > 0
+    # Each change reaches all ten: the room's burst of 5 and 1 a second, not 150 a second.
+    assert shared_replies["room_updated"] <= 10 * (5 + FLOOD_SECONDS + 1)
+    assert alone_replies["room_updated"] >= 10 * 5  # every lone room's burst was hashed

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import pytest
 
-from veche.errors import ErrorCode, InvalidRoomName, ProtocolError
+from veche.errors import ErrorCode, InvalidRoomName, ProtocolError, Refused
 from veche.hub import Hub
+from veche.ids import RoomName
 from veche.media import MediaConfig
 from veche.protocol import (
     SERVER_ADAPTER,
     CloseCode,
+    Configure,
     Hello,
     Leave,
     ParticipantJoined,
@@ -100,3 +103,44 @@ async def test_empty_room_is_dropped_after_grace(hub: Hub) -> None:
     for _ in range(10):
         hub.sweep()
     assert len(hub.rooms) == 0
+
+
+async def test_password_set_by_configure_opens_the_room_to_hello(hub: Hub) -> None:
+    """A password set with configure (hashed in a worker thread) lets in a hello that gives it
+    and answers room_unavailable to one that gives another."""
+    ada_outlet = Outlet()
+    ada = hub.connect(ada_outlet, "10.0.0.1")
+    await hub.handle(ada, Hello(version=1, room="guarded", name="Ada"))
+    await hub.handle(ada, Configure(password="open sesame"))
+    room = hub.rooms.get(RoomName("guarded"))
+    assert room is not None
+    assert room.settings.has_password
+    eve = hub.connect(Outlet(), "10.0.0.2")
+    with pytest.raises(Refused) as caught:
+        await hub.handle(eve, Hello(version=1, room="guarded", name="Eve", password="guess"))
+    assert caught.value.code is ErrorCode.ROOM_UNAVAILABLE
+    bob_outlet = Outlet()
+    bob = hub.connect(bob_outlet, "10.0.0.3")
+    await hub.handle(bob, Hello(version=1, room="guarded", name="Bob", password="open sesame"))
+    assert isinstance(bob_outlet.sent[0], Welcome)
+
+
+async def test_hello_whose_connection_goes_while_hashing_does_not_join(hub: Hub) -> None:
+    """A connection lost while its password is being hashed leaves no participant behind."""
+    ada_outlet = Outlet()
+    ada = hub.connect(ada_outlet, "10.0.0.1")
+    await hub.handle(ada, Hello(version=1, room="guarded", name="Ada"))
+    await hub.handle(ada, Configure(password="open sesame"))
+    ada_outlet.sent.clear()
+    eve = hub.connect(Outlet(), "10.0.0.2")
+    joining = asyncio.ensure_future(
+        hub.handle(eve, Hello(version=1, room="guarded", name="Eve", password="open sesame"))
+    )
+    await asyncio.sleep(0)
+    hub.disconnect(eve, "disconnected")
+    await joining
+    assert eve.participant is None
+    room = hub.rooms.get(RoomName("guarded"))
+    assert room is not None
+    assert len(room) == 1
+    assert not any(isinstance(m, ParticipantJoined) for m in ada_outlet.sent)

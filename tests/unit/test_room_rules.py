@@ -18,21 +18,114 @@ from veche.protocol import (
     ParticipantUpdated,
     parse_client_message,
 )
-from veche.rooms import AttemptLimiter, Room, RoomPolicy
+from veche.rooms import AttemptLimiter, Room, RoomPolicy, RoomRegistry, hash_password
 
 
 def test_policy_keeps_only_a_hash_and_compares_passwords() -> None:
-    """A set password is required and checked; clearing it opens the room again."""
+    """A set password is required and checked against attempts hashed with its salt; an
+    attempt with another salt fails; clearing it opens the room again."""
     policy = RoomPolicy()
     assert policy.password_matches(None)
-    policy.set_password("s3cret")
+    assert policy.salt is None
+    policy.password = hash_password("s3cret")
     assert policy.has_password
     assert "s3cret" not in repr(policy)
-    assert policy.password_matches("s3cret")
-    assert not policy.password_matches("S3cret")
+    assert policy.salt is not None
+    assert policy.password_matches(hash_password("s3cret", policy.salt))
+    assert not policy.password_matches(hash_password("S3cret", policy.salt))
+    assert not policy.password_matches(hash_password("s3cret"))
     assert not policy.password_matches(None)
-    policy.set_password("")
+    policy.password = None
     assert policy.password_matches(None)
+
+
+def test_room_configure_is_rate_limited_per_room() -> None:
+    """A room's settings change five times at once, then once a second (rate_limited in
+    between); only moderators may spend them."""
+    room = Room(RoomName("r"), capacity=10, now=0)
+    ada, _ = room.join("Ada", now=0)
+    bob, _ = room.join("Bob", now=0)
+    for _ in range(5):
+        room.allow_configure(ada.id, now=0)
+    with pytest.raises(Refused) as caught:
+        room.allow_configure(ada.id, now=0.5)
+    assert caught.value.code is ErrorCode.RATE_LIMITED
+    room.allow_configure(ada.id, now=1.5)
+    with pytest.raises(Refused) as caught:
+        room.allow_configure(bob.id, now=10)
+    assert caught.value.code is ErrorCode.FORBIDDEN
+    other = Room(RoomName("other"), capacity=10, now=0)
+    carol, _ = other.join("Carol", now=0)
+    other.allow_configure(carol.id, now=0.5)
+
+
+def test_room_configure_sets_and_clears_a_hashed_password() -> None:
+    """configure takes the password's hash ("" removes it) and tells everyone has_password."""
+    room = Room(RoomName("r"), capacity=10, now=0)
+    ada, _ = room.join("Ada", now=0)
+    hashed = hash_password("s3cret")
+    (delivery,) = room.configure(ada.id, password=hashed).deliveries
+    assert json.loads(delivery.message.model_dump_json())["settings"]["has_password"] is True
+    assert room.admits(hash_password("s3cret", hashed.salt), None)
+    assert not room.admits(None, None)
+    room.configure(ada.id, locked=True)
+    assert room.policy.password == hashed
+    room.configure(ada.id, password="", locked=False)
+    assert room.admits(None, None)
+
+
+def test_registry_counts_refused_joins_per_room_and_address() -> None:
+    """Five refused joins at one room lock that address out of that room only: it joins an
+    open room at once, and another address still gets the plain refusal."""
+    rooms = RoomRegistry(capacity=10, grace=10)
+    _, ada, _ = rooms.join(RoomName("guarded"), "Ada", now=0)
+    guarded = rooms.get(RoomName("guarded"))
+    assert guarded is not None
+    guarded.configure(ada.id, password=hash_password("right"))
+    salt = guarded.policy.salt
+    for n in range(5):
+        with pytest.raises(Refused) as caught:
+            rooms.join(
+                RoomName("guarded"),
+                "Eve",
+                now=1,
+                password=hash_password(f"guess {n}", salt),
+                address="10.0.0.7",
+            )
+        assert caught.value.code is ErrorCode.ROOM_UNAVAILABLE
+    room, student, _ = rooms.join(RoomName("open"), "Student", now=2, address="10.0.0.7")
+    assert student.id in room
+    with pytest.raises(Refused) as caught:
+        rooms.check_attempts(RoomName("guarded"), address="10.0.0.7", now=2)
+    assert caught.value.code is ErrorCode.RATE_LIMITED
+    with pytest.raises(Refused) as caught:
+        rooms.join(
+            RoomName("guarded"),
+            "Eve",
+            now=2,
+            password=hash_password("right", salt),
+            address="10.0.0.7",
+        )
+    assert caught.value.code is ErrorCode.RATE_LIMITED
+    with pytest.raises(Refused) as caught:
+        rooms.join(RoomName("guarded"), "Mallory", now=2, address="10.0.0.8")
+    assert caught.value.code is ErrorCode.ROOM_UNAVAILABLE
+    rooms.join(
+        RoomName("guarded"),
+        "Eve",
+        now=61,
+        password=hash_password("right", salt),
+        address="10.0.0.7",
+    )
+
+
+def test_registry_never_creates_a_room_for_a_given_password() -> None:
+    """A hello with a password names an existing room: none is created for it."""
+    rooms = RoomRegistry(capacity=10, grace=10)
+    with pytest.raises(Refused) as caught:
+        rooms.join(RoomName("nowhere"), "Eve", now=0, password_given=True)
+    assert caught.value.code is ErrorCode.ROOM_UNAVAILABLE
+    assert RoomName("nowhere") not in rooms
 
 
 def test_attempt_limiter_slides() -> None:
@@ -43,6 +136,18 @@ def test_attempt_limiter_slides() -> None:
     assert limiter.blocked("a", now=5)
     assert not limiter.blocked("b", now=5)
     assert not limiter.blocked("a", now=10.5)
+
+
+def test_attempt_limiter_sweep_forgets_keys_past_the_window() -> None:
+    """Keys whose last attempt is older than the window are forgotten; newer ones stay."""
+    limiter = AttemptLimiter(limit=2, window=10)
+    limiter.record(("room-a", "10.0.0.7"), now=0)
+    limiter.record(("room-b", "10.0.0.7"), now=5)
+    limiter.sweep(now=12)
+    assert len(limiter) == 1
+    assert not limiter.blocked(("room-a", "10.0.0.7"), now=12)
+    limiter.sweep(now=15)
+    assert len(limiter) == 0
 
 
 def test_chat_over_the_limit_parses_and_the_room_refuses_it_as_too_long() -> None:

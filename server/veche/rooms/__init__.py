@@ -8,7 +8,7 @@ from veche.rooms.chat import MAX_CHAT_LENGTH, ChatLog
 from veche.rooms.limits import AttemptLimiter
 from veche.rooms.names import clean_display_name, generate_room_name, normalize_room_name
 from veche.rooms.participant import Participant
-from veche.rooms.policy import RoomPolicy
+from veche.rooms.policy import PasswordHash, RoomPolicy, hash_password
 from veche.rooms.registry import RoomRegistry
 from veche.rooms.room import Delivery, GoodbyeReason, Outcome, Room
 
@@ -20,10 +20,12 @@ __all__ = [
     "GoodbyeReason",
     "Outcome",
     "Participant",
+    "PasswordHash",
     "Room",
     "RoomPolicy",
     "RoomRegistry",
     "clean_display_name",
     "generate_room_name",
+    "hash_password",
     "normalize_room_name",
 ]

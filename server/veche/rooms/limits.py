@@ -1,8 +1,9 @@
-"""Counting attempts over a sliding window (failed joins per address, and the like)."""
+"""Counting attempts over a sliding window (refused joins per room and address, and the like)."""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Hashable
 
 __all__ = ["AttemptLimiter"]
 
@@ -13,9 +14,13 @@ class AttemptLimiter:
     def __init__(self, *, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
-        self._attempts: dict[str, deque[float]] = {}
+        self._attempts: dict[Hashable, deque[float]] = {}
 
-    def blocked(self, key: str, *, now: float) -> bool:
+    def __len__(self) -> int:
+        """Keys with attempts still counted."""
+        return len(self._attempts)
+
+    def blocked(self, key: Hashable, *, now: float) -> bool:
         """Whether ``key`` has used up its attempts."""
         attempts = self._attempts.get(key)
         if attempts is None:
@@ -27,6 +32,14 @@ class AttemptLimiter:
             return False
         return len(attempts) >= self.limit
 
-    def record(self, key: str, *, now: float) -> None:
+    def record(self, key: Hashable, *, now: float) -> None:
         """Count one attempt by ``key``."""
         self._attempts.setdefault(key, deque()).append(now)
+
+    def sweep(self, *, now: float) -> None:
+        """Forget every key whose attempts are all older than the window (keys are cheap to
+        make: one per room name guessed at, so they must not pile up)."""
+        for key in [
+            k for k, attempts in self._attempts.items() if now - attempts[-1] >= self.window
+        ]:
+            del self._attempts[key]

@@ -1,6 +1,8 @@
 """A room's entry rules and settings: lock, lobby, password, 'moderator must allow'.
 
-Passwords are kept only as salted scrypt hashes and compared in constant time.
+Passwords are kept only as salted scrypt hashes and compared in constant time. Hashing is slow
+on purpose (about 45 ms), so the room never hashes: :func:`hash_password` is called by whoever
+holds the event loop, off it, and the room is handed the result.
 """
 
 from __future__ import annotations
@@ -8,15 +10,28 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from veche.protocol import RoomState
 
-__all__ = ["RoomPolicy"]
+__all__ = ["PasswordHash", "RoomPolicy", "hash_password"]
 
 
-def _hash(password: str, salt: bytes) -> bytes:
-    return hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+@dataclass(frozen=True, slots=True)
+class PasswordHash:
+    """A password's scrypt ``digest`` with its ``salt``: a room's password, or an attempt at
+    it hashed with that room's salt."""
+
+    salt: bytes
+    digest: bytes = field(repr=False)
+
+
+def hash_password(password: str, salt: bytes | None = None) -> PasswordHash:
+    """Hash ``password`` with ``salt`` (a fresh random one by default). CPU-bound for about
+    45 ms and releases the GIL: run it in a worker thread, never on the event loop."""
+    salt = secrets.token_bytes(16) if salt is None else salt
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    return PasswordHash(salt, digest)
 
 
 @dataclass(slots=True)
@@ -27,29 +42,28 @@ class RoomPolicy:
     lobby: bool = False
     moderator_must_allow: bool = False
     recording: bool = False
-    _salt: bytes = b""
-    _password_hash: bytes | None = None
+    password: PasswordHash | None = field(default=None, repr=False)
+    """The password's hash, or ``None`` when joining needs none."""
 
     @property
     def has_password(self) -> bool:
         """Whether joining needs a password."""
-        return self._password_hash is not None
+        return self.password is not None
 
-    def set_password(self, password: str) -> None:
-        """Require ``password`` from now on; an empty string removes the requirement."""
-        if not password:
-            self._password_hash = None
-            return
-        self._salt = secrets.token_bytes(16)
-        self._password_hash = _hash(password, self._salt)
+    @property
+    def salt(self) -> bytes | None:
+        """The salt an attempt at the password must be hashed with (``None``: no password)."""
+        return None if self.password is None else self.password.salt
 
-    def password_matches(self, password: str | None) -> bool:
-        """Whether ``password`` opens the room (always, when it has none)."""
-        if self._password_hash is None:
+    def password_matches(self, attempt: PasswordHash | None) -> bool:
+        """Whether ``attempt`` (a password hashed with :attr:`salt`) opens the room (always,
+        when it has no password). An attempt hashed with another salt (the password changed
+        meanwhile) does not."""
+        if self.password is None:
             return True
-        if password is None:
+        if attempt is None or attempt.salt != self.password.salt:
             return False
-        return hmac.compare_digest(_hash(password, self._salt), self._password_hash)
+        return hmac.compare_digest(attempt.digest, self.password.digest)
 
     def state(self) -> RoomState:
         """The settings as participants see them (never the password)."""

@@ -8,10 +8,13 @@ from veche.errors import ErrorCode, Refused
 from veche.ids import RoomName
 from veche.rooms.limits import AttemptLimiter
 from veche.rooms.participant import Participant
+from veche.rooms.policy import PasswordHash
 from veche.rooms.room import Outcome, Room
 
 JOIN_ATTEMPTS: Final = 5
-"""Refused joins (wrong password, locked...) one address may have per ``JOIN_WINDOW``."""
+"""Refused joins (wrong password, locked...) one address may have at one room name per
+``JOIN_WINDOW``: what is guessed is that room's password, so other rooms stay open to the
+address (many people may share it behind one NAT)."""
 JOIN_WINDOW: Final = 60.0
 
 __all__ = ["RoomRegistry"]
@@ -52,34 +55,43 @@ class RoomRegistry:
         """Participants across all rooms."""
         return sum(len(room) for room in self._rooms.values())
 
+    def check_attempts(self, name: RoomName, *, address: str, now: float) -> None:
+        """Raise :class:`~veche.errors.Refused` with ``rate_limited`` if ``address`` has had
+        ``JOIN_ATTEMPTS`` refused joins at ``name`` within ``JOIN_WINDOW`` (so a password
+        need not be hashed for an attempt that would be refused anyway)."""
+        if self._attempts.blocked((name, address), now=now):
+            raise Refused(
+                "too many refused attempts to join this meeting from your address; wait a minute",
+                code=ErrorCode.RATE_LIMITED,
+            )
+
     def join(
         self,
         name: RoomName,
         display_name: str,
         *,
         now: float,
-        password: str | None = None,
+        password: PasswordHash | None = None,
+        password_given: bool = False,
         session: str | None = None,
         address: str = "?",
         subject: str | None = None,
         moderator: bool = False,
     ) -> tuple[Room, Participant, Outcome]:
         """Join ``name``, creating the room if needed (unless a password is given: a password
-        names an existing room). Raises :class:`~veche.errors.RoomFull`, and
+        names an existing room). ``password`` is the given password hashed with the room's
+        ``policy.salt`` (by the caller, off the event loop); ``password_given`` says one was
+        given when the room needs none. Raises :class:`~veche.errors.RoomFull`, and
         :class:`~veche.errors.Refused` with ``room_unavailable`` (locked, wrong password,
         removed, or no such room: one answer for all) or ``rate_limited`` after too many
-        refusals from one address."""
-        if self._attempts.blocked(address, now=now):
-            raise Refused(
-                "too many refused attempts from your address; wait a minute",
-                code=ErrorCode.RATE_LIMITED,
-            )
+        refusals at this room from one address."""
+        self.check_attempts(name, address=address, now=now)
         room = self._rooms.get(name)
-        if room is None and password is None:
+        if room is None and password is None and not password_given:
             room = Room(name, capacity=self.capacity, now=now, max_waiting=self.max_waiting)
             self._rooms[name] = room
         if room is None or not room.admits(password, session):
-            self._attempts.record(address, now=now)
+            self._attempts.record((name, address), now=now)
             raise Refused(
                 "this meeting cannot be joined: it may be locked, need another password, or "
                 "not exist",
@@ -95,7 +107,8 @@ class RoomRegistry:
         self._rooms.pop(name, None)
 
     def sweep(self, *, now: float) -> list[RoomName]:
-        """Drop rooms that have been empty for at least the grace period; return their names."""
+        """Drop rooms that have been empty for at least the grace period, and refused-join
+        counts past their window; return the rooms' names."""
         expired = [
             name
             for name, room in self._rooms.items()
@@ -103,4 +116,5 @@ class RoomRegistry:
         ]
         for name in expired:
             del self._rooms[name]
+        self._attempts.sweep(now=now)
         return expired

@@ -31,14 +31,19 @@ from veche.protocol import (
     RoomUpdated,
     ServerMessage,
 )
+from veche.ratelimit import TokenBucket
 from veche.rooms.chat import ChatLog
 from veche.rooms.participant import Participant
-from veche.rooms.policy import RoomPolicy
+from veche.rooms.policy import PasswordHash, RoomPolicy
 
 __all__ = ["Delivery", "GoodbyeReason", "Outcome", "Participant", "Room"]
 
 REACTION_INTERVAL: Final = 1.0
 """Least seconds between two reactions of one participant."""
+CONFIGURE_RATE: Final = 1.0
+"""Setting changes per second one room may make on average (each may hash a password)."""
+CONFIGURE_BURST: Final = 5
+"""Setting changes one room may make at once."""
 
 ModeratorAction = Literal["mute", "camera_off", "allow_unmute", "remove", "make_moderator"]
 
@@ -90,6 +95,7 @@ class Room:
         self.created_at = now
         self.empty_since: float | None = now
         self.policy = RoomPolicy()
+        self._configure_bucket = TokenBucket(rate=CONFIGURE_RATE, burst=CONFIGURE_BURST, now=now)
         self.chat = ChatLog()
         self.ended = False
         self._participants: dict[ParticipantId, Participant] = {}
@@ -128,9 +134,10 @@ class Room:
 
     # ------------------------------------------------------------------ entering and leaving
 
-    def admits(self, password: str | None, session: str | None) -> bool:
+    def admits(self, password: PasswordHash | None, session: str | None) -> bool:
         """Whether someone outside may enter (or wait): not locked, not removed, the right
-        password. The caller answers every refusal the same way."""
+        password (``password``: the one given, hashed with ``policy.salt``). The caller
+        answers every refusal the same way."""
         if self.ended or self.policy.locked:
             return False
         if session is not None and session in self._banned_sessions:
@@ -297,18 +304,32 @@ class Room:
             deliveries += self._lobby_update()
         return _sent(deliveries)
 
+    def allow_configure(self, actor_id: ParticipantId, *, now: float) -> None:
+        """Spend one of the room's setting changes (``CONFIGURE_BURST`` at once, then
+        ``CONFIGURE_RATE`` a second), before a new password is hashed and :meth:`configure`
+        is called. Raises :class:`~veche.errors.Refused` (``forbidden``: not a moderator, and
+        ``rate_limited`` when the room changes its settings too often)."""
+        self._require_moderator(actor_id)
+        if not self._configure_bucket.take(now=now):
+            raise Refused(
+                f"this room's settings may change at most {CONFIGURE_RATE:g} times a second; "
+                "wait a moment",
+                code=ErrorCode.RATE_LIMITED,
+            )
+
     def configure(
         self,
         actor_id: ParticipantId,
         *,
         locked: bool | None = None,
         lobby: bool | None = None,
-        password: str | None = None,
+        password: PasswordHash | Literal[""] | None = None,
         moderator_must_allow: bool | None = None,
     ) -> Outcome:
-        """A moderator changes settings; everyone hears ``room_updated``. Turning the lobby off
-        lets everyone waiting in (``admitted``), oldest first as long as there is room; the
-        others keep waiting for a moderator."""
+        """A moderator changes settings (after :meth:`allow_configure`); everyone hears
+        ``room_updated``. ``password`` is the new password's hash, ``""`` to remove it, or
+        ``None`` to keep it. Turning the lobby off lets everyone waiting in (``admitted``),
+        oldest first as long as there is room; the others keep waiting for a moderator."""
         self._require_moderator(actor_id)
         policy = self.policy
         if locked is not None:
@@ -316,7 +337,7 @@ class Room:
         if moderator_must_allow is not None:
             policy.moderator_must_allow = moderator_must_allow
         if password is not None:
-            policy.set_password(password)
+            policy.password = password or None
         if lobby is not None:
             policy.lobby = lobby
         outcome = _sent(_deliver(self._ids(), RoomUpdated(settings=policy.state())))
