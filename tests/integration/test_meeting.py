@@ -255,6 +255,26 @@ async def test_make_moderator_shares_the_role(join: Join) -> None:
     assert (await expect(ada, "room_updated"))["settings"]["locked"] is True
 
 
+async def test_a_promoted_moderator_cannot_remove_the_host(join: Join) -> None:
+    """A moderator the host made cannot remove the host (``forbidden``); the host stays and can
+    still remove that moderator."""
+    ada, ada_welcome = await join("host", "Ada")
+    bob, bob_welcome = await join("host", "Bob")
+    bob_id = bob_welcome["participant_id"]
+    await ada.send_json({"type": "moderate", "action": "make_moderator", "participant_id": bob_id})
+    assert (await expect(bob, "participant_updated"))["participant"]["role"] == "moderator"
+    remove_ada = {
+        "type": "moderate",
+        "action": "remove",
+        "participant_id": ada_welcome["participant_id"],
+    }
+    assert await _error(bob, remove_ada) == "forbidden"
+    await ada.send_json({"type": "moderate", "action": "remove", "participant_id": bob_id})
+    assert (await expect(bob, "goodbye"))["reason"] == "removed"
+    left = await expect(ada, "participant_left")
+    assert (left["participant_id"], left["reason"]) == (bob_id, "removed")
+
+
 async def test_end_meeting_dismisses_everyone(join: Join) -> None:
     """end_meeting: everyone gets goodbye 'ended' and is disconnected; the room is gone."""
     ada, _ = await join("end", "Ada")

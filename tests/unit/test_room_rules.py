@@ -326,3 +326,38 @@ def test_lobby_full_refuses_while_waiters_take_no_place_in_the_room() -> None:
     room.leave(guest.id, "left", now=5)
     assert room.admit(host.id, second.id, everyone=False).admitted == (second,)
     assert len(room) == 3
+
+
+def test_moderators_the_host_promoted_cannot_remove_it() -> None:
+    """The room's first moderator made another one moderator: that one cannot remove the host
+    (``forbidden``, nobody leaves), while the host can remove it."""
+    room = Room(RoomName("r"), capacity=10, now=0)
+    host, _ = room.join("Host", now=0)
+    student, _ = room.join("Student", now=1)
+    room.moderate(host.id, "make_moderator", student.id, now=2)
+    with pytest.raises(Refused) as caught:
+        room.moderate(student.id, "remove", host.id, now=3)
+    assert caught.value.code is ErrorCode.FORBIDDEN
+    assert host.id in room
+    removed = room.moderate(host.id, "remove", student.id, now=4)
+    assert removed.dismissed == ((student, "removed"),)
+
+
+def test_the_host_role_passes_to_the_longest_present_moderator() -> None:
+    """When the host leaves, the longest-present moderator is the host (and is protected);
+    an emptied room has no host until someone enters."""
+    room = Room(RoomName("r"), capacity=10, now=0)
+    host, _ = room.join("Host", now=0)
+    first, _ = room.join("First", now=1)
+    second, _ = room.join("Second", now=2)
+    room.moderate(host.id, "make_moderator", second.id, now=3)
+    room.moderate(host.id, "make_moderator", first.id, now=3)
+    room.leave(host.id, "left", now=4)
+    assert room.host_id == first.id
+    with pytest.raises(Refused):
+        room.moderate(second.id, "remove", first.id, now=5)
+    room.leave(first.id, "left", now=6)
+    room.leave(second.id, "left", now=7)
+    assert room.host_id is None
+    newcomer, _ = room.join("New", now=8)
+    assert room.host_id == newcomer.id

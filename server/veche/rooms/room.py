@@ -101,6 +101,9 @@ class Room:
         self._participants: dict[ParticipantId, Participant] = {}
         self._waiting: dict[ParticipantId, Participant] = {}
         self._banned_sessions: set[str] = set()
+        self.host_id: ParticipantId | None = None
+        """The room's first moderator while present (then the longest-present moderator): the
+        moderators it promotes cannot remove it."""
 
     def __len__(self) -> int:
         return len(self._participants)
@@ -180,6 +183,8 @@ class Room:
         if not any(p.moderator for p in self._participants.values()):
             participant.role = "moderator"
         self._participants[participant.id] = participant
+        if self.host_id is None and participant.moderator:
+            self.host_id = participant.id
         self.empty_since = None
         return _deliver(others, ParticipantJoined(participant=participant.info()))
 
@@ -197,6 +202,7 @@ class Room:
         )
         if not self._participants:
             self.empty_since = now
+            self.host_id = None
             stranded = tuple((person, "denied") for person in self._waiting.values())
             self._waiting.clear()
             return Outcome(tuple(deliveries), dismissed=stranded)  # type: ignore[arg-type]
@@ -205,6 +211,8 @@ class Room:
             heir.role = "moderator"
             deliveries += self._updated(heir)
             deliveries += self._lobby_update()
+        if participant_id == self.host_id:
+            self.host_id = next((p.id for p in self._participants.values() if p.moderator), None)
         return _sent(deliveries)
 
     def disconnect(self, participant_id: ParticipantId) -> Outcome:
@@ -288,6 +296,10 @@ class Room:
         target = self._participants.get(target_id)
         if target is None:
             raise Refused("no such participant in this room", code=ErrorCode.NOT_FOUND)
+        if action == "remove" and target_id == self.host_id and actor_id != self.host_id:
+            raise Refused(
+                "the host cannot be removed by another moderator", code=ErrorCode.FORBIDDEN
+            )
         if action == "remove":
             return self.expel(target_id, now=now)
         if action == "mute":
