@@ -345,7 +345,9 @@ class Hub:
         attempt = None
         guarded = self.rooms.get(name)
         salt = guarded.policy.salt if guarded is not None else None
-        if hello.password is not None and salt is not None:
+        if hello.password is not None:
+            # Hashed even for a room without a password, or none at all, so that the time of the
+            # answer does not tell a wrong password from a room that does not exist.
             attempt = await self._hash(hello.password, salt)
             if session not in self._sessions or session.participant is not None:
                 return  # the connection went (or joined) while the password was hashed

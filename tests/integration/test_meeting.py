@@ -4,6 +4,8 @@ moderation, lobby, password and lock. Driven in-process with aiohttp's test clie
 from __future__ import annotations
 
 import itertools
+import statistics
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -316,6 +318,30 @@ async def test_lock_password_and_missing_room_give_one_answer(join: Join) -> Non
     await expect(ada, "room_updated")
     _bob, welcome = await join("guarded", "Bob", password="open sesame")
     assert welcome["type"] == "welcome"
+
+
+async def test_a_missing_room_answers_as_slowly_as_a_wrong_password(join: Join) -> None:
+    """A password is hashed whether or not its room exists, so the time of the refusal does
+    not tell which rooms exist (median of four tries each; the hash takes tens of ms)."""
+    ada, _ = await join("timed", "Ada")
+    await ada.send_json({"type": "configure", "password": "open sesame"})
+    await expect(ada, "room_updated")
+
+    async def refusal(room: str) -> float:
+        start = time.perf_counter()
+        ws, reply = await join(room, "Eve", password="wrong")
+        elapsed = time.perf_counter() - start
+        assert reply["code"] == "room_unavailable"
+        await ws.close()
+        return elapsed
+
+    wrong = [await refusal("timed") for _ in range(4)]
+    missing = [await refusal(f"nowhere-{n}") for n in range(4)]
+    print(
+        f"\nwrong password {statistics.median(wrong) * 1000:.1f} ms, missing room "
+        f"{statistics.median(missing) * 1000:.1f} ms"
+    )
+    assert statistics.median(missing) >= 0.5 * statistics.median(wrong)
 
 
 async def test_refused_joins_are_rate_limited_per_room_and_address(join: Join) -> None:
