@@ -296,6 +296,7 @@ function join(name, password) {
     } else if (error.code === ErrorCode.RATE_LIMITED) setStatus("error.rate_limited");
     else if (error.code === ErrorCode.FORBIDDEN) setStatus("error.forbidden", { message: error.message });
     else if (error.code === ErrorCode.SCREEN_BUSY) setStatus("screen.busy");
+    else if (error.code === ErrorCode.RECORDING_LIMIT) setStatus("error.recording_limit");
     else if (error.code === ErrorCode.ROOM_FULL) setStatus("error.room_full");
     else if (error.code === ErrorCode.INVALID_ROOM) setStatus("error.invalid_room");
     else if (error.code === ErrorCode.MEDIA_FAILED) setStatus("media.failed");

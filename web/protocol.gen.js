@@ -67,6 +67,7 @@ export const ErrorCode = Object.freeze({
   NOT_FOUND: "not_found",
   UNAVAILABLE: "unavailable",
   UNSUPPORTED: "unsupported",
+  RECORDING_LIMIT: "recording_limit",
   INTERNAL: "internal",
 });
 
@@ -187,7 +188,7 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  * @property {(string | null)} [ref]
  */
 
-/** @typedef {("bad_json" | "bad_message" | "unknown_type" | "binary_unsupported" | "unsupported_version" | "not_joined" | "already_joined" | "invalid_room" | "room_full" | "bad_sdp" | "wrong_state" | "media_failed" | "forbidden" | "not_admitted" | "room_unavailable" | "rate_limited" | "too_long" | "screen_busy" | "not_found" | "unavailable" | "unsupported" | "internal")} ErrorCodeValue */
+/** @typedef {("bad_json" | "bad_message" | "unknown_type" | "binary_unsupported" | "unsupported_version" | "not_joined" | "already_joined" | "invalid_room" | "room_full" | "bad_sdp" | "wrong_state" | "media_failed" | "forbidden" | "not_admitted" | "room_unavailable" | "rate_limited" | "too_long" | "screen_busy" | "not_found" | "unavailable" | "unsupported" | "recording_limit" | "internal")} ErrorCodeValue */
 
 /**
  * The server ends this participant's presence; the socket closes next (1000). ``removed`` by a moderator, ``denied`` entry from the lobby, ``ended``: the meeting ended, ``replaced``: the same identity joined on another connection.

@@ -86,6 +86,10 @@ class ErrorCode(StrEnum):
     UNSUPPORTED = "unsupported"
     """The request is valid but this server does not offer it (``record`` without a
     ``recording_dir``)."""
+    RECORDING_LIMIT = "recording_limit"
+    """A recording limit was reached: this server records ``recording_max_concurrent`` meetings
+    at once already, or a recording ran ``recording_max_seconds`` or grew to
+    ``recording_max_bytes`` and was stopped (its files are kept)."""
     INTERNAL = "internal"
     """The server failed; nothing about the cause is disclosed."""
 

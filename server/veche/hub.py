@@ -57,7 +57,7 @@ from veche.protocol import (
     Welcome,
     encode,
 )
-from veche.recordings import Recordings
+from veche.recordings import RecordingLimits, Recordings
 from veche.resumption import Resumption
 from veche.rooms import (
     Delivery,
@@ -125,7 +125,15 @@ class Hub:
         self.stats = HubStats()
         recording_dir = settings.recording_dir
         self.recordings = Recordings(
-            Path(recording_dir) if recording_dir is not None else None, self.media, clock
+            Path(recording_dir) if recording_dir is not None else None,
+            self.media,
+            clock,
+            limits=RecordingLimits(
+                seconds=settings.recording_max_seconds,
+                size=settings.recording_max_bytes,
+                concurrent=settings.recording_max_concurrent,
+            ),
+            on_limit=self._recording_limit,
         )
 
     @property
@@ -289,6 +297,13 @@ class Hub:
         """Start or stop recording (``actor``: the moderator, ``None`` for the admin API); the
         recording's folder while it records."""
         self.recordings.check()
+        person = room.get(actor) if actor is not None else None
+        anonymous = person is not None and person.subject is None
+        if active and anonymous and not self.settings.recording_anonymous:
+            raise Refused(
+                "on this server only a moderator who joined with a token may record",
+                code=ErrorCode.FORBIDDEN,
+            )
         before = room.settings.recording
         outcome = room.set_recording(actor, active)
         if before != active and active:
@@ -297,11 +312,29 @@ class Hub:
                 participant = room.get(ParticipantId(participant_id))
                 return participant.name if participant is not None else "?"
 
-            self.recordings.start(room.name, audio_only=audio_only, names=name_of)
+            try:
+                self.recordings.start(room.name, audio_only=audio_only, names=name_of)
+            except Refused:
+                room.set_recording(None, False)  # nothing is recorded: say so to nobody
+                raise
         elif before != active:
             self.recordings.stop(room.name)
         self._apply(room, outcome)
         return self.recordings.directory(room.name)
+
+    def _recording_limit(self, name: RoomName, reason: str) -> None:
+        """A recording reached a limit: it stops as if a moderator stopped it, and the
+        moderators are told why."""
+        room = self.rooms.get(name)
+        if room is None or not room.settings.recording:
+            self.recordings.stop(name)
+            return
+        self._record(room, None, False, audio_only=False)
+        moderators = tuple(p.id for p in room.participants if p.moderator)
+        error = Error(
+            code=ErrorCode.RECORDING_LIMIT, message=f"the recording was stopped: {reason}"
+        )
+        self._deliver([Delivery(moderators, error)])
 
     def _end(self, room: Room, outcome: Outcome, *, by: str) -> None:
         self.recordings.stop(room.name)

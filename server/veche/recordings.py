@@ -6,27 +6,56 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from veche.errors import ErrorCode, Refused
 from veche.ids import RoomName
 from veche.media import MediaRooms
 from veche.media.recorder import Recording, finish_in_worker, recording_folder
 
-__all__ = ["Recordings"]
+__all__ = ["RecordingLimits", "Recordings"]
 
 log = logging.getLogger(__name__)
 
 
-class Recordings:
-    """Start and stop recordings under ``base`` (``None``: this server does not record)."""
+WATCH_INTERVAL: Final = 1.0
+"""Seconds between two looks at the running recordings' length and size."""
 
-    def __init__(self, base: Path | None, media: MediaRooms, clock: Callable[[], float]) -> None:
+
+@dataclass(frozen=True, slots=True)
+class RecordingLimits:
+    """How long (seconds) and how large (bytes of media) one recording may grow, and how many
+    may run at once."""
+
+    seconds: float = 4 * 3600
+    size: int = 4 * 1024**3
+    concurrent: int = 2
+
+
+class Recordings:
+    """Start and stop recordings under ``base`` (``None``: this server does not record).
+
+    ``on_limit(room, reason)`` is called when a running recording reaches its length or size
+    limit (the caller stops it and says so)."""
+
+    def __init__(
+        self,
+        base: Path | None,
+        media: MediaRooms,
+        clock: Callable[[], float],
+        *,
+        limits: RecordingLimits | None = None,
+        on_limit: Callable[[RoomName, str], None] = lambda room, reason: None,
+    ) -> None:
         self._base = base
         self._media = media
         self._clock = clock
+        self._limits = limits or RecordingLimits()
+        self._on_limit = on_limit
         self._writing: set[asyncio.Task[Any]] = set()
+        self._watch: asyncio.TimerHandle | None = None
 
     def check(self) -> None:
         """Raise :class:`~veche.errors.Refused` (``unsupported``) where nothing is recorded."""
@@ -38,6 +67,11 @@ class Recordings:
         that folder. ``names`` gives a participant's display name for the manifest."""
         self.check()
         assert self._base is not None
+        if len(self._media.recorded_rooms) >= self._limits.concurrent:
+            raise Refused(
+                f"this server records at most {self._limits.concurrent} meetings at once",
+                code=ErrorCode.RECORDING_LIMIT,
+            )
         directory = recording_folder(self._base, room, now=self._clock())
         if directory is None:
             raise Refused("this room cannot be recorded", code=ErrorCode.UNSUPPORTED)
@@ -46,7 +80,24 @@ class Recordings:
             "recording started",
             extra={"room": room, "directory": directory.name, "audio_only": audio_only},
         )
+        if self._watch is None:
+            self._watch = asyncio.get_running_loop().call_later(WATCH_INTERVAL, self._check)
         return directory
+
+    def _check(self) -> None:
+        """Stop (through ``on_limit``) every recording past its length or size limit."""
+        self._watch = None
+        limits = self._limits
+        for room in self._media.recorded_rooms:
+            recording = self._media.recording(room)
+            if recording is None:
+                continue
+            if recording.seconds >= limits.seconds:
+                self._on_limit(room, f"it reached the longest recording, {limits.seconds:g} s")
+            elif recording.size >= limits.size:
+                self._on_limit(room, f"it reached the largest recording, {limits.size} bytes")
+        if self._media.recorded_rooms:
+            self._watch = asyncio.get_running_loop().call_later(WATCH_INTERVAL, self._check)
 
     def directory(self, room: RoomName) -> Path | None:
         """The folder of ``room``'s recording under way, if any."""
@@ -67,6 +118,9 @@ class Recordings:
         """Stop every recording (the server shuts down)."""
         for room in self._media.recorded_rooms:
             self.stop(room)
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     async def finish(self) -> None:
         """Wait until every stopped recording is written."""

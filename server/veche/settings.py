@@ -216,6 +216,27 @@ class Settings(BaseSettings):
         description="Directory recordings are written to (one folder per recording); unset: "
         "recording is off.",
     )
+    recording_anonymous: bool = Field(
+        False,
+        description="Whether a moderator who is not signed in (no join token) may record; the "
+        "admin API always may.",
+    )
+    recording_max_seconds: float = Field(
+        4 * 3600,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="Seconds a recording may run; then it is stopped, its files are written, and "
+        "the moderators are told.",
+    )
+    recording_max_bytes: int = Field(
+        4 * 1024**3,
+        ge=1000,
+        description="Bytes of media a recording may hold; then it is stopped, its files are "
+        "written, and the moderators are told.",
+    )
+    recording_max_concurrent: int = Field(
+        2, ge=1, le=1000, description="Recordings this server runs at once; one more is refused."
+    )
     metrics_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         description="Comma-separated networks that may read `/metrics` without a token "

@@ -89,7 +89,13 @@ SERVERS: Final = {
 # Every rig connection comes from 127.0.0.1: lift Veche's per-address connection limit.
 SERVER_OPTIONS: Final = {
     VECHE: ["--max-connections-per-address", "1000"],
-    RECORDING: ["--max-connections-per-address", "1000", "--recording-dir", str(RECORDING_DIR)],
+    RECORDING: [
+        "--max-connections-per-address",
+        "1000",
+        "--recording-dir",
+        str(RECORDING_DIR),
+        "--recording-anonymous",
+    ],
     BASELINE: [],
 }
 RIG: Final = [sys.executable, "-m", "tests.bench.rig"]

@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 
 async def test_moderator_records_and_everyone_sees_it(browser: Browser, tmp_path: Path) -> None:
-    with run_server("--host", "127.0.0.1", "--recording-dir", str(tmp_path)) as server:
+    with run_server(
+        "--host", "127.0.0.1", "--recording-dir", str(tmp_path), "--recording-anonymous"
+    ) as server:
         people = [(server.http, "Ada"), (server.http, "Bob")]
         async with meeting_pages(browser, "taped", people) as pages:
             for page in pages:

@@ -17,6 +17,7 @@ from veche.client import VecheClient
 
 from .peers import MediaClient
 from .serverproc import run_server
+from .waiting import until
 
 pytestmark = [
     pytest.mark.slow,
@@ -41,7 +42,7 @@ async def _manifest(directory: Path, timeout: float = 30) -> tuple[Path, dict[st
 async def _record_call(
     tmp_path: Path, seconds: float, *, audio_only: bool, ada_codec: str | None = None
 ) -> tuple[Path, dict[str, Any], float]:
-    with run_server("--recording-dir", str(tmp_path)) as server:
+    with run_server("--recording-dir", str(tmp_path), "--recording-anonymous") as server:
         ada = await MediaClient.join(server.ws, "recorded", "Ada")
         bob = await MediaClient.join(server.ws, "recorded", "Bob")
         try:
@@ -137,3 +138,52 @@ async def test_recording_is_refused_when_not_set_up() -> None:
         assert refused.type == "error"
         assert refused.code == "unsupported"
         await client.ws.close()
+
+
+async def test_an_anonymous_moderator_may_not_record_by_default(tmp_path: Path) -> None:
+    """Without ``recording_anonymous``, a moderator who joined without a token is refused
+    (``forbidden``) and the room does not say it records."""
+    with run_server("--recording-dir", str(tmp_path)) as server:
+        client = await VecheClient.connect(server.ws)
+        await client.join("anonymous", "Ada")
+        await client.send({"type": "record", "active": True})
+        refused = await client.expect("error")
+        assert refused.type == "error"
+        assert refused.code == "forbidden"
+        assert "token" in refused.message
+        await client.ws.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_recording_limits_stop_it_and_tell_the_moderator(tmp_path: Path) -> None:
+    """A recording that reaches ``recording_max_seconds`` stops by itself: everyone hears
+    recording off, the moderator gets ``recording_limit``, the files are written; a second room
+    is refused (``recording_limit``) while ``recording_max_concurrent`` recordings run."""
+    limits = ("--recording-max-seconds", "2", "--recording-max-concurrent", "1")
+    with run_server("--recording-dir", str(tmp_path), "--recording-anonymous", *limits) as server:
+        ada = await MediaClient.join(server.ws, "limited", "Ada")
+        other = await VecheClient.connect(server.ws)
+        await other.join("second", "Cyd")
+        try:
+            await ada.publish(audio=True, video=False)
+            await until(lambda: ada.publish_pc.connectionState == "connected", timeout=20)
+            await ada.send({"type": "record", "active": True})
+            await ada.wait_for(lambda m: _recording(m, True))
+            await other.send({"type": "record", "active": True})
+            busy = await other.expect("error")
+            assert busy.type == "error"
+            assert busy.code == "recording_limit"
+            started = time.monotonic()
+            stopped = await ada.wait_for(lambda m: _recording(m, False), timeout=10)
+            assert stopped["settings"]["recording"] is False
+            elapsed = time.monotonic() - started
+            assert 1.5 <= elapsed <= 5.0, elapsed
+            told = await ada.wait_for(lambda m: m["type"] == "error", timeout=5)
+            assert told["code"] == "recording_limit"
+            await until(lambda: any(tmp_path.glob("*/manifest.json")), timeout=20)
+            # Free again: the second room may record now.
+            await other.send({"type": "record", "active": True})
+            await other.expect("room_updated")
+        finally:
+            await ada.close()
+            await other.ws.close()

@@ -76,6 +76,8 @@ class _Track:
     file: IO[bytes]
     anchor: tuple[int, float] | None = None
     """(first RTP timestamp, its time since the recording started)."""
+    written: int = 0
+    """Bytes spooled so far."""
 
     def write(self, frame: AssembledFrame, since_start: float) -> None:
         if self.anchor is None:
@@ -86,7 +88,9 @@ class _Track:
         for payload in frame.payloads:
             record.append(_LENGTH.pack(len(payload)))
             record.append(payload)
-        self.file.write(b"".join(record))
+        data = b"".join(record)
+        self.file.write(data)
+        self.written += len(data)
 
 
 @dataclass
@@ -103,6 +107,16 @@ class Recording:
     _skipped: list[dict[str, str]] = field(default_factory=list)
     _people: dict[str, str] = field(default_factory=dict)
     _counter: int = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes spooled so far, every track together."""
+        return sum(track.written for track in self._tracks.values())
+
+    @property
+    def seconds(self) -> float:
+        """Seconds since the recording started."""
+        return time.monotonic() - self._start
 
     def sink_for(
         self, participant: str, kind: str, codec: RTCRtpCodecParameters
