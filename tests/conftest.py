@@ -12,11 +12,15 @@ from veche.settings import Settings
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No VECHE_* variable of the machine leaks into a test."""
+def _clean_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """No VECHE_* variable of the machine leaks into a test, and every test (and the servers it
+    starts) keeps room state in a directory of its own."""
     for key in list(os.environ):
         if key.startswith("VECHE_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("VECHE_DATA_DIR", str(tmp_path_factory.mktemp("data")))
 
 
 @pytest.fixture

@@ -12,13 +12,15 @@ from aiohttp import web
 
 from veche.appkeys import CLUSTER, HUB, LOOP_MONITOR, METRICS, RELAY, SETTINGS, WEB_ROOT
 from veche.assets import web_root as default_web_root
-from veche.cluster.bus import create_bus
+from veche.cluster.bus import Bus, create_bus
 from veche.cluster.membership import Cluster
 from veche.cluster.relay import Relay
+from veche.cluster.roomstate import BusStore
 from veche.hub import Hub
 from veche.ice import server_ice_servers
 from veche.media import MediaConfig
 from veche.metrics import LoopMonitor, metrics_registry, monitor_loop
+from veche.roomstore import NoStore, RoomStore, SqliteStore
 from veche.routes import setup_routes
 from veche.settings import Settings
 from veche.tasks import cancel_and_wait
@@ -35,8 +37,8 @@ def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Appli
     app = web.Application()
     root = web_root or default_web_root()
     app[SETTINGS] = settings
-    hub = app[HUB] = Hub(settings, media=media_config(settings))
     bus = create_bus(settings)
+    hub = app[HUB] = Hub(settings, media=media_config(settings), store=room_store(settings, bus))
     cluster = app[CLUSTER] = Cluster(
         bus, load=lambda: hub.rooms.participant_count, rooms=lambda: hub.rooms.names
     )
@@ -49,6 +51,7 @@ def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Appli
     app.cleanup_ctx.append(_room_sweeper)
     app.cleanup_ctx.append(_media)
     app.cleanup_ctx.append(_coordination)
+    app.cleanup_ctx.append(_room_state)
     app.cleanup_ctx.append(monitor_loop)
     app.on_shutdown.append(_close_clients)
     return app
@@ -70,6 +73,31 @@ def media_config(settings: Settings) -> MediaConfig:
         public_ip=settings.public_ip,
         video_codecs=tuple(settings.video_codecs),
     )
+
+
+def room_store(settings: Settings, bus: Bus) -> RoomStore:
+    """Where rooms' lasting state is kept (``room_state``): Redis when nodes share one,
+    else a SQLite file in ``data_dir``, or nowhere."""
+    mode = settings.room_state
+    if mode == "auto":
+        mode = "redis" if settings.redis_url else "sqlite"
+    if mode == "off":
+        return NoStore()
+    if mode == "redis":
+        return BusStore(bus)
+    return SqliteStore(Path(settings.data_dir))
+
+
+async def _room_state(app: web.Application) -> AsyncIterator[None]:
+    """The room store opens (a bad ``data_dir`` stops the start) and the rooms it kept come
+    back; at the end what is queued is written before the bus closes."""
+    hub = app[HUB]
+    store = hub.keeper.store
+    if isinstance(store, SqliteStore):
+        await store.open()
+    await hub.restore_all()
+    yield
+    await hub.keeper.close()
 
 
 async def _room_sweeper(app: web.Application) -> AsyncIterator[None]:

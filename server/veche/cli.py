@@ -12,6 +12,7 @@ import gc
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -124,7 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from veche.workers import run_workers
 
         configure_logging(settings.log_level, settings.log_format)
-        return run_workers(settings.workers, _without_workers(args[1:]), settings.redis_url)
+        if settings.room_state == "sqlite":
+            print(
+                "veche: several workers keep rooms' state in redis (room_state=auto or redis)",
+                file=sys.stderr,
+            )
+            return 2
+        data = Path(settings.data_dir) / "redis" if settings.room_state != "off" else None
+        return run_workers(settings.workers, _without_workers(args[1:]), settings.redis_url, data)
     return serve(settings, reuse_port=parsed.reuse_port)
 
 

@@ -9,6 +9,7 @@ every end of a participant's presence goes through :meth:`Hub._release`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ from veche.protocol import (
     Answer,
     Candidate,
     Chat,
+    ChatPosted,
     ClientMessage,
     CloseCode,
     Configure,
@@ -66,11 +68,14 @@ from veche.rooms import (
     Participant,
     PasswordHash,
     Room,
+    RoomRecord,
     RoomRegistry,
     clean_display_name,
     hash_password,
+    member_keys,
     normalize_room_name,
 )
+from veche.roomstore import NoStore, RoomKeeper, RoomStore
 from veche.session import HubStats, Session
 from veche.settings import Settings
 from veche.workpool import PoolFull, WorkPool
@@ -106,6 +111,7 @@ class Hub:
         settings: Settings,
         *,
         media: MediaConfig,
+        store: RoomStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -121,6 +127,9 @@ class Hub:
         self._present: set[ParticipantId] = set()
         """Everyone joined, waiting or away: whom :meth:`_release` may still release."""
         self._resumption = Resumption()
+        self.keeper = RoomKeeper(store or NoStore(), self._record_of, chat=settings.room_state_chat)
+        self._loading: dict[RoomName, asyncio.Event] = {}
+        """Rooms being read from the store (a second ``hello`` waits for the first read)."""
         self._hashing = WorkPool(threads=HASH_THREADS, limit=HASH_QUEUE)
         self.stats = HubStats()
         recording_dir = settings.recording_dir
@@ -174,6 +183,8 @@ class Hub:
         except VecheError as exc:
             exc.ref = exc.ref or message.id
             raise
+        if isinstance(message, Configure | Moderate | Chat):
+            await self.keeper.flush()  # acknowledged means kept: a restart keeps it
         if message.id is not None and message.type not in UNACKNOWLEDGED:
             session.outlet.send(Ack(ref=message.id))
 
@@ -287,9 +298,48 @@ class Hub:
         return True
 
     async def finish(self) -> None:
-        """Wait for background work (recordings being written) to end."""
+        """Wait for background work (recordings and room state being written) to end."""
         self._hashing.close()
         await self.recordings.finish()
+        await self.keeper.close()
+
+    async def restore_all(self) -> None:
+        """Bring back every room the store keeps from before a restart (a store that brings
+        rooms back only when asked keeps none here): each waits, empty, for its people for
+        ``empty_room_grace``."""
+        for name in await self.keeper.names():
+            await self._restore(name)
+
+    async def _restore(self, name: RoomName) -> None:
+        """Bring ``name`` back from the store unless it is here already (or does not exist)."""
+        if name in self.rooms:
+            return
+        loading = self._loading.get(name)
+        if loading is not None:
+            await loading.wait()
+            return
+        self._loading[name] = loading = asyncio.Event()
+        try:
+            stored = await self.keeper.load(name)
+            if stored is not None and name not in self.rooms:
+                room = self.rooms.restore(name, stored.record, stored.chat, now=self._clock())
+                log.info("room restored", extra={"room": name})
+                if room.expecting_moderator:
+                    asyncio.get_running_loop().call_later(
+                        self.settings.resume_grace, self._stop_expecting, room
+                    )
+        finally:
+            del self._loading[name]
+            loading.set()
+
+    def _stop_expecting(self, room: Room) -> None:
+        """The moderators from before the restart had the resume grace to come back."""
+        if self.rooms.get(room.name) is room and room.expecting_moderator:
+            self._apply(room, room.stop_expecting())
+
+    def _record_of(self, name: RoomName) -> RoomRecord | None:
+        room = self.rooms.get(name)
+        return room.record() if room is not None and not room.ended else None
 
     def _record(
         self, room: Room, actor: ParticipantId | None, active: bool, *, audio_only: bool
@@ -340,11 +390,13 @@ class Hub:
         self.recordings.stop(room.name)
         self._apply(room, outcome)
         self.rooms.drop(room.name)
+        self.keeper.dropped(room.name)
         log.info("meeting ended", extra={"room": room.name, "by": by})
 
     def shutdown(self) -> None:
         """Ask every connection to close with 1001 and stop every recording (its files are
         written in the background: see :meth:`finish`)."""
+        self.keeper.freeze()
         self.recordings.stop_all()
         self._resumption.clear()
         for session in list(self._sessions):
@@ -354,6 +406,7 @@ class Hub:
         """Drop rooms that have stayed empty for the grace period."""
         for name in self.rooms.sweep(now=self._clock()):
             self.recordings.stop(name)
+            self.keeper.dropped(name)
             log.info("room dropped", extra={"room": name})
 
     # ------------------------------------------------------------------ joining
@@ -373,6 +426,11 @@ class Hub:
             raise Refused("your token is for another room", code=ErrorCode.FORBIDDEN)
         session.receive_codecs = hello.receive_codecs
         if hello.resume is not None and self._resume(session, hello.resume, name):
+            return
+        await self._restore(name)
+        if session not in self._sessions or session.participant is not None:
+            return  # the connection went (or joined) while the room was read
+        if self._return(session, hello, name):
             return
         self.rooms.check_attempts(name, address=session.remote, now=self._clock())
         attempt = None
@@ -459,6 +517,33 @@ class Hub:
         self._apply(room, outcome)
         return True
 
+    def _return(self, session: Session, hello: Hello, name: RoomName) -> bool:
+        """Bring back someone the room remembers from before a restart (by its token's
+        subject or its last resume token): as itself, without password or lobby; a
+        moderator is a moderator again. False if the room does not remember it."""
+        room = self.rooms.get(name)
+        identity = session.identity
+        if room is None:
+            return False
+        keys = member_keys(
+            subject=identity.subject if identity else None, resume_token=hello.resume
+        )
+        key = room.remembered_key(keys, session.browser_session)
+        if key is None:
+            return False
+        participant, outcome = room.rejoin(
+            key,
+            clean_display_name(identity.name if identity else hello.name),
+            now=self._clock(),
+            session=session.browser_session,
+            subject=identity.subject if identity else None,
+            moderator=identity.moderator if identity else False,
+        )
+        self._attach(session, room, participant)
+        log.info("participant returned", extra={"room": room.name, "participant": participant.id})
+        self._apply(room, outcome)
+        return True
+
     def _welcome(self, room: Room, participant: Participant, *, resumed: bool = False) -> None:
         session = self._by_participant.get(participant.id)
         if session is None:
@@ -481,6 +566,10 @@ class Hub:
                 active_speaker=self.media.speaker(room.name),
             )
         )
+        if participant.moderator and room.waiting:
+            # The lobby as it stands, after the welcome (a moderator let in, or back).
+            for delivery in room.lobby_update():
+                session.outlet.send(delivery.message)
         self.media.join(room.name, participant.id, session.receive_codecs, address=session.remote)
         self.media.set_forwarding(
             participant.id,
@@ -568,6 +657,11 @@ class Hub:
                 )
         for person in outcome.admitted:
             self._welcome(room, person)
+        for delivery in outcome.deliveries:
+            if isinstance(delivery.message, ChatPosted):
+                self.keeper.posted(room.name, delivery.message.entry)
+        if not room.ended:
+            self.keeper.changed(room.name)
 
     def _speaker_changed(self, room: RoomName, participant_id: str | None) -> None:
         current = self.rooms.get(room)

@@ -76,6 +76,23 @@ class Settings(BaseSettings):
         description="Seconds a participant whose connection dropped stays in the room as "
         "'reconnecting' and may resume as itself; 0 removes it at once.",
     )
+    data_dir: str = Field(
+        "data",
+        description="Directory for what outlives a restart (rooms' settings, moderators and "
+        "chat in `rooms.sqlite3`; created readable by this user only). Relative paths are "
+        "from the working directory.",
+    )
+    room_state: Literal["auto", "sqlite", "redis", "off"] = Field(
+        "auto",
+        description="Where rooms' lasting state is kept: `sqlite` (a file in `data_dir`), "
+        "`redis` (the `redis_url` nodes share), `off` (nothing survives a restart); `auto`: "
+        "`redis` with a `redis_url`, else `sqlite`.",
+    )
+    room_state_chat: bool = Field(
+        True,
+        description="Whether rooms' chat (the last 200 messages) is kept across restarts too "
+        "(on disk or in Redis) until the room is dropped.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Least severe log level written."
     )
@@ -315,6 +332,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.room_state == "redis" and not self.redis_url:
+            raise ValueError("room_state=redis needs a redis_url")
         if self.media_port_min > self.media_port_max:
             raise ValueError(
                 f"media_port_min ({self.media_port_min}) is above media_port_max "

@@ -34,8 +34,10 @@ RESTART_DELAY: Final = 1.0
 
 
 @contextlib.contextmanager
-def embedded_redis() -> Iterator[str]:
-    """A private ``redis-server`` (Unix socket only, nothing persisted); yields its URL."""
+def embedded_redis(data: Path | None = None) -> Iterator[str]:
+    """A private ``redis-server`` (Unix socket only); yields its URL. With ``data``, what it
+    holds (the rooms' lasting state) is appended to a file in that directory and read back
+    when it starts again; without, nothing is persisted."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(
@@ -47,7 +49,8 @@ def embedded_redis() -> Iterator[str]:
             [
                 binary,
                 *("--port", "0", "--unixsocket", str(path), "--unixsocketperm", "700"),
-                *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+                *("--save", "", "--daemonize", "no"),
+                *_persistence(data),
                 *("--loglevel", "warning"),
             ],
             stdout=subprocess.DEVNULL,
@@ -61,6 +64,13 @@ def embedded_redis() -> Iterator[str]:
             yield f"unix://{path}"
         finally:
             _stop(process, 5)
+
+
+def _persistence(data: Path | None) -> list[str]:
+    if data is None:
+        return ["--appendonly", "no"]
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data.resolve())]
 
 
 def _stop(process: subprocess.Popen[bytes], grace: float) -> None:
@@ -78,9 +88,12 @@ def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, env=env)  # noqa: S603
 
 
-def run_workers(count: int, argv: Sequence[str], redis_url: str | None) -> int:
+def run_workers(
+    count: int, argv: Sequence[str], redis_url: str | None, data: Path | None = None
+) -> int:
     """Run ``count`` children of ``veche serve`` with ``argv`` (its flags, without
-    ``--workers``) until a signal; the exit status."""
+    ``--workers``) until a signal; the exit status. Without ``redis_url`` they share an
+    embedded redis-server that persists into ``data`` (if given)."""
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -91,7 +104,7 @@ def run_workers(count: int, argv: Sequence[str], redis_url: str | None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     with contextlib.ExitStack() as stack:
         try:
-            url = redis_url or stack.enter_context(embedded_redis())
+            url = redis_url or stack.enter_context(embedded_redis(data))
         except RuntimeError as exc:
             print(f"veche: {exc}", file=sys.stderr)
             return 2

@@ -65,14 +65,21 @@ class Guest:
     interface: str
     launcher: Path
 
+    is_cut: bool = False
+
     def cut(self) -> None:
         """Drop every packet in and out, as a dead Wi-Fi does: no reset, no error."""
         for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
             _ip("iptables", "-I", chain, flag, self.interface, "-j", "DROP", netns=self.name)
+        self.is_cut = True
 
     def restore(self) -> None:
+        """Let packets through again (nothing if they are)."""
+        if not self.is_cut:
+            return
         for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
             _ip("iptables", "-D", chain, flag, self.interface, "-j", "DROP", netns=self.name)
+        self.is_cut = False
 
 
 @contextlib.contextmanager
@@ -328,3 +335,81 @@ async def test_clients_come_back_after_a_server_restart() -> None:
             for page in (ada, bob):
                 assert await page.locator(".tile").count() == 2
             assert second.terminate() == 0
+
+
+JS_ROLE = """() => {
+    const c = window.veche.connection;
+    const me = c?.participants.get(c.participantId);
+    return me && !c.reconnecting ? me.role : null;
+}"""
+"""Page function: this page's own role once it is in the room (``null`` while reconnecting)."""
+
+
+async def test_after_a_restart_the_teacher_is_moderator_not_whoever_returns_first(
+    guest: Guest,
+) -> None:
+    """The teacher (Chromium, guest namespace) turns on the waiting room and sets a password
+    in the room settings and writes in the chat; the server restarts while the teacher's
+    network is cut, so the student (Firefox) reconnects first: the student is back as a
+    participant with the chat, the teacher is back as moderator with the room settings, and a
+    newcomer without the password is refused and asked for it."""
+    reason = firefox_missing()
+    if reason:
+        pytest.skip(reason)
+    port = free_port()
+    flags = ("--host", "0.0.0.0", "--ws-heartbeat", "2", "--empty-room-grace", "120")
+    async with (
+        two_browsers(guest, port) as (chrome, guest_chrome),
+        firefox() as fox,
+    ):
+        with run_server(*flags, port=port) as first:
+            _, teacher = await _join(
+                guest_chrome, f"http://{HOST_ADDRESS}:{port}", "class", "Teacher"
+            )
+            await teacher.wait_for_function(f"() => ({JS_ROLE})() === 'moderator'")
+            student = await fox.new_page(first.http)
+            await student.goto("/r/class?name=Student&join=1&lang=en")
+            await student.wait_for_function(f"() => ({JS_ROLE})() === 'participant'")
+            await teacher.click("#people-toggle")
+            await teacher.check("#set-lobby")
+            await teacher.fill("#set-password", "s3cret")
+            await teacher.click("#password-form button[type=submit]")
+            await teacher.click("#chat-toggle")
+            await teacher.fill("#chat-input", "Homework: chapter 3")
+            await teacher.press("#chat-input", "Enter")
+            await student.wait_for_function(
+                "() => window.veche.connection?.settings?.has_password === true"
+                " && window.veche.connection.settings.lobby === true"
+                " && document.querySelector('#chat-log')?.textContent.includes('chapter 3')"
+            )
+            guest.cut()
+            try:
+                assert first.terminate() == 0
+                with run_server(*flags, port=port) as second:
+                    await student.wait_for_function(f"() => ({JS_ROLE})() !== null", timeout=30_000)
+                    assert await student.evaluate(JS_ROLE) == "participant"
+                    await asyncio.sleep(1)  # a moderator would have been made by now
+                    assert await student.evaluate(JS_ROLE) == "participant"
+                    assert "chapter 3" in (await student.text_content("#chat-log") or "")
+                    guest.restore()
+                    await teacher.wait_for_function(
+                        f"() => ({JS_ROLE})() === 'moderator'"
+                        " && window.veche.connection.settings?.has_password === true",
+                        timeout=30_000,
+                    )
+                    assert await teacher.is_visible("#room-settings")
+                    assert await student.evaluate(JS_ROLE) == "participant"
+
+                    context = await chrome.new_context(
+                        permissions=["camera", "microphone"], base_url=second.http
+                    )
+                    newcomer = await context.new_page()
+                    await newcomer.goto("/r/class?name=Newcomer&join=1&lang=en")
+                    await newcomer.wait_for_selector("#password-row:not([hidden])")
+                    names = await teacher.evaluate(
+                        "() => [...window.veche.connection.participants.values()].map(p => p.name)"
+                    )
+                    assert sorted(names) == ["Student", "Teacher"]
+                    assert second.health()["participants"] == 2
+            finally:
+                guest.restore()

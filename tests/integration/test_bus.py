@@ -126,6 +126,20 @@ async def test_put_get_and_scan_by_prefix(bus: Bus) -> None:
     assert await bus.get("node:1") == "again"
 
 
+async def test_lists_keep_their_last_items_and_delete_forgets_them(bus: Bus) -> None:
+    assert await bus.items("test-list/a") == []
+    for n in range(5):
+        await bus.append("test-list/a", f"item {n}", keep=3, ttl=30)
+    await bus.put("test-list/b", "value", ttl=30)
+    assert await bus.items("test-list/a") == ["item 2", "item 3", "item 4"]
+    await bus.delete("test-list/a", "test-list/b", "test-list/none")
+    assert await bus.items("test-list/a") == []
+    assert await bus.get("test-list/b") is None
+    await bus.append("test-list/c", "short-lived", keep=3, ttl=0.05)
+    await asyncio.sleep(0.15)
+    assert await bus.items("test-list/c") == []
+
+
 @needs_redis
 async def test_redis_restart_restores_subscriptions() -> None:
     """Redis stops: publishing fails with BusUnavailable and the bus says it is unhealthy;

@@ -9,6 +9,7 @@ from veche.rooms.limits import AttemptLimiter
 from veche.rooms.names import clean_display_name, generate_room_name, normalize_room_name
 from veche.rooms.participant import Participant
 from veche.rooms.policy import PasswordHash, RoomPolicy, hash_password
+from veche.rooms.record import RoomRecord, member_keys
 from veche.rooms.registry import RoomRegistry
 from veche.rooms.room import Delivery, GoodbyeReason, Outcome, Room
 
@@ -23,9 +24,11 @@ __all__ = [
     "PasswordHash",
     "Room",
     "RoomPolicy",
+    "RoomRecord",
     "RoomRegistry",
     "clean_display_name",
     "generate_room_name",
     "hash_password",
+    "member_keys",
     "normalize_room_name",
 ]

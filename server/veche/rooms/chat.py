@@ -31,9 +31,10 @@ def _kept(char: str) -> bool:
 class ChatLog:
     """The room's recent chat messages, oldest first."""
 
-    def __init__(self) -> None:
-        self._entries: deque[ChatEntry] = deque(maxlen=HISTORY)
-        self._next_id = 1
+    def __init__(self, entries: list[ChatEntry] | None = None) -> None:
+        """A log holding ``entries`` (kept from before a restart) at first."""
+        self._entries: deque[ChatEntry] = deque(entries or (), maxlen=HISTORY)
+        self._next_id = max((entry.id for entry in self._entries), default=0) + 1
 
     @property
     def entries(self) -> list[ChatEntry]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from veche.ids import ParticipantId, ResumeToken, new_participant_id, new_resume_token
 from veche.protocol import ParticipantInfo, Role, WaitingInfo
+from veche.rooms.record import member_keys
 
 __all__ = ["Participant"]
 
@@ -36,6 +37,12 @@ class Participant:
     def moderator(self) -> bool:
         """Whether this participant moderates the room."""
         return self.role == "moderator"
+
+    @property
+    def key(self) -> str:
+        """The member key it is remembered by across a restart (see ``veche.rooms.record``):
+        its token's subject, else its current resume token's hash."""
+        return member_keys(subject=self.subject, resume_token=self.resume_token)[0]
 
     def info(self) -> ParticipantInfo:
         """The public view of this participant."""

@@ -6,9 +6,11 @@ from typing import Final
 
 from veche.errors import ErrorCode, Refused
 from veche.ids import RoomName
+from veche.protocol import ChatEntry
 from veche.rooms.limits import AttemptLimiter
 from veche.rooms.participant import Participant
 from veche.rooms.policy import PasswordHash
+from veche.rooms.record import RoomRecord
 from veche.rooms.room import Outcome, Room
 
 JOIN_ATTEMPTS: Final = 5
@@ -101,6 +103,17 @@ class RoomRegistry:
             display_name, now=now, session=session, subject=subject, moderator=moderator
         )
         return room, participant, outcome
+
+    def restore(
+        self, name: RoomName, record: RoomRecord, chat: list[ChatEntry], *, now: float
+    ) -> Room:
+        """Bring back a room kept from before a restart (see :meth:`Room.restored`), empty
+        since ``now``: it is dropped after the grace period unless someone comes back."""
+        room = Room.restored(
+            name, record, chat, capacity=self.capacity, now=now, max_waiting=self.max_waiting
+        )
+        self._rooms[name] = room
+        return room
 
     def drop(self, name: RoomName) -> None:
         """Forget a room at once (its meeting was ended)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, Self
 
 from veche.errors import ErrorCode, Refused, RoomFull
 from veche.ids import ParticipantId, RoomName
@@ -27,6 +27,7 @@ from veche.protocol import (
     ParticipantUpdated,
     Reacted,
     Reaction,
+    Role,
     RoomState,
     RoomUpdated,
     ServerMessage,
@@ -35,6 +36,7 @@ from veche.ratelimit import TokenBucket
 from veche.rooms.chat import ChatLog
 from veche.rooms.participant import Participant
 from veche.rooms.policy import PasswordHash, RoomPolicy
+from veche.rooms.record import RoomRecord, session_key
 
 __all__ = ["Delivery", "GoodbyeReason", "Outcome", "Participant", "Room"]
 
@@ -101,9 +103,65 @@ class Room:
         self._participants: dict[ParticipantId, Participant] = {}
         self._waiting: dict[ParticipantId, Participant] = {}
         self._banned_sessions: set[str] = set()
+        """Removed browser sessions, as :func:`~veche.rooms.record.session_key` hashes."""
         self.host_id: ParticipantId | None = None
         """The room's first moderator while present (then the longest-present moderator): the
         moderators it promotes cannot remove it."""
+        self._remembered: dict[str, Role] = {}
+        """Member keys (and roles) of people present before a restart and not back yet."""
+        self._remembered_host: str | None = None
+        """The host's member key while the host is remembered but not back."""
+
+    @classmethod
+    def restored(
+        cls,
+        name: RoomName,
+        record: RoomRecord,
+        chat: list[ChatEntry],
+        *,
+        capacity: int,
+        now: float,
+        max_waiting: int = 50,
+    ) -> Self:
+        """The room as it was before a restart, empty: its settings, password, removed
+        sessions and chat are back, and its members may return (:meth:`rejoin`). While a
+        remembered moderator may still come back, nobody else is made moderator in its place
+        (see :meth:`stop_expecting`)."""
+        room = cls(name, capacity=capacity, now=now, max_waiting=max_waiting)
+        policy = room.policy
+        policy.locked, policy.lobby = record.locked, record.lobby
+        policy.moderator_must_allow = record.moderator_must_allow
+        if record.password_salt is not None and record.password_digest is not None:
+            policy.password = PasswordHash(
+                bytes.fromhex(record.password_salt), bytes.fromhex(record.password_digest)
+            )
+        room._remembered = dict(record.members)
+        room._remembered_host = record.host
+        room._banned_sessions = set(record.banned)
+        room.chat = ChatLog(chat)
+        return room
+
+    def record(self) -> RoomRecord:
+        """What of this room must outlive the process (the chat aside)."""
+        members = dict(self._remembered)
+        members.update((p.key, p.role) for p in self._participants.values())
+        host = self._participants.get(self.host_id) if self.host_id is not None else None
+        password = self.policy.password
+        return RoomRecord(
+            locked=self.policy.locked,
+            lobby=self.policy.lobby,
+            moderator_must_allow=self.policy.moderator_must_allow,
+            password_salt=password.salt.hex() if password else None,
+            password_digest=password.digest.hex() if password else None,
+            host=host.key if host is not None else self._remembered_host,
+            members=members,
+            banned=sorted(self._banned_sessions),
+        )
+
+    @property
+    def expecting_moderator(self) -> bool:
+        """Whether a moderator from before a restart may still come back."""
+        return "moderator" in self._remembered.values()
 
     def __len__(self) -> int:
         return len(self._participants)
@@ -143,9 +201,59 @@ class Room:
         answers every refusal the same way."""
         if self.ended or self.policy.locked:
             return False
-        if session is not None and session in self._banned_sessions:
+        if session is not None and session_key(session) in self._banned_sessions:
             return False
         return self.policy.password_matches(password)
+
+    def remembered_key(self, keys: list[str], session: str | None) -> str | None:
+        """The first of ``keys`` (see :func:`~veche.rooms.record.member_keys`) that names
+        someone remembered from before a restart, unless its browser session was removed."""
+        if self.ended or (session is not None and session_key(session) in self._banned_sessions):
+            return None
+        return next((key for key in keys if key in self._remembered), None)
+
+    def rejoin(
+        self,
+        key: str,
+        name: str,
+        *,
+        now: float,
+        session: str | None = None,
+        subject: str | None = None,
+        moderator: bool = False,
+    ) -> tuple[Participant, Outcome]:
+        """Bring back someone remembered by ``key`` (found by :meth:`remembered_key`): it was
+        admitted before the restart, so it enters without password, lock or lobby, with the
+        role it had (``moderator``, from a token, makes it one anyway); the host is the host
+        again. Raises :class:`~veche.errors.RoomFull`."""
+        if len(self._participants) >= self.capacity:
+            raise RoomFull(f"the room is full ({self.capacity} participants)")
+        role = self._remembered.pop(key)
+        participant = Participant(name=name, joined_at=now, session=session, subject=subject)
+        participant.role = "moderator" if moderator else role
+        deliveries = self._enter(participant)
+        if key == self._remembered_host:
+            self._remembered_host, self.host_id = None, participant.id
+        return participant, Outcome(tuple(deliveries), (participant,))
+
+    def stop_expecting(self) -> Outcome:
+        """The moderators remembered from before a restart had their time to come back: from
+        now on they are remembered as participants, and a room without a moderator makes its
+        longest-present participant one (and its host). An empty room lets its first waiting
+        person in, who becomes moderator and admits the others."""
+        self._remembered = dict.fromkeys(self._remembered, "participant")
+        self._remembered_host = None
+        if not self._participants:
+            return self._admit(list(self._waiting)[:1])
+        if any(p.moderator for p in self._participants.values()):
+            if self.host_id is None:
+                self.host_id = next(p.id for p in self._participants.values() if p.moderator)
+            return Outcome()
+        heir = next(iter(self._participants.values()))
+        heir.role = "moderator"
+        if self.host_id is None:
+            self.host_id = heir.id
+        return _sent(self._updated(heir) + self._lobby_update())
 
     def join(
         self,
@@ -165,7 +273,9 @@ class Room:
         Raises :class:`~veche.errors.RoomFull` when the room holds ``capacity`` participants
         (entering) or the lobby ``max_waiting`` people (waiting).
         """
-        waits = not moderator and self.policy.lobby and bool(self._participants)
+        # Nobody present could admit a waiting person, unless a moderator is expected back.
+        present = bool(self._participants) or self.expecting_moderator
+        waits = not moderator and self.policy.lobby and present
         if waits and len(self._waiting) >= self.max_waiting:
             raise RoomFull(f"the lobby is full ({self.max_waiting} people waiting)")
         if not waits and len(self._participants) >= self.capacity:
@@ -180,10 +290,12 @@ class Room:
 
     def _enter(self, participant: Participant) -> list[Delivery]:
         others = self._ids()
-        if not any(p.moderator for p in self._participants.values()):
+        if not self.expecting_moderator and not any(
+            p.moderator for p in self._participants.values()
+        ):
             participant.role = "moderator"
         self._participants[participant.id] = participant
-        if self.host_id is None and participant.moderator:
+        if self.host_id is None and participant.moderator and self._remembered_host is None:
             self.host_id = participant.id
         self.empty_since = None
         return _deliver(others, ParticipantJoined(participant=participant.info()))
@@ -206,7 +318,8 @@ class Room:
             stranded = tuple((person, "denied") for person in self._waiting.values())
             self._waiting.clear()
             return Outcome(tuple(deliveries), dismissed=stranded)  # type: ignore[arg-type]
-        if participant.moderator and not any(p.moderator for p in self._participants.values()):
+        orphaned = not any(p.moderator for p in self._participants.values())
+        if participant.moderator and orphaned and not self.expecting_moderator:
             heir = next(iter(self._participants.values()))
             heir.role = "moderator"
             deliveries += self._updated(heir)
@@ -395,7 +508,7 @@ class Room:
         if target is None:
             return Outcome()
         if target.session is not None:
-            self._banned_sessions.add(target.session)
+            self._banned_sessions.add(session_key(target.session))
         return Outcome(dismissed=((target, "removed"),)) + self.leave(target_id, "removed", now=now)
 
     def end(self, actor_id: ParticipantId) -> Outcome:
@@ -453,6 +566,10 @@ class Room:
 
     def _updated(self, participant: Participant) -> list[Delivery]:
         return _deliver(self._ids(), ParticipantUpdated(participant=participant.info()))
+
+    def lobby_update(self) -> list[Delivery]:
+        """``lobby_updated`` (who is waiting) for every moderator present."""
+        return self._lobby_update()
 
     def _lobby_update(self) -> list[Delivery]:
         moderators = tuple(p.id for p in self._participants.values() if p.moderator)

@@ -57,3 +57,13 @@ class Bus(Protocol):
 
     async def scan(self, prefix: str) -> dict[str, str]:
         """Every live key starting with ``prefix``, with its value."""
+
+    async def delete(self, *keys: str) -> None:
+        """Forget ``keys`` (values and lists alike), whoever set them."""
+
+    async def append(self, key: str, value: str, *, keep: int, ttl: float) -> None:
+        """Add ``value`` at the end of the list ``key``, keep its last ``keep`` items, and let
+        the whole list expire ``ttl`` seconds from now."""
+
+    async def items(self, key: str) -> list[str]:
+        """The list ``key``, oldest first (empty if there is none)."""

@@ -36,6 +36,7 @@ class LocalBus:
     clock: Callable[[], float] = time.monotonic
     _subscribers: dict[str, list[_Subscription]] = field(default_factory=dict)
     _keys: dict[str, tuple[str, float]] = field(default_factory=dict)
+    _lists: dict[str, tuple[list[str], float]] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
@@ -103,3 +104,21 @@ class LocalBus:
             if value is not None:
                 found[key] = value
         return found
+
+    async def delete(self, *keys: str) -> None:
+        for key in keys:
+            self._keys.pop(key, None)
+            self._lists.pop(key, None)
+
+    async def append(self, key: str, value: str, *, keep: int, ttl: float) -> None:
+        items = [*(await self.items(key)), value][-keep:]
+        self._lists[key] = (items, self.clock() + ttl)
+
+    async def items(self, key: str) -> list[str]:
+        entry = self._lists.get(key)
+        if entry is None:
+            return []
+        if entry[1] <= self.clock():
+            del self._lists[key]
+            return []
+        return list(entry[0])

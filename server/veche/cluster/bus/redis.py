@@ -192,6 +192,21 @@ class RedisBus:
             if value is not None
         }
 
+    async def delete(self, *keys: str) -> None:
+        if keys:
+            await self._call(self._client.delete(*keys))
+
+    async def append(self, key: str, value: str, *, keep: int, ttl: float) -> None:
+        pipeline = self._client.pipeline(transaction=True)
+        pipeline.rpush(key, value)
+        pipeline.ltrim(key, -keep, -1)
+        pipeline.pexpire(key, _ms(ttl))
+        await self._call(pipeline.execute())
+
+    async def items(self, key: str) -> list[str]:
+        values = await self._call(self._client.lrange(key, 0, -1))
+        return [value.decode() for value in values]
+
     async def _call(self, awaitable: Any) -> Any:
         try:
             result = await awaitable
