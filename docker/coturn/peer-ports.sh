@@ -8,10 +8,10 @@
 #   peer-ports.sh --public-ip ADDR --media-ports MIN:MAX --relay-ports MIN:MAX
 #   peer-ports.sh --remove
 #
-# --public-ip and --media-ports may be repeated (IPv4 and IPv6 addresses; one range per node).
-# Without arguments they come from the environment: VECHE_PUBLIC_IP (addresses separated by
-# spaces or commas), VECHE_MEDIA_PORT_MIN/VECHE_MEDIA_PORT_MAX, TURN_CONFIG or
-# TURN_RELAY_PORT_MIN/TURN_RELAY_PORT_MAX.
+# Options may also be written --option=VALUE. --public-ip and --media-ports may be repeated
+# (IPv4 and IPv6 addresses; one range per Veche node). What is not given comes from the
+# environment: VECHE_PUBLIC_IP (addresses separated by spaces or commas),
+# VECHE_MEDIA_PORT_MIN/VECHE_MEDIA_PORT_MAX, TURN_CONFIG or TURN_RELAY_PORT_MIN/MAX.
 #
 # Idempotent: the rules live in their own chain, VECHE-TURN of the raw table (iptables and
 # ip6tables), flushed and rebuilt on every run and jumped to from OUTPUT. The raw table sees a
@@ -28,7 +28,7 @@ config="${TURN_CONFIG:-}"
 remove=0
 
 usage() {
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -54,6 +54,7 @@ range() {
 
 while [ $# -gt 0 ]; do
     case "$1" in
+        --*=*) option=${1%%=*}; value=${1#*=}; shift; set -- "$option" "$value" "$@"; continue ;;
         --public-ip) [ $# -ge 2 ] || usage; addresses="$addresses $2"; shift 2 ;;
         --media-ports) [ $# -ge 2 ] || usage; media="$media $(range "$2")"; shift 2 ;;
         --relay-ports) [ $# -ge 2 ] || usage; relay=$(range "$2"); shift 2 ;;
