@@ -274,6 +274,8 @@ def _relay_client(port: int, public_ip: str) -> Iterator[TurnClient]:
 def _check_ports_guarded(public_ip: str) -> None:
     """Data relayed to public_ip reaches any UDP port without the packet filter, only the
     media port with it, by Send indication and by ChannelData alike."""
+    for command in ("iptables", "ip6tables"):
+        _need(command)
     media = _udp_listener(public_ip)
     http = _udp_listener(public_ip)  # stands for Veche's HTTP port (or any other service)
     media_port, http_port = media.getsockname()[1], http.getsockname()[1]
