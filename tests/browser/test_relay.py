@@ -85,7 +85,9 @@ def _server_allocations(log: str) -> tuple[set[str], set[str]]:
     """coturn sessions the server allocated, and those it released (refresh to lifetime 0)."""
     made, released = set(), set()
     for line in log.splitlines():
-        found = re.search(r"session (\d+): (new|refreshed), .*:veche-server>, lifetime=(\d+)", line)
+        found = re.search(
+            r"session (\d+): (new|refreshed), .*:veche-server-\w+>, lifetime=(\d+)", line
+        )
         if found and found[2] == "new":
             made.add(found[1])
         elif found and found[3] == "0":

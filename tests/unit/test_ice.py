@@ -32,5 +32,19 @@ def test_a_relayed_server_uses_the_first_turn_url_with_its_own_credentials() -> 
     )
     (server,) = server_ice_servers(settings, now=1000)
     assert server.urls == ["turn:a.internal:3478"]
-    expected = turn_credentials(SECRET, SERVER_USER, ttl=settings.turn_ttl, now=1000)
+    assert server.username is not None
+    expiry, user = server.username.split(":")
+    assert expiry == str(1000 + settings.turn_ttl)
+    assert user.startswith(f"{SERVER_USER}-")
+    expected = turn_credentials(SECRET, user, ttl=settings.turn_ttl, now=1000)
     assert (server.username, server.credential) == expected
+
+
+def test_each_relayed_server_connection_is_a_turn_user_of_its_own() -> None:
+    """Every server connection gets its own TURN user, so coturn's per-user quota (sized for
+    one participant) never caps how many connections the server relays."""
+    settings = Settings(
+        ice_servers="turn:a.internal:3478", ice_transport_policy="relay", turn_secret=SECRET
+    )
+    users = {server_ice_servers(settings, now=1000)[0].username for _ in range(20)}
+    assert len(users) == 20
