@@ -38,6 +38,7 @@ export function receiveCodecs() {
  * @typedef {import("./protocol.gen.js").ChatEntry} ChatEntry
  * @typedef {import("./protocol.gen.js").RoomState} RoomState
  * @typedef {import("./protocol.gen.js").WaitingInfo} WaitingInfo
+ * @typedef {import("./protocol.gen.js").IceServer} IceServer
  * @typedef {import("./signalling.js").CloseReason} CloseReason
  * @typedef {"publish" | "subscribe"} PeerRole
  * @typedef {"microphone" | "camera" | "screen"} Source
@@ -361,11 +362,7 @@ export class Connection {
     switch (message.type) {
       case ServerType.WELCOME:
         this.settings = message.settings ?? null;
-        this.iceServers = message.ice_servers.map((s) => ({
-          urls: s.urls,
-          ...(s.username ? { username: s.username } : {}),
-          ...(s.credential ? { credential: s.credential } : {}),
-        }));
+        this.iceServers = rtcIceServers(message.ice_servers);
         this.iceTransportPolicy = message.ice_transport_policy === "relay" ? "relay" : "all";
         this.participants = new Map(message.participants.map((p) => [p.id, p]));
         this.onWelcome(message);
@@ -392,6 +389,17 @@ export class Connection {
       case ServerType.ROOM_UPDATED:
         this.settings = message.settings;
         this.onRoomUpdated(message.settings);
+        break;
+      case ServerType.ICE_SERVERS:
+        // Fresh TURN credentials: for connections set up from now on, and ICE restarts.
+        this.iceServers = rtcIceServers(message.ice_servers);
+        for (const pc of [this.publishPc, this.subscribePc]) {
+          try {
+            pc?.setConfiguration({ ...pc.getConfiguration(), iceServers: this.iceServers });
+          } catch {
+            // A browser that cannot change them on a live connection keeps the old ones there.
+          }
+        }
         break;
       case ServerType.LOBBY_UPDATED:
         this.onLobby(message.waiting);
@@ -436,4 +444,17 @@ export class Connection {
         break;
     }
   }
+}
+
+/**
+ * The server's ICE servers as `RTCConfiguration.iceServers`.
+ * @param {Array<IceServer>} servers
+ * @returns {RTCIceServer[]}
+ */
+function rtcIceServers(servers) {
+  return servers.map((s) => ({
+    urls: s.urls,
+    ...(s.username ? { username: s.username } : {}),
+    ...(s.credential ? { credential: s.credential } : {}),
+  }));
 }

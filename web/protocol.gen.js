@@ -43,6 +43,7 @@ export const ServerType = Object.freeze({
   GOODBYE: "goodbye",
   RENEGOTIATE: "renegotiate",
   TRACK_UNAVAILABLE: "track_unavailable",
+  ICE_SERVERS: "ice_servers",
 });
 
 export const ErrorCode = Object.freeze({
@@ -224,6 +225,13 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  * @property {Array<string>} urls
  * @property {(string | null)} [username]
  * @property {(string | null)} [credential]
+ */
+
+/**
+ * Fresh TURN credentials, before the ones you have expire (``turn_ttl``): use them for every connection set up from now on (``RTCPeerConnection.setConfiguration`` on those you have). Connections already relayed keep working.
+ * @typedef {object} IceServersMessage
+ * @property {"ice_servers"} type
+ * @property {Array<IceServer>} ice_servers
  */
 
 /**
@@ -418,4 +426,4 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
 
 /** @typedef {HelloMessage | LeaveMessage | PingMessage | UpdateMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatMessage | HandMessage | ReactMessage | ScreenShareMessage | ModerateMessage | ConfigureMessage | AdmitMessage | DenyMessage | RecordMessage | EndMeetingMessage} ClientMessage */
 
-/** @typedef {WelcomeMessage | ParticipantJoinedMessage | ParticipantLeftMessage | ParticipantUpdatedMessage | PongMessage | AckMessage | ErrorMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatPostedMessage | ReactedMessage | ActiveSpeakerMessage | RoomUpdatedMessage | LobbyUpdatedMessage | WaitingMessage | GoodbyeMessage | RenegotiateMessage | TrackUnavailableMessage} ServerMessage */
+/** @typedef {WelcomeMessage | ParticipantJoinedMessage | ParticipantLeftMessage | ParticipantUpdatedMessage | PongMessage | AckMessage | ErrorMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatPostedMessage | ReactedMessage | ActiveSpeakerMessage | RoomUpdatedMessage | LobbyUpdatedMessage | WaitingMessage | GoodbyeMessage | RenegotiateMessage | TrackUnavailableMessage | IceServersMessage} ServerMessage */

@@ -49,6 +49,7 @@ def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Appli
     setup_routes(app, root)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_room_sweeper)
+    app.cleanup_ctx.append(_credential_refresher)
     app.cleanup_ctx.append(_media)
     app.cleanup_ctx.append(_coordination)
     app.cleanup_ctx.append(_room_state)
@@ -111,6 +112,24 @@ async def _room_sweeper(app: web.Application) -> AsyncIterator[None]:
             hub.sweep()
 
     task = asyncio.create_task(sweep_forever(), name="room-sweeper")
+    yield
+    await cancel_and_wait(task)
+
+
+async def _credential_refresher(app: web.Application) -> AsyncIterator[None]:
+    """With a ``turn_secret``, participants get fresh TURN credentials before theirs expire."""
+    settings, hub = app[SETTINGS], app[HUB]
+    if settings.turn_secret is None:
+        yield
+        return
+    interval = max(1.0, min(60.0, settings.turn_ttl / 8))
+
+    async def refresh_forever() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            hub.refresh_credentials()
+
+    task = asyncio.create_task(refresh_forever(), name="credential-refresher")
     yield
     await cancel_and_wait(task)
 

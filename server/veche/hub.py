@@ -43,6 +43,8 @@ from veche.protocol import (
     Goodbye,
     Hand,
     Hello,
+    IceServer,
+    IceServers,
     Leave,
     LeaveReason,
     Moderate,
@@ -549,8 +551,7 @@ class Hub:
         if session is None:
             return
         self._resumption.offer(room, participant)
-        ice_servers = client_ice_servers(self.settings, participant.id, now=self._clock())
-        self.stats.turn_credentials += sum(1 for server in ice_servers if server.credential)
+        ice_servers = self._credentials(session, participant)
         session.outlet.send(
             Welcome(
                 version=PROTOCOL_VERSION,
@@ -581,6 +582,27 @@ class Hub:
             "participant resumed" if resumed else "participant joined",
             extra={"room": room.name, "participant": participant.id, "size": len(room)},
         )
+
+    def _credentials(self, session: Session, participant: Participant) -> list[IceServer]:
+        """The ICE servers for ``participant``, with TURN credentials that last ``turn_ttl``."""
+        now = self._clock()
+        servers = client_ice_servers(self.settings, participant.id, now=now)
+        given = sum(1 for server in servers if server.credential)
+        self.stats.turn_credentials += given
+        session.credentials_until = now + self.settings.turn_ttl if given else None
+        return servers
+
+    def refresh_credentials(self) -> None:
+        """Everyone in a room whose TURN credentials are past half their life gets fresh ones
+        (``ice_servers``): credentials last as long as the participant stays (and ``turn_ttl``
+        after it leaves), not a fixed long time."""
+        half = self.settings.turn_ttl / 2
+        now = self._clock()
+        for session in list(self._sessions):
+            until, participant = session.credentials_until, session.participant
+            if until is None or participant is None or until - now > half:
+                continue
+            session.outlet.send(IceServers(ice_servers=self._credentials(session, participant)))
 
     # ------------------------------------------------------------------ leaving
 

@@ -50,6 +50,7 @@ __all__ = [
     "Hand",
     "Hello",
     "IceServer",
+    "IceServers",
     "Leave",
     "LeaveReason",
     "LobbyUpdated",
@@ -570,6 +571,15 @@ class Renegotiate(_Model):
     pc: Literal["publish"] = "publish"
 
 
+class IceServers(_Model):
+    """Fresh TURN credentials, before the ones you have expire (``turn_ttl``): use them for
+    every connection set up from now on (``RTCPeerConnection.setConfiguration`` on those you
+    have). Connections already relayed keep working."""
+
+    type: Literal["ice_servers"] = "ice_servers"
+    ice_servers: list[IceServer]
+
+
 class TrackUnavailable(_Model):
     """One of someone's tracks cannot reach you: its publisher can send it only in ``codec``
     (a MIME type), which your client said it cannot decode. Their other tracks still come."""
@@ -599,7 +609,8 @@ ServerMessage = Annotated[
     | Waiting
     | Goodbye
     | Renegotiate
-    | TrackUnavailable,
+    | TrackUnavailable
+    | IceServers,
     Field(discriminator="type"),
 ]
 """Any message a server may send."""

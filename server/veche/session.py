@@ -25,6 +25,8 @@ class Session:
     """What the client said it can decode (``hello.receive_codecs``)."""
     room: Room | None = None
     participant: Participant | None = None
+    credentials_until: float | None = None
+    """When the TURN credentials it was last given expire (``None``: it has none)."""
 
 
 @dataclass(slots=True)
@@ -36,4 +38,4 @@ class HubStats:
     errors: Counter[str] = field(default_factory=Counter)
     """``error`` replies sent, by code."""
     turn_credentials: int = 0
-    """TURN credentials handed out in ``welcome``."""
+    """TURN credentials handed out (in ``welcome`` and ``ice_servers``)."""

@@ -138,7 +138,11 @@ class Settings(BaseSettings):
         "sent to browsers or logged.",
     )
     turn_ttl: int = Field(
-        43200, ge=60, le=7 * 86400, description="Seconds a participant's TURN credentials last."
+        600,
+        ge=10,
+        le=86400,
+        description="Seconds a participant's TURN credentials last; a participant still present "
+        "gets fresh ones at half this, so credentials end within this after it leaves.",
     )
     ice_transport_policy: Literal["all", "relay"] = Field(
         "all",

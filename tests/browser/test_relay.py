@@ -33,10 +33,18 @@ JS_RELAYED = """async () => {
 }"""
 
 
+JS_TURN_USER = """() => {
+    const pc = window.veche.connection.subscribePc;
+    return pc.getConfiguration().iceServers.find(s => s.username)?.username ?? null;
+}"""
+"""Page function: the TURN user name the subscribe connection is configured with now."""
+
+
 async def test_relay_only_call_flows_through_coturn(browser: Browser) -> None:
     """With ice_transport_policy=relay, two browsers and the server connect through TURN
-    (credentials from the server's secret) and video plays; when they leave, the server
-    releases its TURN allocations."""
+    (credentials from the server's secret) and video plays; before their credentials expire
+    (``turn_ttl`` 10 s here) the browsers' connections get fresh ones and video goes on; when
+    they leave, the server releases its TURN allocations."""
     turn_args = (
         "-c",
         "/dev/null",  # not Debian's /etc/turnserver.conf, which logs to syslog
@@ -59,6 +67,8 @@ async def test_relay_only_call_flows_through_coturn(browser: Browser) -> None:
             "relay",
             # The relay candidates of this one-host test are on loopback.
             "--allow-local-candidates",
+            "--turn-ttl",
+            "10",
         ) as server,
     ):
         people = [(server.http, "Ada"), (server.http, "Bob")]
@@ -70,6 +80,14 @@ async def test_relay_only_call_flows_through_coturn(browser: Browser) -> None:
                     "() => window.veche.connection.iceTransportPolicy"
                 )
                 assert welcome_policy == "relay"
+            first = await pages[0].evaluate(JS_TURN_USER)
+            await pages[0].wait_for_function(
+                f"() => ({JS_TURN_USER})() !== {first!r}", timeout=15000
+            )
+            renewed = await pages[0].evaluate(JS_TURN_USER)
+            assert int(renewed.split(":")[0]) > int(first.split(":")[0])
+            for page in pages:
+                await page.wait_for_function(REMOTE_VIDEO_PLAYS, timeout=10000)
         assert SECRET not in server.output()
         # When the participants are gone, the server releases each of its TURN allocations.
         deadline = time.monotonic() + 10

@@ -20,7 +20,13 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from veche.client import VecheClient
-from veche.protocol import ChatPosted, ParticipantJoined, ParticipantLeft, ParticipantUpdated
+from veche.protocol import (
+    ChatPosted,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantUpdated,
+    Welcome,
+)
 
 from .peers import MediaClient
 from .redisproc import REDIS_SERVER, RedisProcess, run_redis
@@ -220,20 +226,22 @@ async def _closed(client: VecheClient, timeout: float) -> ConnectionClosed:
                 return closed
 
 
-async def _reconnecting_join(urls: list[str], room: str, name: str) -> VecheClient:
-    """Join through the first node that takes the hello (as a client behind a balancer
-    retrying would)."""
+async def _reconnecting_join(
+    urls: list[str], room: str, name: str, resume: str | None = None
+) -> tuple[VecheClient, Welcome]:
+    """Join (coming back with ``resume``) through the first node that takes the hello (as a
+    client behind a balancer retrying would)."""
     deadline = time.monotonic() + 20
     while True:
         for url in urls:
             with contextlib.suppress(OSError, ConnectionClosed, TimeoutError, AssertionError):
                 client = await VecheClient.connect(url)
                 try:
-                    await client.join(room, name)
+                    welcome = await client.join(room, name, resume=resume)
                 except (ConnectionClosed, TimeoutError, AssertionError):
                     await client.ws.close()
                     raise
-                return client
+                return client, welcome
         assert time.monotonic() < deadline, "could not join again"
         await asyncio.sleep(0.5)
 
@@ -241,12 +249,18 @@ async def _reconnecting_join(urls: list[str], room: str, name: str) -> VecheClie
 async def test_killing_the_rooms_node_moves_the_room_to_the_other(redis: RedisProcess) -> None:
     """The node owning a room is killed (SIGKILL): a client relayed through the other node is
     closed with 1012 within seconds, joins again through the surviving node, and the room goes
-    on there with everyone who comes back."""
+    on there with everyone who comes back, its password, its moderator and its chat (kept in
+    Redis)."""
     with _node(redis) as first, _node(redis) as second:
         owner_client = await VecheClient.connect(first.ws)
-        await owner_client.join("moving", "Ada")  # the room starts on the first node
+        # The room starts on the first node.
+        ada_token = (await owner_client.join("moving", "Ada")).resume_token
         relayed = await VecheClient.connect(second.ws)
-        await relayed.join("moving", "Bob")
+        bob_token = (await relayed.join("moving", "Bob")).resume_token
+        await owner_client.send({"type": "configure", "password": "pw", "id": "c"})
+        await owner_client.expect("ack")
+        await owner_client.send({"type": "chat", "text": "before", "id": "m"})
+        await owner_client.expect("ack")
         assert first.health()["participants"] == 2
         killed = time.monotonic()
         os.kill(first.process.pid, signal.SIGKILL)
@@ -254,10 +268,14 @@ async def test_killing_the_rooms_node_moves_the_room_to_the_other(redis: RedisPr
         closed = await _closed(relayed, timeout=15)
         assert closed.rcvd is not None
         assert closed.rcvd.code == 1012
-        ada = await _reconnecting_join([first.ws, second.ws], "moving", "Ada")
-        bob = await _reconnecting_join([second.ws], "moving", "Bob")
+        bob, bob_back = await _reconnecting_join([second.ws], "moving", "Bob", bob_token)
+        ada, ada_back = await _reconnecting_join([first.ws, second.ws], "moving", "Ada", ada_token)
         moved = time.monotonic() - killed
         try:
+            roles = {p.name: p.role for p in ada_back.participants}
+            assert roles == {"Ada": "moderator", "Bob": "participant"}
+            assert bob_back.settings.has_password
+            assert [entry.text for entry in bob_back.chat] == ["before"]
             await bob.send({"type": "chat", "text": "still meeting"})
             posted = await ada.expect("chat_posted")
             assert posted.type == "chat_posted"
@@ -281,8 +299,8 @@ async def test_sigterm_drains_a_node_and_its_rooms_move(redis: RedisProcess) -> 
         for client in (ada, bob):
             await _closed(client, timeout=10)
         assert first.process.wait(15) == 0
-        ada = await _reconnecting_join([second.ws], "drained", "Ada")
-        bob = await _reconnecting_join([second.ws], "drained", "Bob")
+        ada, _ = await _reconnecting_join([second.ws], "drained", "Ada")
+        bob, _ = await _reconnecting_join([second.ws], "drained", "Bob")
         try:
             await ada.send({"type": "chat", "text": "moved"})
             posted = await bob.expect("chat_posted")

@@ -9,7 +9,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from veche.client import VecheClient
-from veche.protocol import CloseCode, ParticipantJoined, ParticipantLeft
+from veche.protocol import CloseCode, IceServers, ParticipantJoined, ParticipantLeft
 
 from .serverproc import run_server
 
@@ -80,3 +80,32 @@ async def test_serve_with_given_certificate(tmp_path: Path) -> None:
         ) as r:
             assert r.status == 200
         assert server.terminate() == 0
+
+
+async def test_turn_credentials_are_renewed_while_present_and_never_in_the_lobby() -> None:
+    """With ``turn_ttl`` 10 s a participant gets fresh credentials (a later expiry) in
+    ``ice_servers`` at about half that; someone waiting in the lobby gets none."""
+    args = (
+        "--ice-servers",
+        "turn:127.0.0.1:3478",
+        "--turn-secret",
+        "0123456789abcdef",
+        "--turn-ttl",
+        "10",
+    )
+    with run_server(*args) as server:
+        async with (
+            await VecheClient.connect(server.ws) as ada,
+            await VecheClient.connect(server.ws) as bob,
+        ):
+            welcome = await ada.join("renew", "Ada")
+            first = int(str(welcome.ice_servers[0].username).split(":")[0])
+            await ada.send({"type": "configure", "lobby": True})
+            await ada.expect("room_updated")
+            await bob.send({"type": "hello", "version": 1, "room": "renew", "name": "Bob"})
+            await bob.expect("waiting")
+            renewed = await ada.expect("ice_servers", timeout=9)
+            assert isinstance(renewed, IceServers)
+            assert int(str(renewed.ice_servers[0].username).split(":")[0]) > first
+            with pytest.raises(TimeoutError):
+                await bob.expect("ice_servers", timeout=2)
