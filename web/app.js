@@ -48,6 +48,7 @@ const tiles = new Tiles(
   () => {
     soundButton.hidden = false;
   },
+  (shown) => connection?.view(shown),
 );
 const chat = new ChatPanel(() => connection);
 const people = new PeoplePanel(() => connection);

@@ -39,6 +39,7 @@ export function receiveCodecs() {
  * @typedef {import("./protocol.gen.js").RoomState} RoomState
  * @typedef {import("./protocol.gen.js").WaitingInfo} WaitingInfo
  * @typedef {import("./protocol.gen.js").IceServer} IceServer
+ * @typedef {import("./protocol.gen.js").ShownTile} ShownTile
  * @typedef {import("./signalling.js").CloseReason} CloseReason
  * @typedef {"publish" | "subscribe"} PeerRole
  * @typedef {"microphone" | "camera" | "screen"} Source
@@ -51,6 +52,8 @@ export class Connection {
   #publishQueue = Promise.resolve();
   /** @type {() => void} ends the wait for the answer to the last publish offer */
   #publishAnswered = () => {};
+  /** @type {ShownTile[] | null} the remote videos this page shows, as last said (`view`) */
+  #view = null;
 
   /**
    * @param {string} room the room name as in the URL
@@ -266,6 +269,16 @@ export class Connection {
     this.send({ type: ClientType.RECORD, active });
   }
 
+  /**
+   * Say which remote videos this page shows, and how large (`view`): only those are sent.
+   * Said again after every `welcome` (a new connection, or the server restarted).
+   * @param {ShownTile[]} tiles
+   */
+  view(tiles) {
+    this.#view = tiles;
+    if (this.participantId) this.send({ type: ClientType.VIEW, tiles });
+  }
+
   /** End the meeting for everyone (moderators). */
   endMeeting() {
     this.send({ type: ClientType.END_MEETING });
@@ -367,6 +380,7 @@ export class Connection {
         this.participants = new Map(message.participants.map((p) => [p.id, p]));
         this.onWelcome(message);
         this.onRoster(this.participants);
+        if (this.#view) this.send({ type: ClientType.VIEW, tiles: this.#view });
         break;
       case ServerType.PARTICIPANT_JOINED:
       case ServerType.PARTICIPANT_UPDATED:

@@ -21,6 +21,7 @@ export const ClientType = Object.freeze({
   DENY: "deny",
   RECORD: "record",
   END_MEETING: "end_meeting",
+  VIEW: "view",
 });
 
 export const ServerType = Object.freeze({
@@ -376,6 +377,15 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  */
 
 /**
+ * One video a client shows: whose, which source, and its size on screen.
+ * @typedef {object} ShownTile
+ * @property {string} participant_id
+ * @property {("camera" | "screen")} [source]
+ * @property {number} [width]
+ * @property {number} [height]
+ */
+
+/**
  * One of someone's tracks cannot reach you: its publisher can send it only in ``codec`` (a MIME type), which your client said it cannot decode. Their other tracks still come.
  * @typedef {object} TrackUnavailableMessage
  * @property {"track_unavailable"} type
@@ -391,6 +401,14 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  * @property {"update"} type
  * @property {(boolean | null)} [audio]
  * @property {(boolean | null)} [video]
+ */
+
+/**
+ * Which videos this client shows, and how large: the server forwards video only for these (audio comes from everyone). Until a client sends ``view`` it receives every video; an empty ``tiles`` receives none (a hidden tab, audio only). Sent again whenever it changes (a page, a pin, a resize).
+ * @typedef {object} ViewMessage
+ * @property {(string | null)} [id]
+ * @property {"view"} type
+ * @property {Array<ShownTile>} tiles
  */
 
 /**
@@ -424,6 +442,6 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  * @property {(string | null)} [active_speaker]
  */
 
-/** @typedef {HelloMessage | LeaveMessage | PingMessage | UpdateMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatMessage | HandMessage | ReactMessage | ScreenShareMessage | ModerateMessage | ConfigureMessage | AdmitMessage | DenyMessage | RecordMessage | EndMeetingMessage} ClientMessage */
+/** @typedef {HelloMessage | LeaveMessage | PingMessage | UpdateMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatMessage | HandMessage | ReactMessage | ScreenShareMessage | ModerateMessage | ConfigureMessage | AdmitMessage | DenyMessage | RecordMessage | EndMeetingMessage | ViewMessage} ClientMessage */
 
 /** @typedef {WelcomeMessage | ParticipantJoinedMessage | ParticipantLeftMessage | ParticipantUpdatedMessage | PongMessage | AckMessage | ErrorMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatPostedMessage | ReactedMessage | ActiveSpeakerMessage | RoomUpdatedMessage | LobbyUpdatedMessage | WaitingMessage | GoodbyeMessage | RenegotiateMessage | TrackUnavailableMessage | IceServersMessage} ServerMessage */

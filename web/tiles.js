@@ -6,11 +6,13 @@
  */
 import { byId, find } from "./dom.js";
 import { t } from "./i18n.js";
+import { ViewReporter } from "./view.js";
 
 /**
  * @typedef {import("./connection.js").ParticipantInfo} ParticipantInfo
  * @typedef {import("./connection.js").Source} Source
  * @typedef {{tile: HTMLElement, stream: MediaStream}} Tile
+ * @typedef {import("./protocol.gen.js").ShownTile} ShownTile
  */
 
 /** How long a reaction stays on a tile, in milliseconds. */
@@ -36,14 +38,20 @@ export class Tiles {
 
   /** @type {() => void} */
   #onAutoplayBlocked;
+  /** @type {ViewReporter} which remote videos are on screen, for the server */
+  view;
 
   /**
    * @param {() => string | null} me this participant's id, once known
    * @param {() => void} onAutoplayBlocked the browser refused to play someone's sound until a click
+   * @param {(tiles: ShownTile[]) => void} onView the remote videos on screen changed (`view`)
    */
-  constructor(me, onAutoplayBlocked) {
+  constructor(me, onAutoplayBlocked, onView) {
     this.#me = me;
     this.#onAutoplayBlocked = onAutoplayBlocked;
+    this.view = new ViewReporter(onView);
+    this.#stage.dataset.source = "screen";
+    this.view.watch(this.#stage);
     /** @type {MediaStreamTrack | null} this participant's own shared screen, shown on the stage */
     this.ownScreen = null;
     /** @type {MediaStream} what this participant's own tile shows */
@@ -87,6 +95,7 @@ export class Tiles {
     entry = { tile, stream };
     this.#tiles.set(participantId, entry);
     this.#grid.append(tile);
+    if (!isMe) this.view.watch(tile);
     return entry;
   }
 
@@ -99,6 +108,7 @@ export class Tiles {
     this.#participants = participants;
     for (const [id, entry] of this.#tiles) {
       if (!participants.has(id)) {
+        this.view.unwatch(entry.tile);
         entry.tile.remove();
         this.#tiles.delete(id);
       }
@@ -133,6 +143,11 @@ export class Tiles {
     const isMe = sharer !== undefined && sharer.id === this.#me();
     const stream = isMe && this.ownScreen ? new MediaStream([this.ownScreen]) : sharer ? this.#screens.get(sharer.id) : undefined;
     this.#stage.hidden = !sharer || !stream;
+    const owner = sharer && !isMe ? sharer.id : "";
+    if (this.#stage.dataset.participantId !== owner) {
+      this.#stage.dataset.participantId = owner;
+      this.view.schedule();
+    }
     this.#meeting.classList.toggle("has-screen", !this.#stage.hidden);
     if (sharer && stream && this.#stageVideo.srcObject !== stream) this.#stageVideo.srcObject = stream;
     if (!sharer) this.#stageVideo.srcObject = null;
@@ -212,7 +227,10 @@ export class Tiles {
 
   /** Forget every tile and screen (the call ended). */
   clear() {
-    for (const { tile } of this.#tiles.values()) tile.remove();
+    for (const { tile } of this.#tiles.values()) {
+      this.view.unwatch(tile);
+      tile.remove();
+    }
     this.#tiles.clear();
     this.#screens.clear();
     this.#participants = new Map();

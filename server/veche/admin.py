@@ -20,6 +20,7 @@ from veche.appkeys import HUB, SETTINGS
 from veche.auth import bearer_matches
 from veche.errors import InvalidRoomName, Refused
 from veche.ids import ParticipantId
+from veche.media import MediaRooms
 from veche.rooms import Room, normalize_room_name
 
 __all__ = ["OPENAPI", "setup_admin_routes"]
@@ -45,6 +46,16 @@ _ROOM_SCHEMA: Final[dict[str, Any]] = {
                     "screen": {"type": "boolean"},
                     "reconnecting": {"type": "boolean"},
                     "joined_at": {"type": "number"},
+                    "receiving": {
+                        "type": "object",
+                        "description": "what it is sent now: audio and video tracks (a video "
+                        "it does not show is not sent), and video and audio frames in all",
+                        "properties": {
+                            "audio": {"type": "integer"},
+                            "video": {"type": "integer"},
+                            "frames": {"type": "integer"},
+                        },
+                    },
                 },
             },
         },
@@ -206,7 +217,7 @@ def _room(request: web.Request) -> Room:
     return room
 
 
-def _describe(room: Room) -> dict[str, Any]:
+def _describe(room: Room, media: MediaRooms) -> dict[str, Any]:
     return {
         "name": room.name,
         "created_at": room.created_at,
@@ -225,6 +236,7 @@ def _describe(room: Room) -> dict[str, Any]:
                     "joined_at",
                 }
             )
+            | {"receiving": media.receiving(p.id)}
             for p in room.participants
         ],
     }
@@ -234,12 +246,12 @@ async def list_rooms(request: web.Request) -> web.Response:
     _authorized(request)
     hub = request.app[HUB]
     rooms = [room for name in hub.rooms.names if (room := hub.rooms.get(name)) is not None]
-    return web.json_response({"rooms": [_describe(room) for room in rooms]})
+    return web.json_response({"rooms": [_describe(room, hub.media) for room in rooms]})
 
 
 async def get_room(request: web.Request) -> web.Response:
     _authorized(request)
-    return web.json_response(_describe(_room(request)))
+    return web.json_response(_describe(_room(request), request.app[HUB].media))
 
 
 async def close_room(request: web.Request) -> web.Response:

@@ -57,6 +57,7 @@ from veche.protocol import (
     ScreenShare,
     ServerMessage,
     Update,
+    View,
     Waiting,
     Welcome,
     encode,
@@ -259,6 +260,12 @@ class Hub:
             case EndMeeting():
                 room, me = self._admitted(session)
                 self._end(room, room.end(me.id), by=me.id)
+            case View():
+                _, me = self._admitted(session)
+                shown: dict[tuple[str, str], tuple[int, int]] = {
+                    (t.participant_id, t.source): (t.width, t.height) for t in message.tiles
+                }
+                self.media.set_view(me.id, shown)
             case _:  # pragma: no cover - the type checker proves this unreachable
                 assert_never(message)
 

@@ -72,9 +72,11 @@ __all__ = [
     "RoomUpdated",
     "ScreenShare",
     "ServerMessage",
+    "ShownTile",
     "Source",
     "TrackUnavailable",
     "Update",
+    "View",
     "Waiting",
     "WaitingInfo",
     "Welcome",
@@ -354,6 +356,29 @@ class ScreenShare(_ClientBase):
     active: bool
 
 
+MAX_VIEW_TILES: Final = 200
+"""Tiles one ``view`` may name (a page of tiles, and a shared screen, is far fewer)."""
+
+
+class ShownTile(_Model):
+    """One video a client shows: whose, which source, and its size on screen."""
+
+    participant_id: str = Field(max_length=64)
+    source: Literal["camera", "screen"] = "camera"
+    width: int = Field(0, ge=0, le=16384, description="Width on screen, in CSS pixels.")
+    height: int = Field(0, ge=0, le=16384, description="Height on screen, in CSS pixels.")
+
+
+class View(_ClientBase):
+    """Which videos this client shows, and how large: the server forwards video only for
+    these (audio comes from everyone). Until a client sends ``view`` it receives every video;
+    an empty ``tiles`` receives none (a hidden tab, audio only). Sent again whenever it
+    changes (a page, a pin, a resize)."""
+
+    type: Literal["view"] = "view"
+    tiles: list[ShownTile] = Field(max_length=MAX_VIEW_TILES)
+
+
 class Moderate(_ClientBase):
     """A moderator's action on one participant.
 
@@ -427,7 +452,8 @@ ClientMessage = Annotated[
     | Admit
     | Deny
     | Record
-    | EndMeeting,
+    | EndMeeting
+    | View,
     Field(discriminator="type"),
 ]
 """Any message a client may send."""

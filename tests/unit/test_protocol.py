@@ -33,6 +33,7 @@ from veche.protocol import (
     Hand,
     Hello,
     IceServer,
+    IceServers,
     Leave,
     LobbyUpdated,
     Moderate,
@@ -50,8 +51,10 @@ from veche.protocol import (
     RoomState,
     RoomUpdated,
     ScreenShare,
+    ShownTile,
     TrackUnavailable,
     Update,
+    View,
     Waiting,
     WaitingInfo,
     Welcome,
@@ -78,6 +81,7 @@ CLIENT_SAMPLES: list[BaseModel] = [
     Deny(participant_id="p-3"),
     EndMeeting(),
     Record(active=True, audio_only=True),
+    View(tiles=[ShownTile(participant_id="p-2", width=320, height=180)]),
 ]
 SERVER_SAMPLES: list[BaseModel] = [
     Welcome(
@@ -106,6 +110,9 @@ SERVER_SAMPLES: list[BaseModel] = [
     Goodbye(reason="removed"),
     Renegotiate(),
     TrackUnavailable(participant_id="p-1", source="camera", codec="video/H264"),
+    IceServers(
+        ice_servers=[IceServer(urls=["turn:example.invalid"], username="u", credential="c")]
+    ),
 ]
 
 

@@ -25,6 +25,15 @@ Glossary (with the names other SFUs use for the same thing):
 from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.room import MediaRoom
 from veche.media.rooms import MediaRooms
+from veche.media.subscribe import ShownVideos
 from veche.media.tracks import Downtrack, Uptrack
 
-__all__ = ["Downtrack", "MediaConfig", "MediaPeer", "MediaRoom", "MediaRooms", "Uptrack"]
+__all__ = [
+    "Downtrack",
+    "MediaConfig",
+    "MediaPeer",
+    "MediaRoom",
+    "MediaRooms",
+    "ShownVideos",
+    "Uptrack",
+]

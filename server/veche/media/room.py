@@ -19,6 +19,7 @@ from veche.media.codecs import Decoders
 from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
 from veche.media.speaker import SpeakerDetector
+from veche.media.subscribe import ShownVideos
 from veche.media.tracks import Uptrack
 from veche.protocol import ServerMessage, Source
 
@@ -62,6 +63,7 @@ class MediaRoom:
         self.members: dict[ParticipantId, MediaPeer] = {}
         self.speakers = SpeakerDetector()
         self._forwarding: dict[str, dict[Source, bool]] = {}
+        self._views: dict[ParticipantId, ShownVideos | None] = {}
         self._switch_waits: set[asyncio.TimerHandle] = set()
         self.recording: Recording | None = None
         self._recorded: list[tuple[Uptrack, Callable[[Any], None]]] = []
@@ -87,6 +89,7 @@ class MediaRoom:
             audience=lambda: [p.decoders for m, p in self.members.items() if m != participant_id],
             address=address,
         )
+        peer.subscribing.set_view(self._views.get(participant_id))
         others = list(self.members.values())
         self.members[participant_id] = peer
         for other in others:
@@ -98,6 +101,7 @@ class MediaRoom:
         ``on_closed``. The peer, if it was a member."""
         peer = self.members.pop(participant_id, None)
         self._forwarding.pop(participant_id, None)
+        self._views.pop(participant_id, None)
         if peer is None:
             return None
         self.speakers.forget(participant_id)
@@ -116,7 +120,9 @@ class MediaRoom:
             return
         log.info("media reset after failure", extra={"participant": participant_id})
         forwarding = self._forwarding.get(participant_id)
+        view = self._views.get(participant_id)
         self.remove(participant_id)
+        self._views[participant_id] = view
         self.add(participant_id, peer.decoders, peer.address)
         if forwarding is not None:
             self._forwarding[participant_id] = forwarding
@@ -133,6 +139,15 @@ class MediaRoom:
         self._forwarding[participant_id] = {"microphone": audio, "camera": video, "screen": screen}
         for uptrack in peer.uptracks:
             self._follow_state(uptrack)
+
+    def set_view(self, participant_id: ParticipantId, shown: ShownVideos | None) -> None:
+        """A member shows only these videos (see :meth:`SubscribeLeg.set_view`); kept across
+        a reset of its media."""
+        peer = self.members.get(participant_id)
+        if peer is None:
+            return
+        self._views[participant_id] = shown
+        peer.subscribing.set_view(shown)
 
     def _follow_state(self, uptrack: Uptrack) -> None:
         wanted = self._forwarding.get(uptrack.owner, _DEFAULT_FORWARDING)

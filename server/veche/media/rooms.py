@@ -13,6 +13,7 @@ from veche.media.codecs import Decoders
 from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
 from veche.media.room import MediaRoom
+from veche.media.subscribe import ShownVideos
 from veche.protocol import Answer, Candidate, Offer, ServerMessage
 from veche.tasks import cancel_and_wait
 
@@ -126,6 +127,19 @@ class MediaRooms:
         found = self._member(participant_id)
         if found is not None:
             found[0].set_forwarding(participant_id, audio=audio, video=video, screen=screen)
+
+    def set_view(self, participant_id: ParticipantId, shown: ShownVideos | None) -> None:
+        """See :meth:`MediaRoom.set_view`."""
+        found = self._member(participant_id)
+        if found is not None:
+            found[0].set_view(participant_id, shown)
+
+    def receiving(self, participant_id: ParticipantId) -> dict[str, int]:
+        """What a participant is sent now: audio and video tracks, and frames in all."""
+        found = self._member(participant_id)
+        if found is None:
+            return {"audio": 0, "video": 0, "frames": 0}
+        return found[1].subscribing.receiving
 
     def speaker(self, room: RoomName) -> str | None:
         """Who is speaking in ``room`` now, if anyone."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiortc import (
     MediaStreamTrack,
@@ -30,7 +30,7 @@ from veche.media.tracks import Downtrack, SenderFeed, Uptrack
 from veche.protocol import Error, Offer, ServerMessage, TrackUnavailable
 from veche.tasks import cancel_and_wait
 
-__all__ = ["SubscribeLeg"]
+__all__ = ["ShownVideos", "SubscribeLeg"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,11 @@ class _ForwardedTrack(MediaStreamTrack):
 
     async def recv(self) -> None:  # type: ignore[override]
         raise RuntimeError("forwarded tracks are fed, not read")
+
+
+ShownVideos = Mapping[tuple[str, str], tuple[int, int]]
+"""The videos a subscriber shows, ``(owner, source)`` to the size it shows them at (CSS
+pixels); ``None`` in its place means every video."""
 
 
 class SubscribeLeg:
@@ -79,6 +84,7 @@ class SubscribeLeg:
         self._renegotiate = False
         self._negotiation: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._shown: ShownVideos | None = None
         self.closed = False
 
     def can_receive(self, uptrack: Uptrack) -> bool:
@@ -107,8 +113,32 @@ class SubscribeLeg:
         set_stream_id(transceiver.sender, uptrack.stream_id)
         transceiver.sender.replaceTrack(_ForwardedTrack(uptrack.kind, uptrack.id))
         downtrack = Downtrack(uptrack, self.participant_id, feed)
+        downtrack.set_paused(not self._shows(uptrack))
         self._downtracks[uptrack.id] = (transceiver, downtrack)
         self._schedule_negotiation()
+
+    def set_view(self, shown: ShownVideos | None) -> None:
+        """Forward only the videos in ``shown`` (``None``: all); audio is always forwarded.
+        A video shown again starts at a keyframe; one hidden stops at once. Nothing is
+        renegotiated: a hidden video's sender just falls silent."""
+        self._shown = shown
+        for _, downtrack in self._downtracks.values():
+            downtrack.set_paused(not self._shows(downtrack.uptrack))
+
+    def _shows(self, uptrack: Uptrack) -> bool:
+        if uptrack.kind != "video" or self._shown is None:
+            return True
+        return (uptrack.owner, uptrack.source) in self._shown
+
+    @property
+    def receiving(self) -> dict[str, int]:
+        """Tracks this subscriber is sent now, by kind, and frames sent to it in all."""
+        counts = {"audio": 0, "video": 0, "frames": 0}
+        for _, downtrack in self._downtracks.values():
+            counts["frames"] += downtrack.frames_sent
+            if not downtrack.paused:
+                counts[downtrack.uptrack.kind] += 1
+        return counts
 
     def _free_feed(self, uptrack: Uptrack) -> tuple[RTCRtpTransceiver, SenderFeed] | None:
         """An idle transceiver that can carry ``uptrack``: same kind and same codec (a running

@@ -262,23 +262,40 @@ class Downtrack:
         self.feed = feed
         self._started = False
         self._waiting_for_keyframe = uptrack.kind == "video"
+        self.paused = False
+        """Not shown by the subscriber (see ``view``): nothing is sent until it is again."""
+        self.frames_sent = 0
         uptrack.downtracks.add(self)
         feed.attach(self)
 
     def start(self) -> None:
         """The sender runs: from now on frames are passed on, beginning with a keyframe."""
         self._started = True
-        self.uptrack.request_keyframe()
+        if not self.paused:
+            self.uptrack.request_keyframe()
 
     def push(self, frame: AssembledFrame) -> bool:
         """Pass a frame from the uptrack on to the sender; whether it was sent."""
-        if not self._started:
+        if not self._started or self.paused:
             return False  # the sender is not running yet; it asks for a keyframe when it is
         if self._waiting_for_keyframe:
             if not frame.keyframe:
                 return False
             self._waiting_for_keyframe = False
-        return self.feed.put(frame)
+        sent = self.feed.put(frame)
+        self.frames_sent += sent
+        return sent
+
+    def set_paused(self, paused: bool) -> None:
+        """Stop sending (the subscriber does not show this video), or start again from the
+        next keyframe, asked for at once."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if not paused and self.uptrack.kind == "video":
+            self._waiting_for_keyframe = True
+            if self._started:
+                self.uptrack.request_keyframe()
 
     def hold_until_keyframe(self) -> None:
         """Send nothing more until the next keyframe (after a loss or a stall)."""

@@ -1,0 +1,146 @@
+"""The browser client says which videos it shows (``view``) and the server sends only those:
+a tile taken off the screen, a hidden tab, and their return, in Chromium and Firefox, with
+three aiortc publishers; the server's own per-participant counters (admin API) are checked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from playwright.async_api import Page
+
+from tests.browser.conftest import chromium
+from tests.browser.firefox import FirefoxPage, firefox, firefox_missing
+from tests.integration.peers import MediaClient
+from tests.integration.serverproc import ServerProcess, run_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+TOKEN = "admin-token-0123456789abcdef-0123456"
+
+JS_FRAMES = """() => {
+    const pc = window.veche.connection?.subscribePc;
+    if (!pc) return 0;
+    return pc.getStats().then(stats => {
+        let frames = 0;
+        stats.forEach(s => {
+            if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
+        });
+        return frames;
+    });
+}"""
+"""Page function: video frames decoded on the subscribe connection, from everyone."""
+
+JS_HIDE_TAB = """(hidden) => {
+    if (hidden) {
+        Object.defineProperty(
+            document, 'visibilityState', {configurable: true, get: () => 'hidden'});
+    } else {
+        delete document.visibilityState;
+    }
+    document.dispatchEvent(new Event('visibilitychange'));
+}"""
+"""Page function: make the page believe its tab was hidden (or shown again), as switching
+tabs does."""
+
+JS_TAKE_OFF = """(on) => {
+    const tile = document.querySelectorAll('.tile:not(.me)')[0];
+    tile.style.display = on ? 'none' : '';
+    return tile.dataset.participantId;
+}"""
+"""Page function: take the first remote tile off the screen (or put it back); its owner."""
+
+
+def _receiving(server: ServerProcess, participant_id: str) -> dict[str, int]:
+    request = urllib.request.Request(
+        f"{server.http}/api/rooms/seen", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        data: dict[str, Any] = json.load(response)
+    (me,) = [p for p in data["participants"] if p["id"] == participant_id]
+    receiving: dict[str, int] = me["receiving"]
+    return receiving
+
+
+async def _within(seconds: float, check: Any) -> float:
+    """Seconds until ``check()`` (sync or async) is true; fails after ``seconds``."""
+    start = time.monotonic()
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return time.monotonic() - start
+        assert time.monotonic() - start < seconds, f"not within {seconds} s"
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def _viewer(browser: str, base: str) -> AsyncIterator[Page | FirefoxPage]:
+    if browser == "firefox":
+        reason = firefox_missing()
+        if reason:
+            pytest.skip(reason)
+        async with firefox() as fox:
+            page = await fox.new_page(base)
+            yield page
+    else:
+        async with chromium() as launched:
+            context = await launched.new_context(
+                permissions=["camera", "microphone"], base_url=base
+            )
+            yield await context.new_page()
+
+
+@pytest.mark.parametrize("browser", ["chromium", "firefox"])
+async def test_the_server_sends_only_the_videos_the_page_shows(browser: str) -> None:
+    """Three publishers: the page shows three videos and is sent three; a tile taken off the
+    screen is no longer sent within 2 s (the others still are); a hidden tab is sent no video
+    within 2 s and decodes none; shown again, video is sent and decoded within 2 s."""
+    with run_server("--admin-token", TOKEN) as server:
+        publishers = [await MediaClient.join(server.ws, "seen", f"P{n}") for n in range(3)]
+        try:
+            for publisher in publishers:
+                await publisher.publish()
+            async with _viewer(browser, server.http) as page:
+                await page.goto("/r/seen?name=Viewer&join=1&lang=en")
+                await page.wait_for_function(
+                    "() => [...document.querySelectorAll('.tile:not(.me) video')]"
+                    ".filter(v => v.videoWidth > 0).length === 3",
+                    timeout=30_000,
+                )
+                me = await page.evaluate("() => window.veche.connection.participantId")
+                assert _receiving(server, me)["video"] == 3
+
+                owner = await page.evaluate(JS_TAKE_OFF, True)
+                took = await _within(2, lambda: _receiving(server, me)["video"] == 2)
+                await page.evaluate(JS_TAKE_OFF, False)
+                await _within(2, lambda: _receiving(server, me)["video"] == 3)
+                assert owner in {p.participant_id for p in publishers}
+
+                await page.evaluate(JS_HIDE_TAB, True)
+                hid = await _within(2, lambda: _receiving(server, me)["video"] == 0)
+                await asyncio.sleep(0.5)  # what was in flight is decoded
+                decoded = await page.evaluate(JS_FRAMES)
+                await asyncio.sleep(1)
+                assert await page.evaluate(JS_FRAMES) == decoded, "video decoded while hidden"
+                assert _receiving(server, me)["audio"] == 3
+
+                await page.evaluate(JS_HIDE_TAB, False)
+
+                async def decoding() -> bool:
+                    return bool(await page.evaluate(JS_FRAMES) > decoded + 10)
+
+                back = await _within(2, decoding)
+                assert _receiving(server, me)["video"] == 3
+                print(f"\n{browser}: off-screen tile stopped {took:.2f} s, hidden tab {hid:.2f} s,")
+                print(f"video decoded again {back:.2f} s after the tab was shown")
+        finally:
+            for publisher in publishers:
+                await publisher.close()

@@ -1,0 +1,99 @@
+// @ts-check
+/**
+ * What this page shows of the call, reported to the server as `view`: the remote tiles (and the
+ * shared screen) on screen now, with their size. The server forwards video only for those, so
+ * a tile scrolled out of sight, a hidden tab or a page of a large meeting costs no bandwidth.
+ * Reports are coalesced (one at most every `VIEW_DELAY` ms) and sent only when they change.
+ */
+
+/** @typedef {import("./protocol.gen.js").ShownTile} ShownTile */
+
+/** Milliseconds changes are gathered before one report. */
+const VIEW_DELAY = 150;
+/** Sizes are rounded up to this many CSS pixels, so that small resizes do not report. */
+const SIZE_STEP = 40;
+
+export class ViewReporter {
+  /** @type {(tiles: ShownTile[]) => void} */
+  #send;
+  /** @type {Set<HTMLElement>} watched elements now intersecting the viewport */
+  #visible = new Set();
+  /** @type {IntersectionObserver} */
+  #intersections;
+  /** @type {ResizeObserver} */
+  #sizes;
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  #timer = null;
+  /** the last report sent, as JSON */
+  #last = "";
+
+  /** @param {(tiles: ShownTile[]) => void} send */
+  constructor(send) {
+    this.#send = send;
+    this.#intersections = new IntersectionObserver((entries) => {
+      for (const entry of entries) {
+        const element = /** @type {HTMLElement} */ (entry.target);
+        if (entry.isIntersecting) this.#visible.add(element);
+        else this.#visible.delete(element);
+      }
+      this.schedule();
+    });
+    this.#sizes = new ResizeObserver(() => this.schedule());
+    document.addEventListener("visibilitychange", () => this.schedule());
+  }
+
+  /**
+   * Report on `element` (a tile or the stage), whose `data-participant-id` (and `data-source`,
+   * `camera` by default) say whose video it shows.
+   * @param {HTMLElement} element
+   */
+  watch(element) {
+    this.#intersections.observe(element);
+    this.#sizes.observe(element);
+  }
+
+  /** @param {HTMLElement} element */
+  unwatch(element) {
+    this.#intersections.unobserve(element);
+    this.#sizes.unobserve(element);
+    this.#visible.delete(element);
+    this.schedule();
+  }
+
+  /** Report soon (a change the observers cannot see, such as a new owner of the stage). */
+  schedule() {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.#report();
+    }, VIEW_DELAY);
+  }
+
+  /** Send the next report even if it is unchanged (a new connection knows nothing yet). */
+  forget() {
+    this.#last = "";
+    this.schedule();
+  }
+
+  #report() {
+    /** @type {ShownTile[]} */
+    const tiles = [];
+    if (document.visibilityState !== "hidden") {
+      for (const element of this.#visible) {
+        const participantId = element.dataset.participantId;
+        if (!element.isConnected || element.hidden || !participantId) continue;
+        tiles.push({
+          participant_id: participantId,
+          source: element.dataset.source === "screen" ? "screen" : "camera",
+          width: Math.ceil(element.clientWidth / SIZE_STEP) * SIZE_STEP,
+          height: Math.ceil(element.clientHeight / SIZE_STEP) * SIZE_STEP,
+        });
+      }
+    }
+    tiles.sort((a, b) => (a.participant_id + a.source).localeCompare(b.participant_id + b.source));
+    const json = JSON.stringify(tiles);
+    if (json === this.#last) return;
+    this.#last = json;
+    this.#send(tiles);
+  }
+}
