@@ -73,6 +73,7 @@ def media_config(settings: Settings) -> MediaConfig:
         port_max=settings.media_port_max,
         public_ip=settings.public_ip,
         video_codecs=tuple(settings.video_codecs),
+        max_audio_streams=settings.max_audio_streams,
     )
 
 

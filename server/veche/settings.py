@@ -170,6 +170,14 @@ class Settings(BaseSettings):
         description="Publish connections one client address may hold before they connect; a "
         "further publish offer is refused with `rate_limited` and binds no port.",
     )
+    max_audio_streams: int = Field(
+        8,
+        ge=0,
+        le=1000,
+        description="Microphones forwarded in one room: when more participants publish one, "
+        "only the loudest of late are forwarded (each keeps its place for 2 s after it stops "
+        "speaking); 0 forwards every microphone.",
+    )
     max_sdp_length: int = Field(
         30000, ge=2000, le=60000, description="Characters accepted in one offer or answer."
     )

@@ -121,3 +121,49 @@ async def test_a_bad_view_gets_an_error_and_harms_nobody() -> None:
             await viewer.wait_for(lambda m: m["type"] == "ack" and m["ref"] == "v3")
         finally:
             await viewer.close()
+
+
+async def test_a_large_room_forwards_only_the_loudest_microphones() -> None:
+    """With ``max_audio_streams`` 2 and four microphones, a listener hears the two who speak and
+    not the two who are silent; when a speaker falls silent and a silent one speaks, the
+    forwarded voices follow within a few seconds (the 2 s hold included)."""
+    with run_server("--admin-token", TOKEN, "--max-audio-streams", "2") as server:
+        talkers = [await MediaClient.join(server.ws, "loud", f"T{n}") for n in range(4)]
+        listener = await MediaClient.join(server.ws, "loud", "Listener")
+        try:
+            for n, talker in enumerate(talkers):
+                await talker.publish(video=False, silent=n >= 2)
+            ids = [talker.participant_id for talker in talkers]
+
+            async def heard(seconds: float = 1.0) -> set[str]:
+                before = {
+                    pid: sum(r.frames for r in listener.tracks_from(pid, "audio")) for pid in ids
+                }
+                await asyncio.sleep(seconds)
+                return {
+                    pid
+                    for pid in ids
+                    if sum(r.frames for r in listener.tracks_from(pid, "audio")) > before[pid] + 10
+                }
+
+            await until(lambda: all(listener.tracks_from(pid, "audio") for pid in ids), timeout=20)
+            await until(lambda: _receiving_of(server, "loud", listener)["audio"] == 2, timeout=5)
+            assert await heard() == set(ids[:2])
+
+            tones = [talker.publish_pc.getSenders()[0].track for talker in talkers]
+            tones[0].amplitude = 0  # type: ignore[union-attr]
+            tones[2].amplitude = 8000  # type: ignore[union-attr]
+
+            async def swapped() -> bool:
+                return await heard(0.5) == {ids[1], ids[2]}
+
+            deadline = asyncio.get_running_loop().time() + 8
+            while not await swapped():
+                assert asyncio.get_running_loop().time() < deadline, "the voices did not follow"
+        finally:
+            for client in (*talkers, listener):
+                await client.close()
+
+
+def _receiving_of(server: ServerProcess, room: str, client: MediaClient) -> dict[str, int]:
+    return _receiving(server, room, client.participant_id)

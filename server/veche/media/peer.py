@@ -72,6 +72,8 @@ class MediaConfig:
     public_ip: str | None = None
     video_codecs: tuple[str, ...] = ("VP8", "H264")
     """Video codecs asked of publishers when the whole room can decode them, best first."""
+    max_audio_streams: int = 0
+    """Microphones forwarded in one room: the loudest of late when more publish (0: all)."""
     counters: MediaCounters = field(default_factory=MediaCounters)
     """Totals for ``/metrics``, shared by every peer of the router."""
     pending: PendingConnections = field(default_factory=PendingConnections)

@@ -149,6 +149,23 @@ class MediaRoom:
         self._views[participant_id] = shown
         peer.subscribing.set_view(shown)
 
+    def select_audio(self, *, now: float) -> None:
+        """With more microphones than ``max_audio_streams``, forward only the loudest of
+        late (see :meth:`SpeakerDetector.loudest`): 50 open microphones must not become 2,450
+        streams. Audio needs no keyframe, so a voice is forwarded from its next packet."""
+        limit = self.config.max_audio_streams
+        microphones = [
+            uptrack
+            for peer in self.members.values()
+            for uptrack in peer.uptracks
+            if uptrack.kind == "audio"
+        ]
+        chosen: set[str] | None = None
+        if 0 < limit < len(microphones):
+            chosen = self.speakers.loudest(limit, now=now)
+        for uptrack in microphones:
+            uptrack.audible = chosen is None or uptrack.owner in chosen
+
     def _follow_state(self, uptrack: Uptrack) -> None:
         wanted = self._forwarding.get(uptrack.owner, _DEFAULT_FORWARDING)
         uptrack.set_enabled(wanted[uptrack.source])

@@ -151,6 +151,7 @@ class MediaRooms:
             await asyncio.sleep(SPEAKER_INTERVAL)
             now = self._clock()
             for name, media in list(self.rooms.items()):
+                media.select_audio(now=now)
                 before = media.speakers.current
                 after = media.speakers.speaker(now=now)
                 if after != before:

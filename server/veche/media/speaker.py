@@ -20,12 +20,15 @@ STALE: Final = 1.0
 """Seconds after the last packet that a participant no longer counts."""
 MARGIN: Final = 6.0
 """dB by which a newcomer must be louder than the current speaker to take over."""
+HOLD: Final = 2.0
+"""Seconds someone stays among the loudest after last being loud enough (no cut words)."""
 
 
 @dataclass(slots=True)
 class _Level:
     smoothed: float = 127.0
     last_seen: float = 0.0
+    last_loud: float = float("-inf")
 
 
 class SpeakerDetector:
@@ -46,6 +49,21 @@ class SpeakerDetector:
         self._levels.pop(participant_id, None)
         if self.current == participant_id:
             self.current = None
+
+    def loudest(self, count: int, *, now: float) -> set[str]:
+        """The ``count`` participants heard loudest of late: those speaking now, loudest
+        first, then those who spoke within ``HOLD`` seconds (so a pause does not cut them
+        off), then the rest by level."""
+        heard = {pid: e for pid, e in self._levels.items() if now - e.last_seen < STALE}
+        for entry in heard.values():
+            if entry.smoothed < SPEECH_LEVEL:
+                entry.last_loud = now
+
+        def rank(pid: str) -> tuple[bool, float]:
+            entry = heard[pid]
+            return (now - entry.last_loud >= HOLD, entry.smoothed)
+
+        return set(sorted(heard, key=rank)[:count])
 
     def speaker(self, *, now: float) -> str | None:
         """The current speaker after taking the latest levels into account (the last one stays

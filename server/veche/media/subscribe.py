@@ -136,7 +136,7 @@ class SubscribeLeg:
         counts = {"audio": 0, "video": 0, "frames": 0}
         for _, downtrack in self._downtracks.values():
             counts["frames"] += downtrack.frames_sent
-            if not downtrack.paused:
+            if not downtrack.paused and downtrack.uptrack.audible:
                 counts[downtrack.uptrack.kind] += 1
         return counts
 

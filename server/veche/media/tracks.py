@@ -89,6 +89,9 @@ class Uptrack:
         self.source: Source = source or ("microphone" if kind == "audio" else "camera")
         self.id = f"{owner}-{self.source}-{next(_track_numbers)}"
         self.enabled = True
+        self.audible = True
+        """Among the microphones a large room forwards (see ``max_audio_streams``); a
+        microphone left out still reaches a recording."""
         self._on_level = on_level
         self.stats = TrackStats()
         self._counters = counters or MediaCounters()
@@ -150,8 +153,9 @@ class Uptrack:
             if not self.enabled:
                 continue
             sent = 0
-            for downtrack in self.downtracks:
-                sent += downtrack.push(frame)
+            if self.audible:
+                for downtrack in self.downtracks:
+                    sent += downtrack.push(frame)
             for sink in self.sinks:
                 sink(frame)
             if sent:
