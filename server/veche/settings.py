@@ -175,8 +175,8 @@ class Settings(BaseSettings):
         ge=0,
         le=1000,
         description="Microphones forwarded in one room: when more participants publish one, "
-        "only the loudest of late are forwarded (each keeps its place for 2 s after it stops "
-        "speaking); 0 forwards every microphone.",
+        "only the loudest of late are forwarded (one who pauses keeps its place for 2 s "
+        "unless others speak); 0 forwards every microphone.",
     )
     max_sdp_length: int = Field(
         30000, ge=2000, le=60000, description="Characters accepted in one offer or answer."

@@ -361,3 +361,28 @@ def test_the_host_role_passes_to_the_longest_present_moderator() -> None:
     assert room.host_id is None
     newcomer, _ = room.join("New", now=8)
     assert room.host_id == newcomer.id
+
+
+def test_the_loudest_keep_their_place_through_a_pause() -> None:
+    """Those speaking now come first, loudest first; someone who paused keeps a place for
+    ``HOLD`` seconds over those who never spoke; after that the speaking ones replace it."""
+    detector = SpeakerDetector()
+    for n in range(50):
+        now = n * 0.02
+        detector.add("loud", 20, now=now)
+        detector.add("soft", 40, now=now)
+        detector.add("quiet", 127, now=now)
+    assert detector.loudest(1, now=1.0) == {"loud"}
+    assert detector.loudest(2, now=1.0) == {"loud", "soft"}
+    for n in range(50, 100):  # "loud" pauses, "quiet" starts speaking softly
+        now = n * 0.02
+        detector.add("loud", 127, now=now)
+        detector.add("soft", 40, now=now)
+        detector.add("quiet", 45, now=now)
+    assert detector.loudest(2, now=2.0) == {"soft", "quiet"}
+    for n in range(100, 110):
+        detector.add("loud", 127, now=n * 0.02)
+        detector.add("soft", 127, now=n * 0.02)
+    # "soft" paused 0.2 s ago: it keeps its place; "loud" has been quiet for 1 s: also held.
+    assert "soft" in detector.loudest(2, now=2.2)
+    assert detector.loudest(3, now=2.2) == {"loud", "soft", "quiet"}
