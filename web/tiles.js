@@ -6,6 +6,7 @@
  */
 import { byId, find } from "./dom.js";
 import { t } from "./i18n.js";
+import { GridLayout } from "./grid.js";
 import { ViewReporter } from "./view.js";
 
 /**
@@ -50,8 +51,12 @@ export class Tiles {
     this.#me = me;
     this.#onAutoplayBlocked = onAutoplayBlocked;
     this.view = new ViewReporter(onView);
+    /** which tiles are on the page shown, and how large */
+    this.layout = new GridLayout(this.#grid, me, () => this.view.schedule());
     this.#stage.dataset.source = "screen";
     this.view.watch(this.#stage);
+    const stageFull = fullscreenButton(this.#stage, "screen.fullscreen");
+    this.#stage.append(stageFull);
     /** @type {MediaStreamTrack | null} this participant's own shared screen, shown on the stage */
     this.ownScreen = null;
     /** @type {MediaStream} what this participant's own tile shows */
@@ -80,6 +85,22 @@ export class Tiles {
     const tile = this.#template.content.firstElementChild?.cloneNode(true);
     if (!(tile instanceof HTMLElement)) throw new TypeError("#tile-template holds no element");
     tile.dataset.participantId = participantId;
+    const initials = document.createElement("span");
+    initials.className = "initials";
+    initials.setAttribute("aria-hidden", "true");
+    const tools = document.createElement("div");
+    tools.className = "tile-tools";
+    const pin = document.createElement("button");
+    pin.type = "button";
+    pin.className = "tile-button tile-pin";
+    pin.append(icon("M9 3h6l-1 6 3 3H7l3-3zM12 12v9"));
+    pin.addEventListener("click", () => {
+      this.layout.pinned = this.layout.pinned === participantId ? null : participantId;
+      this.render(this.#participants);
+    });
+    tools.append(pin, fullscreenButton(tile, "tile.fullscreen"));
+    tile.prepend(initials);
+    tile.append(tools);
     const stream = new MediaStream();
     const isMe = participantId === this.#me();
     const video = find(tile, "video", HTMLVideoElement);
@@ -117,6 +138,13 @@ export class Tiles {
       const { tile } = this.tileFor(p.id);
       const isMe = p.id === this.#me();
       find(tile, ".name", HTMLElement).textContent = isMe ? `${p.name} (${t("meeting.you")})` : p.name;
+      find(tile, ".initials", HTMLElement).textContent = initialsOf(p.name);
+      const pin = find(tile, ".tile-pin", HTMLButtonElement);
+      const pinned = this.layout.pinned === p.id;
+      pin.hidden = isMe;
+      pin.setAttribute("aria-pressed", String(pinned));
+      pin.setAttribute("aria-label", pinned ? t("tile.unpin", { name: p.name }) : t("tile.pin", { name: p.name }));
+      pin.title = pin.getAttribute("aria-label") ?? "";
       const micOff = find(tile, ".mic-off", HTMLElement);
       micOff.hidden = p.audio;
       micOff.textContent = t("tile.mic_off");
@@ -134,6 +162,7 @@ export class Tiles {
       tile.dataset.video = String(p.video);
       tile.dataset.role = p.role;
     }
+    this.layout.arrange(new Map([...this.#tiles].map(([id, entry]) => [id, entry.tile])));
     this.renderStage();
   }
 
@@ -200,6 +229,7 @@ export class Tiles {
   setSpeaker(participantId) {
     this.#speaker = participantId;
     for (const [id, { tile }] of this.#tiles) tile.classList.toggle("speaking", id === participantId);
+    this.layout.setSpeaker(participantId);
   }
 
   /**
@@ -222,7 +252,8 @@ export class Tiles {
    * @param {boolean} on
    */
   speakerView(on) {
-    this.#grid.classList.toggle("speaker-view", on);
+    this.layout.speakerView = on;
+    this.layout.arrange(new Map([...this.#tiles].map(([id, entry]) => [id, entry.tile])));
   }
 
   /** Forget every tile and screen (the call ended). */
@@ -235,6 +266,59 @@ export class Tiles {
     this.#screens.clear();
     this.#participants = new Map();
     this.ownScreen = null;
+    this.layout.pinned = null;
+    this.layout.arrange(new Map());
     this.renderStage();
   }
+}
+
+/**
+ * Up to two letters standing for `name` on a tile without video.
+ * @param {string} name
+ * @returns {string}
+ */
+export function initialsOf(name) {
+  const words = name.trim().split(/\s+/u).filter(Boolean);
+  const letters = words.length > 1 ? [words[0], words[words.length - 1]] : words;
+  return letters.map((word) => [...word][0] ?? "").join("").toLocaleUpperCase();
+}
+
+/**
+ * A button that shows `element` full screen (and back); double-clicking `element` does too.
+ * @param {HTMLElement} element
+ * @param {string} label the key of its accessible name
+ * @returns {HTMLButtonElement}
+ */
+function fullscreenButton(element, label) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "tile-button tile-fullscreen";
+  button.append(icon("M3 9V3h6M15 3h6v6M21 15v6h-6M9 21H3v-6"));
+  button.setAttribute("aria-label", t(label));
+  button.title = t(label);
+  const toggle = () => {
+    if (document.fullscreenElement === element) document.exitFullscreen().catch(() => {});
+    else element.requestFullscreen?.().catch(() => {});
+  };
+  button.addEventListener("click", toggle);
+  element.addEventListener("dblclick", toggle);
+  return button;
+}
+
+/**
+ * A line icon (24 by 24, drawn in the text's colour), hidden from screen readers: the button
+ * holding it has the name.
+ * @param {string} path SVG path data
+ * @returns {SVGSVGElement}
+ */
+function icon(path) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("class", "icon");
+  const line = document.createElementNS(ns, "path");
+  line.setAttribute("d", path);
+  svg.append(line);
+  return svg;
 }

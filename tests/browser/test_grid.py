@@ -1,0 +1,114 @@
+"""The grid in real Chromium with aiortc publishers: pages of tiles (4 on a phone), only the
+page shown is sent, the active speaker is brought onto page one, self view can be hidden, a
+tile can be pinned and shown full screen."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import chromium
+from tests.integration.peers import MediaClient
+from tests.integration.serverproc import ServerProcess, run_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+TOKEN = "admin-token-0123456789abcdef-0123456"
+JS_ON_PAGE = """() => [...document.querySelectorAll('.tile:not(.me)')]
+    .filter(tile => !tile.hidden).map(tile => tile.dataset.participantId).sort()"""
+"""Page function: the remote tiles on the page shown."""
+
+
+def _video_sent(server: ServerProcess, participant_id: str) -> int:
+    request = urllib.request.Request(
+        f"{server.http}/api/rooms/paged", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        data: dict[str, Any] = json.load(response)
+    (me,) = [p for p in data["participants"] if p["id"] == participant_id]
+    return int(me["receiving"]["video"])
+
+
+async def _eventually(check: Any, seconds: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "not in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_pages_speaker_self_view_pin_and_full_screen_on_a_phone() -> None:
+    with run_server("--admin-token", TOKEN) as server:
+        publishers = [await MediaClient.join(server.ws, "paged", f"P{n}") for n in range(5)]
+        ids = [p.participant_id for p in publishers]
+        try:
+            for publisher in publishers:
+                await publisher.publish(silent=True)
+            async with chromium() as browser:
+                context = await browser.new_context(
+                    permissions=["camera", "microphone"],
+                    base_url=server.http,
+                    viewport={"width": 390, "height": 844},
+                )
+                page = await context.new_page()
+                await page.goto("/r/paged?name=Viewer&join=1&lang=en")
+                await page.wait_for_function(
+                    "() => document.querySelectorAll('.tile:not(.me)').length === 5",
+                    timeout=30_000,
+                )
+                me = await page.evaluate("() => window.veche.connection.participantId")
+                # Page one: yourself and three others; only those three are sent.
+                assert await page.evaluate(JS_ON_PAGE) == sorted(ids[:3])
+                await _eventually(lambda: _video_sent(server, me) == 3)
+                assert await page.text_content(".pager-label") == "Page 1 of 2 · 6 people"
+
+                await page.click(".pager-next")
+                assert await page.evaluate(JS_ON_PAGE) == sorted(ids[3:])
+                assert await page.is_hidden(".tile.me")
+                await _eventually(lambda: _video_sent(server, me) == 2, seconds=2)
+                await page.wait_for_function(
+                    "() => [...document.querySelectorAll('.tile:not(.me):not([hidden]) video')]"
+                    ".every(v => v.videoWidth > 0)",
+                    timeout=5_000,
+                )
+                await page.click(".pager-previous")
+
+                # P4 speaks: it is brought onto page one in place of its last tile.
+                track = publishers[4].publish_pc.getSenders()[0].track
+                track.amplitude = 8000  # type: ignore[union-attr]
+                await page.wait_for_function(
+                    f"() => !document.querySelector('[data-participant-id=\"{ids[4]}\"]').hidden",
+                    timeout=10_000,
+                )
+                assert ids[4] in await page.evaluate(JS_ON_PAGE)
+                assert len(await page.evaluate(JS_ON_PAGE)) == 3
+
+                await page.click(".pager-self")
+                assert await page.is_hidden(".tile.me")
+                assert await page.text_content(".pager-self") == "Show self view"
+                assert len(await page.evaluate(JS_ON_PAGE)) == 4
+                await _eventually(lambda: _video_sent(server, me) == 4)
+
+                first = f'[data-participant-id="{ids[0]}"]'
+                await page.click(f"{first} .tile-pin", force=True)
+                assert await page.get_attribute(f"{first} .tile-pin", "aria-pressed") == "true"
+                assert await page.evaluate(
+                    f"() => document.querySelector('{first}').classList.contains('featured')"
+                )
+                await page.click(f"{first} .tile-fullscreen", force=True)
+                await page.wait_for_function(
+                    f"() => document.fullscreenElement === document.querySelector('{first}')",
+                    timeout=5_000,
+                )
+                await context.close()
+        finally:
+            for publisher in publishers:
+                await publisher.close()
