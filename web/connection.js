@@ -113,6 +113,8 @@ export class Connection {
     this.onRoomUpdated = () => {};
     /** @type {(waiting: WaitingInfo[]) => void} moderators: who waits in the lobby */
     this.onLobby = () => {};
+    /** @type {(request: "unmute", by: string) => void} a moderator asks this participant something */
+    this.onAsked = () => {};
     /** @type {() => void} this participant waits in the lobby */
     this.onWaiting = () => {};
     /** @type {(attempt: number) => void} the connection was lost; reconnection attempt `attempt` is under way */
@@ -223,9 +225,12 @@ export class Connection {
     this.send({ type: ClientType.UPDATE, ...state });
   }
 
-  /** @param {string} text */
-  chat(text) {
-    this.send({ type: ClientType.CHAT, text });
+  /**
+   * @param {string} text
+   * @param {"everyone" | "moderators"} [to] `moderators`: a private message to them
+   */
+  chat(text, to = "everyone") {
+    this.send({ type: ClientType.CHAT, text, ...(to === "moderators" ? { to } : {}) });
   }
 
   /** @param {boolean} raised */
@@ -244,6 +249,14 @@ export class Connection {
    */
   moderate(action, participantId) {
     this.send({ type: ClientType.MODERATE, action, participant_id: participantId });
+  }
+
+  /**
+   * Mute every participant who is not a moderator, or lower every raised hand (moderators).
+   * @param {"mute" | "lower_hand"} action
+   */
+  moderateAll(action) {
+    this.send({ type: ClientType.MODERATE_ALL, action });
   }
 
   /** @param {{locked?: boolean, lobby?: boolean, password?: string, moderator_must_allow?: boolean}} settings */
@@ -420,6 +433,9 @@ export class Connection {
         break;
       case ServerType.WAITING:
         this.onWaiting();
+        break;
+      case ServerType.ASKED:
+        this.onAsked(message.request, message.by);
         break;
       case ServerType.ANSWER:
         if (message.pc === "publish") {

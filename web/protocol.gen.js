@@ -22,6 +22,7 @@ export const ClientType = Object.freeze({
   RECORD: "record",
   END_MEETING: "end_meeting",
   VIEW: "view",
+  MODERATE_ALL: "moderate_all",
 });
 
 export const ServerType = Object.freeze({
@@ -45,6 +46,7 @@ export const ServerType = Object.freeze({
   RENEGOTIATE: "renegotiate",
   TRACK_UNAVAILABLE: "track_unavailable",
   ICE_SERVERS: "ice_servers",
+  ASKED: "asked",
 });
 
 export const ErrorCode = Object.freeze({
@@ -119,6 +121,14 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  */
 
 /**
+ * A moderator (``by``, its name) asks you to do something only you can do: ``unmute`` your microphone (you are allowed to).
+ * @typedef {object} AskedMessage
+ * @property {"asked"} type
+ * @property {"unmute"} request
+ * @property {string} by
+ */
+
+/**
  * A trickled ICE candidate; an empty ``candidate`` means end of candidates.
  * @typedef {object} CandidateMessage
  * @property {(string | null)} [id]
@@ -135,6 +145,7 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  * @property {(string | null)} [id]
  * @property {"chat"} type
  * @property {string} text
+ * @property {("everyone" | "moderators")} [to]
  */
 
 /**
@@ -145,6 +156,7 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  * @property {string} name
  * @property {string} text
  * @property {number} at
+ * @property {("everyone" | "moderators")} [to]
  */
 
 /**
@@ -250,12 +262,20 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  */
 
 /**
- * A moderator's action on one participant. ``mute`` stops forwarding their microphone, ``camera_off`` their camera; ``allow_unmute`` lets someone muted under 'moderator must allow' unmute again; ``remove`` ends their participation (they cannot come back with the same browser session); ``make_moderator`` shares the role.
+ * A moderator's action on one participant. ``mute`` stops forwarding their microphone, ``camera_off`` their camera; ``allow_unmute`` lets someone muted under 'moderator must allow' unmute again; ``ask_unmute`` does that and asks them to unmute (they get ``asked``; only they can turn their microphone on); ``lower_hand`` lowers their hand; ``remove`` ends their participation (they cannot come back with the same browser session); ``make_moderator`` shares the role.
  * @typedef {object} ModerateMessage
  * @property {(string | null)} [id]
  * @property {"moderate"} type
- * @property {("mute" | "camera_off" | "allow_unmute" | "remove" | "make_moderator")} action
+ * @property {("mute" | "camera_off" | "allow_unmute" | "ask_unmute" | "lower_hand" | "remove" | "make_moderator")} action
  * @property {string} participant_id
+ */
+
+/**
+ * A moderator's action on every participant who is not a moderator: ``mute`` them all (as ``moderate`` does, one by one), or ``lower_hand``: lower every raised hand (the moderators' too).
+ * @typedef {object} ModerateAllMessage
+ * @property {(string | null)} [id]
+ * @property {"moderate_all"} type
+ * @property {("mute" | "lower_hand")} action
  */
 
 /**
@@ -436,12 +456,13 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  * @property {Array<IceServer>} ice_servers
  * @property {("all" | "relay")} [ice_transport_policy]
  * @property {string} resume_token
+ * @property {boolean} [can_record]
  * @property {boolean} [resumed]
  * @property {RoomState} [settings]
  * @property {Array<ChatEntry>} [chat]
  * @property {(string | null)} [active_speaker]
  */
 
-/** @typedef {HelloMessage | LeaveMessage | PingMessage | UpdateMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatMessage | HandMessage | ReactMessage | ScreenShareMessage | ModerateMessage | ConfigureMessage | AdmitMessage | DenyMessage | RecordMessage | EndMeetingMessage | ViewMessage} ClientMessage */
+/** @typedef {HelloMessage | LeaveMessage | PingMessage | UpdateMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatMessage | HandMessage | ReactMessage | ScreenShareMessage | ModerateMessage | ConfigureMessage | AdmitMessage | DenyMessage | RecordMessage | EndMeetingMessage | ViewMessage | ModerateAllMessage} ClientMessage */
 
-/** @typedef {WelcomeMessage | ParticipantJoinedMessage | ParticipantLeftMessage | ParticipantUpdatedMessage | PongMessage | AckMessage | ErrorMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatPostedMessage | ReactedMessage | ActiveSpeakerMessage | RoomUpdatedMessage | LobbyUpdatedMessage | WaitingMessage | GoodbyeMessage | RenegotiateMessage | TrackUnavailableMessage | IceServersMessage} ServerMessage */
+/** @typedef {WelcomeMessage | ParticipantJoinedMessage | ParticipantLeftMessage | ParticipantUpdatedMessage | PongMessage | AckMessage | ErrorMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatPostedMessage | ReactedMessage | ActiveSpeakerMessage | RoomUpdatedMessage | LobbyUpdatedMessage | WaitingMessage | GoodbyeMessage | RenegotiateMessage | TrackUnavailableMessage | IceServersMessage | AskedMessage} ServerMessage */

@@ -48,6 +48,7 @@ from veche.protocol import (
     Leave,
     LeaveReason,
     Moderate,
+    ModerateAll,
     Offer,
     ParticipantUpdated,
     Ping,
@@ -186,7 +187,7 @@ class Hub:
         except VecheError as exc:
             exc.ref = exc.ref or message.id
             raise
-        if isinstance(message, Configure | Moderate | Chat):
+        if isinstance(message, Configure | Moderate | ModerateAll | Chat):
             await self.keeper.flush()  # acknowledged means kept: a restart keeps it
         if message.id is not None and message.type not in UNACKNOWLEDGED:
             session.outlet.send(Ack(ref=message.id))
@@ -215,7 +216,7 @@ class Hub:
                 await self.media.handle(me.id, message)
             case Chat():
                 room, me = self._admitted(session)
-                self._apply(room, room.post(me.id, message.text, now=now))
+                self._apply(room, room.post(me.id, message.text, now=now, to=message.to))
             case Hand():
                 room, me = self._admitted(session)
                 self._apply(room, room.raise_hand(me.id, message.raised, now=now))
@@ -260,6 +261,9 @@ class Hub:
             case EndMeeting():
                 room, me = self._admitted(session)
                 self._end(room, room.end(me.id), by=me.id)
+            case ModerateAll():
+                room, me = self._admitted(session)
+                self._apply(room, room.moderate_all(me.id, message.action))
             case View():
                 _, me = self._admitted(session)
                 shown: dict[tuple[str, str], tuple[int, int]] = {
@@ -380,6 +384,12 @@ class Hub:
             self.recordings.stop(room.name)
         self._apply(room, outcome)
         return self.recordings.directory(room.name)
+
+    def _may_record(self, participant: Participant) -> bool:
+        """Whether ``participant`` (as a moderator) could start a recording on this server."""
+        settings = self.settings
+        anonymous_ok = settings.recording_anonymous or participant.subject is not None
+        return settings.recording_dir is not None and anonymous_ok
 
     def _recording_limit(self, name: RoomName, reason: str) -> None:
         """A recording reached a limit: it stops as if a moderator stopped it, and the
@@ -570,7 +580,8 @@ class Hub:
                 resume_token=participant.resume_token,
                 resumed=resumed,
                 settings=room.settings,
-                chat=room.chat_history,
+                chat=room.chat_history_for(participant),
+                can_record=self._may_record(participant),
                 active_speaker=self.media.speaker(room.name),
             )
         )

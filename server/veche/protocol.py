@@ -35,8 +35,10 @@ __all__ = [
     "ActiveSpeaker",
     "Admit",
     "Answer",
+    "Asked",
     "Candidate",
     "Chat",
+    "ChatAudience",
     "ChatEntry",
     "ChatPosted",
     "ClientMessage",
@@ -55,6 +57,7 @@ __all__ = [
     "LeaveReason",
     "LobbyUpdated",
     "Moderate",
+    "ModerateAll",
     "Offer",
     "ParticipantInfo",
     "ParticipantJoined",
@@ -203,6 +206,10 @@ class RoomState(_Model):
     )
 
 
+ChatAudience = Literal["everyone", "moderators"]
+"""Who a chat message is for: the whole room, or its moderators (and the sender)."""
+
+
 class ChatEntry(_Model):
     """One chat message. ``text`` is plain text: clients must never render it as HTML."""
 
@@ -211,6 +218,9 @@ class ChatEntry(_Model):
     name: str
     text: str
     at: float = Field(description="Unix time the server received it.")
+    to: ChatAudience = Field(
+        "everyone", description="``moderators``: seen only by the moderators and the sender."
+    )
 
 
 class WaitingInfo(_Model):
@@ -333,6 +343,9 @@ class Chat(_ClientBase):
     # Looser than the limit on purpose: the room counts after cleaning the text and answers an
     # over-long message with too_long (not bad_message, which a tighter bound here would give).
     text: Annotated[str, Field(min_length=1, max_length=8 * MAX_CHAT_LENGTH)]
+    to: ChatAudience = Field(
+        "everyone", description="``moderators``: a private message to the room's moderators."
+    )
 
 
 class Hand(_ClientBase):
@@ -383,14 +396,32 @@ class Moderate(_ClientBase):
     """A moderator's action on one participant.
 
     ``mute`` stops forwarding their microphone, ``camera_off`` their camera; ``allow_unmute``
-    lets someone muted under 'moderator must allow' unmute again; ``remove`` ends their
-    participation (they cannot come back with the same browser session);
-    ``make_moderator`` shares the role.
+    lets someone muted under 'moderator must allow' unmute again; ``ask_unmute`` does that and
+    asks them to unmute (they get ``asked``; only they can turn their microphone on);
+    ``lower_hand`` lowers their hand; ``remove`` ends their participation (they cannot come
+    back with the same browser session); ``make_moderator`` shares the role.
     """
 
     type: Literal["moderate"] = "moderate"
-    action: Literal["mute", "camera_off", "allow_unmute", "remove", "make_moderator"]
+    action: Literal[
+        "mute",
+        "camera_off",
+        "allow_unmute",
+        "ask_unmute",
+        "lower_hand",
+        "remove",
+        "make_moderator",
+    ]
     participant_id: Annotated[str, Field(max_length=64)]
+
+
+class ModerateAll(_ClientBase):
+    """A moderator's action on every participant who is not a moderator: ``mute`` them all
+    (as ``moderate`` does, one by one), or ``lower_hand``: lower every raised hand (the
+    moderators' too)."""
+
+    type: Literal["moderate_all"] = "moderate_all"
+    action: Literal["mute", "lower_hand"]
 
 
 class Configure(_ClientBase):
@@ -453,7 +484,8 @@ ClientMessage = Annotated[
     | Deny
     | Record
     | EndMeeting
-    | View,
+    | View
+    | ModerateAll,
     Field(discriminator="type"),
 ]
 """Any message a client may send."""
@@ -477,6 +509,11 @@ class Welcome(_Model):
     resume_token: str = Field(
         description="Secret for ``hello.resume`` after a dropped connection; a new one comes "
         "with every ``welcome``."
+    )
+    can_record: bool = Field(
+        False,
+        description="Whether this participant, as a moderator, may start a recording on this "
+        "server (clients show Record only then).",
     )
     resumed: bool = Field(
         False,
@@ -578,6 +615,15 @@ class Waiting(_Model):
     type: Literal["waiting"] = "waiting"
 
 
+class Asked(_Model):
+    """A moderator (``by``, its name) asks you to do something only you can do: ``unmute``
+    your microphone (you are allowed to)."""
+
+    type: Literal["asked"] = "asked"
+    request: Literal["unmute"]
+    by: str
+
+
 class Goodbye(_Model):
     """The server ends this participant's presence; the socket closes next (1000).
 
@@ -636,7 +682,8 @@ ServerMessage = Annotated[
     | Goodbye
     | Renegotiate
     | TrackUnavailable
-    | IceServers,
+    | IceServers
+    | Asked,
     Field(discriminator="type"),
 ]
 """Any message a server may send."""

@@ -21,6 +21,7 @@ from veche.protocol import (
     ActiveSpeaker,
     Admit,
     Answer,
+    Asked,
     Candidate,
     Chat,
     ChatEntry,
@@ -37,6 +38,7 @@ from veche.protocol import (
     Leave,
     LobbyUpdated,
     Moderate,
+    ModerateAll,
     Offer,
     ParticipantInfo,
     ParticipantJoined,
@@ -82,6 +84,7 @@ CLIENT_SAMPLES: list[BaseModel] = [
     EndMeeting(),
     Record(active=True, audio_only=True),
     View(tiles=[ShownTile(participant_id="p-2", width=320, height=180)]),
+    ModerateAll(action="mute"),
 ]
 SERVER_SAMPLES: list[BaseModel] = [
     Welcome(
@@ -113,6 +116,7 @@ SERVER_SAMPLES: list[BaseModel] = [
     IceServers(
         ice_servers=[IceServer(urls=["turn:example.invalid"], username="u", credential="c")]
     ),
+    Asked(request="unmute", by="Teacher"),
 ]
 
 

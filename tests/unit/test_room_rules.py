@@ -11,6 +11,7 @@ from veche.ids import RoomName
 from veche.media.speaker import SpeakerDetector
 from veche.protocol import (
     MAX_CHAT_LENGTH,
+    Asked,
     Chat,
     LobbyUpdated,
     ParticipantJoined,
@@ -18,7 +19,14 @@ from veche.protocol import (
     ParticipantUpdated,
     parse_client_message,
 )
-from veche.rooms import AttemptLimiter, Room, RoomPolicy, RoomRegistry, hash_password
+from veche.rooms import (
+    AttemptLimiter,
+    Participant,
+    Room,
+    RoomPolicy,
+    RoomRegistry,
+    hash_password,
+)
 
 
 def test_policy_keeps_only_a_hash_and_compares_passwords() -> None:
@@ -386,3 +394,63 @@ def test_the_loudest_keep_their_place_through_a_pause() -> None:
     # "soft" paused 0.2 s ago: it keeps its place; "loud" has been quiet for 1 s: also held.
     assert "soft" in detector.loudest(2, now=2.2)
     assert detector.loudest(3, now=2.2) == {"loud", "soft", "quiet"}
+
+
+def _room_of_three() -> tuple[Room, Participant, Participant, Participant]:
+    room = Room(RoomName("class"), capacity=10, now=0)
+    teacher, _ = room.join("Teacher", now=0)
+    ann, _ = room.join("Ann", now=0)
+    ben, _ = room.join("Ben", now=0)
+    return room, teacher, ann, ben
+
+
+def test_mute_all_and_lower_all_hands_touch_only_what_changes() -> None:
+    """``mute`` mutes every participant but the moderators (blocked under 'moderator must
+    allow'); ``lower_hand`` lowers every raised hand; each change is heard once; only a
+    moderator may."""
+    room, teacher, ann, ben = _room_of_three()
+    room.configure(teacher.id, moderator_must_allow=True)
+    room.update(ben.id, audio=False, video=None)
+    room.raise_hand(ann.id, True, now=1)
+    room.raise_hand(teacher.id, True, now=2)
+    outcome = room.moderate_all(teacher.id, "mute")
+    changed = [d.message.participant.id for d in outcome.deliveries]  # type: ignore[union-attr]
+    assert changed == [ann.id, ben.id]
+    assert teacher.audio
+    assert not ann.audio
+    assert ann.audio_blocked
+    assert ben.audio_blocked
+    assert room.moderate_all(teacher.id, "mute").deliveries == ()
+    lowered = room.moderate_all(teacher.id, "lower_hand")
+    assert len(lowered.deliveries) == 2
+    assert ann.hand_raised_at is None
+    assert teacher.hand_raised_at is None
+    with pytest.raises(Refused) as caught:
+        room.moderate_all(ann.id, "mute")
+    assert caught.value.code is ErrorCode.FORBIDDEN
+
+
+def test_ask_to_unmute_allows_and_asks_only_the_one_asked() -> None:
+    room, teacher, ann, _ = _room_of_three()
+    room.configure(teacher.id, moderator_must_allow=True)
+    room.moderate(teacher.id, "mute", ann.id, now=1)
+    outcome = room.moderate(teacher.id, "ask_unmute", ann.id, now=2)
+    asked = [d for d in outcome.deliveries if isinstance(d.message, Asked)]
+    assert [(d.to, d.message.by) for d in asked] == [((ann.id,), "Teacher")]  # type: ignore[attr-defined]
+    assert not ann.audio_blocked
+    assert not ann.audio  # only Ann turns her microphone on
+    room.raise_hand(ann.id, True, now=3)
+    room.moderate(teacher.id, "lower_hand", ann.id, now=4)
+    assert ann.hand_raised_at is None
+
+
+def test_a_message_to_the_moderators_reaches_only_them_and_its_sender() -> None:
+    room, teacher, ann, ben = _room_of_three()
+    outcome = room.post(ann.id, "may I leave early?", now=1, to="moderators")
+    (delivery,) = outcome.deliveries
+    assert set(delivery.to) == {teacher.id, ann.id}
+    assert delivery.message.entry.to == "moderators"  # type: ignore[union-attr]
+    room.post(ben.id, "hello all", now=2)
+    assert [e.text for e in room.chat_history_for(ben)] == ["hello all"]
+    assert [e.text for e in room.chat_history_for(ann)] == ["may I leave early?", "hello all"]
+    assert len(room.chat_history_for(teacher)) == 2

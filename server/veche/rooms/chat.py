@@ -7,7 +7,7 @@ from collections import deque
 from typing import Final
 
 from veche.errors import ErrorCode, Refused
-from veche.protocol import MAX_CHAT_LENGTH, ChatEntry
+from veche.protocol import MAX_CHAT_LENGTH, ChatAudience, ChatEntry
 
 __all__ = ["MAX_CHAT_LENGTH", "ChatLog"]
 
@@ -41,7 +41,15 @@ class ChatLog:
         """The kept messages, oldest first."""
         return list(self._entries)
 
-    def post(self, participant_id: str, name: str, text: str, *, now: float) -> ChatEntry:
+    def post(
+        self,
+        participant_id: str,
+        name: str,
+        text: str,
+        *,
+        now: float,
+        to: ChatAudience = "everyone",
+    ) -> ChatEntry:
         """Record a message. Control characters other than line breaks and tabs, and the
         bidirectional controls and marks, are dropped;
         raises :class:`~veche.errors.Refused` (``too_long``, ``bad_message``) for text that is
@@ -55,7 +63,12 @@ class ChatLog:
         if not cleaned:
             raise Refused("the chat message is empty", code=ErrorCode.BAD_MESSAGE)
         entry = ChatEntry(
-            id=self._next_id, participant_id=participant_id, name=name, text=cleaned, at=now
+            id=self._next_id,
+            participant_id=participant_id,
+            name=name,
+            text=cleaned,
+            at=now,
+            to=to,
         )
         self._next_id += 1
         self._entries.append(entry)

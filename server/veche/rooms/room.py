@@ -18,6 +18,8 @@ from typing import Final, Literal, Self
 from veche.errors import ErrorCode, Refused, RoomFull
 from veche.ids import ParticipantId, RoomName
 from veche.protocol import (
+    Asked,
+    ChatAudience,
     ChatEntry,
     ChatPosted,
     LeaveReason,
@@ -47,7 +49,9 @@ CONFIGURE_RATE: Final = 1.0
 CONFIGURE_BURST: Final = 5
 """Setting changes one room may make at once."""
 
-ModeratorAction = Literal["mute", "camera_off", "allow_unmute", "remove", "make_moderator"]
+ModeratorAction = Literal[
+    "mute", "camera_off", "allow_unmute", "ask_unmute", "lower_hand", "remove", "make_moderator"
+]
 
 GoodbyeReason = Literal["removed", "denied", "ended", "replaced"]
 """Why the room lets someone go (the ``goodbye`` they hear)."""
@@ -378,11 +382,32 @@ class Room:
         participant.last_reaction = now
         return _sent(_deliver(self._ids(), Reacted(participant_id=participant_id, emoji=emoji)))
 
-    def post(self, participant_id: ParticipantId, text: str, *, now: float) -> Outcome:
-        """Post a chat message to everyone, the sender included."""
+    def post(
+        self,
+        participant_id: ParticipantId,
+        text: str,
+        *,
+        now: float,
+        to: ChatAudience = "everyone",
+    ) -> Outcome:
+        """Post a chat message to everyone, or (``to="moderators"``) to the moderators only;
+        the sender gets it too."""
         participant = self._require(participant_id)
-        entry = self.chat.post(participant_id, participant.name, text, now=now)
-        return _sent(_deliver(self._ids(), ChatPosted(entry=entry)))
+        entry = self.chat.post(participant_id, participant.name, text, now=now, to=to)
+        readers = self._ids() if to == "everyone" else self._readers_of(entry)
+        return _sent(_deliver(readers, ChatPosted(entry=entry)))
+
+    def chat_history_for(self, participant: Participant) -> list[ChatEntry]:
+        """The kept chat messages ``participant`` may read: those to everyone, and those to the
+        moderators if it is one (or wrote them)."""
+        return [e for e in self.chat.entries if participant.id in self._readers_of(e)]
+
+    def _readers_of(self, entry: ChatEntry) -> tuple[ParticipantId, ...]:
+        if entry.to == "everyone":
+            return self._ids()
+        return tuple(
+            p.id for p in self._participants.values() if p.moderator or p.id == entry.participant_id
+        )
 
     def share_screen(self, participant_id: ParticipantId, active: bool) -> Outcome:
         """Start or stop sharing a screen; one sharer at a time (``screen_busy``)."""
@@ -405,7 +430,7 @@ class Room:
         now: float,
     ) -> Outcome:
         """A moderator's action on a participant (``remove`` lets it go: see :meth:`expel`)."""
-        self._require_moderator(actor_id)
+        actor = self._require_moderator(actor_id)
         target = self._participants.get(target_id)
         if target is None:
             raise Refused("no such participant in this room", code=ErrorCode.NOT_FOUND)
@@ -420,13 +445,37 @@ class Room:
             target.audio_blocked = self.policy.moderator_must_allow
         elif action == "camera_off":
             target.video = False
-        elif action == "allow_unmute":
+        elif action in ("allow_unmute", "ask_unmute"):
             target.audio_blocked = False
+        elif action == "lower_hand":
+            target.hand_raised_at = None
         elif action == "make_moderator":
             target.role = "moderator"
         deliveries = self._updated(target)
+        if action == "ask_unmute":
+            deliveries.append(Delivery((target.id,), Asked(request="unmute", by=actor.name)))
         if action == "make_moderator":
             deliveries += self._lobby_update()
+        return _sent(deliveries)
+
+    def moderate_all(
+        self, actor_id: ParticipantId, action: Literal["mute", "lower_hand"]
+    ) -> Outcome:
+        """A moderator mutes every participant who is not a moderator (as ``mute`` one by one),
+        or lowers every raised hand; everyone hears each change."""
+        self._require_moderator(actor_id)
+        deliveries: list[Delivery] = []
+        for person in self._participants.values():
+            if action == "mute" and not person.moderator:
+                blocked = self.policy.moderator_must_allow
+                if not person.audio and person.audio_blocked == blocked:
+                    continue
+                person.audio, person.audio_blocked = False, blocked
+            elif action == "lower_hand" and person.hand_raised_at is not None:
+                person.hand_raised_at = None
+            else:
+                continue
+            deliveries += self._updated(person)
         return _sent(deliveries)
 
     def allow_configure(self, actor_id: ParticipantId, *, now: float) -> None:
