@@ -419,3 +419,59 @@ async def test_lobby_admit_all_and_turning_it_off_lets_everyone_in(join: Join) -
     assert reply["type"] == "waiting"
     await ada.send_json({"type": "configure", "lobby": False})
     assert (await recv(late))["type"] == "welcome"
+
+
+# ------------------------------------------------------------------ teaching tools
+
+
+async def _drain(ws: Ws, within: float = 0.3) -> list[dict[str, Any]]:
+    """Every message that arrives within ``within`` seconds."""
+    received = []
+    deadline = time.monotonic() + within
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = await ws.receive(timeout=left)
+        except TimeoutError:
+            break
+        if msg.type != WSMsgType.TEXT:
+            break
+        received.append(msg.json())
+    return received
+
+
+async def test_teaching_tools_over_the_wire(join: Join) -> None:
+    """A private question reaches the moderator and not the class; mute all and lower all
+    reach everyone; ask to unmute reaches only the one asked; a participant may not mute all;
+    ``can_record`` is false without ``recording_dir``."""
+    teacher, welcome = await join("lesson", "Teacher")
+    assert welcome["can_record"] is False
+    ann, ann_welcome = await join("lesson", "Ann")
+    ben, _ = await join("lesson", "Ben")
+    await _drain(teacher)
+    await _drain(ann)
+    await ann.send_json({"type": "chat", "text": "I do not understand", "to": "moderators"})
+    posted = await expect(teacher, "chat_posted")
+    assert posted["entry"]["to"] == "moderators"
+    assert (await expect(ann, "chat_posted"))["entry"]["text"] == "I do not understand"
+    assert "chat_posted" not in [m["type"] for m in await _drain(ben)]
+
+    await ben.send_json({"type": "hand", "raised": True})
+    await expect(teacher, "participant_updated")
+    await _drain(ben)
+    await _drain(ann)
+    assert await _error(ann, {"type": "moderate_all", "action": "mute"}) == "forbidden"
+    await teacher.send_json({"type": "moderate_all", "action": "mute"})
+    updates = [m for m in await _drain(ben) if m["type"] == "participant_updated"]
+    assert sorted(m["participant"]["name"] for m in updates) == ["Ann", "Ben"]
+    assert all(m["participant"]["audio"] is False for m in updates)
+    await teacher.send_json({"type": "moderate_all", "action": "lower_hand"})
+    (lowered,) = [m for m in await _drain(ann) if m["type"] == "participant_updated"]
+    assert lowered["participant"]["name"] == "Ben"
+    assert lowered["participant"].get("hand_raised_at") is None
+
+    await _drain(ben)
+    ann_id = ann_welcome["participant_id"]
+    await teacher.send_json({"type": "moderate", "action": "ask_unmute", "participant_id": ann_id})
+    asked = await expect(ann, "asked")
+    assert (asked["request"], asked["by"]) == ("unmute", "Teacher")
+    assert "asked" not in [m["type"] for m in await _drain(ben)]
