@@ -464,6 +464,7 @@ async def test_teaching_tools_over_the_wire(join: Join) -> None:
     updates = [m for m in await _drain(ben) if m["type"] == "participant_updated"]
     assert sorted(m["participant"]["name"] for m in updates) == ["Ann", "Ben"]
     assert all(m["participant"]["audio"] is False for m in updates)
+    await _drain(ann)
     await teacher.send_json({"type": "moderate_all", "action": "lower_hand"})
     (lowered,) = [m for m in await _drain(ann) if m["type"] == "participant_updated"]
     assert lowered["participant"]["name"] == "Ben"
