@@ -5,7 +5,9 @@ import { bindLanguageSwitcher, preferredLanguage, setLanguage, t } from "./i18n.
 const errorBox = /** @type {HTMLElement} */ (document.getElementById("form-error"));
 
 function showError() {
-  const code = new URLSearchParams(location.search).get("error");
+  // A bad meeting name in a room URL is answered with this page (404) at that URL.
+  const badRoomUrl = location.pathname.startsWith("/r/");
+  const code = new URLSearchParams(location.search).get("error") ?? (badRoomUrl ? "invalid_room" : null);
   if (code === "invalid_room") {
     errorBox.textContent = t("landing.invalid_room");
     errorBox.hidden = false;

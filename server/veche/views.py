@@ -84,8 +84,11 @@ async def room_page(request: web.Request) -> web.StreamResponse:
     raw = request.match_info["room"]
     try:
         name = normalize_room_name(raw)
-    except InvalidRoomName as exc:
-        raise web.HTTPNotFound(text=f"Not a valid room name: {exc.message}\n") from None
+    except InvalidRoomName:
+        # The start page, in the visitor's language, saying what a meeting name may hold.
+        response = _html(request.app[WEB_ROOT] / "index.html")
+        response.set_status(404)
+        return response
     if name != raw:
         target = room_url(name)
         if request.query_string:

@@ -32,3 +32,23 @@ async def test_room_page_with_an_inherited_property_as_language_falls_back_to_en
         assert errors == []
     finally:
         await context.close()
+
+
+@pytest.mark.parametrize(
+    ("lang", "words"), [("en", "letters, digits"), ("ru", "буквы"), ("fr", "lettres")]
+)
+async def test_a_bad_room_url_gets_the_start_page_in_the_visitors_language(
+    browser: Browser, server: ServerProcess, lang: str, words: str
+) -> None:
+    """``/r/<not a meeting name>`` answers 404 with the styled start page, which says in the
+    visitor's language what a meeting name may hold."""
+    context = await browser.new_context(base_url=server.http, locale=lang)
+    try:
+        page = await context.new_page()
+        response = await page.goto("/r/a%20b")
+        assert response is not None
+        assert response.status == 404
+        await page.wait_for_selector("#form-error:not([hidden])", timeout=10000)
+        assert words in (await page.text_content("#form-error") or "")
+    finally:
+        await context.close()

@@ -17,7 +17,8 @@ Client = TestClient[Any, Any]
 # Absolute URLs and protocol-relative references: any of these would make a browser contact
 # another origin. An SVG namespace name is an identifier that is never fetched.
 EXTERNAL = re.compile(r"(?:https?|wss?|ftp)://|(?:src|href|action)\s*=\s*[\"']//|url\(\s*[\"']?//")
-NAMESPACES = ('xmlns="http://www.w3.org/2000/svg"',)
+NAMESPACES = ('xmlns="http://www.w3.org/2000/svg"', '"http://www.w3.org/2000/svg"')
+"""Namespace names (never fetched): SVG's, in markup and in createElementNS."""
 REFERENCE = re.compile(
     r"""(?:src|href|action)\s*=\s*["']([^"']+)["']"""  # HTML attributes
     r"""|(?:import|from)\s*\(?\s*["']([^"']+)["']"""  # ES module imports
@@ -100,10 +101,14 @@ async def test_session_cookie_is_secure_when_served_over_https(
 
 @pytest.mark.parametrize("path", ["/r/%252e%252e", "/r/a%20b", "/r/%3Cscript%3E", "/r/" + "x" * 65])
 async def test_room_page_refuses_invalid_name(client: Client, path: str) -> None:
-    """An invalid room name in the URL is a 404 that says why."""
+    """An invalid room name in the URL is a 404 with the start page (which says, in the
+    visitor's language, what a meeting name may hold); the name is never echoed."""
     response = await client.get(path, allow_redirects=False)
     assert response.status == 404
-    assert "room name" in await response.text()
+    text = await response.text()
+    assert 'id="form-error"' in text
+    assert "%3Cscript" not in text
+    assert "<script>" not in text
 
 
 async def test_new_meeting_redirects_to_fresh_room(client: Client) -> None:
