@@ -47,6 +47,7 @@ export const ServerType = Object.freeze({
   TRACK_UNAVAILABLE: "track_unavailable",
   ICE_SERVERS: "ice_servers",
   ASKED: "asked",
+  RECORDING_READY: "recording_ready",
 });
 
 export const ErrorCode = Object.freeze({
@@ -365,6 +366,22 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  */
 
 /**
+ * One file of a written recording, and a link to download it (valid for a day).
+ * @typedef {object} RecordingFile
+ * @property {string} name
+ * @property {string} url
+ * @property {number} bytes
+ */
+
+/**
+ * A recording of this room is written (moderators present get this): its files, each with a download link that needs no account and expires in a day.
+ * @typedef {object} RecordingReadyMessage
+ * @property {"recording_ready"} type
+ * @property {string} recording
+ * @property {Array<RecordingFile>} files
+ */
+
+/**
  * Send a new offer on the ``publish`` connection: the server will answer with another codec (someone who joined cannot decode the one in use). Nothing is torn down.
  * @typedef {object} RenegotiateMessage
  * @property {"renegotiate"} type
@@ -465,4 +482,4 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
 
 /** @typedef {HelloMessage | LeaveMessage | PingMessage | UpdateMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatMessage | HandMessage | ReactMessage | ScreenShareMessage | ModerateMessage | ConfigureMessage | AdmitMessage | DenyMessage | RecordMessage | EndMeetingMessage | ViewMessage | ModerateAllMessage} ClientMessage */
 
-/** @typedef {WelcomeMessage | ParticipantJoinedMessage | ParticipantLeftMessage | ParticipantUpdatedMessage | PongMessage | AckMessage | ErrorMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatPostedMessage | ReactedMessage | ActiveSpeakerMessage | RoomUpdatedMessage | LobbyUpdatedMessage | WaitingMessage | GoodbyeMessage | RenegotiateMessage | TrackUnavailableMessage | IceServersMessage | AskedMessage} ServerMessage */
+/** @typedef {WelcomeMessage | ParticipantJoinedMessage | ParticipantLeftMessage | ParticipantUpdatedMessage | PongMessage | AckMessage | ErrorMessage | OfferMessage | AnswerMessage | CandidateMessage | ChatPostedMessage | ReactedMessage | ActiveSpeakerMessage | RoomUpdatedMessage | LobbyUpdatedMessage | WaitingMessage | GoodbyeMessage | RenegotiateMessage | TrackUnavailableMessage | IceServersMessage | AskedMessage | RecordingReadyMessage} ServerMessage */

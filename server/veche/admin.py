@@ -21,6 +21,7 @@ from veche.auth import bearer_matches
 from veche.errors import InvalidRoomName, Refused
 from veche.ids import ParticipantId
 from veche.media import MediaRooms
+from veche.recordings import recording_file
 from veche.rooms import Room, normalize_room_name
 
 __all__ = ["OPENAPI", "setup_admin_routes"]
@@ -317,12 +318,8 @@ async def list_recordings(request: web.Request) -> web.Response:
 async def download(request: web.Request) -> web.FileResponse:
     _authorized(request)
     root = _recordings_root(request)
-    try:
-        path = (root / request.match_info["recording"] / request.match_info["file"]).resolve()
-    except (OSError, ValueError):  # a NUL byte, or a name the file system refuses
-        raise web.HTTPNotFound(text="no such file\n") from None
-    # Only files directly inside one recording's folder, whatever the request says.
-    if path.parent.parent != root or not path.is_file() or path.name.startswith("."):
+    path = recording_file(root, request.match_info["recording"], request.match_info["file"])
+    if path is None:
         raise web.HTTPNotFound(text="no such file\n")
     return web.FileResponse(path)
 

@@ -20,6 +20,7 @@ from veche.auth import Identity
 from veche.errors import ErrorCode, ProtocolError, Refused, VecheError
 from veche.ice import client_ice_servers
 from veche.ids import ParticipantId, RoomName, new_resume_token
+from veche.links import LinkSigner, node_key
 from veche.logs import PARTICIPANT
 from veche.media import MediaConfig, MediaRooms
 from veche.outlet import Outlet
@@ -55,6 +56,8 @@ from veche.protocol import (
     Pong,
     React,
     Record,
+    RecordingFile,
+    RecordingReady,
     ScreenShare,
     ServerMessage,
     Update,
@@ -91,6 +94,9 @@ log = logging.getLogger(__name__)
 RESUMABLE: Final[frozenset[LeaveReason]] = frozenset({"timeout", "slow"})
 """Connection losses after which a participant is kept for ``resume_grace`` seconds: nobody said
 goodbye (a close frame or ``leave`` means the client chose to go)."""
+
+RECORDING_LINK_TTL: Final = 86400.0
+"""Seconds a recording's download links work."""
 
 HASH_THREADS: Final = 2
 """Threads that hash passwords, off the event loop (scrypt releases the GIL)."""
@@ -135,6 +141,7 @@ class Hub:
         self._loading: dict[RoomName, asyncio.Event] = {}
         """Rooms being read from the store (a second ``hello`` waits for the first read)."""
         self._hashing = WorkPool(threads=HASH_THREADS, limit=HASH_QUEUE)
+        self.links = LinkSigner(node_key(Path(settings.data_dir)))
         self.stats = HubStats()
         recording_dir = settings.recording_dir
         self.recordings = Recordings(
@@ -147,6 +154,7 @@ class Hub:
                 concurrent=settings.recording_max_concurrent,
             ),
             on_limit=self._recording_limit,
+            on_written=self._recording_written,
         )
 
     @property
@@ -404,6 +412,28 @@ class Hub:
             code=ErrorCode.RECORDING_LIMIT, message=f"the recording was stopped: {reason}"
         )
         self._deliver([Delivery(moderators, error)])
+
+    def _recording_written(self, name: RoomName, directory: Path) -> None:
+        """A recording of ``name`` is written: the moderators present get its files, each with
+        a download link of its own."""
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        now = self._clock()
+        files = [
+            RecordingFile(
+                name=path.name,
+                url=self.links.link(
+                    f"/recordings/{directory.name}/{path.name}", now=now, ttl=RECORDING_LINK_TTL
+                ),
+                bytes=path.stat().st_size,
+            )
+            for path in sorted(directory.iterdir())
+            if path.is_file() and not path.name.startswith(".")
+        ]
+        moderators = tuple(p.id for p in room.participants if p.moderator)
+        ready = RecordingReady(recording=directory.name, files=files)
+        self._deliver([Delivery(moderators, ready)])
 
     def _end(self, room: Room, outcome: Outcome, *, by: str) -> None:
         self.recordings.stop(room.name)

@@ -69,6 +69,8 @@ __all__ = [
     "React",
     "Reacted",
     "Record",
+    "RecordingFile",
+    "RecordingReady",
     "Renegotiate",
     "Role",
     "RoomState",
@@ -615,6 +617,23 @@ class Waiting(_Model):
     type: Literal["waiting"] = "waiting"
 
 
+class RecordingFile(_Model):
+    """One file of a written recording, and a link to download it (valid for a day)."""
+
+    name: str
+    url: str = Field(description="Same-origin path with its own permission (a signed query).")
+    bytes: int
+
+
+class RecordingReady(_Model):
+    """A recording of this room is written (moderators present get this): its files, each
+    with a download link that needs no account and expires in a day."""
+
+    type: Literal["recording_ready"] = "recording_ready"
+    recording: str = Field(description="The recording's folder name.")
+    files: list[RecordingFile]
+
+
 class Asked(_Model):
     """A moderator (``by``, its name) asks you to do something only you can do: ``unmute``
     your microphone (you are allowed to)."""
@@ -683,7 +702,8 @@ ServerMessage = Annotated[
     | Renegotiate
     | TrackUnavailable
     | IceServers
-    | Asked,
+    | Asked
+    | RecordingReady,
     Field(discriminator="type"),
 ]
 """Any message a server may send."""

@@ -15,7 +15,7 @@ from veche.ids import RoomName
 from veche.media import MediaRooms
 from veche.media.recorder import Recording, finish_in_worker, recording_folder
 
-__all__ = ["RecordingLimits", "Recordings"]
+__all__ = ["RecordingLimits", "Recordings", "recording_file"]
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,14 @@ class Recordings:
         *,
         limits: RecordingLimits | None = None,
         on_limit: Callable[[RoomName, str], None] = lambda room, reason: None,
+        on_written: Callable[[RoomName, Path], None] = lambda room, directory: None,
     ) -> None:
         self._base = base
         self._media = media
         self._clock = clock
         self._limits = limits or RecordingLimits()
         self._on_limit = on_limit
+        self._on_written = on_written
         self._writing: set[asyncio.Task[Any]] = set()
         self._watch: asyncio.TimerHandle | None = None
 
@@ -112,6 +114,12 @@ class Recordings:
         task = asyncio.ensure_future(finish_in_worker(recording.stop()))
         self._writing.add(task)
         task.add_done_callback(self._writing.discard)
+
+        def written(done: asyncio.Future[Path]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self._on_written(room, done.result().parent)
+
+        task.add_done_callback(written)
         log.info("recording stopped", extra={"room": room, "directory": recording.directory.name})
 
     def stop_all(self) -> None:
@@ -126,3 +134,16 @@ class Recordings:
         """Wait until every stopped recording is written."""
         if self._writing:
             await asyncio.gather(*self._writing, return_exceptions=True)
+
+
+def recording_file(root: Path, recording: str, name: str) -> Path | None:
+    """The file ``name`` of the recording folder ``recording`` under ``root``, if it is one:
+    only files directly inside one recording's folder, whatever the names say (``..``, a NUL
+    byte, a link elsewhere, a hidden file being written)."""
+    try:
+        path = (root.resolve() / recording / name).resolve()
+    except (OSError, ValueError):
+        return None
+    if path.parent.parent != root.resolve() or not path.is_file() or path.name.startswith("."):
+        return None
+    return path

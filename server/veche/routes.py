@@ -21,6 +21,7 @@ def setup_routes(app: web.Application, web_root: Path) -> None:
     app.router.add_get("/join", views.join_form, name="join")
     app.router.add_get("/r/{room}", views.room_page, name="room")
     app.router.add_get("/doctor", views.doctor, name="doctor")
+    app.router.add_get("/recordings/{recording}/{file}", views.recording_download, name="recording")
     app.router.add_get("/healthz", views.healthz, name="healthz")
     app.router.add_get("/metrics", metrics_handler, name="metrics")
     app.router.add_get("/ws", websocket_handler, name="ws")

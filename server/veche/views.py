@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote
@@ -13,6 +14,7 @@ from aiohttp import web
 from veche import __version__
 from veche.appkeys import CLUSTER, HUB, SETTINGS, WEB_ROOT
 from veche.errors import InvalidRoomName
+from veche.recordings import recording_file
 from veche.rooms import generate_room_name, normalize_room_name
 
 __all__ = [
@@ -132,6 +134,25 @@ def browser_session(request: web.Request) -> str | None:
     """The browser session id the request carries, if it is well-formed."""
     value = request.cookies.get(SESSION_COOKIE)
     return value if _valid_session(value) else None
+
+
+async def recording_download(request: web.Request) -> web.FileResponse:
+    """``GET /recordings/{recording}/{file}?expires=&sig=``: one file of a recording, for
+    whoever holds the link a moderator was given (see ``recording_ready``)."""
+    directory = request.app[SETTINGS].recording_dir
+    recording, name = request.match_info["recording"], request.match_info["file"]
+    allowed = request.app[HUB].links.allows(
+        f"/recordings/{recording}/{name}",
+        request.query.get("expires", ""),
+        request.query.get("sig", ""),
+        now=time.time(),
+    )
+    path = recording_file(Path(directory), recording, name) if directory and allowed else None
+    if path is None:
+        raise web.HTTPNotFound(text="no such file, or the link has expired\n")
+    return web.FileResponse(
+        path, headers={"Content-Disposition": f'attachment; filename="{path.name}"'}
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +189,39 @@ async def test_recording_limits_stop_it_and_tell_the_moderator(tmp_path: Path) -
         finally:
             await ada.close()
             await other.ws.close()
+
+
+async def test_the_moderator_gets_download_links_that_only_work_as_given(tmp_path: Path) -> None:
+    """When a recording is written, the moderators present get ``recording_ready`` with a link
+    per file (the others nothing); the link downloads that file without any account; a link
+    with its signature changed, or to another file, is a 404."""
+    with run_server("--recording-dir", str(tmp_path), "--recording-anonymous") as server:
+        ada = await MediaClient.join(server.ws, "linked", "Ada")
+        bob = await MediaClient.join(server.ws, "linked", "Bob")
+        try:
+            await ada.publish(video=False)
+            await ada.send({"type": "record", "active": True, "audio_only": True})
+            await ada.wait_for(lambda m: _recording(m, True))
+            await asyncio.sleep(2)
+            await ada.send({"type": "record", "active": False})
+            ready = await ada.wait_for(lambda m: m["type"] == "recording_ready", timeout=30)
+            await asyncio.sleep(0.5)
+            assert not [m for m in bob.messages if m["type"] == "recording_ready"]
+        finally:
+            for peer in (ada, bob):
+                await peer.close()
+        names = sorted(f["name"] for f in ready["files"])
+        assert "manifest.json" in names
+        folder = tmp_path / ready["recording"]
+        for entry in ready["files"]:
+            assert entry["url"].startswith(f"/recordings/{ready['recording']}/")
+            with urllib.request.urlopen(server.http + entry["url"], timeout=5) as response:
+                assert response.read() == (folder / entry["name"]).read_bytes()
+            assert entry["bytes"] == (folder / entry["name"]).stat().st_size
+        url = ready["files"][0]["url"]
+        for bad in (url[:-1] + ("0" if url[-1] != "0" else "1"), url.replace(names[0], "x.webm")):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(server.http + bad, timeout=5)
+            assert refused.value.code == 404
+            refused.value.close()
+        assert server.terminate() == 0

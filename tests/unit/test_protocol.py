@@ -49,6 +49,8 @@ from veche.protocol import (
     React,
     Reacted,
     Record,
+    RecordingFile,
+    RecordingReady,
     Renegotiate,
     RoomState,
     RoomUpdated,
@@ -117,6 +119,10 @@ SERVER_SAMPLES: list[BaseModel] = [
         ice_servers=[IceServer(urls=["turn:example.invalid"], username="u", credential="c")]
     ),
     Asked(request="unmute", by="Teacher"),
+    RecordingReady(
+        recording="2026-11-30_team",
+        files=[RecordingFile(name="a.webm", url="/recordings/x/a.webm?sig=1", bytes=10)],
+    ),
 ]
 
 
