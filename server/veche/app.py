@@ -68,6 +68,7 @@ def media_config(settings: Settings) -> MediaConfig:
         max_tracks=settings.max_tracks,
         max_pending_per_address=settings.max_pending_media_per_address,
         max_sdp=settings.max_sdp_length,
+        max_members=settings.max_participants,
         connect_timeout=settings.media_connect_timeout,
         port_min=settings.media_port_min,
         port_max=settings.media_port_max,

@@ -179,7 +179,12 @@ class Settings(BaseSettings):
         "unless others speak); 0 forwards every microphone.",
     )
     max_sdp_length: int = Field(
-        30000, ge=2000, le=60000, description="Characters accepted in one offer or answer."
+        30000,
+        ge=2000,
+        le=60000,
+        description="Characters accepted in a publish offer; a subscribe answer, which has a "
+        "section per track forwarded, may have 2,000 more for each track a full room's other "
+        "members may publish (`max_tracks` x (`max_participants` - 1)).",
     )
     video_codecs: Annotated[list[Literal["VP8", "H264"]], NoDecode] = Field(
         default_factory=lambda: ["VP8", "H264"],  # type: ignore[arg-type]

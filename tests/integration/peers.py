@@ -107,6 +107,38 @@ class ToneTrack(MediaStreamTrack):
         return frame
 
 
+class SparseToneTrack(ToneTrack):
+    """A 20 ms tone frame every ``interval`` seconds: a cheap stand-in for a microphone in tests
+    with many participants."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        super().__init__()
+        self.interval = interval
+
+    async def recv(self) -> AudioFrame:
+        await asyncio.sleep(self.interval)
+        return await super().recv()
+
+
+class SlideTrack(MediaStreamTrack):
+    """A tiny (64x48) grey picture ``fps`` times a second: a cheap stand-in for a camera."""
+
+    kind = "video"
+
+    def __init__(self, fps: float = 2.0) -> None:
+        super().__init__()
+        self.fps = fps
+        self.count = 0
+
+    async def recv(self) -> VideoFrame:
+        await asyncio.sleep(1 / self.fps)
+        frame = VideoFrame.from_ndarray(np.full((48, 64, 3), 96, dtype=np.uint8), format="rgb24")
+        frame.pts = int(self.count * 90000 / self.fps)
+        frame.time_base = fractions.Fraction(1, 90000)
+        self.count += 1
+        return frame
+
+
 def decline_sections(answer: str, codecs: tuple[str, ...]) -> str:
     """``answer`` with every media section whose codec is one of ``codecs`` declined the way
     Firefox declines a codec it cannot decode: port 0, inactive, no ICE or DTLS attributes, its
@@ -168,6 +200,10 @@ class MediaClient:
         self.participant_id = ""
         self.welcome: dict[str, Any] = {}
         self.messages: list[dict[str, Any]] = []
+        self.received_at: list[float] = []
+        """When each message of ``messages`` came in (``time.monotonic()``)."""
+        self.answer_subscribe = True
+        """Whether the server's subscribe offers are answered (never: that connection fails)."""
         self.publish_pc = RTCPeerConnection(_CONFIG)
         self.subscribe_pc: RTCPeerConnection | None = None
         self.remote: list[RemoteTrack] = []
@@ -226,10 +262,18 @@ class MediaClient:
         video: bool = True,
         video_codecs: list[str] | None = None,
         silent: bool = False,
+        cheap: bool = False,
     ) -> None:
         """Offer synthetic tracks on the publish connection and apply the answer;
         ``video_codecs`` (``["video/H264"]``), when given, are the only video codecs offered, in
-        that order."""
+        that order; ``cheap`` sends a sparse tone and a tiny slide instead (many publishers on
+        one machine)."""
+        if cheap:
+            if audio:
+                self.publish_pc.addTrack(SparseToneTrack())
+            if video:
+                self.publish_pc.addTrack(SlideTrack())
+            audio = video = False
         if audio:
             self.publish_pc.addTrack(ToneTrack(amplitude=0 if silent else 8000))
         if video:
@@ -249,24 +293,30 @@ class MediaClient:
         answer = await self.wait_for(lambda m: m["type"] == "answer" and m["pc"] == "publish")
         await self.publish_pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
 
-    async def republish(self) -> None:
-        """Publish again on a new connection (after the server reported ``media_failed``)."""
+    async def republish(self, **publish: Any) -> None:
+        """Publish again on a new connection (after the server reported ``media_failed``),
+        with :meth:`publish`'s arguments."""
         await asyncio.wait_for(self.publish_pc.close(), 10)
         self.publish_pc = RTCPeerConnection(_CONFIG)
-        self.messages = [m for m in self.messages if m["type"] != "answer"]
-        await self.publish()
+        received = zip(self.messages, self.received_at, strict=True)
+        kept = [(m, t) for m, t in received if m["type"] != "answer"]
+        self.messages = [m for m, _ in kept]
+        self.received_at = [t for _, t in kept]
+        await self.publish(**publish)
 
     async def _read(self) -> None:
         with contextlib.suppress(ConnectionClosed):
             async for raw in self.ws:
                 message = json.loads(raw)
                 self.messages.append(message)
+                self.received_at.append(time.monotonic())
                 for waiter in list(self._waiters):
                     predicate, future = waiter
                     if not future.done() and predicate(message):
                         future.set_result(message)
                         self._waiters.remove(waiter)
-                if message["type"] == "offer" and message["pc"] == "subscribe":
+                subscribe = message["type"] == "offer" and message["pc"] == "subscribe"
+                if subscribe and self.answer_subscribe:
                     await self._answer_subscribe(message["sdp"])
 
     async def _answer_subscribe(self, sdp: str) -> None:

@@ -263,7 +263,9 @@ async def test_refused_subscribe_answer_does_not_stall_later_offers(
 ) -> None:
     """A subscribe answer the server refuses ends the wait for it: the member gets an error,
     the next track published is offered to it anyway, and its answer to that is applied."""
-    client = await _client(aiohttp_client, make_settings, max_sdp_length=6000)
+    # A subscribe answer may have 6,000 characters and 2,000 per track (3 each) of the two
+    # others a full room of three holds: 18,000.
+    client = await _client(aiohttp_client, make_settings, max_sdp_length=6000, max_participants=3)
     offer = await _sections_offer(1)
     viewer = await client.ws_connect("/ws")
     await hello(viewer, "stall", "Viewer")
@@ -271,9 +273,11 @@ async def test_refused_subscribe_answer_does_not_stall_later_offers(
     await hello(first, "stall", "First")
     await first.send_json({"type": "offer", "pc": "publish", "sdp": offer})
     await expect(viewer, "offer")
-    padding = "a=x:" + "y" * 7000 + "\r\n"
+    padding = "a=x:" + "y" * 19000 + "\r\n"
     await viewer.send_json({"type": "answer", "pc": "subscribe", "sdp": offer + padding})
-    assert (await expect(viewer, "error"))["code"] == "bad_sdp"
+    error = await expect(viewer, "error")
+    assert error["code"] == "bad_sdp"
+    assert "longer than 18000 characters" in error["message"]
     second = await client.ws_connect("/ws")
     await hello(second, "stall", "Second")
     await second.send_json({"type": "offer", "pc": "publish", "sdp": offer})

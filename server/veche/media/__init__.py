@@ -19,7 +19,8 @@ Glossary (with the names other SFUs use for the same thing):
   Galène: *DownTrack*), carried by a **SenderFeed** on one subscriber transceiver, numbered by a
   **StreamRewriter** (``rewriter.py``) and written by a **PacketWriter** (``internals.py``).
 - ``codecs.py`` chooses each publisher's codec for its room; ``internals.py`` holds every use of
-  aiortc's private members.
+  aiortc's private members; ``backoff.py`` says how long a participant whose media keeps failing
+  waits before it is reset again.
 """
 
 from veche.media.peer import MediaConfig, MediaPeer

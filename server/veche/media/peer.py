@@ -5,6 +5,12 @@ else's (:mod:`veche.media.subscribe`).
 Each side offers on one connection only, so offers never collide. This module checks what the
 client sends (SDP size, candidates), creates both connections with the server's ICE settings and
 a connect watchdog, and closes them.
+
+A subscribe answer has one media section for each track the server forwards, so its size grows
+with the room: it may have ``max_sdp`` characters plus :data:`SECTION_SDP` for each section the
+room can carry (``max_tracks`` for each of the ``max_members - 1`` others). Candidates count per
+connection, that is per transport (every section is bundled onto one), whatever number of
+sections repeats them.
 """
 
 from __future__ import annotations
@@ -38,14 +44,19 @@ from veche.media.pending import PendingConnections
 from veche.media.publish import PublishLeg
 from veche.media.subscribe import SubscribeLeg
 from veche.media.tracks import Uptrack
-from veche.protocol import Answer, Candidate, Error, IceServer, Offer, PeerRole, ServerMessage
+from veche.protocol import Answer, Candidate, IceServer, Offer, PeerRole, ServerMessage
 
-__all__ = ["MediaConfig", "MediaPeer"]
+__all__ = ["SECTION_SDP", "MediaConfig", "MediaPeer"]
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT: Final = 5.0
 """Seconds to wait for a peer connection to close (aiortc's close can hang)."""
+
+SECTION_SDP: Final = 2000
+"""Characters a subscribe answer may spend on each media section the room can carry: measured,
+aiortc's answer takes about 1,200 per section (it repeats its candidates, codecs and ICE and
+DTLS attributes in every one) and Chromium's about 550."""
 
 
 def _no_ice_servers() -> list[IceServer]:
@@ -66,6 +77,10 @@ class MediaConfig:
     max_pending_per_address: int = 4
     """Publish connections one client address may hold before they connect."""
     max_sdp: int = 30000
+    """Characters of a publish offer; a subscribe answer may have :data:`SECTION_SDP` more for
+    each section the room can carry (see :attr:`max_answer_sdp`)."""
+    max_members: int = 50
+    """Participants one room may hold (``max_participants``)."""
     connect_timeout: float = 20.0
     port_min: int = 40000
     port_max: int = 40199
@@ -79,14 +94,21 @@ class MediaConfig:
     pending: PendingConnections = field(default_factory=PendingConnections)
     """Publish connections not connected yet, by address, shared by every peer."""
 
+    @property
+    def max_answer_sdp(self) -> int:
+        """Characters of a subscribe answer: ``max_sdp`` and :data:`SECTION_SDP` for each track
+        the other members of a full room may publish."""
+        return self.max_sdp + SECTION_SDP * self.max_tracks * max(1, self.max_members - 1)
+
 
 class MediaPeer:
     """The two peer connections of one participant.
 
     ``send`` delivers a server message to this participant; ``on_publish`` is called with each
     new track the participant publishes and ``on_unpublish`` with each one a codec switch
-    replaced; ``on_failed`` when a connection fails (ICE or DTLS), after the client was told
-    with a ``media_failed`` error; ``on_refused`` with another participant's track this one
+    replaced; ``on_failed(reason)`` when a connection fails (ICE or DTLS, or it did not connect
+    in time), once per connection: whoever releases the media tells the client (``media_failed``
+    with ``reason``); ``on_refused`` with another participant's track this one
     declined. ``decoders`` is what this participant can decode, ``audience()`` what everyone
     else in its room can. ``address`` is the client's network address: its publish offers are
     refused while it holds ``max_pending_per_address`` connections that never connected.
@@ -100,7 +122,7 @@ class MediaPeer:
         send: Callable[[ServerMessage], None],
         on_publish: Callable[[Uptrack], None],
         on_unpublish: Callable[[Uptrack], None] = lambda uptrack: None,
-        on_failed: Callable[[], None] = lambda: None,
+        on_failed: Callable[[str], None] = lambda reason: None,
         on_level: Callable[[int], None] | None = None,
         on_refused: Callable[[Uptrack], None] = lambda uptrack: None,
         decoders: Decoders | None = None,
@@ -173,10 +195,9 @@ class MediaPeer:
 
     async def _handle(self, message: Offer | Answer | Candidate) -> None:
         if isinstance(message, Offer | Answer):
-            if len(message.sdp) > self.config.max_sdp:
-                raise MediaError(
-                    f"the SDP is longer than {self.config.max_sdp} characters", ref=message.id
-                )
+            limit = self.config.max_answer_sdp if message.type == "answer" else self.config.max_sdp
+            if len(message.sdp) > limit:
+                raise MediaError(f"the SDP is longer than {limit} characters", ref=message.id)
             sdp = filter_sdp_candidates(
                 message.sdp,
                 allow_local=self.config.allow_local_candidates,
@@ -298,17 +319,14 @@ class MediaPeer:
         )
 
         watchdog: asyncio.TimerHandle | None = None
+        failed = False
 
         def fail(reason: str) -> None:
-            if self.closed:
+            nonlocal failed
+            if self.closed or failed:
                 return
-            self._send(
-                Error(
-                    code=ErrorCode.MEDIA_FAILED,
-                    message=f"the {role} media connection {reason}",
-                )
-            )
-            self._on_failed()
+            failed = True
+            self._on_failed(f"the {role} media connection {reason}")
 
         def not_connected_in_time() -> None:
             if pc.connectionState in ("new", "connecting"):

@@ -14,14 +14,16 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final
 
+from veche.errors import ErrorCode
 from veche.ids import ParticipantId, RoomName
+from veche.media.backoff import ResetBackoff
 from veche.media.codecs import Decoders
 from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
 from veche.media.speaker import SpeakerDetector
 from veche.media.subscribe import ShownVideos
 from veche.media.tracks import Uptrack
-from veche.protocol import ServerMessage, Source
+from veche.protocol import Error, ServerMessage, Source
 
 __all__ = ["MediaRoom"]
 
@@ -67,6 +69,9 @@ class MediaRoom:
         self._switch_waits: set[asyncio.TimerHandle] = set()
         self.recording: Recording | None = None
         self._recorded: list[tuple[Uptrack, Callable[[Any], None]]] = []
+        self._backoffs: dict[ParticipantId, ResetBackoff] = {}
+        self._resets: dict[ParticipantId, asyncio.TimerHandle] = {}
+        """Resets waiting for their member's back-off (see :mod:`veche.media.backoff`)."""
 
     # ---------------------------------------------------------------- members
 
@@ -82,7 +87,7 @@ class MediaRoom:
             send=lambda message: self._send(participant_id, message),
             on_publish=self._published,
             on_unpublish=self._unpublished,
-            on_failed=lambda: self.reset(participant_id),
+            on_failed=lambda reason: self._failed(participant_id, peer, reason),
             on_level=lambda level: self.speakers.add(participant_id, level, now=self._clock()),
             on_refused=lambda uptrack: self._offer(participant_id, uptrack),
             decoders=decoders,
@@ -99,6 +104,13 @@ class MediaRoom:
     def remove(self, participant_id: ParticipantId) -> MediaPeer | None:
         """Take a member out: its tracks leave every other member; its peer is handed to
         ``on_closed``. The peer, if it was a member."""
+        waiting = self._resets.pop(participant_id, None)
+        if waiting is not None:
+            waiting.cancel()
+        self._backoffs.pop(participant_id, None)
+        return self._detach(participant_id)
+
+    def _detach(self, participant_id: ParticipantId) -> MediaPeer | None:
         peer = self.members.pop(participant_id, None)
         self._forwarding.pop(participant_id, None)
         self._views.pop(participant_id, None)
@@ -111,21 +123,50 @@ class MediaRoom:
         self._on_closed(peer)
         return peer
 
-    def reset(self, participant_id: ParticipantId) -> None:
+    def _failed(self, participant_id: ParticipantId, peer: MediaPeer, reason: str) -> None:
+        """A connection of ``peer`` failed: reset its media now, or once its back-off has
+        passed if it was reset shortly before. Until then nothing changes for the others (a
+        publish connection that still carries media keeps being forwarded); further failures
+        of the same peer meanwhile add nothing."""
+        if self.members.get(participant_id) is not peer or participant_id in self._resets:
+            return
+        backoff = self._backoffs.setdefault(participant_id, ResetBackoff())
+        wait = backoff.wait(asyncio.get_running_loop().time())
+        if wait <= 0:
+            self.reset(participant_id, reason)
+            return
+        self._resets[participant_id] = asyncio.get_running_loop().call_later(
+            wait, self.reset, participant_id, reason
+        )
+
+    def reset(self, participant_id: ParticipantId, reason: str = "failed") -> None:
         """Start a member's media afresh after a failure: its tracks leave the others and its
-        connections are released; it may publish again and is offered the others' tracks on a
-        new subscribe connection. Its forwarding state and decoders are kept."""
+        connections are released; it is told ``media_failed`` (with ``reason``), may publish
+        again and is offered the others' tracks on a new subscribe connection. Its forwarding
+        state, decoders and back-off are kept."""
+        self._resets.pop(participant_id, None)
         peer = self.members.get(participant_id)
         if peer is None:
             return
-        log.info("media reset after failure", extra={"participant": participant_id})
+        backoff = self._backoffs.setdefault(participant_id, ResetBackoff())
+        count = backoff.reset_at(asyncio.get_running_loop().time())
+        log.info(
+            "media reset after failure",
+            extra={
+                "participant": participant_id,
+                "reason": reason,
+                "resets": count,
+                "next_wait": backoff.gap(),
+            },
+        )
         forwarding = self._forwarding.get(participant_id)
         view = self._views.get(participant_id)
-        self.remove(participant_id)
+        self._detach(participant_id)
         self._views[participant_id] = view
         self.add(participant_id, peer.decoders, peer.address)
         if forwarding is not None:
             self._forwarding[participant_id] = forwarding
+        self._send(participant_id, Error(code=ErrorCode.MEDIA_FAILED, message=reason))
 
     def set_forwarding(
         self, participant_id: ParticipantId, *, audio: bool, video: bool, screen: bool
@@ -240,7 +281,7 @@ class MediaRoom:
     # ---------------------------------------------------------------- lifetime
 
     def close(self) -> None:
-        """Every member leaves; pending codec-switch waits are dropped."""
+        """Every member leaves; pending codec-switch waits and resets are dropped."""
         for participant_id in list(self.members):
             self.remove(participant_id)
         for handle in self._switch_waits:

@@ -1,0 +1,157 @@
+"""Rooms as large as ``max_participants`` allows, with real aiortc participants: no SDP or
+candidate limit refuses a member below that size, and media that keeps failing backs off."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from veche.media.backoff import FIRST_WAIT
+
+from .peers import MediaClient
+from .serverproc import run_server
+from .waiting import until
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("VECHE_IN_NETNS") != "1",
+        reason="media tests run inside a private network namespace (make test)",
+    ),
+]
+
+# Every participant here is on one address: the per-address limits are raised, not the room's.
+ONE_ADDRESS = (
+    "--max-connections-per-address",
+    "100",
+    "--max-pending-media-per-address",
+    "100",
+)
+
+
+@contextlib.asynccontextmanager
+async def _clients() -> AsyncIterator[list[MediaClient]]:
+    clients: list[MediaClient] = []
+    try:
+        yield clients
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+def _errors(clients: list[MediaClient]) -> list[dict[str, object]]:
+    return [m for c in clients for m in c.messages if m["type"] == "error"]
+
+
+async def test_aiortc_client_joins_room_with_twenty_publishers() -> None:
+    """With the default limits, an aiortc client joining twenty publishers of a microphone and
+    a camera answers an offer of forty sections (longer than max_sdp_length, each repeating its
+    candidate) and receives every track; nobody gets an error and no media is reset."""
+    with run_server(*ONE_ADDRESS) as server:
+        async with _clients() as clients:
+            for n in range(20):
+                clients.append(await MediaClient.join(server.ws, "twenty", f"Pub{n}"))
+            await asyncio.gather(*(c.publish(cheap=True) for c in clients))
+            viewer = await MediaClient.join(server.ws, "twenty", "Viewer")
+            clients.append(viewer)
+            await until(
+                lambda: len(viewer.remote) == 40 and all(r.frames > 0 for r in viewer.remote),
+                timeout=40,
+            )
+            assert viewer.subscribe_pc is not None
+            answer = viewer.subscribe_pc.localDescription.sdp
+            assert answer.count("m=") == 40
+            assert answer.count("a=candidate:") >= 40
+            assert len(answer) > 30000
+            print(f"twenty publishers: answer of {len(answer)} characters")
+            assert _errors(clients) == []
+        assert "media reset" not in server.output()
+
+
+async def test_forty_participant_room_accepts_every_join() -> None:
+    """Forty aiortc participants join one room with the default limits and each publishes a
+    microphone: every publish offer and subscribe answer is accepted (no bad_sdp, no
+    rate_limited, though the answers are longer than max_sdp_length and repeat a candidate in
+    each of their 39 sections), and everyone hears all thirty-nine others."""
+    started = time.monotonic()
+    with run_server(*ONE_ADDRESS) as server:
+        async with _clients() as clients:
+            for n in range(40):
+                clients.append(await MediaClient.join(server.ws, "forty", f"P{n}"))
+            await asyncio.gather(*(c.publish(video=False, cheap=True) for c in clients))
+            last = clients[-1]
+            await until(
+                lambda: len(last.remote) == 39 and all(r.frames > 0 for r in last.remote),
+                timeout=45,
+            )
+            await until(lambda: all(len(c.remote) == 39 for c in clients), timeout=20)
+            assert last.subscribe_pc is not None
+            answer = last.subscribe_pc.localDescription.sdp
+            print(f"forty participants: answer of {len(answer)} characters")
+            assert answer.count("m=") == 39
+            assert len(answer) > 30000  # above max_sdp_length: the room's bound applies
+            assert answer.count("a=candidate:") > 20  # repeated per section, counted once
+            assert _errors(clients) == []
+        assert "media reset" not in server.output()
+    print(f"forty participants: {time.monotonic() - started:.1f} s")
+
+
+def _forwards(sdp: str, owner: str) -> bool:
+    """Whether a subscribe offer carries an active track of ``owner``."""
+    return any(
+        f"a=msid:{owner} " in section and "a=sendonly" in section for section in sdp.split("m=")
+    )
+
+
+async def test_failing_media_is_reset_with_growing_waits() -> None:
+    """A publisher whose subscribe connection never connects (it never answers) is reset with
+    growing waits (1, 2, 4 … s apart) rather than at every failure; others see its stream go
+    at most once per reset and keep receiving it between resets."""
+    with run_server("--media-connect-timeout", "0.5") as server:
+        async with _clients() as clients:
+            viewer = await MediaClient.join(server.ws, "failing", "Viewer")
+            clients.append(viewer)
+            await viewer.publish(cheap=True)
+            failing = await MediaClient.join(server.ws, "failing", "Failing")
+            clients.append(failing)
+            failing.answer_subscribe = False
+            await failing.publish(cheap=True)
+
+            async def republish_on_failure() -> None:
+                handled = 0
+                while True:
+                    failures = [m for m in failing.messages if m.get("code") == "media_failed"]
+                    if len(failures) > handled:
+                        handled = len(failures)
+                        await failing.republish(cheap=True)
+                    await asyncio.sleep(0.05)
+
+            task = asyncio.create_task(republish_on_failure())
+            try:
+                await asyncio.sleep(12)
+            finally:
+                task.cancel()
+            resets = [
+                at
+                for m, at in zip(failing.messages, failing.received_at, strict=True)
+                if m.get("code") == "media_failed"
+            ]
+            offers = [m["sdp"] for m in viewer.messages if m["type"] == "offer"]
+            frames = sum(r.frames for r in viewer.tracks_from(failing.participant_id, "video"))
+        logged = server.output().count("media reset after failure")
+    gaps = [b - a for a, b in itertools.pairwise(resets)]
+    print(f"resets {len(resets)}, gaps {[round(g, 2) for g in gaps]}")
+    # Without back-off it fails every ~0.6 s: about twenty resets in 12 s.
+    assert 3 <= len(resets) <= 5
+    for step, gap in enumerate(gaps):
+        assert gap >= FIRST_WAIT * 2**step - 0.1
+    assert logged == len(resets)
+    forwarded = [_forwards(sdp, failing.participant_id) for sdp in offers]
+    losses = sum(1 for was, now in itertools.pairwise(forwarded) if was and not now)
+    assert losses <= len(resets)
+    assert frames > 0
