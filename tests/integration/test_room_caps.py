@@ -51,8 +51,9 @@ def _errors(clients: list[MediaClient]) -> list[dict[str, object]]:
 async def test_aiortc_client_joins_room_with_twenty_publishers() -> None:
     """With the default limits, an aiortc client joining twenty publishers of a microphone and
     a camera answers an offer of forty sections (longer than max_sdp_length, each repeating its
-    candidate) and receives every track; nobody gets an error and no media is reset."""
-    with run_server(*ONE_ADDRESS) as server:
+    candidate) and receives every track (every microphone forwarded: ``max_audio_streams``
+    0); nobody gets an error and no media is reset."""
+    with run_server(*ONE_ADDRESS, "--max-audio-streams", "0") as server:
         async with _clients() as clients:
             for n in range(20):
                 clients.append(await MediaClient.join(server.ws, "twenty", f"Pub{n}"))
@@ -77,9 +78,10 @@ async def test_forty_participant_room_accepts_every_join() -> None:
     """Forty aiortc participants join one room with the default limits and each publishes a
     microphone: every publish offer and subscribe answer is accepted (no bad_sdp, no
     rate_limited, though the answers are longer than max_sdp_length and repeat a candidate in
-    each of their 39 sections), and everyone hears all thirty-nine others."""
+    each of their 39 sections), and everyone hears all thirty-nine others (every microphone
+    forwarded: ``max_audio_streams`` 0, as the loudest-only rule has a test of its own)."""
     started = time.monotonic()
-    with run_server(*ONE_ADDRESS) as server:
+    with run_server(*ONE_ADDRESS, "--max-audio-streams", "0") as server:
         async with _clients() as clients:
             for n in range(40):
                 clients.append(await MediaClient.join(server.ws, "forty", f"P{n}"))
