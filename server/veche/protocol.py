@@ -95,7 +95,8 @@ PROTOCOL_VERSION: Final = 1
 SUPPORTED_VERSIONS: Final = frozenset({1})
 
 MAX_MESSAGE_BYTES: Final = 64 * 1024
-"""Largest text frame a server accepts; a larger one closes the connection with 1009."""
+"""Largest text frame a server accepts, unless a subscribe answer of a full room may be longer
+(the server then accepts frames that long); a larger one closes the connection with 1009."""
 
 MAX_CHAT_LENGTH: Final = 2000
 """Characters in one chat message, counted by the room after it drops control characters and

@@ -263,9 +263,13 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             raise web.HTTPUnauthorized(text="a valid token is required\n") from None
     if sum(1 for s in hub.sessions if s.remote == address) >= settings.max_connections_per_address:
         raise web.HTTPTooManyRequests(text="too many connections from your address\n")
+    # A subscribe answer grows with the room (a section per track): a frame may be as long as
+    # the longest answer the room's size allows, JSON-escaped, or 64 KiB, whichever is more.
+    answer = hub.media.config.max_answer_sdp
+    frame_limit = max(MAX_MESSAGE_BYTES, answer + answer // 8 + 1024)
     ws = web.WebSocketResponse(
-        # aiohttp refuses a frame whose size *equals* max_msg_size: allow exactly 64 KiB.
-        max_msg_size=MAX_MESSAGE_BYTES + 1,
+        # aiohttp refuses a frame whose size *equals* max_msg_size: allow exactly the limit.
+        max_msg_size=frame_limit + 1,
         heartbeat=settings.ws_heartbeat,
         autoping=True,
         # No permessage-deflate: signalling frames are small, and a zlib context pair per

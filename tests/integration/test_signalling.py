@@ -271,8 +271,9 @@ async def test_hello_ping_and_leave_are_answered_without_ack(make_client: MakeCl
 
 
 async def test_oversized_message_closes_with_1009(make_client: MakeClient) -> None:
-    """A frame over 64 KiB closes that connection with 1009; the room goes on."""
-    client = await make_client()
+    """A frame over 64 KiB (in a room too small for a longer subscribe answer) closes that
+    connection with 1009; the room goes on."""
+    client = await make_client(max_participants=2)
     good = await client.ws_connect("/ws")
     await hello(good, "r", "Good")
     bad = await client.ws_connect("/ws")
@@ -290,8 +291,8 @@ async def test_oversized_message_closes_with_1009(make_client: MakeClient) -> No
 
 
 async def test_message_at_size_limit_is_accepted(make_client: MakeClient) -> None:
-    """A frame just under 64 KiB is read normally (and here refused for its content only)."""
-    client = await make_client()
+    """A frame of exactly 64 KiB is read normally (and here refused for its content only)."""
+    client = await make_client(max_participants=2)
     ws = await client.ws_connect("/ws")
     frame = json.dumps({"type": "ping", "pad": ""})
     frame = frame.replace('""', '"' + "x" * (MAX_MESSAGE_BYTES - len(frame)) + '"')
@@ -407,3 +408,23 @@ async def test_shutdown_closes_every_socket_with_1001(
         closing = await ws.receive(timeout=5)
         assert closing.type is WSMsgType.CLOSE
         assert closing.data == CloseCode.GOING_AWAY
+
+
+async def test_frames_grow_with_the_longest_answer_a_full_room_may_need(
+    make_client: MakeClient,
+) -> None:
+    """With 50 participants a subscribe answer may have 150 sections: a 300,000-character
+    answer reaches the server (refused for its content, not closed); one over the room's bound
+    closes with 1009."""
+    client = await make_client(max_participants=50)
+    ws = await client.ws_connect("/ws")
+    await hello(ws, "big", "Ada")
+    sdp = "v=0\r\n" + "a=x\r\n" * 50_000
+    await ws.send_json({"type": "answer", "pc": "subscribe", "sdp": sdp})
+    reply = await recv(ws)
+    assert reply["type"] == "error"
+    await ping_ok(ws)
+    await ws.send_str(json.dumps({"type": "ping", "pad": "x" * 500_000}))
+    closing = await ws.receive(timeout=3)
+    assert closing.type is WSMsgType.CLOSE
+    assert closing.data == CloseCode.TOO_BIG
