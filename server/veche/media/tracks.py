@@ -132,7 +132,7 @@ class Uptrack:
         ]
         self._by_ssrc: dict[int, Layer] = {}
         self._active: tuple[int, ...] = tuple(range(len(self.layers)))
-        self._checked = 0.0
+        self._checked = clock()  # every layer counts as flowing until its first check
         self._recorded = 0 if len(self.layers) == 1 else -1
         self.closed = False
 
