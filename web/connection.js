@@ -11,6 +11,37 @@
 import { ClientType, ErrorCode, ServerType } from "./protocol.gen.js";
 import { Signalling } from "./signalling.js";
 
+/**
+ * Camera video in three layers (simulcast, lowest first): the server sends each viewer the one
+ * that suits the size it shows the video at. A shared screen is sent as one layer.
+ */
+const CAMERA_LAYERS = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: "f", maxBitrate: 1_500_000 },
+];
+
+/**
+ * Add the camera's sender, in layers where the browser simulcasts (Chromium; Firefox is sent one
+ * layer, as is any browser that refuses the encodings).
+ * @param {RTCPeerConnection} pc
+ * @param {MediaStreamTrack | null} video
+ * @param {MediaStream} stream
+ * @returns {RTCRtpSender}
+ */
+function addCamera(pc, video, stream) {
+  /** @type {RTCRtpTransceiverInit} */
+  const init = { direction: "sendonly", streams: [stream] };
+  if (!/firefox/i.test(navigator.userAgent)) {
+    try {
+      return pc.addTransceiver(video ?? "video", { ...init, sendEncodings: CAMERA_LAYERS }).sender;
+    } catch {
+      // one layer below
+    }
+  }
+  return pc.addTransceiver(video ?? "video", init).sender;
+}
+
 /** Milliseconds to wait for the answer to a publish offer before offering again anyway. */
 const ANSWER_TIMEOUT = 10000;
 
@@ -177,7 +208,7 @@ export class Connection {
     this.publishPc = pc;
     const stream = new MediaStream([audio, video].filter((t) => t !== null));
     this.senders.audio = pc.addTransceiver(audio ?? "audio", { direction: "sendonly", streams: [stream] }).sender;
-    this.senders.video = pc.addTransceiver(video ?? "video", { direction: "sendonly", streams: [stream] }).sender;
+    this.senders.video = addCamera(pc, video, stream);
     await this.#offerPublish();
   }
 

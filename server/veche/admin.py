@@ -57,6 +57,12 @@ _ROOM_SCHEMA: Final[dict[str, Any]] = {
                             "frames": {"type": "integer"},
                         },
                     },
+                    "layers": {
+                        "type": "array",
+                        "description": "of each simulcast video it is sent, the layer: whose "
+                        "video (from), its source, the layer's rid and picture width",
+                        "items": {"type": "object"},
+                    },
                 },
             },
         },
@@ -237,7 +243,7 @@ def _describe(room: Room, media: MediaRooms) -> dict[str, Any]:
                     "joined_at",
                 }
             )
-            | {"receiving": media.receiving(p.id)}
+            | {"receiving": media.receiving(p.id), "layers": media.layers(p.id)}
             for p in room.participants
         ],
     }

@@ -18,6 +18,8 @@ Glossary (with the names other SFUs use for the same thing):
 - **Downtrack** (``tracks.py``): one subscriber's copy of an uptrack (mediasoup: *Consumer*;
   Galène: *DownTrack*), carried by a **SenderFeed** on one subscriber transceiver, numbered by a
   **StreamRewriter** (``rewriter.py``) and written by a **PacketWriter** (``internals.py``).
+- **Layer** (``tracks.py``, ``simulcast.py``): one of a simulcast uptrack's RTP streams (the
+  same video at another size); each downtrack is sent one (mediasoup: *spatial layer*).
 - ``codecs.py`` chooses each publisher's codec for its room; ``internals.py`` holds every use of
   aiortc's private members; ``backoff.py`` says how long a participant whose media keeps failing
   waits before it is reset again.

@@ -15,6 +15,10 @@ neither. Four narrow hooks make aiortc forward encoded media instead:
   :func:`receive_codec` lets a running receiver take a codec it switched to.
 * :func:`accept_declined_sections` rewrites an answer that declines a section (which aiortc
   cannot apply) into one that leaves the section inactive.
+* :func:`accept_simulcast` lets a receiver take a simulcast publisher's layers: the RTP stream
+  id extensions are negotiated and parsed, and packets of an SSRC the SDP did not announce are
+  routed by their MID (aiortc routes them by payload type only, which fails when two bundled
+  sections share one).
 * :func:`set_stream_id` names the stream a forwarded track belongs to in the subscriber's SDP.
 * :func:`bind_ports` makes a peer connection's ICE gathering bind only UDP ports of a range and
   announce a configured public address (aioice has no option for either).
@@ -46,9 +50,14 @@ from aiortc import (
     RTCRtpTransceiver,
 )
 from aiortc.codecs import is_rtx
+from aiortc.rtcdtlstransport import RtpRouter
 from aiortc.rtcdtlstransport import State as DtlsState
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpReceiveParameters,
+)
+from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
 from aiortc.rtcrtpsender import RTCEncodedFrame
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -64,6 +73,7 @@ __all__ = [
     "PacketSink",
     "PacketWriter",
     "accept_declined_sections",
+    "accept_simulcast",
     "bind_ports",
     "check_internals",
     "feed_sender",
@@ -155,6 +165,12 @@ def check_internals() -> list[str]:
         missing.append("RTCDtlsTransport._tx_srtp")
     if "_state" not in RTCDtlsTransport.__init__.__code__.co_names:
         missing.append("RTCDtlsTransport._state")
+    if "_rtp_header_extensions_map" not in RTCDtlsTransport.__init__.__code__.co_names:
+        missing.append("RTCDtlsTransport._rtp_header_extensions_map")
+    if "_headerExtensions" not in RTCRtpTransceiver.__init__.__code__.co_names:
+        missing.append("RTCRtpTransceiver._headerExtensions")
+    if "mid_table" not in RtpRouter.__init__.__code__.co_names:
+        missing.append("RtpRouter.mid_table")
     if "_nominated" not in aioice.ice.Connection.__init__.__code__.co_names:
         missing.append("aioice Connection._nominated")
     run_rtp = RTCRtpSender._run_rtp.__code__.co_names
@@ -177,6 +193,9 @@ def tap_receiver(
     Call before the receiver starts (from the peer connection's ``track`` event).
     """
     state = receiver.__dict__
+    layer_ssrcs: dict[str, int] = {}
+    first_ssrc: dict[int, int] = {}
+    more_nacks: dict[int, NackGenerator] = {}
 
     async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
         if not receiver._enabled:
@@ -204,7 +223,14 @@ def tap_receiver(
         if stats is None:
             stats = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
         stats.add(packet)
+        rid = packet.extensions.rtp_stream_id
+        if rid is not None:
+            layer_ssrcs[rid] = packet.ssrc
         if is_rtx(codec):
+            repaired = packet.extensions.repaired_rtp_stream_id
+            if repaired is not None and repaired in layer_ssrcs:
+                # A simulcast layer's RTX stream is announced by its repaired stream id only.
+                state[_RTX_SSRC][packet.ssrc] = layer_ssrcs[repaired]
             original_ssrc = state[_RTX_SSRC].get(packet.ssrc)
             apt = codec.parameters.get("apt")
             if original_ssrc is None or len(packet.payload) < 2 or apt not in codecs:
@@ -212,6 +238,13 @@ def tap_receiver(
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
             codec = codecs[apt]
         nacks = state[_NACKS]
+        if nacks is not None:
+            # One generator per SSRC: a simulcast publisher sends several numbered streams.
+            first = first_ssrc.setdefault(0, packet.ssrc)
+            if packet.ssrc != first:
+                nacks = more_nacks.get(packet.ssrc)
+                if nacks is None:
+                    nacks = more_nacks[packet.ssrc] = NackGenerator()
         if nacks is not None and nacks.add(packet):
             if on_nack is not None:
                 on_nack()
@@ -371,6 +404,39 @@ def receive_codec(transceiver: RTCRtpTransceiver, codec: RTCRtpCodecParameters) 
     receiver.transport._rtp_router.register_receiver(
         receiver, ssrcs=[], payload_types=[pt for pt in payload_types if pt is not None]
     )
+
+
+def accept_simulcast(transceiver: RTCRtpTransceiver, extensions: dict[str, int]) -> None:
+    """Let ``transceiver`` (its remote offer applied) receive simulcast layers: ``extensions``
+    maps the offer's RTP stream id extension URIs (``…:sdes:rtp-stream-id``,
+    ``…:sdes:repaired-rtp-stream-id``) to their ids. aiortc drops both from its answer and
+    never parses them; this keeps them in the answer and the transport's parser, and routes
+    packets of unannounced SSRCs by MID."""
+    kept: list[RTCRtpHeaderExtensionParameters] = transceiver._headerExtensions
+    for uri, ext_id in extensions.items():
+        if not any(e.uri == uri for e in kept):
+            kept.append(RTCRtpHeaderExtensionParameters(id=ext_id, uri=uri))
+    transport = transceiver.receiver.transport
+    transport._rtp_header_extensions_map.configure(
+        RTCRtpReceiveParameters(headerExtensions=list(kept))
+    )
+    _route_by_mid(transport._rtp_router)
+
+
+def _route_by_mid(router: Any) -> None:
+    if getattr(router, "_veche_mid_routing", False):
+        return
+    router._veche_mid_routing = True
+    original = router.route_rtp
+
+    def route_rtp(packet: RtpPacket) -> Any:
+        if packet.ssrc not in router.ssrc_table and packet.extensions.mid is not None:
+            receiver = router.mid_table.get(packet.extensions.mid)
+            if receiver is not None:
+                router.ssrc_table[packet.ssrc] = receiver
+        return original(packet)
+
+    router.route_rtp = route_rtp
 
 
 def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:

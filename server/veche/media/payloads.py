@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["is_keyframe", "starts_frame"]
+__all__ = ["is_keyframe", "starts_frame", "vp8_picture_ids", "vp8_width", "with_vp8_picture_ids"]
 
 _H264_IDR: Final = 5
 _H264_SPS: Final = 7
@@ -81,3 +81,63 @@ def is_keyframe(codec: str, payload: bytes) -> bool:
     if name == "H264":
         return any(kind in (_H264_IDR, _H264_SPS) for kind in _h264_nal_types(payload))
     return True
+
+
+def vp8_width(codec: str, payload: bytes) -> int | None:
+    """The picture width a VP8 keyframe's first packet states (RFC 6386 9.1), else None."""
+    if codec.upper() != "VP8" or not _vp8_starts_partition_zero(payload):
+        return None
+    offset = _vp8_header_offset(payload)
+    if offset is None or len(payload) < offset + 10 or payload[offset] & 0x01:
+        return None
+    if payload[offset + 3 : offset + 6] != b"\x9d\x01\x2a":
+        return None
+    return int.from_bytes(payload[offset + 6 : offset + 8], "little") & 0x3FFF
+
+
+def vp8_picture_ids(payload: bytes) -> tuple[int | None, int | None]:
+    """A VP8 packet's picture id (7 or 15 bits) and TL0PICIDX, each None when absent."""
+    if len(payload) < 2 or not payload[0] & 0x80:
+        return None, None
+    ext = payload[1]
+    offset = 2
+    picture_id: int | None = None
+    if ext & 0x80:
+        if len(payload) <= offset:
+            return None, None
+        if payload[offset] & 0x80:
+            if len(payload) <= offset + 1:
+                return None, None
+            picture_id = ((payload[offset] & 0x7F) << 8) | payload[offset + 1]
+            offset += 2
+        else:
+            picture_id = payload[offset]
+            offset += 1
+    tl0: int | None = None
+    if ext & 0x40 and len(payload) > offset:
+        tl0 = payload[offset]
+    return picture_id, tl0
+
+
+def with_vp8_picture_ids(payload: bytes, picture_id: int | None, tl0: int | None) -> bytes:
+    """``payload`` with its VP8 picture id (written in 15 bits) and TL0PICIDX replaced, where
+    the packet carries them."""
+    if len(payload) < 2 or not payload[0] & 0x80:
+        return payload
+    ext = payload[1]
+    head = bytearray(payload[:2])
+    offset = 2
+    if ext & 0x80:
+        if len(payload) <= offset:
+            return payload
+        size = 2 if payload[offset] & 0x80 else 1
+        value = picture_id if picture_id is not None else 0
+        if picture_id is None:
+            head += payload[offset : offset + size]
+        else:
+            head += bytes((0x80 | (value >> 8) & 0x7F, value & 0xFF))
+        offset += size
+    if ext & 0x40 and len(payload) > offset:
+        head.append(payload[offset] if tl0 is None else tl0 & 0xFF)
+        offset += 1
+    return bytes(head) + payload[offset:]

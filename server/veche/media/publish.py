@@ -25,12 +25,14 @@ from veche.ids import ParticipantId
 from veche.media.codecs import AUDIO_PREFERENCE, Decoders, choose_codec
 from veche.media.counters import MediaCounters
 from veche.media.internals import (
+    accept_simulcast,
     negotiated_codecs,
     pin_codecs,
     receive_codec,
     request_keyframe,
     tap_receiver,
 )
+from veche.media.simulcast import OfferedLayers, answer_layers, offered_layers
 from veche.media.tracks import Uptrack
 from veche.protocol import Answer, Renegotiate, ServerMessage, Source
 
@@ -92,6 +94,8 @@ class PublishLeg:
         self.pc: RTCPeerConnection | None = None
         self.uptracks: list[Uptrack] = []
         self._sections: dict[RTCRtpTransceiver, _Section] = {}
+        self._layers: dict[str, OfferedLayers] = {}
+        """Simulcast layers of video sections, by MID."""
         self._lock = asyncio.Lock()
         self._asked = False
         """A new offer was asked for and has not come yet."""
@@ -109,20 +113,38 @@ class PublishLeg:
             if pc is None:
                 pc = self.pc = self._new_pc()
                 pc.on("track", lambda track: self._tap(pc, track))
+            layers = offered_layers(sdp)
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             except Exception as exc:
                 raise MediaError(f"the publish offer could not be applied: {exc}") from None
             self._asked = False
+            layers = self._accept_layers(pc, layers)
             started, ended = self._choose_codecs(pc, sources)
             self._bind(pc)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
-            self._send(Answer.from_server("publish", pc.localDescription.sdp))
+            self._send(
+                Answer.from_server("publish", answer_layers(pc.localDescription.sdp, layers))
+            )
         for uptrack in ended:
             self._on_unpublish(uptrack)
         for uptrack in started:
             self._on_publish(uptrack)
+
+    def _accept_layers(
+        self, pc: RTCPeerConnection, layers: dict[str, OfferedLayers]
+    ) -> dict[str, OfferedLayers]:
+        """Receive the simulcast layers offered for video sections; those accepted, by MID."""
+        accepted: dict[str, OfferedLayers] = {}
+        for transceiver in pc.getTransceivers():
+            offered = layers.get(transceiver.mid or "")
+            if offered is None or transceiver.kind != "video":
+                continue
+            accept_simulcast(transceiver, offered.extensions)
+            accepted[transceiver.mid or ""] = offered
+        self._layers.update(accepted)
+        return accepted
 
     def _choose_codecs(
         self, pc: RTCPeerConnection, sources: dict[str, Source]
@@ -222,6 +244,7 @@ class PublishLeg:
         self, transceiver: RTCRtpTransceiver, codec: RTCRtpCodecParameters, source: Source | None
     ) -> Uptrack:
         receiver = transceiver.receiver
+        layers = self._layers.get(transceiver.mid or "")
 
         def ask_keyframe(ssrc: int) -> None:
             task = asyncio.ensure_future(request_keyframe(receiver, ssrc))
@@ -236,11 +259,17 @@ class PublishLeg:
             source=source,
             on_level=self._on_level if transceiver.kind == "audio" else None,
             counters=self._counters,
+            rids=layers.rids if layers is not None else (),
         )
         self.uptracks.append(uptrack)
         log.info(
             "track published",
-            extra={"participant": self.participant_id, "track": uptrack.id, "codec": codec.name},
+            extra={
+                "participant": self.participant_id,
+                "track": uptrack.id,
+                "codec": codec.name,
+                "layers": [layer.rid for layer in uptrack.layers if layer.rid],
+            },
         )
         return uptrack
 

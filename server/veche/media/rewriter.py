@@ -26,7 +26,9 @@ from __future__ import annotations
 import random
 from typing import Final
 
-__all__ = ["FRAME_STEP", "StreamRewriter"]
+from veche.media.payloads import vp8_picture_ids, with_vp8_picture_ids
+
+__all__ = ["FRAME_STEP", "PictureIdRewriter", "StreamRewriter"]
 
 FRAME_STEP: Final = {"video": 3000, "audio": 960}
 """Timestamp ticks of one frame: 30 fps at 90 kHz, 20 ms at 48 kHz."""
@@ -62,3 +64,43 @@ class StreamRewriter:
         first = self._sequence
         self._sequence = (self._sequence + packets) & 0xFFFF
         return first, out
+
+
+class PictureIdRewriter:
+    """VP8 picture ids and TL0PICIDX for one subscriber stream, continuous across a switch of
+    source (another track, another simulcast layer): a decoder that sees the picture id jump
+    takes frames for lost. The first source's ids pass unchanged; each later source's are
+    offset to follow the last one sent, and a frame's packets are rewritten only while an
+    offset is not zero."""
+
+    def __init__(self) -> None:
+        self._picture_offset = 0
+        self._tl0_offset = 0
+        self._rebase = True
+        self._last_picture: int | None = None
+        self._last_tl0: int | None = None
+
+    def switch(self) -> None:
+        """The next frame comes from another source."""
+        self._rebase = True
+
+    def frame(self, payloads: list[bytes]) -> list[bytes]:
+        """One frame's payloads, renumbered."""
+        if not payloads:
+            return payloads
+        picture_id, tl0 = vp8_picture_ids(payloads[0])
+        if self._rebase:
+            self._rebase = False
+            if picture_id is not None and self._last_picture is not None:
+                self._picture_offset = (self._last_picture + 1 - picture_id) & 0x7FFF
+            if tl0 is not None and self._last_tl0 is not None:
+                self._tl0_offset = (self._last_tl0 + 1 - tl0) & 0xFF
+        out_picture = None if picture_id is None else (picture_id + self._picture_offset) & 0x7FFF
+        out_tl0 = None if tl0 is None else (tl0 + self._tl0_offset) & 0xFF
+        if out_picture is not None:
+            self._last_picture = out_picture
+        if out_tl0 is not None:
+            self._last_tl0 = out_tl0
+        if not self._picture_offset and not self._tl0_offset:
+            return payloads
+        return [with_vp8_picture_ids(p, out_picture, out_tl0) for p in payloads]

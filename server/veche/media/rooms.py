@@ -141,6 +141,13 @@ class MediaRooms:
             return {"audio": 0, "video": 0, "frames": 0}
         return found[1].subscribing.receiving
 
+    def layers(self, participant_id: ParticipantId) -> list[dict[str, str | int | None]]:
+        """The simulcast layer a participant is sent of each simulcast video."""
+        found = self._member(participant_id)
+        if found is None:
+            return []
+        return found[1].subscribing.layers
+
     def speaker(self, room: RoomName) -> str | None:
         """Who is speaking in ``room`` now, if anyone."""
         media = self.rooms.get(room)

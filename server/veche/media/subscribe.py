@@ -26,6 +26,7 @@ from veche.errors import ErrorCode, MediaError
 from veche.ids import ParticipantId
 from veche.media.codecs import Decoders
 from veche.media.internals import accept_declined_sections, feed_sender, set_stream_id
+from veche.media.simulcast import layer_for_width
 from veche.media.tracks import Downtrack, SenderFeed, Uptrack
 from veche.protocol import Error, Offer, ServerMessage, TrackUnavailable
 from veche.tasks import cancel_and_wait
@@ -112,7 +113,7 @@ class SubscribeLeg:
             transceiver.direction = "sendonly"
         set_stream_id(transceiver.sender, uptrack.stream_id)
         transceiver.sender.replaceTrack(_ForwardedTrack(uptrack.kind, uptrack.id))
-        downtrack = Downtrack(uptrack, self.participant_id, feed)
+        downtrack = Downtrack(uptrack, self.participant_id, feed, layer=self._layer_for(uptrack))
         downtrack.set_paused(not self._shows(uptrack))
         self._downtracks[uptrack.id] = (transceiver, downtrack)
         self._schedule_negotiation()
@@ -123,12 +124,38 @@ class SubscribeLeg:
         renegotiated: a hidden video's sender just falls silent."""
         self._shown = shown
         for _, downtrack in self._downtracks.values():
+            downtrack.want_layer(self._layer_for(downtrack.uptrack))
             downtrack.set_paused(not self._shows(downtrack.uptrack))
+
+    def _layer_for(self, uptrack: Uptrack) -> int:
+        """The simulcast layer that suits the size this subscriber shows ``uptrack`` at."""
+        size = None if self._shown is None else self._shown.get((uptrack.owner, uptrack.source))
+        return layer_for_width(size[0] if size is not None else None, len(uptrack.layers))
 
     def _shows(self, uptrack: Uptrack) -> bool:
         if uptrack.kind != "video" or self._shown is None:
             return True
         return (uptrack.owner, uptrack.source) in self._shown
+
+    @property
+    def layers(self) -> list[dict[str, str | int | None]]:
+        """The simulcast videos this subscriber is sent: whose, which source, the layer (its
+        rid, ``None`` before the first frame) and that layer's picture width if known."""
+        found: list[dict[str, str | int | None]] = []
+        for _, downtrack in self._downtracks.values():
+            uptrack = downtrack.uptrack
+            if not uptrack.simulcast:
+                continue
+            layer = uptrack.layers[downtrack.layer] if downtrack.layer is not None else None
+            found.append(
+                {
+                    "from": uptrack.owner,
+                    "source": uptrack.source,
+                    "layer": layer.rid if layer is not None else None,
+                    "width": layer.width if layer is not None else None,
+                }
+            )
+        return found
 
     @property
     def receiving(self) -> dict[str, int]:

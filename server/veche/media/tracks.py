@@ -11,6 +11,7 @@ interval is sent when it ends).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -24,10 +25,11 @@ from aiortc.rtp import RtpPacket
 from veche.ids import ParticipantId
 from veche.media.assembler import AssembledFrame, FrameAssembler, Packet
 from veche.media.counters import MediaCounters
-from veche.media.rewriter import StreamRewriter
+from veche.media.payloads import vp8_width
+from veche.media.rewriter import PictureIdRewriter, StreamRewriter
 from veche.protocol import Source
 
-__all__ = ["Downtrack", "FrameWriter", "SenderFeed", "TrackStats", "Uptrack"]
+__all__ = ["Downtrack", "FrameWriter", "Layer", "SenderFeed", "TrackStats", "Uptrack"]
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +65,32 @@ class TrackStats:
     keyframe_requests: int = 0
 
 
+@dataclass(slots=True, eq=False)
+class Layer:
+    """One RTP stream of an uptrack: the only one, or one simulcast layer (``rid``)."""
+
+    rid: str | None
+    assembler: FrameAssembler
+    ssrc: int | None = None
+    last_packet: float = -1.0
+    last_request: float = -KEYFRAME_INTERVAL
+    pending_request: asyncio.TimerHandle | None = None
+    width: int | None = None
+    """Picture width of its last keyframe (VP8), for the admin API and tests."""
+
+
+LAYER_TIMEOUT: Final = 1.0
+"""Seconds without a packet after which a simulcast layer counts as stopped (a browser stops its
+higher layers when bandwidth or CPU run short)."""
+
+
 class Uptrack:
     """One track a participant publishes: ``kind`` is ``audio`` or ``video``.
 
     ``ask_keyframe(ssrc)`` sends the publisher a keyframe request (a PLI) for the stream
     ``ssrc``; ``clock`` and ``schedule`` (``loop.call_later`` by default) time the requests.
+    ``rids`` names a simulcast publisher's layers from the lowest up; each is assembled on its
+    own and each downtrack is sent one of them (see :meth:`Downtrack.want_layer`).
     """
 
     def __init__(
@@ -82,6 +105,7 @@ class Uptrack:
         schedule: Scheduler | None = None,
         on_level: Callable[[int], None] | None = None,
         counters: MediaCounters | None = None,
+        rids: tuple[str, ...] = (),
     ) -> None:
         self.owner = owner
         self.kind = kind
@@ -101,10 +125,15 @@ class Uptrack:
         self._ask_keyframe = ask_keyframe
         self._clock = clock
         self._schedule = schedule
-        self._assembler = FrameAssembler(codec.name, video=kind == "video", clock=clock)
-        self._ssrc: int | None = None
-        self._last_request = -KEYFRAME_INTERVAL
-        self._pending_request: asyncio.TimerHandle | None = None
+        video = kind == "video"
+        self.layers: list[Layer] = [
+            Layer(rid, FrameAssembler(codec.name, video=video, clock=clock))
+            for rid in (rids if len(rids) > 1 and video else (None,))
+        ]
+        self._by_ssrc: dict[int, Layer] = {}
+        self._active: tuple[int, ...] = tuple(range(len(self.layers)))
+        self._checked = clock()  # every layer counts as flowing until its first check
+        self._recorded = 0 if len(self.layers) == 1 else -1
         self.closed = False
 
     @property
@@ -112,6 +141,48 @@ class Uptrack:
         """The stream id subscribers see: the owner's participant id, with ``~screen`` for a
         shared screen."""
         return f"{self.owner}~screen" if self.source == "screen" else self.owner
+
+    @property
+    def simulcast(self) -> bool:
+        """Whether the publisher sends this track in several layers."""
+        return len(self.layers) > 1
+
+    def _layer_of(self, packet: RtpPacket) -> Layer | None:
+        if len(self.layers) == 1:
+            return self.layers[0]
+        layer = self._by_ssrc.get(packet.ssrc)
+        if layer is None:
+            rid = packet.extensions.rtp_stream_id
+            layer = next((x for x in self.layers if x.rid == rid), None)
+            if layer is None:
+                return None  # not yet told which layer this stream is
+            if layer.ssrc is not None:
+                self._by_ssrc.pop(layer.ssrc, None)
+            layer.ssrc = packet.ssrc
+            self._by_ssrc[packet.ssrc] = layer
+        return layer
+
+    def best_layer(self, wanted: int) -> int:
+        """The layer to send a viewer who wants layer ``wanted``: the highest flowing one not
+        above it, else the lowest flowing one (or ``wanted`` if none flows)."""
+        active = self._active
+        below = [i for i in active if i <= wanted]
+        if below:
+            return below[-1]
+        return active[0] if active else min(wanted, len(self.layers) - 1)
+
+    def _check_layers(self, now: float) -> None:
+        """Note which layers flow; retarget downtracks when that changed."""
+        self._checked = now
+        active = tuple(i for i, x in enumerate(self.layers) if now - x.last_packet < LAYER_TIMEOUT)
+        if active != self._active:
+            self._active = active
+            log.info(
+                "simulcast layers",
+                extra={"track": self.id, "active": [self.layers[i].rid for i in active]},
+            )
+            for downtrack in self.downtracks:
+                downtrack.want_layer(downtrack.wanted)
 
     def set_enabled(self, enabled: bool) -> None:
         """Forward or hold back this track (a muted microphone, a camera turned off, a screen
@@ -122,19 +193,29 @@ class Uptrack:
         if enabled and self.kind == "video":
             for downtrack in self.downtracks:
                 downtrack.hold_until_keyframe()
-            self.request_keyframe()
+            for index in range(len(self.layers)):
+                self.request_keyframe(index)
 
     def on_packet(self, packet: RtpPacket, codec: RTCRtpCodecParameters) -> None:
         """Receive one RTP packet from the publisher (the receiver tap calls this)."""
         if codec.payloadType != self.codec.payloadType or self.closed:
             return
+        layer = self._layer_of(packet)
+        if layer is None:
+            return
         self.stats.packets_in += 1
         arrived = self._clock()
-        self._ssrc = packet.ssrc
+        layer.ssrc = packet.ssrc
+        layer.last_packet = arrived
+        index = 0
+        if len(self.layers) > 1:
+            index = self.layers.index(layer)
+            if arrived - self._checked >= LAYER_TIMEOUT / 2:
+                self._check_layers(arrived)
         level = packet.extensions.audio_level
         if level is not None and self._on_level is not None and self.enabled:
             self._on_level(level[1])
-        frames, lost = self._assembler.push(
+        frames, lost = layer.assembler.push(
             Packet(
                 packet.sequence_number,
                 packet.timestamp,
@@ -146,44 +227,63 @@ class Uptrack:
         if lost and self.kind == "video":
             self.stats.frames_dropped += 1
             for downtrack in self.downtracks:
-                downtrack.hold_until_keyframe()
-            self.request_keyframe()
+                if downtrack.layer == index:
+                    downtrack.hold_until_keyframe()
+            self.request_keyframe(index)
         for frame in frames:
             self.stats.frames_in += 1
+            if frame.keyframe and self.kind == "video":
+                layer.width = vp8_width(self.codec.name, frame.payloads[0]) or layer.width
             if not self.enabled:
                 continue
             sent = 0
             if self.audible:
                 for downtrack in self.downtracks:
-                    sent += downtrack.push(frame)
-            for sink in self.sinks:
-                sink(frame)
+                    sent += downtrack.push(frame, index)
+            if self.sinks and self._recorded_layer(index, frame):
+                for sink in self.sinks:
+                    sink(frame)
             if sent:
                 counters = self._counters
                 counters.packets_forwarded += sent * len(frame.payloads)
                 counters.bytes_forwarded += sent * sum(map(len, frame.payloads))
                 counters.forwarding_delay.observe(self._clock() - arrived)
 
-    def request_keyframe(self) -> None:
-        """Ask the publisher for a keyframe, at most once per ``KEYFRAME_INTERVAL``."""
-        if self.kind != "video" or self.closed or self._pending_request is not None:
-            return
-        wait = self._last_request + KEYFRAME_INTERVAL - self._clock()
-        if wait > 0:
-            schedule = self._schedule or asyncio.get_running_loop().call_later
-            self._pending_request = schedule(wait, self._send_request)
-        else:
-            self._send_request()
+    def _recorded_layer(self, index: int, frame: AssembledFrame) -> bool:
+        """Whether a frame of layer ``index`` goes to the recording: the highest flowing layer,
+        taken up at one of its keyframes."""
+        top = self._active[-1] if self._active else 0
+        if index != self._recorded and index == top and frame.keyframe:
+            self._recorded = index
+        return index == self._recorded
 
-    def _send_request(self) -> None:
-        self._pending_request = None
-        if self._ssrc is None or self.closed:
+    def request_keyframe(self, layer: int | None = None) -> None:
+        """Ask the publisher for a keyframe of ``layer`` (every layer if ``None``), at most once
+        per ``KEYFRAME_INTERVAL`` per layer."""
+        if self.kind != "video" or self.closed:
+            return
+        indices = range(len(self.layers)) if layer is None else (layer,)
+        for index in indices:
+            target = self.layers[index]
+            if target.pending_request is not None:
+                continue
+            wait = target.last_request + KEYFRAME_INTERVAL - self._clock()
+            if wait > 0:
+                schedule = self._schedule or asyncio.get_running_loop().call_later
+                send = functools.partial(self._send_request, target)
+                target.pending_request = schedule(wait, send)
+            else:
+                self._send_request(target)
+
+    def _send_request(self, layer: Layer) -> None:
+        layer.pending_request = None
+        if layer.ssrc is None or self.closed:
             # Nothing received yet: the first frame of a new stream is a keyframe anyway.
             return
-        self._last_request = self._clock()
+        layer.last_request = self._clock()
         self.stats.keyframe_requests += 1
         self._counters.keyframe_requests += 1
-        self._ask_keyframe(self._ssrc)
+        self._ask_keyframe(layer.ssrc)
 
     def close(self) -> None:
         """Stop forwarding: detach every downtrack and cancel pending requests."""
@@ -199,9 +299,10 @@ class Uptrack:
                 "keyframe_requests": self.stats.keyframe_requests,
             },
         )
-        if self._pending_request is not None:
-            self._pending_request.cancel()
-            self._pending_request = None
+        for layer in self.layers:
+            if layer.pending_request is not None:
+                layer.pending_request.cancel()
+                layer.pending_request = None
         for downtrack in list(self.downtracks):
             downtrack.detach()
 
@@ -213,7 +314,8 @@ class SenderFeed:
     A sender outlives the tracks it carries: when a publisher leaves, its transceiver on each
     subscriber goes inactive and is reused for the next track of the same kind and codec. The
     feed's :class:`~veche.media.rewriter.StreamRewriter` keeps sequence numbers and timestamps
-    continuous across such switches.
+    continuous across such switches and across simulcast layer switches, and its
+    :class:`~veche.media.rewriter.PictureIdRewriter` does the same for VP8 picture ids.
     """
 
     def __init__(self, kind: str, rewriter: StreamRewriter | None = None) -> None:
@@ -221,6 +323,7 @@ class SenderFeed:
         self.downtrack: Downtrack | None = None
         self._writer: FrameWriter | None = None
         self._rewriter = rewriter or StreamRewriter(kind)
+        self._pictures = PictureIdRewriter()
 
     def ready(self, writer: FrameWriter) -> None:
         """The sender's connection is up: frames can be written from now on."""
@@ -231,9 +334,14 @@ class SenderFeed:
     def attach(self, downtrack: Downtrack) -> None:
         """Carry ``downtrack`` from now on."""
         self.downtrack = downtrack
-        self._rewriter.switch()
+        self.switch()
         if self._writer is not None:
             downtrack.start()
+
+    def switch(self) -> None:
+        """The next frame comes from another stream (another track, or another layer)."""
+        self._rewriter.switch()
+        self._pictures.switch()
 
     def release(self, downtrack: Downtrack) -> None:
         """Stop carrying ``downtrack`` (if it is the current one)."""
@@ -246,21 +354,32 @@ class SenderFeed:
         if writer is None:
             return False
         sequence, timestamp = self._rewriter.frame(frame.timestamp, len(frame.payloads))
+        payloads = frame.payloads
         if self.downtrack is not None:
-            self.downtrack.uptrack.stats.frames_forwarded += 1
-        writer.write_frame(frame.payloads, sequence, timestamp, frame.audio_level)
+            uptrack = self.downtrack.uptrack
+            uptrack.stats.frames_forwarded += 1
+            if uptrack.codec.name.upper() == "VP8":
+                payloads = self._pictures.frame(payloads)
+        writer.write_frame(payloads, sequence, timestamp, frame.audio_level)
         return True
 
     def keyframe_requested(self) -> None:
         """The subscriber lost the picture: pass the request on to the publisher."""
         if self.downtrack is not None:
-            self.downtrack.uptrack.request_keyframe()
+            self.downtrack.request_keyframe()
 
 
 class Downtrack:
-    """One subscriber's copy of an uptrack, carried by one :class:`SenderFeed`."""
+    """One subscriber's copy of an uptrack, carried by one :class:`SenderFeed`.
 
-    def __init__(self, uptrack: Uptrack, subscriber: ParticipantId, feed: SenderFeed) -> None:
+    Of a simulcast uptrack it is sent one layer, :attr:`layer`; another one it is switched to
+    (:meth:`want_layer`) takes over at that layer's next keyframe, asked for at once, and the
+    current one is sent until then, so the picture never stops.
+    """
+
+    def __init__(
+        self, uptrack: Uptrack, subscriber: ParticipantId, feed: SenderFeed, *, layer: int = 1
+    ) -> None:
         self.uptrack = uptrack
         self.subscriber = subscriber
         self.feed = feed
@@ -269,6 +388,13 @@ class Downtrack:
         self.paused = False
         """Not shown by the subscriber (see ``view``): nothing is sent until it is again."""
         self.frames_sent = 0
+        self.layer: int | None = None
+        """The layer being sent (``None`` before the first frame)."""
+        self.wanted = layer
+        """The layer the subscriber's view asks for."""
+        self.target = uptrack.best_layer(layer) if uptrack.simulcast else 0
+        """The layer to send: the wanted one, or the nearest one that flows."""
+        self.switches = 0
         uptrack.downtracks.add(self)
         feed.attach(self)
 
@@ -276,13 +402,37 @@ class Downtrack:
         """The sender runs: from now on frames are passed on, beginning with a keyframe."""
         self._started = True
         if not self.paused:
-            self.uptrack.request_keyframe()
+            self.uptrack.request_keyframe(self.target)
 
-    def push(self, frame: AssembledFrame) -> bool:
-        """Pass a frame from the uptrack on to the sender; whether it was sent."""
+    def want_layer(self, layer: int) -> None:
+        """Send layer ``layer`` (or the nearest that flows) from its next keyframe on."""
+        self.wanted = layer
+        if not self.uptrack.simulcast:
+            return
+        target = self.uptrack.best_layer(layer)
+        if target == self.target:
+            return
+        self.target = target
+        if target != self.layer and self._started and not self.paused:
+            self.uptrack.request_keyframe(target)
+
+    def request_keyframe(self) -> None:
+        """Ask for a keyframe of the layer this subscriber needs next."""
+        self.uptrack.request_keyframe(self.target)
+
+    def push(self, frame: AssembledFrame, layer: int = 0) -> bool:
+        """Pass a frame of ``layer`` from the uptrack on to the sender; whether it was sent."""
         if not self._started or self.paused:
             return False  # the sender is not running yet; it asks for a keyframe when it is
-        if self._waiting_for_keyframe:
+        if layer != self.layer:
+            if layer != self.target or not frame.keyframe:
+                return False
+            if self.layer is not None:
+                self.feed.switch()
+                self.switches += 1
+            self.layer = layer
+            self._waiting_for_keyframe = False
+        elif self._waiting_for_keyframe:
             if not frame.keyframe:
                 return False
             self._waiting_for_keyframe = False
@@ -299,7 +449,7 @@ class Downtrack:
         if not paused and self.uptrack.kind == "video":
             self._waiting_for_keyframe = True
             if self._started:
-                self.uptrack.request_keyframe()
+                self.uptrack.request_keyframe(self.target)
 
     def hold_until_keyframe(self) -> None:
         """Send nothing more until the next keyframe (after a loss or a stall)."""

@@ -1,0 +1,150 @@
+"""Simulcast without sockets: the offer's layers read and accepted in the answer, a layer chosen
+for a tile's width, each viewer sent one layer and switched at the target layer's keyframe with
+one continuous stream (sequence numbers, timestamps, VP8 picture ids)."""
+
+from __future__ import annotations
+
+from aiortc.rtp import RtpPacket
+
+from tests.unit.test_forwarding import VP8, FakeTime, FakeWriter
+from veche.media.payloads import vp8_picture_ids, vp8_width, with_vp8_picture_ids
+from veche.media.rewriter import PictureIdRewriter, StreamRewriter
+from veche.media.simulcast import answer_layers, layer_for_width, offered_layers
+from veche.media.tracks import Downtrack, SenderFeed, Uptrack
+
+OFFER = "\r\n".join(
+    [
+        "v=0",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96 97",
+        "a=mid:1",
+        "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+        "a=extmap:11 urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+        "a=rid:q send",
+        "a=rid:h send",
+        "a=rid:f send",
+        "a=simulcast:send q;h;~f",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96 97",
+        "a=mid:2",
+        "",
+    ]
+)
+
+RIDS = {1: "q", 2: "h", 3: "f"}
+
+
+def _vp8(picture_id: int, *, key: bool, width: int = 320) -> bytes:
+    """A VP8 first packet with a 15-bit picture id and TL0PICIDX (and, for a key frame, the
+    frame header stating ``width``)."""
+    descriptor = bytes((0x90, 0xC0, 0x80 | picture_id >> 8, picture_id & 0xFF, picture_id & 0xFF))
+    if key:
+        return descriptor + b"\x00\x00\x00\x9d\x01\x2a" + width.to_bytes(2, "little") + b"\0" * 8
+    return descriptor + b"\x01" + b"d" * 10
+
+
+def _packet(ssrc: int, seq: int, timestamp: int, payload: bytes) -> RtpPacket:
+    packet = RtpPacket(
+        payload_type=96,
+        marker=1,
+        sequence_number=seq,
+        timestamp=timestamp,
+        ssrc=ssrc,
+        payload=payload,
+    )
+    packet.extensions.rtp_stream_id = RIDS[ssrc]
+    return packet
+
+
+def test_offered_layers_reads_rids_lowest_first_and_the_extension_ids() -> None:
+    """A section with ``a=simulcast:send`` gives its rids (a paused one too) and extension ids;
+    one without gives nothing."""
+    layers = offered_layers(OFFER)
+    assert list(layers) == ["1"]
+    assert layers["1"].rids == ("q", "h", "f")
+    assert set(layers["1"].extensions.values()) == {10, 11}
+
+
+def test_answer_layers_accepts_each_rid_in_its_section() -> None:
+    """The answer gets ``a=rid:<id> recv`` and ``a=simulcast:recv`` in the simulcast section
+    only."""
+    answer = "v=0\r\nm=video 9 X 96\r\na=mid:1\r\nm=video 9 X 96\r\na=mid:2\r\n"
+    text = answer_layers(answer, offered_layers(OFFER))
+    first, second = text.split("m=video")[1:]
+    assert "a=rid:q recv" in first
+    assert "a=simulcast:recv q;h;f" in first
+    assert "a=rid" not in second
+
+
+def test_layer_for_width_follows_the_tile_size() -> None:
+    """Up to 360 px the low layer, up to 720 the middle, wider the high; no view the middle;
+    fewer layers cap it."""
+    assert [layer_for_width(w, 3) for w in (200, 360, 400, 720, 1200)] == [0, 0, 1, 1, 2]
+    assert layer_for_width(None, 3) == 1
+    assert layer_for_width(1200, 2) == 1
+    assert layer_for_width(1200, 1) == 0
+
+
+def test_vp8_picture_ids_are_read_and_rewritten() -> None:
+    """Picture id and TL0PICIDX round-trip; a 7-bit picture id is widened to 15 bits."""
+    payload = _vp8(300, key=True, width=640)
+    assert vp8_picture_ids(payload) == (300, 300 & 0xFF)
+    assert vp8_width("VP8", payload) == 640
+    assert vp8_picture_ids(with_vp8_picture_ids(payload, 7000, 9)) == (7000, 9)
+    short = bytes((0x90, 0xC0, 0x05, 0x02, 0x10))
+    assert vp8_picture_ids(with_vp8_picture_ids(short, 200, None)) == (200, 2)
+
+
+def test_picture_ids_follow_on_across_a_switch() -> None:
+    """The first source passes unchanged; the next continues at the last id plus one."""
+    rewriter = PictureIdRewriter()
+    assert rewriter.frame([_vp8(10, key=True)]) == [_vp8(10, key=True)]
+    rewriter.frame([_vp8(11, key=False)])
+    rewriter.switch()
+    (out,) = rewriter.frame([_vp8(5000, key=True)])
+    assert vp8_picture_ids(out) == (12, 12)
+
+
+def _simulcast(time: FakeTime, asked: list[int]) -> Uptrack:
+    return Uptrack(
+        "p-pub",
+        "video",
+        VP8,
+        asked.append,
+        clock=time.clock,
+        schedule=time.schedule,
+        rids=("q", "h", "f"),  # type: ignore[arg-type]
+    )
+
+
+def test_a_viewer_is_sent_one_layer_and_switches_at_the_targets_keyframe() -> None:
+    """A viewer that wants the low layer gets only its frames; asked for the high one it keeps
+    the low one until the high one's keyframe (asked for at once), then only the high one, with
+    sequence numbers and picture ids continuous."""
+    time, asked = FakeTime(), []
+    uptrack = _simulcast(time, asked)
+    writer = FakeWriter()
+    sent: list[bytes] = []
+    writer.write_frame = lambda p, s, t, a: (
+        sent.extend(p[:1]),
+        writer.frames.append((s, t, len(p))),
+    )  # type: ignore[method-assign]
+    feed = SenderFeed("video", StreamRewriter("video", first_sequence=0, origin=0))
+    viewer = Downtrack(uptrack, "p-viewer", feed, layer=0)
+    feed.ready(writer)
+    for ssrc in (1, 2, 3):
+        uptrack.on_packet(_packet(ssrc, 100, 1000, _vp8(ssrc * 1000, key=True)), VP8)
+    assert viewer.layer == 0
+    assert len(writer.frames) == 1
+    viewer.want_layer(2)
+    assert asked[-1] == 3
+    for ssrc in (1, 2, 3):
+        uptrack.on_packet(_packet(ssrc, 101, 4000, _vp8(ssrc * 1000 + 1, key=False)), VP8)
+    assert viewer.layer == 0
+    assert len(writer.frames) == 2
+    time.advance(0.1)
+    for ssrc in (1, 2, 3):
+        uptrack.on_packet(_packet(ssrc, 102, 7000, _vp8(ssrc * 1000 + 2, key=ssrc == 3)), VP8)
+    assert viewer.layer == 2
+    assert viewer.switches == 1
+    assert [seq for seq, _, _ in writer.frames] == [0, 1, 2, 3]
+    assert [vp8_picture_ids(p)[0] for p in sent] == [1000, 1001, 1002, 1003]
+    assert uptrack.layers[2].width == 320
