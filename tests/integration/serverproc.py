@@ -82,11 +82,19 @@ def run_server(
     default) and wait for /healthz; always stopped afterwards."""
     port = port or free_port()
     command = launcher or [sys.executable, "-m", "veche"]
+    environment = {**os.environ, **(env or {})}
     # A file, not a pipe: a chatty server must never block on a pipe nobody reads.
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
+    with (
+        tempfile.TemporaryFile("w+", encoding="utf-8") as log,
+        tempfile.TemporaryDirectory(prefix="veche-data-") as data,
+    ):
+        # Room state of its own, unless the test chose a directory (a restart test shares
+        # one between two servers): a server started for a whole module, before any test set
+        # VECHE_DATA_DIR, must not keep rooms in the working directory.
+        environment.setdefault("VECHE_DATA_DIR", data)
         process = subprocess.Popen(
             [*command, "serve", "--port", str(port), *args],
-            env={**os.environ, **(env or {})},
+            env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,

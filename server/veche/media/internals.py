@@ -89,6 +89,10 @@ log = logging.getLogger(__name__)
 EncodedFrame = RTCEncodedFrame
 """Ready RTP payloads of one frame, their timestamp and (audio) level in -dBov."""
 
+SIMULCAST_REMB_FLOOR: Final = 2_500_000
+"""Bits per second the server never advertises below (REMB) to a simulcast publisher: its
+three camera layers (150 kbps, 500 kbps, 1.5 Mbps) and its microphone."""
+
 _R = "_RTCRtpReceiver__"
 _S = "_RTCRtpSender__"
 _RECEIVER_FIELDS: Final = (
@@ -210,8 +214,18 @@ def tap_receiver(
                 ssrc=packet.ssrc,
             )
             if remb is not None and rtcp_ssrc is not None:
+                bitrate, ssrcs = remb
+                if len(layer_ssrcs) > 1:
+                    # A simulcast publisher needs the sum of its layers; the delay-based
+                    # estimate of a Python receiver reads its own scheduling jitter as
+                    # congestion and would keep the top layer off for good. Loss still
+                    # lowers the publisher's rate (its own loss-based estimate).
+                    bitrate = max(bitrate, SIMULCAST_REMB_FLOOR)
                 feedback = RtcpPsfbPacket(
-                    fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
+                    fmt=RTCP_PSFB_APP,
+                    ssrc=rtcp_ssrc,
+                    media_ssrc=0,
+                    fci=pack_remb_fci(bitrate, ssrcs),
                 )
                 await receiver._send_rtcp(feedback)
         codecs: dict[int, RTCRtpCodecParameters] = state[_CODECS]
