@@ -207,9 +207,9 @@ function followServer(me) {
   const before = serverMe;
   serverMe = me;
   if (!before) return;
+  // A moderator's mute is a state, shown by a banner for as long as it lasts.
   if (before.audio && !me.audio && devices.turnOff("audio")) {
     mutedByModerator = true;
-    setStatus("moderation.muted");
     renderLocal();
   }
   renderMuted();

@@ -41,12 +41,16 @@ navigator.mediaDevices.getUserMedia = async (constraints) => {
   return stream;
 };
 window.__sockets = [];
+window.__heard = [];
 window.__blockSockets = false;
 const Native = window.WebSocket;
 window.WebSocket = class extends Native {
   constructor(url, protocols) {
     super(window.__blockSockets ? url.replace("/ws?", "/no-such-socket?") : url, protocols);
     window.__sockets.push(this);
+    const n = window.__sockets.length;
+    this.addEventListener("message", (e) => window.__heard.push(`${n}:${JSON.parse(e.data).type}`));
+    this.addEventListener("close", (e) => window.__heard.push(`${n}:close ${e.code}`));
   }
 };
 """
@@ -68,7 +72,9 @@ CUT = """() => {
   window.__sockets.at(-1).dispatchEvent(new CloseEvent("close", {code: 1006}));
 }"""
 """Page function: the signalling socket drops (as a network loss would) and stays unreachable."""
-TRACKS_ENDED = "() => window.__tracks.length > 0 && window.__tracks.every(t => t.readyState === 'ended')"
+TRACKS_ENDED = (
+    "() => window.__tracks.length > 0 && window.__tracks.every(t => t.readyState === 'ended')"
+)
 MY_ID = "() => window.veche.connection?.participantId ?? null"
 
 
@@ -161,7 +167,9 @@ async def test_every_state_is_said_in_view_in_the_page_language(
         await guest.click("#join")
         await guest.wait_for_selector("#password-row:not([hidden])")
         assert await text(guest, "#status") == words["error.room_unavailable"]
-        await in_view_at_both_sizes(guest, ["#status", "#room-password", "#join"], f"prejoin-{lang}")
+        await in_view_at_both_sizes(
+            guest, ["#status", "#room-password", "#join"], f"prejoin-{lang}"
+        )
         await guest.fill("#room-password", "wrong")
         await guest.click("#join")
         await guest.wait_for_function(
@@ -213,7 +221,9 @@ async def test_every_state_is_said_in_view_in_the_page_language(
         guest_id = await guest.evaluate(MY_ID)
         await host.evaluate("(id) => window.veche.connection.moderate('remove', id)", guest_id)
         await guest.wait_for_selector("#ended:not([hidden])")
-        assert await text(guest, "#ended-title") == words["goodbye.removed"]
+        assert await text(guest, "#ended-title") == words["goodbye.removed"], await guest.evaluate(
+            "() => window.__heard.slice(-8)"
+        )
         await guest.wait_for_function(TRACKS_ENDED)
         assert await guest.evaluate("() => document.activeElement.id") == "rejoin"
         await in_view_at_both_sizes(guest, ["#ended-title", "#rejoin", "#close-page"])
@@ -234,7 +244,9 @@ async def test_every_state_is_said_in_view_in_the_page_language(
         # The meeting's end.
         await host.evaluate("() => window.veche.connection.endMeeting()")
         await third.wait_for_selector("#ended:not([hidden])")
-        assert await text(third, "#ended-title") == words["goodbye.ended"]
+        assert await text(third, "#ended-title") == words["goodbye.ended"], await third.evaluate(
+            "() => window.__heard.slice(-8)"
+        )
         await third.wait_for_function(TRACKS_ENDED)
         await in_view_at_both_sizes(third, ["#ended-title", "#rejoin"])
 
