@@ -1,15 +1,18 @@
 // @ts-check
 /**
- * The room page: the pre-join screen, the call's controls and status line. It wires the
- * connection (connection.js) to this participant's devices (devices.js), the tiles (tiles.js)
- * and the side panels (panels.js); none of those knows the others.
+ * The room page: the pre-join screen, the call's controls, the screen after leaving, and what
+ * the feedback area (feedback.js) says. It wires the connection (connection.js) to this
+ * participant's devices (devices.js), the tiles (tiles.js) and the side panels (panels.js);
+ * none of those knows the others.
  */
 import { Connection } from "./connection.js";
 import { Devices } from "./devices.js";
 import { byId, find } from "./dom.js";
+import { Feedback } from "./feedback.js";
 import { bindLanguageSwitcher, preferredLanguage, setLanguage, t, translatePage } from "./i18n.js";
 import { ChatPanel, PeoplePanel } from "./panels.js";
 import { ErrorCode, REACTIONS } from "./protocol.gen.js";
+import { HELLO_ID } from "./signalling.js";
 import { Tiles } from "./tiles.js";
 
 /**
@@ -23,14 +26,15 @@ const room = decodeURIComponent(location.pathname.replace(/^\/r\//, ""));
 const params = new URLSearchParams(location.search);
 const prejoin = byId("prejoin", HTMLElement);
 const meeting = byId("meeting", HTMLElement);
-const statusLine = byId("status", HTMLElement);
+const ended = byId("ended", HTMLElement);
+const passwordRow = byId("password-row", HTMLElement);
+const passwordInput = byId("room-password", HTMLInputElement);
 const deviceNote = byId("device-note", HTMLElement);
 const preview = byId("preview", HTMLVideoElement);
 const nameInput = byId("display-name", HTMLInputElement);
 const soundButton = byId("sound", HTMLButtonElement);
 const screenButton = byId("screen", HTMLButtonElement);
 const recordButton = byId("record", HTMLButtonElement);
-const recordingBadge = byId("recording", HTMLElement);
 const handButton = byId("hand", HTMLButtonElement);
 const speakerButton = byId("speaker-view", HTMLButtonElement);
 
@@ -52,54 +56,108 @@ const tiles = new Tiles(
 );
 const chat = new ChatPanel(() => connection);
 const people = new PeoplePanel(() => connection);
+const feedback = new Feedback();
 /** @type {MediaStreamTrack | null} this participant's shared screen */
 let screenTrack = null;
 /** @type {ParticipantInfo | undefined} this participant as the server last described it */
 let serverMe;
-/** @type {[string, Record<string, string>] | null} */
-let statusKey = null;
 /** @type {DeviceProblem | null} */
 let deviceProblem = null;
+/** @type {boolean} a moderator muted this participant, and the microphone is still off */
+let mutedByModerator = false;
+/** @type {boolean} the recording banner is shown */
+let recordingShown = false;
+/** @type {Map<string, string> | null} who is in (id -> name), to announce joins and leaves */
+let known = null;
+/** @type {{name: string, password: string | undefined}} the last join, for Rejoin */
+let lastJoin = { name: "", password: undefined };
+/** @type {string | null} the key of the after-leave screen's title */
+let endedKey = null;
+/** Toasts that stay until replaced or dismissed although they are no error. */
+const STAYING = new Set(["status.connecting", "lobby.waiting", "status.unreachable", "media.failed", "screen.busy"]);
 
 /**
- * Show a translated status line (kept so a language switch re-translates it).
+ * Show a translated message in the feedback area (kept so a language switch re-translates it).
+ * Errors and the states in {@link STAYING} stay; other toasts fade after a few seconds.
  * @param {string | null} key
  * @param {Record<string, string>} [values]
  */
 function setStatus(key, values = {}) {
-  statusKey = key ? [key, values] : null;
-  statusLine.textContent = key ? t(key, values) : "";
+  const error = key !== null && (key.startsWith("error.") || key === "media.failed" || key === "moderation.blocked");
+  feedback.toast(key, values, { error: error || (key !== null && STAYING.has(key)) });
 }
 
 /**
- * Say why the participation ended.
+ * Say why the participation ended: a refused join goes back to the pre-join screen with the
+ * reason; otherwise the devices stop and the after-leave screen offers to rejoin.
  * @param {CloseReason} reason
  */
 function showClosed(reason) {
   switch (reason) {
-    case "left":
-      return setStatus("status.left");
-    case "removed":
-      return setStatus("goodbye.removed");
-    case "denied":
-      return setStatus("goodbye.denied");
-    case "ended":
-      return setStatus("goodbye.ended");
-    case "replaced":
-      return setStatus("goodbye.replaced");
     case "room_unavailable":
-      return setStatus("error.room_unavailable");
+      // Locked and wrong password get the same answer, so that outsiders learn nothing: the
+      // field is offered and the message names both.
+      backToPrejoin();
+      passwordRow.hidden = false;
+      passwordInput.focus();
+      return setStatus(lastJoin.password ? "error.room_unavailable_password" : "error.room_unavailable");
     case "rate_limited":
-      return setStatus("error.rate_limited");
+      setStatus("error.rate_limited");
+      return backToPrejoin();
     case "room_full":
-      return setStatus("error.room_full");
-    case "server_stopped":
-      return setStatus("status.server_stopped");
+      setStatus("error.room_full");
+      return backToPrejoin();
+    case "forbidden":
+      setStatus("error.forbidden_join");
+      return backToPrejoin();
     case "unreachable":
-      return setStatus("status.unreachable");
+      setStatus("status.unreachable");
+      return backToPrejoin();
+    case "left":
+      return showEnded("status.left");
+    case "removed":
+      return showEnded("goodbye.removed");
+    case "denied":
+      return showEnded("goodbye.denied");
+    case "ended":
+      return showEnded("goodbye.ended");
+    case "replaced":
+      return showEnded("goodbye.replaced");
+    case "server_stopped":
+      return showEnded("status.server_stopped");
     case "disconnected":
-      return setStatus("status.disconnected");
+      return showEnded("status.disconnected");
   }
+}
+
+/** Show the pre-join screen again (a refused join), its preview still live. */
+function backToPrejoin() {
+  prejoin.hidden = false;
+  ended.hidden = true;
+}
+
+/**
+ * The participation is over: stop the camera and microphone and say why, with Rejoin / Close.
+ * @param {string} key the reason's translation key
+ */
+function showEnded(key) {
+  devices.stopAll();
+  preview.srcObject = null;
+  prejoin.hidden = true;
+  endedKey = key;
+  const title = byId("ended-title", HTMLElement);
+  title.textContent = t(key);
+  ended.hidden = false;
+  setStatus(null);
+  feedback.announce(title.textContent);
+  byId("rejoin", HTMLButtonElement).focus();
+}
+
+/** Show (or hide) the banner of a moderator's mute while the microphone stays off. */
+function renderMuted() {
+  if (devices.micOn) mutedByModerator = false;
+  const key = serverMe?.audio_blocked ? "banner.muted_blocked" : "banner.muted";
+  feedback.banner("muted", mutedByModerator ? key : null);
 }
 
 /**
@@ -132,9 +190,14 @@ function renderLocal() {
  * @param {Kind} kind
  */
 async function toggle(kind) {
+  if (kind === "audio" && !devices.micOn && serverMe?.audio_blocked) {
+    setStatus("moderation.blocked");
+    return;
+  }
   await devices.toggle(kind);
   connection?.update({ audio: devices.micOn, video: devices.camOn });
   renderLocal();
+  renderMuted();
 }
 
 /**
@@ -145,10 +208,12 @@ function followServer(me) {
   const before = serverMe;
   serverMe = me;
   if (!before) return;
+  // A moderator's mute is a state, shown by a banner for as long as it lasts.
   if (before.audio && !me.audio && devices.turnOff("audio")) {
-    setStatus("moderation.muted");
+    mutedByModerator = true;
     renderLocal();
   }
+  renderMuted();
   if (before.video && !me.video && devices.turnOff("video")) {
     setStatus("moderation.camera_off");
     renderLocal();
@@ -203,8 +268,23 @@ async function toggleScreen() {
 
 // ------------------------------------------------------------------ the room
 
+/**
+ * Announce who came and who went since the last roster (not the roster found on joining).
+ * @param {Map<string, ParticipantInfo>} participants
+ */
+function announceArrivals(participants) {
+  const me = connection?.participantId;
+  const now = new Map([...participants].filter(([id]) => id !== me).map(([id, p]) => [id, p.name]));
+  if (known) {
+    for (const [id, name] of now) if (!known.has(id)) feedback.announce(t("announce.joined", { name }));
+    for (const [id, name] of known) if (!now.has(id)) feedback.announce(t("announce.left", { name }));
+  }
+  known = now;
+}
+
 /** @param {Map<string, ParticipantInfo>} participants */
 function renderRoster(participants) {
+  announceArrivals(participants);
   tiles.render(participants);
   const me = connection?.participantId;
   const info = me ? participants.get(me) : undefined;
@@ -217,7 +297,8 @@ function renderRoster(participants) {
 /** Show whether the meeting is recorded, and the record button to moderators. */
 function renderRecording() {
   const recording = Boolean(connection?.settings?.recording);
-  recordingBadge.hidden = !recording;
+  recordingShown = recording;
+  feedback.banner("recording", recording ? "recording.active" : null);
   recordButton.hidden = serverMe?.role !== "moderator";
   recordButton.setAttribute("aria-pressed", String(recording));
 }
@@ -227,6 +308,7 @@ function renderRecording() {
  * @param {string} [password]
  */
 function join(name, password) {
+  lastJoin = { name, password };
   try {
     localStorage.setItem("veche.name", name);
   } catch {
@@ -238,10 +320,15 @@ function join(name, password) {
   conn.onWelcome = async (welcome) => {
     const returning = meeting.classList.contains("reconnecting");
     meeting.classList.remove("reconnecting");
+    feedback.banner("reconnecting", null);
+    const first = meeting.hidden;
     prejoin.hidden = true;
+    ended.hidden = true;
     meeting.hidden = false;
     serverMe = undefined;
+    known = null;
     setStatus(!returning ? "status.joined" : welcome.resumed ? "status.reconnected" : "status.rejoined");
+    if (first) byId("mic", HTMLButtonElement).focus();
     chat.clear();
     for (const entry of welcome.chat ?? []) chat.add(entry, true);
     tiles.setSpeaker(welcome.active_speaker ?? null);
@@ -251,7 +338,7 @@ function join(name, password) {
   };
   conn.onReconnecting = () => {
     meeting.classList.add("reconnecting");
-    setStatus("status.reconnecting");
+    feedback.banner("reconnecting", "status.reconnecting");
     // The shared screen went with the connection; share again once back.
     if (screenTrack) {
       screenTrack.stop();
@@ -269,13 +356,18 @@ function join(name, password) {
   };
   conn.onMediaState = (_role, state) => {
     if (state === "failed") setStatus("media.failed");
-    else if (state === "connected" && statusKey?.[0] === "status.joined") setStatus("status.connected_media");
+    else if (state === "connected" && feedback.key === "status.joined") setStatus("status.connected_media");
   };
-  conn.onChat = (entry) => chat.add(entry);
+  conn.onChat = (entry) => {
+    chat.add(entry);
+    if (!chat.open && entry.participant_id !== conn.participantId) {
+      feedback.announce(t("announce.chat", { name: entry.name, text: entry.text }));
+    }
+  };
   conn.onReaction = (participantId, emoji) => tiles.showReaction(participantId, emoji);
   conn.onActiveSpeaker = (participantId) => tiles.setSpeaker(participantId);
   conn.onRoomUpdated = (settings) => {
-    const was = !recordingBadge.hidden;
+    const was = recordingShown;
     renderRecording();
     if (settings.recording !== was) setStatus(settings.recording ? "recording.started" : "recording.stopped");
     people.render();
@@ -290,50 +382,94 @@ function join(name, password) {
     prejoin.hidden = true;
     setStatus("lobby.waiting");
   };
+  // Errors are worded from their code, in the page's language: the server's English
+  // message is never shown. A refused join is said once the connection closes (showClosed).
   conn.onError = (error) => {
-    if (error.code === ErrorCode.ROOM_UNAVAILABLE) {
-      byId("password-row", HTMLElement).hidden = false;
-      setStatus("error.room_unavailable");
-    } else if (error.code === ErrorCode.RATE_LIMITED) setStatus("error.rate_limited");
-    else if (error.code === ErrorCode.FORBIDDEN) setStatus("error.forbidden", { message: error.message });
+    if (error.ref === HELLO_ID) return;
+    if (error.code === ErrorCode.RATE_LIMITED) setStatus("error.rate_limited");
+    else if (error.code === ErrorCode.FORBIDDEN) setStatus(serverMe?.audio_blocked ? "moderation.blocked" : "error.forbidden");
     else if (error.code === ErrorCode.SCREEN_BUSY) setStatus("screen.busy");
     else if (error.code === ErrorCode.RECORDING_LIMIT) setStatus("error.recording_limit");
     else if (error.code === ErrorCode.ROOM_FULL) setStatus("error.room_full");
     else if (error.code === ErrorCode.INVALID_ROOM) setStatus("error.invalid_room");
     else if (error.code === ErrorCode.MEDIA_FAILED) setStatus("media.failed");
-    else setStatus("error.generic", { message: error.message });
+    else if (error.code === ErrorCode.UNAVAILABLE) setStatus("error.unavailable");
+    else if (error.code === ErrorCode.TOO_LONG) setStatus("error.too_long");
+    else if (error.code === ErrorCode.UNSUPPORTED) setStatus("error.unsupported");
+    else if (error.code === ErrorCode.NOT_FOUND) setStatus("error.not_found");
+    else if (error.code === ErrorCode.NOT_ADMITTED) setStatus("error.not_admitted");
+    else setStatus("error.generic", { code: error.code });
   };
   conn.onClose = (reason) => {
     meeting.hidden = true;
-    prejoin.hidden = false;
     tiles.clear();
     screenTrack?.stop();
     setScreen(null);
     serverMe = undefined;
+    known = null;
+    mutedByModerator = false;
     people.waiting = [];
-    recordingBadge.hidden = true;
-    showClosed(reason);
+    chat.setOpen(false);
+    people.setOpen(false);
+    feedback.banner("recording", null);
+    feedback.banner("reconnecting", null);
+    feedback.banner("muted", null);
+    recordingShown = false;
     meeting.classList.remove("reconnecting");
     connection = null;
+    showClosed(reason);
   };
   conn.connect(password);
 }
 
 // ------------------------------------------------------------------ start
 
+const reactionBar = find(document, ".reactions", HTMLElement);
+/** @type {Record<string, () => string>} the accessible name of each reaction */
+const REACTION_NAMES = {
+  "👍": () => t("reaction.thumbs_up"),
+  "👏": () => t("reaction.clap"),
+  "❤️": () => t("reaction.heart"),
+  "😂": () => t("reaction.laugh"),
+  "😮": () => t("reaction.surprise"),
+  "🎉": () => t("reaction.party"),
+};
+
 // A handle for diagnostics (the browser console and tests).
 /** @type {any} */ (window).veche = {
   get connection() {
     return connection;
   },
+  /** the page has its devices and is ready to join */
+  ready: false,
 };
+
+// An invite link may carry the room's password in its fragment (`#password=...`), which the
+// browser never sends to a server; it is taken out of the address bar once read.
+const invitePassword = new URLSearchParams(location.hash.slice(1)).get("password");
+if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+if (invitePassword) {
+  passwordInput.value = invitePassword;
+  passwordRow.hidden = false;
+}
 
 byId("room-name", HTMLElement).textContent = room;
 document.title = `${room} · Veche`;
 await setLanguage(preferredLanguage());
+/** Translate what the scripts wrote (the page's annotated texts are translated by i18n.js). */
+function translateScripted() {
+  byId("meeting-title", HTMLElement).textContent = t("meeting.title", { room });
+  if (endedKey) byId("ended-title", HTMLElement).textContent = t(endedKey);
+  for (const b of reactionBar.querySelectorAll("button")) {
+    const name = REACTION_NAMES[b.textContent ?? ""];
+    if (name) b.setAttribute("aria-label", name());
+  }
+}
+
 bindLanguageSwitcher(byId("lang", HTMLSelectElement), () => {
   translatePage();
-  if (statusKey) setStatus(...statusKey);
+  translateScripted();
+  feedback.retranslate();
   setDeviceNote(deviceProblem);
   if (connection) renderRoster(connection.participants);
   people.render();
@@ -369,19 +505,32 @@ speakerButton.addEventListener("click", () => {
   speakerButton.setAttribute("aria-pressed", String(on));
   tiles.speakerView(on);
 });
-const reactionBar = find(document, ".reactions", HTMLElement);
 for (const emoji of REACTIONS) {
   const b = document.createElement("button");
   b.type = "button";
   b.textContent = emoji;
-  b.setAttribute("aria-label", emoji);
   b.addEventListener("click", () => connection?.react(emoji));
   reactionBar.append(b);
 }
+translateScripted();
 byId("join-form", HTMLFormElement).addEventListener("submit", (event) => {
   event.preventDefault();
-  if (connection === null) join(nameInput.value.trim(), byId("room-password", HTMLInputElement).value || undefined);
+  if (connection === null) join(nameInput.value.trim(), passwordInput.value || undefined);
 });
+byId("rejoin", HTMLButtonElement).addEventListener("click", async () => {
+  if (connection !== null) return;
+  const { micOn, camOn } = devices;
+  ended.hidden = true;
+  endedKey = null;
+  setDeviceNote(await devices.start());
+  // Come back as one left: what was switched off stays off.
+  if (!micOn && devices.micOn) await devices.toggle("audio");
+  if (!camOn && devices.camOn) await devices.toggle("video");
+  renderLocal();
+  join(lastJoin.name, lastJoin.password);
+});
+// Closing works for a window a script opened; otherwise the link leads to the start page.
+byId("close-page", HTMLAnchorElement).addEventListener("click", () => window.close());
 
 try {
   nameInput.value = params.get("name") || localStorage.getItem("veche.name") || "";
@@ -390,5 +539,6 @@ try {
 }
 setDeviceNote(await devices.start());
 renderLocal();
-if (params.get("join") === "1" && nameInput.value.trim()) join(nameInput.value.trim());
+if (params.get("join") === "1" && nameInput.value.trim()) join(nameInput.value.trim(), passwordInput.value || undefined);
 else nameInput.focus();
+/** @type {any} */ (window).veche.ready = true;

@@ -151,6 +151,17 @@ export class Devices {
   }
 
   /**
+   * Stop the microphone and camera (the participation ended): every track ends, so the
+   * camera light goes out and the browser shows no capture; {@link start} asks again.
+   */
+  stopAll() {
+    this.audio?.stop();
+    this.video?.stop();
+    this.audio = null;
+    this.video = null;
+  }
+
+  /**
    * Turn one off because a moderator did (the server already stopped forwarding it).
    * @param {Kind} kind
    * @returns {boolean} whether it was on

@@ -51,6 +51,13 @@ class Panel {
     this.panel = byId(panelId, HTMLElement);
     this.toggle = byId(toggleId, HTMLButtonElement);
     this.toggle.addEventListener("click", () => this.setOpen(this.panel.hidden));
+    // Escape closes an open panel; focus inside it goes back to its toggle.
+    document.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape" || !this.open || event.defaultPrevented) return;
+      const focused = this.panel.contains(document.activeElement);
+      this.setOpen(false);
+      if (focused) this.toggle.focus();
+    });
   }
 
   get open() {
@@ -205,6 +212,9 @@ export class PeoplePanel extends Panel {
       byId("set-locked", HTMLInputElement).checked = Boolean(settings.locked);
       byId("set-lobby", HTMLInputElement).checked = Boolean(settings.lobby);
       byId("set-must-allow", HTMLInputElement).checked = Boolean(settings.moderator_must_allow);
+      byId("password-state", HTMLElement).textContent = settings.has_password
+        ? t("settings.has_password")
+        : t("settings.no_password");
     }
   }
 

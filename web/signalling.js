@@ -20,7 +20,7 @@ const REQUEST_TIMEOUT = 10000;
 /** Close codes after which trying again cannot help: the client said leave, broke a rule, sent too much. */
 const FINAL_CLOSE_CODES = new Set(/** @type {number[]} */ ([CloseCode.NORMAL, CloseCode.POLICY, CloseCode.TOO_BIG]));
 /** The `id` of every `hello`, so that an error answering it is known to refuse the join. */
-const HELLO_ID = "hello";
+export const HELLO_ID = "hello";
 
 /**
  * @typedef {import("./protocol.gen.js").ServerMessage} ServerMessage
@@ -33,11 +33,13 @@ const HELLO_ID = "hello";
  * - `removed`, `denied`, `ended`, `replaced`: the server's `goodbye` (a moderator removed this
  *   participant or turned it away from the lobby, the meeting ended, the same identity joined
  *   elsewhere);
- * - `room_unavailable`, `rate_limited`, `room_full`: the server refused the `hello`;
+ * - `room_unavailable`, `rate_limited`, `room_full`, `forbidden`: the server refused the `hello`
+ *   (`forbidden`: the join token is for another room); reported as soon as the refusal
+ *   arrives, so that trying again (with a password, say) can start at once;
  * - `server_stopped`: the server shut down (1001) and could not be reached again;
  * - `unreachable`: never in the room (the socket did not open, or closed before a `welcome`);
  * - `disconnected`: the connection was lost and could not be re-established in about a minute.
- * @typedef {"left" | "removed" | "denied" | "ended" | "replaced" | "room_unavailable" | "rate_limited" | "room_full" | "server_stopped" | "unreachable" | "disconnected"} CloseReason
+ * @typedef {"left" | "removed" | "denied" | "ended" | "replaced" | "room_unavailable" | "rate_limited" | "room_full" | "forbidden" | "server_stopped" | "unreachable" | "disconnected"} CloseReason
  */
 
 /**
@@ -272,6 +274,7 @@ export class Signalling {
     if (this.#refusal === ErrorCode.ROOM_UNAVAILABLE) return "room_unavailable";
     if (this.#refusal === ErrorCode.RATE_LIMITED) return "rate_limited";
     if (this.#refusal === ErrorCode.ROOM_FULL) return "room_full";
+    if (this.#refusal === ErrorCode.FORBIDDEN) return "forbidden";
     if (code === CloseCode.NORMAL) return "left";
     if (code === CloseCode.GOING_AWAY) return "server_stopped";
     return this.#participantId === null ? "unreachable" : "disconnected";
@@ -325,5 +328,15 @@ export class Signalling {
         break;
     }
     this.onMessage(message);
+    if (message.type === ServerType.ERROR && message.ref === HELLO_ID && this.#participantId === null) {
+      // A first join refused: the server would keep the socket until its hello timeout (about
+      // 10 s), so end it here and report the refusal at once; joining again starts afresh.
+      const ws = this.#ws;
+      if (ws) {
+        this.#ending = true;
+        ws.close(CloseCode.NORMAL);
+        this.#lost(ws, CloseCode.POLICY);
+      }
+    }
   }
 }

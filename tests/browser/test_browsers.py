@@ -247,7 +247,7 @@ async def test_a_mixed_room_with_a_late_joiner_toggles_and_a_leave(
             )
         assert time.monotonic() - left < 2.0
         await cyd.wait_for_function(
-            "() => document.getElementById('status').textContent === 'You left the meeting.'",
+            "() => document.getElementById('ended-title').textContent === 'You left the meeting.'",
             timeout=5000,
         )
 

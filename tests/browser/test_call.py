@@ -107,7 +107,7 @@ async def test_three_participants_see_and_hear_each_other(
         assert time.monotonic() - left < 2.0
         # (Cyd's own page says so once the server's close reaches it.)
         await c.wait_for_function(
-            "() => document.getElementById('status').textContent === 'You left the meeting.'",
+            "() => document.getElementById('ended-title').textContent === 'You left the meeting.'",
             timeout=5000,
         )
 

@@ -153,7 +153,7 @@ async def test_moderator_admits_from_lobby_then_mutes(
         await cyd.wait_for_function(
             "() => document.getElementById('mic').getAttribute('aria-pressed') === 'false'"
         )
-        assert "muted your microphone" in (await cyd.locator("#status").text_content() or "")
+        assert "muted by the moderator" in (await cyd.locator("#muted-banner").text_content() or "")
     finally:
         for context in contexts:
             await context.close()
