@@ -250,11 +250,20 @@ class Uptrack:
                 counters.forwarding_delay.observe(self._clock() - arrived)
 
     def _recorded_layer(self, index: int, frame: AssembledFrame) -> bool:
-        """Whether a frame of layer ``index`` goes to the recording: the highest flowing layer,
-        taken up at one of its keyframes."""
-        top = self._active[-1] if self._active else 0
-        if index != self._recorded and index == top and frame.keyframe:
-            self._recorded = index
+        """Whether a frame of layer ``index`` goes to the recording: the highest layer flowing
+        when the recording starts, taken up at one of its keyframes (asked for until one
+        comes), and kept while it flows, so that the recorded picture keeps its size; if it
+        stops, the highest one flowing then."""
+        recorded = self._recorded
+        if recorded >= 0 and (recorded in self._active or not self._active):
+            target = recorded
+        else:
+            target = self._active[-1] if self._active else 0
+        if index == target and index != recorded:
+            if frame.keyframe:
+                self._recorded = index
+            else:
+                self.request_keyframe(index)
         return index == self._recorded
 
     def request_keyframe(self, layer: int | None = None) -> None:
