@@ -148,3 +148,27 @@ def test_a_viewer_is_sent_one_layer_and_switches_at_the_targets_keyframe() -> No
     assert [seq for seq, _, _ in writer.frames] == [0, 1, 2, 3]
     assert [vp8_picture_ids(p)[0] for p in sent] == [1000, 1001, 1002, 1003]
     assert uptrack.layers[2].width == 320
+
+
+def test_a_recording_keeps_the_layer_it_took_up_while_that_flows() -> None:
+    """With the top layer not flowing, a recording takes up the highest one that does at its
+    next keyframe (asked for until it comes), and keeps it when the top layer starts: the
+    recorded picture keeps its size."""
+    time, asked = FakeTime(), []
+    uptrack = _simulcast(time, asked)
+    recorded: list[int] = []
+    uptrack.sinks.append(lambda frame: recorded.append(frame.timestamp))
+    seq, stamp = 100, 1000
+    for _ in range(3):  # q and h flow, f does not: after LAYER_TIMEOUT only q and h count
+        for ssrc in (1, 2):
+            uptrack.on_packet(_packet(ssrc, seq, stamp, _vp8(seq, key=False)), VP8)
+        seq, stamp = seq + 1, stamp + 3000
+        time.advance(0.6)
+    assert recorded == []
+    assert 2 in asked  # the keyframe of h was asked for
+    uptrack.on_packet(_packet(2, seq, stamp, _vp8(seq, key=True)), VP8)
+    assert recorded == [stamp]
+    seq, stamp = seq + 1, stamp + 3000
+    uptrack.on_packet(_packet(3, seq, stamp, _vp8(seq, key=True, width=1280)), VP8)
+    uptrack.on_packet(_packet(2, seq, stamp, _vp8(seq, key=False)), VP8)
+    assert recorded == [stamp - 3000, stamp]  # still h: f's keyframe was not taken up
