@@ -71,6 +71,8 @@ let recordingShown = false;
 let known = null;
 /** @type {{name: string, password: string | undefined}} the last join, for Rejoin */
 let lastJoin = { name: "", password: undefined };
+/** @type {string | null} the room's password as this page knows it (given to join, or set here) */
+let knownPassword = null;
 /** @type {string | null} the key of the after-leave screen's title */
 let endedKey = null;
 /** Toasts that stay until replaced or dismissed although they are no error. */
@@ -292,6 +294,13 @@ function renderRoster(participants) {
   renderRecording();
   screenButton.setAttribute("aria-pressed", String(screenTrack !== null));
   people.render();
+  renderInvite();
+}
+
+/** Moderators who know the password may copy a link that carries it. */
+function renderInvite() {
+  const hasPassword = Boolean(connection?.settings?.has_password);
+  byId("copy-password-link", HTMLButtonElement).hidden = !people.moderator || !hasPassword || !knownPassword;
 }
 
 /** Show whether the meeting is recorded, and the record button to moderators. */
@@ -299,7 +308,7 @@ function renderRecording() {
   const recording = Boolean(connection?.settings?.recording);
   recordingShown = recording;
   feedback.banner("recording", recording ? "recording.active" : null);
-  recordButton.hidden = serverMe?.role !== "moderator";
+  recordButton.hidden = serverMe?.role !== "moderator" || !connection?.canRecord;
   recordButton.setAttribute("aria-pressed", String(recording));
 }
 
@@ -309,6 +318,7 @@ function renderRecording() {
  */
 function join(name, password) {
   lastJoin = { name, password };
+  knownPassword = password ?? null;
   try {
     localStorage.setItem("veche.name", name);
   } catch {
@@ -369,8 +379,27 @@ function join(name, password) {
   conn.onRoomUpdated = (settings) => {
     const was = recordingShown;
     renderRecording();
-    if (settings.recording !== was) setStatus(settings.recording ? "recording.started" : "recording.stopped");
+    if (settings.recording && !was) {
+      // Everyone is told, and asked to take note, that the meeting is now recorded.
+      feedback.toast("recording.notice", {}, { actions: [{ key: "recording.acknowledge", run: () => {} }] });
+    } else if (settings.recording !== was) setStatus("recording.stopped");
     people.render();
+    renderInvite();
+  };
+  conn.onAsked = (_request, by) => {
+    feedback.toast("moderation.asked_unmute", { name: by }, {
+      actions: [
+        {
+          key: "moderation.unmute_now",
+          run: () => {
+            if (!devices.micOn) toggle("audio");
+          },
+        },
+      ],
+    });
+  };
+  conn.onRecordingReady = (ready) => {
+    feedback.toast("recording.ready", {}, { links: ready.files.map((file) => ({ text: file.name, href: file.url })) });
   };
   conn.onLobby = (waiting) => {
     const grew = waiting.length > people.waiting.length;
@@ -493,6 +522,10 @@ soundButton.addEventListener("click", () => {
   soundButton.hidden = true;
 });
 byId("leave", HTMLButtonElement).addEventListener("click", () => connection?.leave());
+byId("quality", HTMLSelectElement).addEventListener("change", (event) => {
+  const value = /** @type {HTMLSelectElement} */ (event.target).value;
+  tiles.view.setMode(value === "low" || value === "audio" ? value : "auto");
+});
 screenButton.addEventListener("click", () => toggleScreen());
 recordButton.addEventListener("click", () => {
   connection?.record(recordButton.getAttribute("aria-pressed") !== "true");
@@ -529,6 +562,58 @@ byId("rejoin", HTMLButtonElement).addEventListener("click", async () => {
   renderLocal();
   join(lastJoin.name, lastJoin.password);
 });
+/**
+ * Copy an invitation to this meeting; with `password`, in the link's fragment (never sent to
+ * the server: the page reads it and fills the field).
+ * @param {string} [password]
+ */
+async function copyInvite(password) {
+  const link = `${location.origin}/r/${encodeURIComponent(room)}` + (password ? `#password=${encodeURIComponent(password)}` : "");
+  try {
+    await navigator.clipboard.writeText(link);
+    setStatus(password ? "invite.copied_with_password" : "invite.copied");
+  } catch {
+    setStatus("invite.copy_failed", { link });
+  }
+}
+byId("invite", HTMLButtonElement).addEventListener("click", () => copyInvite());
+// Before the people panel sends (and clears) a new password: this page knows it from now on.
+byId("password-form", HTMLFormElement).addEventListener(
+  "submit",
+  () => {
+    const value = byId("set-password", HTMLInputElement).value;
+    if (value) knownPassword = value;
+  },
+  { capture: true },
+);
+byId("clear-password", HTMLButtonElement).addEventListener("click", () => (knownPassword = null));
+byId("copy-password-link", HTMLButtonElement).addEventListener("click", () => copyInvite(knownPassword ?? undefined));
+
+/** The keyboard shortcuts (a letter alone, never while typing or with a modifier). */
+const shortcuts = byId("shortcuts", HTMLDialogElement);
+byId("shortcuts-open", HTMLButtonElement).addEventListener("click", () => shortcuts.showModal());
+document.addEventListener("keydown", (event) => {
+  const target = /** @type {HTMLElement | null} */ (event.target);
+  const typing = target?.closest("input, textarea, select, [contenteditable]") !== null && target !== null;
+  if (typing || event.ctrlKey || event.metaKey || event.altKey || meeting.hidden || shortcuts.open) return;
+  const key = event.key.toLowerCase();
+  if (key === "m") byId("mic", HTMLButtonElement).click();
+  else if (key === "v") byId("cam", HTMLButtonElement).click();
+  else if (key === "c") byId("chat-toggle", HTMLButtonElement).click();
+  else if (key === "h") handButton.click();
+  else if (event.key === "?") shortcuts.showModal();
+  else return;
+  event.preventDefault();
+});
+
+/** The tab's title says what waits for you: unread messages, people in the lobby. */
+function renderTitle() {
+  const waiting = people.moderator ? people.waiting.length : 0;
+  const count = chat.unread + waiting;
+  document.title = (count > 0 ? `(${count}) ` : "") + `${room} · Veche`;
+}
+setInterval(renderTitle, 500);
+
 // Closing works for a window a script opened; otherwise the link leads to the start page.
 byId("close-page", HTMLAnchorElement).addEventListener("click", () => window.close());
 

@@ -146,6 +146,10 @@ export class Connection {
     this.onLobby = () => {};
     /** @type {(request: "unmute", by: string) => void} a moderator asks this participant something */
     this.onAsked = () => {};
+    /** @type {(ready: import("./protocol.gen.js").RecordingReadyMessage) => void} moderators: a recording is written */
+    this.onRecordingReady = () => {};
+    /** Whether this participant may record on this server (`welcome.can_record`). */
+    this.canRecord = false;
     /** @type {() => void} this participant waits in the lobby */
     this.onWaiting = () => {};
     /** @type {(attempt: number) => void} the connection was lost; reconnection attempt `attempt` is under way */
@@ -421,6 +425,7 @@ export class Connection {
         this.settings = message.settings ?? null;
         this.iceServers = rtcIceServers(message.ice_servers);
         this.iceTransportPolicy = message.ice_transport_policy === "relay" ? "relay" : "all";
+        this.canRecord = Boolean(message.can_record);
         this.participants = new Map(message.participants.map((p) => [p.id, p]));
         this.onWelcome(message);
         this.onRoster(this.participants);
@@ -467,6 +472,9 @@ export class Connection {
         break;
       case ServerType.ASKED:
         this.onAsked(message.request, message.by);
+        break;
+      case ServerType.RECORDING_READY:
+        this.onRecordingReady(message);
         break;
       case ServerType.ANSWER:
         if (message.pc === "publish") {

@@ -16,11 +16,16 @@ const TOAST_FOR = 8000;
 /**
  * @typedef {[string, Record<string, string>]} Message a translation key and its values
  * @typedef {"reconnecting" | "muted" | "recording"} BannerName
+ * @typedef {{key: string, run: () => void}} ToastAction a button: its text's key, what it does
+ * @typedef {{text: string, href: string}} ToastLink a link (a download), its text as given
  */
 
 export class Feedback {
   #toast = byId("toast", HTMLElement);
   #text = byId("status", HTMLElement);
+  #actions = byId("toast-actions", HTMLElement);
+  /** @type {ToastAction[]} */
+  #actionList = [];
   #announcer = byId("announcer", HTMLElement);
   /** @type {Record<BannerName, HTMLElement>} */
   #banners = {
@@ -48,17 +53,46 @@ export class Feedback {
    * Show a toast (null: none), replacing the one shown.
    * @param {string | null} key
    * @param {Record<string, string>} [values]
-   * @param {{error?: boolean}} [options] an error stays until dismissed or replaced
+   * @param {{error?: boolean, actions?: ToastAction[], links?: ToastLink[]}} [options] an
+   *   error, or a toast with buttons or links, stays until dismissed or replaced; a button
+   *   dismisses the toast after doing its part
    */
-  toast(key, values = {}, { error = false } = {}) {
+  toast(key, values = {}, { error = false, actions = [], links = [] } = {}) {
     clearTimeout(this.#fade);
     this.#current = key ? [key, values] : null;
     this.#toast.hidden = key === null;
     this.#toast.classList.toggle("error", error);
     this.#text.textContent = key ? t(key, values) : "";
+    this.#actionList = actions;
+    this.#renderActions(links);
     if (key) this.announce(this.#text.textContent);
     // Fading hides the toast; its text stays readable in the page (#status) until replaced.
-    if (key && !error) this.#fade = setTimeout(() => (this.#toast.hidden = true), TOAST_FOR);
+    const stays = error || actions.length > 0 || links.length > 0;
+    if (key && !stays) this.#fade = setTimeout(() => (this.#toast.hidden = true), TOAST_FOR);
+    if (key && actions.length > 0) this.#actions.querySelector("button")?.focus();
+  }
+
+  /** @param {ToastLink[]} links */
+  #renderActions(links) {
+    const buttons = this.#actionList.map((action) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "button";
+      button.textContent = t(action.key);
+      button.addEventListener("click", () => {
+        action.run();
+        this.toast(null);
+      });
+      return button;
+    });
+    const anchors = links.map((link) => {
+      const anchor = document.createElement("a");
+      anchor.href = link.href;
+      anchor.download = link.text;
+      anchor.textContent = link.text;
+      return anchor;
+    });
+    this.#actions.replaceChildren(...buttons, ...anchors);
   }
 
   /**
@@ -94,6 +128,10 @@ export class Feedback {
   /** Translate what is shown again (the language changed). */
   retranslate() {
     if (this.#current) this.#text.textContent = t(...this.#current);
+    for (const [index, button] of [...this.#actions.querySelectorAll("button")].entries()) {
+      const action = this.#actionList[index];
+      if (action) button.textContent = t(action.key);
+    }
     for (const [name, message] of this.#shown) this.#banners[name].textContent = t(...message);
   }
 }

@@ -88,7 +88,8 @@ export class ChatPanel extends Panel {
       event.preventDefault();
       const text = this.#input.value.trim();
       if (!text) return;
-      connection()?.chat(text);
+      const to = byId("chat-to", HTMLSelectElement).value === "moderators" ? "moderators" : "everyone";
+      connection()?.chat(text, to);
       this.#input.value = "";
     });
     this.#input.addEventListener("keydown", (event) => {
@@ -123,7 +124,9 @@ export class ChatPanel extends Panel {
     const item = element("li");
     item.dataset.chatId = String(entry.id);
     const time = new Date(entry.at * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    item.append(element("span", "meta", `${entry.name} · ${time}`), element("span", "text", entry.text));
+    const meta = `${entry.name} · ${time}` + (entry.to === "moderators" ? ` · ${t("chat.to_moderators")}` : "");
+    item.classList.toggle("private", entry.to === "moderators");
+    item.append(element("span", "meta", meta), element("span", "text", entry.text));
     this.#log.append(item);
     item.scrollIntoView({ block: "end" });
     if (!this.open && !history) {
@@ -164,6 +167,8 @@ export class PeoplePanel extends Panel {
       input.value = "";
     });
     byId("clear-password", HTMLButtonElement).addEventListener("click", () => connection()?.configure({ password: "" }));
+    byId("mute-all", HTMLButtonElement).addEventListener("click", () => connection()?.moderateAll("mute"));
+    byId("lower-hands", HTMLButtonElement).addEventListener("click", () => connection()?.moderateAll("lower_hand"));
     byId("end-meeting", HTMLButtonElement).addEventListener("click", () => {
       if (confirm(t("settings.end_confirm"))) connection()?.endMeeting();
     });
@@ -187,7 +192,15 @@ export class PeoplePanel extends Panel {
       const hb = b.hand_raised_at ?? Infinity;
       return ha !== hb ? ha - hb : a.joined_at - b.joined_at;
     });
-    byId("people-list", HTMLUListElement).replaceChildren(...people.map((p) => this.#person(p, conn, moderator)));
+    const hands = people.filter((p) => p.hand_raised_at);
+    byId("people-list", HTMLUListElement).replaceChildren(
+      ...people.map((p) => this.#person(p, conn, moderator, hands.indexOf(p) + 1)),
+    );
+    byId("class-tools", HTMLElement).hidden = !moderator;
+    byId("lower-hands", HTMLButtonElement).disabled = hands.length === 0;
+    // Only a participant who is not a moderator writes to the moderators apart.
+    byId("chat-to-row", HTMLElement).hidden = moderator;
+    if (moderator) byId("chat-to", HTMLSelectElement).value = "everyone";
     byId("lobby", HTMLElement).hidden = !moderator || this.waiting.length === 0;
     byId("lobby-list", HTMLUListElement).replaceChildren(
       ...this.waiting.map((w) => {
@@ -222,13 +235,19 @@ export class PeoplePanel extends Panel {
    * @param {ParticipantInfo} p
    * @param {Connection} conn
    * @param {boolean} moderator
+   * @param {number} hand its place among raised hands (1 is the first raised), 0 if none
    * @returns {HTMLElement}
    */
-  #person(p, conn, moderator) {
+  #person(p, conn, moderator, hand) {
     const item = element("li");
     item.dataset.participantId = p.id;
     const who = element("div", "who");
-    if (p.hand_raised_at) who.append(element("span", "hand-badge", "✋"));
+    if (hand > 0) {
+      const badge = element("span", "hand-badge", String(hand));
+      badge.setAttribute("aria-label", t("people.hand_number", { number: String(hand) }));
+      badge.title = badge.getAttribute("aria-label") ?? "";
+      who.append(badge);
+    }
     const isMe = p.id === conn.participantId;
     who.append(element("span", "name", isMe ? `${p.name} (${t("meeting.you")})` : p.name));
     if (p.role === "moderator") who.append(element("span", "role", t("people.moderator")));
@@ -239,6 +258,8 @@ export class PeoplePanel extends Panel {
       const actions = element("div", "actions");
       if (p.audio) actions.append(button(t("people.mute"), () => conn.moderate("mute", p.id)));
       if (p.audio_blocked) actions.append(button(t("people.allow_unmute"), () => conn.moderate("allow_unmute", p.id)));
+      if (!p.audio) actions.append(button(t("people.ask_unmute"), () => conn.moderate("ask_unmute", p.id)));
+      if (p.hand_raised_at) actions.append(button(t("people.lower_hand"), () => conn.moderate("lower_hand", p.id)));
       if (p.video) actions.append(button(t("people.camera_off"), () => conn.moderate("camera_off", p.id)));
       if (p.role !== "moderator") actions.append(button(t("people.make_moderator"), () => conn.moderate("make_moderator", p.id)));
       actions.append(button(t("people.remove"), () => conn.moderate("remove", p.id)));

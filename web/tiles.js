@@ -16,6 +16,9 @@ import { ViewReporter } from "./view.js";
  * @typedef {import("./protocol.gen.js").ShownTile} ShownTile
  */
 
+/** A raised hand, drawn as a line icon. */
+const HAND = "M8 13V5a1.5 1.5 0 0 1 3 0v6M11 11V3.5a1.5 1.5 0 0 1 3 0V11M14 11V5a1.5 1.5 0 0 1 3 0v8c0 4-2.5 7-6 7s-5-2-6.5-4.5L3 12a1.4 1.4 0 0 1 2.3-1.6L8 13";
+
 /** How long a reaction stays on a tile, in milliseconds. */
 const REACTION_MS = 3000;
 
@@ -127,6 +130,10 @@ export class Tiles {
    */
   render(participants) {
     this.#participants = participants;
+    const hands = [...participants.values()]
+      .filter((p) => p.hand_raised_at)
+      .sort((a, b) => (a.hand_raised_at ?? 0) - (b.hand_raised_at ?? 0))
+      .map((p) => p.id);
     for (const [id, entry] of this.#tiles) {
       if (!participants.has(id)) {
         this.view.unwatch(entry.tile);
@@ -157,7 +164,13 @@ export class Tiles {
       away.textContent = t("tile.reconnecting");
       tile.classList.toggle("reconnecting", Boolean(p.reconnecting));
       tile.classList.toggle("speaking", p.id === this.#speaker);
-      find(tile, ".hand-badge", HTMLElement).hidden = !p.hand_raised_at;
+      const hand = find(tile, ".hand-badge", HTMLElement);
+      hand.hidden = !p.hand_raised_at;
+      const place = hands.indexOf(p.id) + 1;
+      if (place > 0) {
+        hand.replaceChildren(icon(HAND), document.createTextNode(String(place)));
+        hand.setAttribute("aria-label", t("people.hand_number", { number: String(place) }));
+      }
       tile.dataset.audio = String(p.audio);
       tile.dataset.video = String(p.video);
       tile.dataset.role = p.role;

@@ -12,6 +12,9 @@
 const VIEW_DELAY = 150;
 /** Sizes are rounded up to this many CSS pixels, so that small resizes do not report. */
 const SIZE_STEP = 40;
+/** The size reported for every tile in low-bandwidth mode (the smallest simulcast layer). */
+const LOW_WIDTH = 160;
+const LOW_HEIGHT = 90;
 
 export class ViewReporter {
   /** @type {(tiles: ShownTile[]) => void} */
@@ -26,6 +29,9 @@ export class ViewReporter {
   #timer = null;
   /** the last report sent, as JSON */
   #last = "";
+  /** @type {"auto" | "low" | "audio"} what the user chose to receive: videos as shown, each
+   * in its smallest layer (low bandwidth), or none (audio only) */
+  #mode = "auto";
 
   /** @param {(tiles: ShownTile[]) => void} send */
   constructor(send) {
@@ -69,6 +75,16 @@ export class ViewReporter {
     }, VIEW_DELAY);
   }
 
+  /**
+   * Receive videos as shown (`auto`), each as small as the sender makes it (`low`), or none
+   * (`audio`).
+   * @param {"auto" | "low" | "audio"} mode
+   */
+  setMode(mode) {
+    this.#mode = mode;
+    this.schedule();
+  }
+
   /** Send the next report even if it is unchanged (a new connection knows nothing yet). */
   forget() {
     this.#last = "";
@@ -78,15 +94,16 @@ export class ViewReporter {
   #report() {
     /** @type {ShownTile[]} */
     const tiles = [];
-    if (document.visibilityState !== "hidden") {
+    if (document.visibilityState !== "hidden" && this.#mode !== "audio") {
       for (const element of this.#visible) {
         const participantId = element.dataset.participantId;
         if (!element.isConnected || element.hidden || !participantId) continue;
         tiles.push({
           participant_id: participantId,
           source: element.dataset.source === "screen" ? "screen" : "camera",
-          width: Math.ceil(element.clientWidth / SIZE_STEP) * SIZE_STEP,
-          height: Math.ceil(element.clientHeight / SIZE_STEP) * SIZE_STEP,
+          // Low bandwidth: say the tile is small, so the smallest layer is sent.
+          width: this.#mode === "low" ? LOW_WIDTH : Math.ceil(element.clientWidth / SIZE_STEP) * SIZE_STEP,
+          height: this.#mode === "low" ? LOW_HEIGHT : Math.ceil(element.clientHeight / SIZE_STEP) * SIZE_STEP,
         });
       }
     }

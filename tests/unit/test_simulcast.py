@@ -172,3 +172,19 @@ def test_a_recording_keeps_the_layer_it_took_up_while_that_flows() -> None:
     uptrack.on_packet(_packet(3, seq, stamp, _vp8(seq, key=True, width=1280)), VP8)
     uptrack.on_packet(_packet(2, seq, stamp, _vp8(seq, key=False)), VP8)
     assert recorded == [stamp - 3000, stamp]  # still h: f's keyframe was not taken up
+
+
+def test_a_codec_switch_keeps_the_layers_streams() -> None:
+    """After a codec switch the publisher's packets no longer name their layer (rid): the new
+    track knows each layer's stream from the one it replaces."""
+    time, asked = FakeTime(), []
+    old = _simulcast(time, asked)
+    for ssrc in (1, 2, 3):
+        old.on_packet(_packet(ssrc, 100, 1000, _vp8(ssrc, key=True)), VP8)
+    new = _simulcast(time, asked)
+    new.inherit_streams(old)
+    packet = _packet(2, 101, 4000, _vp8(7, key=True))
+    packet.extensions.rtp_stream_id = None
+    new.on_packet(packet, VP8)
+    assert [layer.ssrc for layer in new.layers] == [1, 2, 3]
+    assert new.layers[1].last_packet >= 0  # the packet counted for layer h

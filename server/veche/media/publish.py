@@ -188,6 +188,10 @@ class PublishLeg:
                 self.uptracks.remove(current)
                 ended.append(current)
             section.uptrack = self._uptrack_for(transceiver, codec, section.source)
+            if current is not None:
+                # Same streams in another codec: a browser does not name a layer's stream
+                # again (its rid) once the server has heard it.
+                section.uptrack.inherit_streams(current)
             started.append(section.uptrack)
         return started, ended
 

@@ -162,6 +162,15 @@ class Uptrack:
             self._by_ssrc[packet.ssrc] = layer
         return layer
 
+    def inherit_streams(self, previous: Uptrack) -> None:
+        """Know the streams (SSRCs) of ``previous``'s layers, by rid: this track replaces it on
+        the same connection (a codec switch), and the publisher keeps its streams."""
+        for layer in self.layers:
+            old = next((x for x in previous.layers if x.rid == layer.rid), None)
+            if old is not None and old.ssrc is not None:
+                layer.ssrc = old.ssrc
+                self._by_ssrc[old.ssrc] = layer
+
     def best_layer(self, wanted: int) -> int:
         """The layer to send a viewer who wants layer ``wanted``: the highest flowing one not
         above it, else the lowest flowing one (or ``wanted`` if none flows)."""
