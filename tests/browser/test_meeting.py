@@ -141,7 +141,7 @@ async def test_moderator_admits_from_lobby_then_mutes(
         await cyd.wait_for_function(
             "() => [...document.querySelectorAll('.tile:not(.me) video')]"
             ".filter(v => v.videoWidth > 0).length >= 2",
-            timeout=15000,
+            timeout=30000,  # three browsers each encoding simulcast share two cores
         )
 
         cyd_row = host.locator("#people-list li", has_text="Cyd")
