@@ -593,10 +593,13 @@ byId("copy-password-link", HTMLButtonElement).addEventListener("click", () => co
 const shortcuts = byId("shortcuts", HTMLDialogElement);
 byId("shortcuts-open", HTMLButtonElement).addEventListener("click", () => shortcuts.showModal());
 document.addEventListener("keydown", (event) => {
-  const target = /** @type {HTMLElement | null} */ (event.target);
-  const typing = target?.closest("input, textarea, select, [contenteditable]") !== null && target !== null;
+  const target = event.target;
+  const typing = target instanceof Element && target.closest("input, textarea, select, [contenteditable]") !== null;
   if (typing || event.ctrlKey || event.metaKey || event.altKey || meeting.hidden || shortcuts.open) return;
-  const key = event.key.toLowerCase();
+  // The Latin letter typed, or, on a layout without Latin letters (Cyrillic), the letter
+  // its key has on a QWERTY keyboard.
+  const latin = /^[a-z]$/i.test(event.key);
+  const key = latin ? event.key.toLowerCase() : event.code.startsWith("Key") ? event.code.slice(3).toLowerCase() : "";
   if (key === "m") byId("mic", HTMLButtonElement).click();
   else if (key === "v") byId("cam", HTMLButtonElement).click();
   else if (key === "c") byId("chat-toggle", HTMLButtonElement).click();

@@ -205,3 +205,25 @@ async def test_shortcuts_invite_and_the_tab_title(browser: Browser) -> None:
             assert link == f"{server.http}/r/keys#password=open%20sesame"
         finally:
             await context.close()
+
+
+async def test_shortcuts_work_on_a_cyrillic_keyboard(browser: Browser) -> None:
+    """On a Russian layout the M key types "ь": it still toggles the microphone."""
+    with run_server("--host", "127.0.0.1") as server:
+        context = await browser.new_context(
+            permissions=["camera", "microphone"], base_url=server.http, locale="ru-RU"
+        )
+        try:
+            page = await context.new_page()
+            await page.goto("/r/keys-ru?name=Иван&join=1&lang=ru")
+            await page.wait_for_function(f"() => ({JS_ME})()?.role === 'moderator'")
+            before = await page.get_attribute("#mic", "aria-pressed")
+            await page.evaluate(
+                "() => document.body.dispatchEvent(new KeyboardEvent('keydown',"
+                " {key: 'ь', code: 'KeyM', bubbles: true}))"
+            )
+            await page.wait_for_function(
+                f"() => document.querySelector('#mic').getAttribute('aria-pressed') !== '{before}'"
+            )
+        finally:
+            await context.close()
