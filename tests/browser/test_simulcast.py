@@ -134,7 +134,7 @@ async def _decoded_width(page: Page, owner: str, check: Any, seconds: float) -> 
 async def test_each_viewer_gets_the_layer_of_its_tile_size() -> None:
     """A publisher simulcasts; a viewer showing the tile 200 px wide decodes the low layer and
     one showing it 1200 px wide a higher one; when the small tile grows it switches up within
-    4 s, and back down within 2 s, and the video never stops (frames decoded keep rising)."""
+    4 s, and back down within 3 s, and the video never stops (frames decoded keep rising)."""
     with run_server("--admin-token", TOKEN) as server:
         async with chromium(fake_ui=True) as browser:
             context = await browser.new_context(
@@ -166,8 +166,10 @@ async def test_each_viewer_gets_the_layer_of_its_tile_size() -> None:
                 after = await small.evaluate(JS_VIDEO, pub)
                 assert after["frames"] > before["frames"]
                 await small.evaluate(JS_TILE_WIDTH, [pub, 200])
-                # The low layer, whatever size the publisher's CPU lets it have now.
-                down, lower = await _decoded_width(small, pub, lambda w: 0 < w <= 400, 2)
+                # The low layer, whatever size the publisher's CPU lets it have now; within the
+                # 3 s the issue allows a viewer to step down (the publisher encodes three
+                # layers of 720p on a shared 2-core machine meanwhile).
+                down, lower = await _decoded_width(small, pub, lambda w: 0 < w <= 400, 3)
                 final = await small.evaluate(JS_VIDEO, pub)
                 assert final["frames"] > after["frames"]
                 assert _layers(server, me, pub) == ["q"]
