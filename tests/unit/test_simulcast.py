@@ -188,3 +188,22 @@ def test_a_codec_switch_keeps_the_layers_streams() -> None:
     new.on_packet(packet, VP8)
     assert [layer.ssrc for layer in new.layers] == [1, 2, 3]
     assert new.layers[1].last_packet >= 0  # the packet counted for layer h
+
+
+def test_a_switch_asks_again_until_the_targets_keyframe_comes() -> None:
+    """A keyframe request the publisher drops does not strand a viewer: while the target layer
+    sends other frames, its keyframe is asked for again (at most every KEYFRAME_INTERVAL)."""
+    time, asked = FakeTime(), []
+    uptrack = _simulcast(time, asked)
+    feed = SenderFeed("video", StreamRewriter("video", first_sequence=0, origin=0))
+    viewer = Downtrack(uptrack, "p-viewer", feed, layer=0)
+    feed.ready(FakeWriter())
+    for ssrc in (1, 2, 3):
+        uptrack.on_packet(_packet(ssrc, 100, 1000, _vp8(ssrc * 1000, key=True)), VP8)
+    viewer.want_layer(2)
+    first = asked.count(3)
+    for n in range(1, 6):
+        time.advance(0.4)
+        uptrack.on_packet(_packet(3, 100 + n, 1000 + 3000 * n, _vp8(3000 + n, key=False)), VP8)
+    assert asked.count(3) >= first + 4
+    assert viewer.layer == 0

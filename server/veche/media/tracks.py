@@ -443,7 +443,12 @@ class Downtrack:
         if not self._started or self.paused:
             return False  # the sender is not running yet; it asks for a keyframe when it is
         if layer != self.layer:
-            if layer != self.target or not frame.keyframe:
+            if layer != self.target:
+                return False
+            if not frame.keyframe:
+                # Ask again (at most every KEYFRAME_INTERVAL) until it comes: a publisher may
+                # drop a request, and its next keyframe of its own may be minutes away.
+                self.uptrack.request_keyframe(layer)
                 return False
             if self.layer is not None:
                 self.feed.switch()
