@@ -4,9 +4,7 @@ size changes; a Firefox viewer of a simulcast publisher decodes it too."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import urllib.request
 from typing import Any
 
@@ -16,6 +14,7 @@ from playwright.async_api import Browser, Page
 from tests.browser.conftest import chromium
 from tests.browser.firefox import firefox, firefox_missing
 from tests.integration.serverproc import ServerProcess, run_server
+from tests.integration.waiting import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -88,19 +87,6 @@ def _layers(server: ServerProcess, participant_id: str, publisher: str) -> list[
     return [x["layer"] for x in me["layers"] if x["from"] == publisher]
 
 
-async def _within(seconds: float, check: Any) -> float:
-    """Seconds until ``check()`` (sync or async) is true; fails after ``seconds``."""
-    start = time.monotonic()
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return time.monotonic() - start
-        assert time.monotonic() - start < seconds, f"not within {seconds} s"
-        await asyncio.sleep(0.1)
-
-
 async def _viewer(browser: Browser, base: str, name: str, owner: str, width: int) -> Page:
     """A participant without camera or microphone (a listener) who shows ``owner``'s tile
     ``width`` CSS pixels wide."""
@@ -127,7 +113,7 @@ async def _decoded_width(page: Page, owner: str, check: Any, seconds: float) -> 
         seen["width"] = video["width"]
         return bool(check(video["width"]))
 
-    took = await _within(seconds, ok)
+    took = await until(ok, timeout=seconds)
     return took, seen["width"]
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +18,7 @@ from tests.browser.conftest import chromium
 from tests.browser.firefox import FirefoxPage, firefox, firefox_missing
 from tests.integration.peers import MediaClient
 from tests.integration.serverproc import ServerProcess, run_server
+from tests.integration.waiting import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -68,19 +68,6 @@ def _receiving(server: ServerProcess, participant_id: str) -> dict[str, int]:
     return receiving
 
 
-async def _within(seconds: float, check: Any) -> float:
-    """Seconds until ``check()`` (sync or async) is true; fails after ``seconds``."""
-    start = time.monotonic()
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return time.monotonic() - start
-        assert time.monotonic() - start < seconds, f"not within {seconds} s"
-        await asyncio.sleep(0.05)
-
-
 @contextlib.asynccontextmanager
 async def _viewer(browser: str, base: str) -> AsyncIterator[Page | FirefoxPage]:
     if browser == "firefox":
@@ -119,13 +106,13 @@ async def test_the_server_sends_only_the_videos_the_page_shows(browser: str) -> 
                 assert _receiving(server, me)["video"] == 3
 
                 owner = await page.evaluate(JS_TAKE_OFF, True)
-                took = await _within(2, lambda: _receiving(server, me)["video"] == 2)
+                took = await until(lambda: _receiving(server, me)["video"] == 2, timeout=2)
                 await page.evaluate(JS_TAKE_OFF, False)
-                await _within(2, lambda: _receiving(server, me)["video"] == 3)
+                await until(lambda: _receiving(server, me)["video"] == 3, timeout=2)
                 assert owner in {p.participant_id for p in publishers}
 
                 await page.evaluate(JS_HIDE_TAB, True)
-                hid = await _within(2, lambda: _receiving(server, me)["video"] == 0)
+                hid = await until(lambda: _receiving(server, me)["video"] == 0, timeout=2)
                 await asyncio.sleep(0.5)  # what was in flight is decoded
                 decoded = await page.evaluate(JS_FRAMES)
                 await asyncio.sleep(1)
@@ -137,7 +124,7 @@ async def test_the_server_sends_only_the_videos_the_page_shows(browser: str) -> 
                 async def decoding() -> bool:
                     return bool(await page.evaluate(JS_FRAMES) > decoded + 10)
 
-                back = await _within(2, decoding)
+                back = await until(decoding, timeout=2)
                 assert _receiving(server, me)["video"] == 3
                 print(f"\n{browser}: off-screen tile stopped {took:.2f} s, hidden tab {hid:.2f} s,")
                 print(f"video decoded again {back:.2f} s after the tab was shown")
