@@ -4,6 +4,7 @@
 #   make check  lint, format check, type check, generated files fresh
 #   make bench  benchmarks under tests/bench (not part of `make test`)
 #   make test-docker  the image and compose file with a private Docker engine (as root)
+#   make screenshots  the README's screenshots, taken from a real call (docs/screenshots)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +13,7 @@ BIN := $(VENV)/bin
 # Debian packages the test suite needs; `make test` installs the missing ones when run as root.
 TEST_DEBIAN_PACKAGES ?= iproute2 iptables chromium firefox-esr coturn redis-server
 
-.PHONY: run test test-docker check check-js bench schema system-packages node-tools clean
+.PHONY: run test test-docker check check-js bench schema screenshots system-packages node-tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV) && \
@@ -42,8 +43,8 @@ test: $(VENV)/.installed-test system-packages node-tools
 	sh scripts/netns-run $(BIN)/python -m pytest
 
 check: $(VENV)/.installed-test
-	$(BIN)/ruff check server tests
-	$(BIN)/ruff format --check server tests
+	$(BIN)/ruff check server tests scripts
+	$(BIN)/ruff format --check server tests scripts
 	$(BIN)/mypy server
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/test_docs.py -k layers
 	$(BIN)/python -m veche.schema --check
@@ -74,6 +75,11 @@ test-docker: $(VENV)/.installed-test system-packages
 bench: $(VENV)/.installed-test system-packages
 	@set -e; for bench in tests/bench/bench_*.py; do \
 		echo "== $$bench"; sh scripts/netns-run $(BIN)/python $$bench; done
+
+# The README's screenshots: a real call (Chromium and aiortc participants) photographed on a
+# desktop and a phone, into docs/screenshots.
+screenshots: $(VENV)/.installed-test system-packages
+	sh scripts/netns-run $(BIN)/python scripts/screenshots.py docs/screenshots
 
 schema: $(VENV)/.installed-run
 	$(BIN)/python -m veche.schema
