@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Final
 
@@ -105,35 +106,36 @@ async def _room_state(app: web.Application) -> AsyncIterator[None]:
 
 async def _room_sweeper(app: web.Application) -> AsyncIterator[None]:
     """Drop rooms that stay empty past the grace period, checking every few seconds."""
-    hub = app[HUB]
     interval = min(5.0, max(0.05, app[SETTINGS].empty_room_grace / 4))
-
-    async def sweep_forever() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            hub.sweep()
-
-    task = asyncio.create_task(sweep_forever(), name="room-sweeper")
-    yield
-    await cancel_and_wait(task)
+    async with _every(interval, app[HUB].sweep, "room-sweeper"):
+        yield
 
 
 async def _credential_refresher(app: web.Application) -> AsyncIterator[None]:
     """With a ``turn_secret``, participants get fresh TURN credentials before theirs expire."""
-    settings, hub = app[SETTINGS], app[HUB]
+    settings = app[SETTINGS]
     if settings.turn_secret is None:
         yield
         return
     interval = max(1.0, min(60.0, settings.turn_ttl / 8))
+    async with _every(interval, app[HUB].refresh_credentials, "credential-refresher"):
+        yield
 
-    async def refresh_forever() -> None:
+
+@contextlib.asynccontextmanager
+async def _every(interval: float, action: Callable[[], None], name: str) -> AsyncIterator[None]:
+    """Call ``action`` every ``interval`` seconds while the block runs."""
+
+    async def forever() -> None:
         while True:
             await asyncio.sleep(interval)
-            hub.refresh_credentials()
+            action()
 
-    task = asyncio.create_task(refresh_forever(), name="credential-refresher")
-    yield
-    await cancel_and_wait(task)
+    task = asyncio.create_task(forever(), name=name)
+    try:
+        yield
+    finally:
+        await cancel_and_wait(task)
 
 
 async def _media(app: web.Application) -> AsyncIterator[None]:
