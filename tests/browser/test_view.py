@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import urllib.request
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from playwright.async_api import Page
@@ -17,7 +14,7 @@ from playwright.async_api import Page
 from tests.browser.conftest import chromium
 from tests.browser.firefox import FirefoxPage, firefox, firefox_missing
 from tests.integration.peers import MediaClient
-from tests.integration.serverproc import ServerProcess, run_server
+from tests.integration.serverproc import run_server
 from tests.integration.waiting import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -57,17 +54,6 @@ JS_TAKE_OFF = """(on) => {
 """Page function: take the first remote tile off the screen (or put it back); its owner."""
 
 
-def _receiving(server: ServerProcess, participant_id: str) -> dict[str, int]:
-    request = urllib.request.Request(
-        f"{server.http}/api/rooms/seen", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        data: dict[str, Any] = json.load(response)
-    (me,) = [p for p in data["participants"] if p["id"] == participant_id]
-    receiving: dict[str, int] = me["receiving"]
-    return receiving
-
-
 @contextlib.asynccontextmanager
 async def _viewer(browser: str, base: str) -> AsyncIterator[Page | FirefoxPage]:
     if browser == "firefox":
@@ -103,21 +89,21 @@ async def test_the_server_sends_only_the_videos_the_page_shows(browser: str) -> 
                     timeout=30_000,
                 )
                 me = await page.evaluate("() => window.veche.connection.participantId")
-                assert _receiving(server, me)["video"] == 3
+                assert server.receiving("seen", me)["video"] == 3
 
                 owner = await page.evaluate(JS_TAKE_OFF, True)
-                took = await until(lambda: _receiving(server, me)["video"] == 2, timeout=2)
+                took = await until(lambda: server.receiving("seen", me)["video"] == 2, timeout=2)
                 await page.evaluate(JS_TAKE_OFF, False)
-                await until(lambda: _receiving(server, me)["video"] == 3, timeout=2)
+                await until(lambda: server.receiving("seen", me)["video"] == 3, timeout=2)
                 assert owner in {p.participant_id for p in publishers}
 
                 await page.evaluate(JS_HIDE_TAB, True)
-                hid = await until(lambda: _receiving(server, me)["video"] == 0, timeout=2)
+                hid = await until(lambda: server.receiving("seen", me)["video"] == 0, timeout=2)
                 await asyncio.sleep(0.5)  # what was in flight is decoded
                 decoded = await page.evaluate(JS_FRAMES)
                 await asyncio.sleep(1)
                 assert await page.evaluate(JS_FRAMES) == decoded, "video decoded while hidden"
-                assert _receiving(server, me)["audio"] == 3
+                assert server.receiving("seen", me)["audio"] == 3
 
                 await page.evaluate(JS_HIDE_TAB, False)
 
@@ -125,7 +111,7 @@ async def test_the_server_sends_only_the_videos_the_page_shows(browser: str) -> 
                     return bool(await page.evaluate(JS_FRAMES) > decoded + 10)
 
                 back = await until(decoding, timeout=2)
-                assert _receiving(server, me)["video"] == 3
+                assert server.receiving("seen", me)["video"] == 3
                 print(f"\n{browser}: off-screen tile stopped {took:.2f} s, hidden tab {hid:.2f} s,")
                 print(f"video decoded again {back:.2f} s after the tab was shown")
         finally:
