@@ -5,7 +5,7 @@
  * participant's devices (devices.js), the tiles (tiles.js) and the side panels (panels.js);
  * none of those knows the others.
  */
-import { Connection } from "./connection.js";
+import { Connection, REACT_ID } from "./connection.js";
 import { CueSound } from "./cues.js";
 import { Devices } from "./devices.js";
 import { byId, find } from "./dom.js";
@@ -493,7 +493,8 @@ function join(name, password) {
   // message is never shown. A refused join is said once the connection closes (showClosed).
   conn.onError = (error) => {
     if (error.ref === HELLO_ID) return;
-    if (error.code === ErrorCode.RATE_LIMITED) setStatus("error.rate_limited");
+    if (error.ref === REACT_ID && error.code === ErrorCode.RATE_LIMITED) setStatus("reaction.too_many");
+    else if (error.code === ErrorCode.RATE_LIMITED) setStatus("error.rate_limited");
     else if (error.code === ErrorCode.FORBIDDEN) setStatus(serverMe?.audio_blocked ? "moderation.blocked" : "error.forbidden");
     else if (error.code === ErrorCode.SCREEN_BUSY) setStatus("screen.busy");
     else if (error.code === ErrorCode.RECORDING_LIMIT) setStatus("error.recording_limit");

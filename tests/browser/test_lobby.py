@@ -243,7 +243,7 @@ async def test_reactions_are_named_icons_and_four_quick_ones_all_arrive(
 ) -> None:
     """The reaction buttons hold SVG icons, no emoji text, named in the page's language; four
     clicks within 2 s all reach the other participant (no rate_limited), whose tile shows the
-    icon with its name for screen readers."""
+    icon with its name for screen readers; a stream of clicks is refused, with its own words."""
     words = strings("fr")
     keys = ["thumbs_up", "clap", "heart", "laugh", "surprise", "party"]
     async with pages(browser, server) as open_page:
@@ -272,6 +272,11 @@ async def test_reactions_are_named_icons_and_four_quick_ones_all_arrive(
         badge = bob.locator(".tile:not(.me) .reaction")
         assert await badge.locator("svg.reaction-icon").count() == 1
         assert await badge.locator(".visually-hidden").text_content() == "Laughter"
+
+        # A stream of them is refused, and said so in the page's language.
+        for _ in range(6):
+            await buttons.nth(5).click()
+        await ada.wait_for_function(TOAST_SHOWN, arg=words["reaction.too_many"], timeout=3000)
 
 
 @pytest.mark.parametrize("size", ["desktop", "phone"])
