@@ -211,9 +211,9 @@ async def test_a_moderator_is_cued_for_a_raised_hand_and_chat_while_the_chat_is_
 async def test_speaking_into_a_muted_microphone_shows_the_hint(
     browser: Browser, server: ServerProcess
 ) -> None:
-    """Chromium's fake microphone beeps (about -9 dBFS, twice a second): unmuted, no hint; muted
-    with M, "You are muted — press M to unmute" comes within 3 s, in view, while nothing of the
-    microphone is sent; dismissed, it does not come back at once."""
+    """Chromium's fake microphone beeps (-17 to -9 dBFS RMS, twice a second): unmuted, no
+    hint; muted with M, "You are muted — press M to unmute" comes within 3 s, in view, while
+    nothing of the microphone is sent; dismissed, it does not come back at once."""
     async with pages(browser, server) as open_page:
         page = await open_page("/r/hint?name=Talker&join=1&lang=en")
         await joined(page)
