@@ -5,13 +5,16 @@
  * participant's devices (devices.js), the tiles (tiles.js) and the side panels (panels.js);
  * none of those knows the others.
  */
-import { Connection } from "./connection.js";
+import { Connection, REACT_ID } from "./connection.js";
+import { CueSound } from "./cues.js";
 import { Devices } from "./devices.js";
 import { byId, find } from "./dom.js";
 import { Feedback } from "./feedback.js";
 import { bindLanguageSwitcher, preferredLanguage, setLanguage, t, translatePage } from "./i18n.js";
 import { ChatPanel, PeoplePanel } from "./panels.js";
 import { ErrorCode, REACTIONS } from "./protocol.gen.js";
+import { MutedHint } from "./mutedhint.js";
+import { reactionIcon, reactionName } from "./reactions.js";
 import { HELLO_ID } from "./signalling.js";
 import { Tiles } from "./tiles.js";
 
@@ -27,6 +30,8 @@ const params = new URLSearchParams(location.search);
 const prejoin = byId("prejoin", HTMLElement);
 const meeting = byId("meeting", HTMLElement);
 const ended = byId("ended", HTMLElement);
+const waitingPage = byId("waiting", HTMLElement);
+const waitingPreview = byId("waiting-preview", HTMLVideoElement);
 const passwordRow = byId("password-row", HTMLElement);
 const passwordInput = byId("room-password", HTMLInputElement);
 const deviceNote = byId("device-note", HTMLElement);
@@ -57,6 +62,11 @@ const tiles = new Tiles(
 const chat = new ChatPanel(() => connection);
 const people = new PeoplePanel(() => connection);
 const feedback = new Feedback();
+const cueSound = new CueSound(byId("cue-sound", HTMLInputElement));
+const mutedHint = new MutedHint(() => {
+  // Someone muted by a moderator who may not unmute is told so by the banner already.
+  if (!serverMe?.audio_blocked) setStatus("hint.muted");
+});
 /** @type {MediaStreamTrack | null} this participant's shared screen */
 let screenTrack = null;
 /** @type {ParticipantInfo | undefined} this participant as the server last described it */
@@ -69,6 +79,10 @@ let mutedByModerator = false;
 let recordingShown = false;
 /** @type {Map<string, string> | null} who is in (id -> name), to announce joins and leaves */
 let known = null;
+/** @type {Set<string> | null} whose hand is up, to tell a moderator of a newly raised one */
+let hands = null;
+/** @type {boolean} this participant waits in the lobby (the waiting page is shown) */
+let waiting = false;
 /** @type {{name: string, password: string | undefined}} the last join, for Rejoin */
 let lastJoin = { name: "", password: undefined };
 /** @type {string | null} the room's password as this page knows it (given to join, or set here) */
@@ -76,7 +90,7 @@ let knownPassword = null;
 /** @type {string | null} the key of the after-leave screen's title */
 let endedKey = null;
 /** Toasts that stay until replaced or dismissed although they are no error. */
-const STAYING = new Set(["status.connecting", "lobby.waiting", "status.unreachable", "media.failed", "screen.busy"]);
+const STAYING = new Set(["status.connecting", "status.unreachable", "media.failed", "screen.busy"]);
 
 /**
  * Show a translated message in the feedback area (kept so a language switch re-translates it).
@@ -95,6 +109,10 @@ function setStatus(key, values = {}) {
  * @param {CloseReason} reason
  */
 function showClosed(reason) {
+  const wasWaiting = waiting;
+  waiting = false;
+  waitingPage.hidden = true;
+  waitingPreview.srcObject = null;
   switch (reason) {
     case "room_unavailable":
       // Locked and wrong password get the same answer, so that outsiders learn nothing: the
@@ -116,7 +134,7 @@ function showClosed(reason) {
       setStatus("status.unreachable");
       return backToPrejoin();
     case "left":
-      return showEnded("status.left");
+      return showEnded(wasWaiting ? "waiting.cancelled" : "status.left");
     case "removed":
       return showEnded("goodbye.removed");
     case "denied":
@@ -144,7 +162,9 @@ function backToPrejoin() {
  */
 function showEnded(key) {
   devices.stopAll();
+  mutedHint.watch(null);
   preview.srcObject = null;
+  waitingPreview.srcObject = null;
   prejoin.hidden = true;
   endedKey = key;
   const title = byId("ended-title", HTMLElement);
@@ -181,10 +201,19 @@ function setDeviceNote(problem) {
 function renderLocal() {
   const stream = new MediaStream(devices.camOn && devices.video ? [devices.video] : []);
   preview.srcObject = stream;
+  if (!waitingPage.hidden) waitingPreview.srcObject = stream;
   tiles.showOwn(stream);
   byId("preview-off", HTMLElement).hidden = devices.camOn && devices.video !== null;
+  byId("waiting-camera-off", HTMLElement).hidden = devices.camOn && devices.video !== null;
   for (const id of ["prejoin-mic", "mic"]) byId(id, HTMLButtonElement).setAttribute("aria-pressed", String(devices.micOn));
   for (const id of ["prejoin-cam", "cam"]) byId(id, HTMLButtonElement).setAttribute("aria-pressed", String(devices.camOn));
+  renderHint();
+}
+
+/** Listen for speech into the microphone while it is muted in the call (see mutedhint.js). */
+function renderHint() {
+  const inCall = connection?.participantId != null && !meeting.hidden;
+  mutedHint.watch(inCall && !devices.micOn ? devices.audio : null);
 }
 
 /**
@@ -295,6 +324,34 @@ function renderRoster(participants) {
   screenButton.setAttribute("aria-pressed", String(screenTrack !== null));
   people.render();
   renderInvite();
+  cueHands(participants);
+  byId("cue-sound-row", HTMLElement).hidden = !people.moderator;
+}
+
+/**
+ * Tell a moderator of a hand raised since the last roster (not of those up on joining).
+ * @param {Map<string, ParticipantInfo>} participants
+ */
+function cueHands(participants) {
+  const me = connection?.participantId;
+  const up = new Set([...participants.values()].filter((p) => p.hand_raised_at && p.id !== me).map((p) => p.id));
+  const raised = hands ? [...up].filter((id) => !hands?.has(id)) : [];
+  hands = up;
+  const first = raised[0];
+  if (!people.moderator || first === undefined) return;
+  cue("cues.hand", { name: participants.get(first)?.name ?? "?" }, [{ key: "meeting.people", run: () => people.setOpen(true) }]);
+}
+
+/**
+ * Tell a moderator that something needs them: a toast that leaves the focus where it is (they
+ * may be typing) and, unless turned off, a short sound.
+ * @param {string} key
+ * @param {Record<string, string>} values
+ * @param {import("./feedback.js").ToastAction[]} actions
+ */
+function cue(key, values, actions) {
+  feedback.toast(key, values, { actions, focus: false });
+  cueSound.play();
 }
 
 /** Moderators who know the password may copy a link that carries it. */
@@ -334,9 +391,13 @@ function join(name, password) {
     const first = meeting.hidden;
     prejoin.hidden = true;
     ended.hidden = true;
+    waiting = false;
+    waitingPage.hidden = true;
+    waitingPreview.srcObject = null;
     meeting.hidden = false;
     serverMe = undefined;
     known = null;
+    hands = null;
     setStatus(!returning ? "status.joined" : welcome.resumed ? "status.reconnected" : "status.rejoined");
     if (first) byId("mic", HTMLButtonElement).focus();
     chat.clear();
@@ -345,6 +406,7 @@ function join(name, password) {
     tiles.tileFor(welcome.participant_id);
     await conn.publish(devices.sending("audio"), devices.sending("video"));
     conn.update({ audio: devices.micOn, video: devices.camOn });
+    renderHint();
   };
   conn.onReconnecting = () => {
     meeting.classList.add("reconnecting");
@@ -371,7 +433,10 @@ function join(name, password) {
   conn.onChat = (entry) => {
     chat.add(entry);
     if (!chat.open && entry.participant_id !== conn.participantId) {
-      feedback.announce(t("announce.chat", { name: entry.name, text: entry.text }));
+      if (people.moderator) {
+        const text = entry.text.length > 80 ? `${entry.text.slice(0, 79)}…` : entry.text;
+        cue("cues.chat", { name: entry.name, text }, [{ key: "cues.open_chat", run: () => chat.setOpen(true) }]);
+      } else feedback.announce(t("announce.chat", { name: entry.name, text: entry.text }));
     }
   };
   conn.onReaction = (participantId, emoji) => tiles.showReaction(participantId, emoji);
@@ -401,21 +466,35 @@ function join(name, password) {
   conn.onRecordingReady = (ready) => {
     feedback.toast("recording.ready", {}, { links: ready.files.map((file) => ({ text: file.name, href: file.url })) });
   };
-  conn.onLobby = (waiting) => {
-    const grew = waiting.length > people.waiting.length;
-    people.waiting = waiting;
+  conn.onLobby = (list) => {
+    const before = new Set(people.waiting.map((w) => w.id));
+    const newcomer = list.filter((w) => !before.has(w.id)).at(-1);
+    people.waiting = list;
     people.render();
-    if (grew) setStatus("lobby.someone_waits", { count: String(waiting.length) });
+    if (newcomer && people.moderator) {
+      cue("lobby.waits", { name: newcomer.name, count: String(list.length) }, [
+        { key: "lobby.let_in", run: () => conn.decide(true, newcomer.id) },
+        { key: "meeting.people", run: () => people.setOpen(true) },
+      ]);
+    }
   };
   conn.onWaiting = () => {
+    // The waiting page: one's own preview, what happens now, and a way out.
+    waiting = true;
     prejoin.hidden = true;
-    setStatus("lobby.waiting");
+    waitingPage.hidden = false;
+    setStatus(null);
+    renderLocal();
+    const title = byId("waiting-title", HTMLElement);
+    feedback.announce(title.textContent ?? "");
+    byId("waiting-cancel", HTMLButtonElement).focus();
   };
   // Errors are worded from their code, in the page's language: the server's English
   // message is never shown. A refused join is said once the connection closes (showClosed).
   conn.onError = (error) => {
     if (error.ref === HELLO_ID) return;
-    if (error.code === ErrorCode.RATE_LIMITED) setStatus("error.rate_limited");
+    if (error.ref === REACT_ID && error.code === ErrorCode.RATE_LIMITED) setStatus("reaction.too_many");
+    else if (error.code === ErrorCode.RATE_LIMITED) setStatus("error.rate_limited");
     else if (error.code === ErrorCode.FORBIDDEN) setStatus(serverMe?.audio_blocked ? "moderation.blocked" : "error.forbidden");
     else if (error.code === ErrorCode.SCREEN_BUSY) setStatus("screen.busy");
     else if (error.code === ErrorCode.RECORDING_LIMIT) setStatus("error.recording_limit");
@@ -436,6 +515,7 @@ function join(name, password) {
     setScreen(null);
     serverMe = undefined;
     known = null;
+    hands = null;
     mutedByModerator = false;
     people.waiting = [];
     chat.setOpen(false);
@@ -446,6 +526,7 @@ function join(name, password) {
     recordingShown = false;
     meeting.classList.remove("reconnecting");
     connection = null;
+    renderHint();
     showClosed(reason);
   };
   conn.connect(password);
@@ -454,15 +535,6 @@ function join(name, password) {
 // ------------------------------------------------------------------ start
 
 const reactionBar = find(document, ".reactions", HTMLElement);
-/** @type {Record<string, () => string>} the accessible name of each reaction */
-const REACTION_NAMES = {
-  "👍": () => t("reaction.thumbs_up"),
-  "👏": () => t("reaction.clap"),
-  "❤️": () => t("reaction.heart"),
-  "😂": () => t("reaction.laugh"),
-  "😮": () => t("reaction.surprise"),
-  "🎉": () => t("reaction.party"),
-};
 
 // A handle for diagnostics (the browser console and tests).
 /** @type {any} */ (window).veche = {
@@ -490,8 +562,9 @@ function translateScripted() {
   byId("meeting-title", HTMLElement).textContent = t("meeting.title", { room });
   if (endedKey) byId("ended-title", HTMLElement).textContent = t(endedKey);
   for (const b of reactionBar.querySelectorAll("button")) {
-    const name = REACTION_NAMES[b.textContent ?? ""];
-    if (name) b.setAttribute("aria-label", name());
+    const name = reactionName(b.dataset.reaction ?? "");
+    b.setAttribute("aria-label", name);
+    b.title = name;
   }
 }
 
@@ -522,6 +595,7 @@ soundButton.addEventListener("click", () => {
   soundButton.hidden = true;
 });
 byId("leave", HTMLButtonElement).addEventListener("click", () => connection?.leave());
+byId("waiting-cancel", HTMLButtonElement).addEventListener("click", () => connection?.leave());
 byId("quality", HTMLSelectElement).addEventListener("change", (event) => {
   const value = /** @type {HTMLSelectElement} */ (event.target).value;
   tiles.view.setMode(value === "low" || value === "audio" ? value : "auto");
@@ -541,7 +615,9 @@ speakerButton.addEventListener("click", () => {
 for (const emoji of REACTIONS) {
   const b = document.createElement("button");
   b.type = "button";
-  b.textContent = emoji;
+  b.dataset.reaction = emoji;
+  // An icon rather than the emoji: many systems have no emoji font (see reactions.js).
+  b.append(reactionIcon(emoji));
   b.addEventListener("click", () => connection?.react(emoji));
   reactionBar.append(b);
 }

@@ -44,6 +44,8 @@ function addCamera(pc, video, stream) {
 
 /** Milliseconds to wait for the answer to a publish offer before offering again anyway. */
 const ANSWER_TIMEOUT = 10000;
+/** The `id` of every `react`, so that a page can tell a refused reaction (too many) from other errors. */
+export const REACT_ID = "react";
 
 /**
  * MIME types this browser can decode (`video/VP8`, `audio/opus`...), told to the server in
@@ -273,9 +275,12 @@ export class Connection {
     this.send({ type: ClientType.HAND, raised });
   }
 
-  /** @param {import("./protocol.gen.js").ReactMessage["emoji"]} emoji */
+  /**
+   * Show a reaction; too many at once are refused with an `error` whose `ref` is {@link REACT_ID}.
+   * @param {import("./protocol.gen.js").ReactMessage["emoji"]} emoji
+   */
   react(emoji) {
-    this.send({ type: ClientType.REACT, emoji });
+    this.send({ type: ClientType.REACT, emoji, id: REACT_ID });
   }
 
   /**

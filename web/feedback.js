@@ -53,11 +53,12 @@ export class Feedback {
    * Show a toast (null: none), replacing the one shown.
    * @param {string | null} key
    * @param {Record<string, string>} [values]
-   * @param {{error?: boolean, actions?: ToastAction[], links?: ToastLink[]}} [options] an
+   * @param {{error?: boolean, actions?: ToastAction[], links?: ToastLink[], focus?: boolean}} [options] an
    *   error, or a toast with buttons or links, stays until dismissed or replaced; a button
-   *   dismisses the toast after doing its part
+   *   dismisses the toast after doing its part; the first button takes the focus unless
+   *   `focus` is false (a cue to someone who may be typing: Enter must not press it)
    */
-  toast(key, values = {}, { error = false, actions = [], links = [] } = {}) {
+  toast(key, values = {}, { error = false, actions = [], links = [], focus = true } = {}) {
     clearTimeout(this.#fade);
     this.#current = key ? [key, values] : null;
     this.#toast.hidden = key === null;
@@ -69,7 +70,7 @@ export class Feedback {
     // Fading hides the toast; its text stays readable in the page (#status) until replaced.
     const stays = error || actions.length > 0 || links.length > 0;
     if (key && !stays) this.#fade = setTimeout(() => (this.#toast.hidden = true), TOAST_FOR);
-    if (key && actions.length > 0) this.#actions.querySelector("button")?.focus();
+    if (key && actions.length > 0 && focus) this.#actions.querySelector("button")?.focus();
   }
 
   /** @param {ToastLink[]} links */

@@ -6,6 +6,7 @@
  */
 import { byId, find } from "./dom.js";
 import { t } from "./i18n.js";
+import { reactionIcon, reactionName } from "./reactions.js";
 import { GridLayout } from "./grid.js";
 import { ViewReporter } from "./view.js";
 
@@ -254,9 +255,14 @@ export class Tiles {
     const tile = this.#tiles.get(participantId)?.tile;
     if (!tile) return;
     const badge = find(tile, ".reaction", HTMLElement);
-    badge.textContent = emoji;
+    // An icon, not the emoji (which needs a font many systems lack), and its name for screen readers.
+    const name = document.createElement("span");
+    name.className = "visually-hidden";
+    name.textContent = reactionName(emoji);
+    const shown = reactionIcon(emoji);
+    badge.replaceChildren(shown, name);
     setTimeout(() => {
-      if (badge.textContent === emoji) badge.textContent = "";
+      if (badge.firstChild === shown) badge.replaceChildren();
     }, REACTION_MS);
   }
 

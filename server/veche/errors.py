@@ -71,9 +71,10 @@ class ErrorCode(StrEnum):
     the room."""
     RATE_LIMITED = "rate_limited"
     """Too many attempts or messages; wait and try again: more messages than ``ws_rate`` and
-    ``ws_burst`` allow, too many refused joins from one address, reactions faster than one a
-    second, more than ``max_candidates`` remote candidates on one peer connection, or a publish
-    offer from an address holding ``max_pending_media_per_address`` unconnected ones."""
+    ``ws_burst`` allow, too many refused joins from one address, more than five reactions at
+    once or one a second after that, more than ``max_candidates`` remote candidates on one peer
+    connection, or a publish offer from an address holding ``max_pending_media_per_address``
+    unconnected ones."""
     TOO_LONG = "too_long"
     """A chat message over the length limit (``MAX_CHAT_LENGTH`` in :mod:`veche.protocol`)."""
     SCREEN_BUSY = "screen_busy"

@@ -4,15 +4,11 @@ tile can be pinned and shown full screen."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
-from typing import Any
-
 import pytest
 
 from tests.browser.conftest import chromium
 from tests.integration.peers import MediaClient
-from tests.integration.serverproc import ServerProcess, run_server
+from tests.integration.serverproc import run_server
 from tests.integration.waiting import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -21,16 +17,6 @@ TOKEN = "admin-token-0123456789abcdef-0123456"
 JS_ON_PAGE = """() => [...document.querySelectorAll('.tile:not(.me)')]
     .filter(tile => !tile.hidden).map(tile => tile.dataset.participantId).sort()"""
 """Page function: the remote tiles on the page shown."""
-
-
-def _video_sent(server: ServerProcess, participant_id: str) -> int:
-    request = urllib.request.Request(
-        f"{server.http}/api/rooms/paged", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        data: dict[str, Any] = json.load(response)
-    (me,) = [p for p in data["participants"] if p["id"] == participant_id]
-    return int(me["receiving"]["video"])
 
 
 async def test_pages_speaker_self_view_pin_and_full_screen_on_a_phone() -> None:
@@ -55,13 +41,13 @@ async def test_pages_speaker_self_view_pin_and_full_screen_on_a_phone() -> None:
                 me = await page.evaluate("() => window.veche.connection.participantId")
                 # Page one: yourself and three others; only those three are sent.
                 assert await page.evaluate(JS_ON_PAGE) == sorted(ids[:3])
-                await until(lambda: _video_sent(server, me) == 3, timeout=3)
+                await until(lambda: server.receiving("paged", me)["video"] == 3, timeout=3)
                 assert await page.text_content(".pager-label") == "Page 1 of 2 · 6 people"
 
                 await page.click(".pager-next")
                 assert await page.evaluate(JS_ON_PAGE) == sorted(ids[3:])
                 assert await page.is_hidden(".tile.me")
-                await until(lambda: _video_sent(server, me) == 2, timeout=2)
+                await until(lambda: server.receiving("paged", me)["video"] == 2, timeout=2)
                 await page.wait_for_function(
                     "() => [...document.querySelectorAll('.tile:not(.me):not([hidden]) video')]"
                     ".every(v => v.videoWidth > 0)",
@@ -83,7 +69,7 @@ async def test_pages_speaker_self_view_pin_and_full_screen_on_a_phone() -> None:
                 assert await page.is_hidden(".tile.me")
                 assert await page.text_content(".pager-self") == "Show self view"
                 assert len(await page.evaluate(JS_ON_PAGE)) == 4
-                await until(lambda: _video_sent(server, me) == 4, timeout=3)
+                await until(lambda: server.receiving("paged", me)["video"] == 4, timeout=3)
 
                 first = f'[data-participant-id="{ids[0]}"]'
                 await page.click(f"{first} .tile-pin", force=True)

@@ -128,10 +128,8 @@ async def test_moderator_admits_from_lobby_then_mutes(
         await bob.wait_for_function("() => window.veche.connection.settings?.lobby === true")
 
         cyd = await _join(browser, server, "guarded-lobby", "Cyd", contexts)
-        await cyd.wait_for_function(
-            "() => document.getElementById('status').textContent"
-            ".includes('Waiting for a moderator')"
-        )
+        await cyd.wait_for_selector("#waiting:not([hidden])")
+        assert await cyd.text_content("#waiting-title") == "Waiting for the host to let you in"
         assert await cyd.locator(".tile").count() == 0
         admit = host.locator("#lobby-list button", has_text="Admit")
         await admit.wait_for(timeout=5000)

@@ -4,8 +4,6 @@ size changes; a Firefox viewer of a simulcast publisher decodes it too."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from typing import Any
 
 import pytest
@@ -78,12 +76,7 @@ the other listener's tile is left as it is."""
 
 def _layers(server: ServerProcess, participant_id: str, publisher: str) -> list[str | None]:
     """The layer ``participant_id`` is sent of each simulcast video of ``publisher``."""
-    request = urllib.request.Request(
-        f"{server.http}/api/rooms/simul", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        data: dict[str, Any] = json.load(response)
-    (me,) = [p for p in data["participants"] if p["id"] == participant_id]
+    me = server.participant("simul", participant_id)
     return [x["layer"] for x in me["layers"] if x["from"] == publisher]
 
 

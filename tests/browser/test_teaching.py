@@ -4,18 +4,15 @@ download links."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page
 
 from tests.browser.conftest import chromium, meeting_pages
-from tests.integration.serverproc import ServerProcess, run_server
+from tests.integration.serverproc import run_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -32,16 +29,6 @@ async def browser() -> AsyncIterator[Browser]:
     """Chromium whose permission prompts are accepted by a fake UI."""
     async with chromium(fake_ui=True) as launched:
         yield launched
-
-
-def _video_sent(server: ServerProcess, room: str, participant_id: str) -> int:
-    request = urllib.request.Request(
-        f"{server.http}/api/rooms/{room}", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        data: dict[str, Any] = json.load(response)
-    (me,) = [p for p in data["participants"] if p["id"] == participant_id]
-    return int(me["receiving"]["video"])
 
 
 async def _in_call(pages: list[Page]) -> None:
@@ -107,21 +94,21 @@ async def test_hands_mute_all_ask_to_unmute_private_question_and_audio_only(
                 assert await ann.locator("#chat-log li").count() == 0
 
                 ben_id = await ben.evaluate("() => window.veche.connection.participantId")
-                assert _video_sent(server, "lesson", ben_id) == 2
+                assert server.receiving("lesson", ben_id)["video"] == 2
                 await ben.click(".settings summary")
                 await ben.select_option("#quality", "audio")
                 await ben.wait_for_function("() => true")
                 for _ in range(40):
-                    if _video_sent(server, "lesson", ben_id) == 0:
+                    if server.receiving("lesson", ben_id)["video"] == 0:
                         break
                     await ben.wait_for_timeout(50)
-                assert _video_sent(server, "lesson", ben_id) == 0
+                assert server.receiving("lesson", ben_id)["video"] == 0
                 await ben.select_option("#quality", "auto")
                 for _ in range(40):
-                    if _video_sent(server, "lesson", ben_id) == 2:
+                    if server.receiving("lesson", ben_id)["video"] == 2:
                         break
                     await ben.wait_for_timeout(50)
-                assert _video_sent(server, "lesson", ben_id) == 2
+                assert server.receiving("lesson", ben_id)["video"] == 2
 
 
 async def test_recording_asks_everyone_to_take_note_and_gives_the_moderator_links(

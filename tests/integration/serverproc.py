@@ -49,6 +49,8 @@ class ServerProcess:
         return self.log.read()
 
     tls: bool = False
+    admin_token: str | None = None
+    """The ``--admin-token`` it was started with, for the admin API helpers."""
 
     @property
     def http(self) -> str:
@@ -63,6 +65,26 @@ class ServerProcess:
         with urllib.request.urlopen(self.http + "/healthz", timeout=5, context=_UNVERIFIED) as r:
             data: dict[str, Any] = json.load(r)
         return data
+
+    def participant(self, room: str, participant_id: str) -> dict[str, Any]:
+        """One participant of ``room`` as the admin API describes it (``GET /api/rooms/{room}``:
+        what it is ``receiving``, the simulcast ``layers`` it is sent); needs ``--admin-token``."""
+        assert self.admin_token, "start the server with --admin-token"
+        request = urllib.request.Request(
+            f"{self.http}/api/rooms/{room}",
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+        )
+        with urllib.request.urlopen(request, timeout=5, context=_UNVERIFIED) as response:
+            data: dict[str, Any] = json.load(response)
+        (me,) = [p for p in data["participants"] if p["id"] == participant_id]
+        found: dict[str, Any] = me
+        return found
+
+    def receiving(self, room: str, participant_id: str) -> dict[str, int]:
+        """How many audio and video tracks the server forwards to one participant of ``room``
+        (``{"audio": n, "video": m}``, from the admin API)."""
+        receiving: dict[str, int] = self.participant(room, participant_id)["receiving"]
+        return receiving
 
     def terminate(self, timeout: float = 15) -> int:
         """SIGTERM by PID and wait for the exit status."""
@@ -100,7 +122,8 @@ def run_server(
             text=True,
         )
         tls = "--self-signed" in args or "--tls-cert" in args
-        server = ServerProcess(process, port, log, tls)
+        admin = args[args.index("--admin-token") + 1] if "--admin-token" in args else None
+        server = ServerProcess(process, port, log, tls, admin)
         try:
             _wait_healthy(server)
             yield server

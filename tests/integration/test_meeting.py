@@ -107,13 +107,16 @@ async def test_hands_are_ordered_by_time_and_visible_to_all(join: Join) -> None:
 
 
 async def test_reactions_are_broadcast_and_rate_limited(join: Join) -> None:
-    """A reaction reaches everyone; a second within a second is rate_limited; only the fixed
-    set is accepted."""
+    """A reaction reaches everyone; four quick ones all pass, a stream of them is
+    rate_limited; only the fixed set is accepted."""
     ada, welcome = await join("react", "Ada")
     bob, _ = await join("react", "Bob")
     await bob.send_json({"type": "react", "emoji": "🎉"})
     reacted = await expect(ada, "reacted")
     assert reacted["emoji"] == "🎉"
+    for emoji in ("👍", "👏", "😂", "😮"):
+        await bob.send_json({"type": "react", "emoji": emoji})
+        assert (await expect(ada, "reacted"))["emoji"] == emoji
     assert await _error(bob, {"type": "react", "emoji": "👍"}) == "rate_limited"
     assert await _error(bob, {"type": "react", "emoji": "💩"}) == "bad_message"
     assert welcome["participant_id"] != reacted["participant_id"]

@@ -5,15 +5,12 @@ real aiortc participants and the real server process; the admin API's per-partic
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import urllib.request
-from typing import Any
 
 import pytest
 
 from .peers import MediaClient
-from .serverproc import ServerProcess, run_server
+from .serverproc import run_server
 from .waiting import until
 
 pytestmark = [
@@ -25,17 +22,6 @@ pytestmark = [
 ]
 
 TOKEN = "admin-token-0123456789abcdef-0123456"
-
-
-def _receiving(server: ServerProcess, room: str, participant_id: str) -> dict[str, int]:
-    request = urllib.request.Request(
-        f"{server.http}/api/rooms/{room}", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        data: dict[str, Any] = json.load(response)
-    (me,) = [p for p in data["participants"] if p["id"] == participant_id]
-    receiving: dict[str, int] = me["receiving"]
-    return receiving
 
 
 async def _frames_grow(client: MediaClient, owner: str, seconds: float = 1.0) -> int:
@@ -65,11 +51,11 @@ async def test_a_viewer_is_sent_only_the_videos_it_shows() -> None:
                 )
 
             await until(both_flow, timeout=20)
-            assert _receiving(server, "view", viewer.participant_id)["video"] == 2
+            assert server.receiving("view", viewer.participant_id)["video"] == 2
 
             await viewer.send({"type": "view", "tiles": [{"participant_id": a}]})
             await until(
-                lambda: _receiving(server, "view", viewer.participant_id)["video"] == 1,
+                lambda: server.receiving("view", viewer.participant_id)["video"] == 1,
                 timeout=2,
             )
             await asyncio.sleep(0.3)  # frames already in flight
@@ -82,7 +68,7 @@ async def test_a_viewer_is_sent_only_the_videos_it_shows() -> None:
 
             await viewer.send({"type": "view", "tiles": []})
             await until(
-                lambda: _receiving(server, "view", viewer.participant_id)["video"] == 0,
+                lambda: server.receiving("view", viewer.participant_id)["video"] == 0,
                 timeout=2,
             )
             await asyncio.sleep(0.3)
@@ -94,7 +80,7 @@ async def test_a_viewer_is_sent_only_the_videos_it_shows() -> None:
             (bob_video,) = viewer.tracks_from(b, "video")
             stopped_at = bob_video.frames
             await until(lambda: bob_video.frames > stopped_at + 5, timeout=2)
-            receiving = _receiving(server, "view", viewer.participant_id)
+            receiving = server.receiving("view", viewer.participant_id)
             assert (receiving["audio"], receiving["video"]) == (2, 1)
         finally:
             for client in (ada, bob, viewer):
@@ -147,7 +133,9 @@ async def test_a_large_room_forwards_only_the_loudest_microphones() -> None:
                 }
 
             await until(lambda: all(listener.tracks_from(pid, "audio") for pid in ids), timeout=20)
-            await until(lambda: _receiving_of(server, "loud", listener)["audio"] == 2, timeout=5)
+            await until(
+                lambda: server.receiving("loud", listener.participant_id)["audio"] == 2, timeout=5
+            )
             assert await heard() == set(ids[:2])
 
             tones = [talker.publish_pc.getSenders()[0].track for talker in talkers]
@@ -163,7 +151,3 @@ async def test_a_large_room_forwards_only_the_loudest_microphones() -> None:
         finally:
             for client in (*talkers, listener):
                 await client.close()
-
-
-def _receiving_of(server: ServerProcess, room: str, client: MediaClient) -> dict[str, int]:
-    return _receiving(server, room, client.participant_id)

@@ -7,7 +7,7 @@ import unicodedata
 
 import pytest
 
-from veche.errors import InvalidRoomName, RoomFull
+from veche.errors import ErrorCode, InvalidRoomName, Refused, RoomFull
 from veche.ids import RoomName
 from veche.protocol import ParticipantJoined, ParticipantLeft, ParticipantUpdated
 from veche.rooms import (
@@ -137,6 +137,23 @@ def test_update_tells_everyone_only_on_change() -> None:
     assert isinstance(message, ParticipantUpdated)
     assert (message.participant.audio, message.participant.video) == (False, True)
     assert room.update(ada.id, audio=False, video=None) == Outcome()
+
+
+def test_quick_reactions_pass_and_a_stream_of_them_is_refused() -> None:
+    """Four reactions in two seconds are ordinary use and all reach the room; a stream of them
+    is refused with rate_limited, and a second's pause allows one again."""
+    room = Room(RoomName("r"), capacity=5, now=0)
+    ada, _ = room.join("Ada", now=1)
+    room.join("Bob", now=1)
+    for now in (10.0, 10.5, 11.0, 11.5):
+        assert room.react(ada.id, "👍", now=now).deliveries
+    room.react(ada.id, "🎉", now=11.6)
+    room.react(ada.id, "🎉", now=11.61)
+    for step in range(8):
+        with pytest.raises(Refused) as refused:
+            room.react(ada.id, "🎉", now=11.62 + step * 0.01)
+        assert refused.value.code == ErrorCode.RATE_LIMITED
+    assert room.react(ada.id, "👏", now=13.2).deliveries
 
 
 def test_full_room_refuses_join() -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from veche.ids import ParticipantId, ResumeToken, new_participant_id, new_resume_token
 from veche.protocol import ParticipantInfo, Role, WaitingInfo
+from veche.ratelimit import TokenBucket
 from veche.rooms.record import member_keys
 
 __all__ = ["Participant"]
@@ -30,7 +31,8 @@ class Participant:
     screen: bool = False
     audio_blocked: bool = False
     hand_raised_at: float | None = None
-    last_reaction: float = float("-inf")
+    reactions: TokenBucket | None = None
+    """Its reactions' rate limit, from its first reaction on."""
     reconnecting: bool = False
 
     @property

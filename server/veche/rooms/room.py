@@ -42,8 +42,11 @@ from veche.rooms.record import RoomRecord, session_key
 
 __all__ = ["Delivery", "GoodbyeReason", "Outcome", "Participant", "Room"]
 
-REACTION_INTERVAL: Final = 1.0
-"""Least seconds between two reactions of one participant."""
+REACTION_RATE: Final = 1.0
+"""Reactions per second one participant may send on average."""
+REACTION_BURST: Final = 5
+"""Reactions one participant may send at once: a few quick ones are how people react (four in
+two seconds is ordinary), a steady stream is spam."""
 CONFIGURE_RATE: Final = 1.0
 """Setting changes per second one room may make on average (each may hash a password)."""
 CONFIGURE_BURST: Final = 5
@@ -375,11 +378,13 @@ class Room:
         return _sent(self._updated(participant))
 
     def react(self, participant_id: ParticipantId, emoji: Reaction, *, now: float) -> Outcome:
-        """Show a reaction to everyone; at most one per second per participant."""
+        """Show a reaction to everyone; ``REACTION_BURST`` at once, then ``REACTION_RATE`` a
+        second per participant."""
         participant = self._require(participant_id)
-        if now - participant.last_reaction < REACTION_INTERVAL:
-            raise Refused("one reaction per second at most", code=ErrorCode.RATE_LIMITED)
-        participant.last_reaction = now
+        if participant.reactions is None:
+            participant.reactions = TokenBucket(rate=REACTION_RATE, burst=REACTION_BURST, now=now)
+        if not participant.reactions.take(now=now):
+            raise Refused("too many reactions; slow down", code=ErrorCode.RATE_LIMITED)
         return _sent(_deliver(self._ids(), Reacted(participant_id=participant_id, emoji=emoji)))
 
     def post(
