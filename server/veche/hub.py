@@ -95,6 +95,9 @@ RESUMABLE: Final[frozenset[LeaveReason]] = frozenset({"timeout", "slow"})
 """Connection losses after which a participant is kept for ``resume_grace`` seconds: nobody said
 goodbye (a close frame or ``leave`` means the client chose to go)."""
 
+FAREWELL_MIN: Final = 60.0
+"""Seconds at least that a client ended by the server (removed, the meeting ended) is told so if
+it comes back with its resume token (see :meth:`Resumption.farewell`)."""
 RECORDING_LINK_TTL: Final = 86400.0
 """Seconds a recording's download links work."""
 
@@ -474,8 +477,13 @@ class Hub:
         if identity is not None and not identity.allows(name):
             raise Refused("your token is for another room", code=ErrorCode.FORBIDDEN)
         session.receive_codecs = hello.receive_codecs
-        if hello.resume is not None and self._resume(session, hello.resume, name):
-            return
+        if hello.resume is not None:
+            goodbye = self._resumption.goodbye_for(hello.resume, now=self._clock())
+            if goodbye is not None:
+                _let_go(session, goodbye, "came back after it was ended")
+                return
+            if self._resume(session, hello.resume, name):
+                return
         await self._restore(name)
         if session not in self._sessions or session.participant is not None:
             return  # the connection went (or joined) while the room was read
@@ -665,8 +673,13 @@ class Hub:
         if participant.id not in self._present:
             return
         session = self._by_participant.pop(participant.id, None)
+        goodbye = _goodbye(why)
         if session is not None:
-            _let_go(session, _goodbye(why), why)
+            _let_go(session, goodbye, why)
+        if goodbye is not None and participant.resume_token:
+            now = self._clock()
+            until = now + max(self.settings.resume_grace, FAREWELL_MIN)
+            self._resumption.farewell(participant.resume_token, goodbye, until=until, now=now)
         self.media.leave(participant.id)
         if keep:
             self._resumption.hold(

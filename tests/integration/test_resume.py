@@ -246,6 +246,11 @@ async def test_removing_someone_who_is_reconnecting_ends_it(open_client: Open) -
             "resume": bob_welcome.resume_token,
         }
     )
+    goodbye = await next_of(bob, "goodbye")  # the goodbye it missed while away
+    assert isinstance(goodbye, Goodbye)
+    assert goodbye.reason == "removed"
+    bob = await open_client(cookie="veche_session=bob-session-0123456789")
+    await bob.send({"type": "hello", "version": 1, "room": "rm", "name": "Bob"})
     refused = await next_of(bob, "error")
     assert refused.type == "error"
     assert refused.code == "room_unavailable"
@@ -261,3 +266,48 @@ async def test_no_grace_means_a_lost_connection_leaves_at_once(open_client: Open
     left = await next_of(ada, "participant_left")
     assert isinstance(left, ParticipantLeft)
     assert (left.participant_id, left.reason) == (bob_welcome.participant_id, "timeout")
+
+
+@pytest.mark.parametrize("ending", ["ended", "removed"])
+async def test_a_participant_ended_while_away_is_told_so_when_it_comes_back(
+    open_client: Open, ending: str
+) -> None:
+    """The meeting ends (or a moderator removes Bob) while Bob's connection is lost, so the
+    goodbye has nowhere to go: Bob coming back with its resume token hears that goodbye and is
+    closed, rather than joining a new meeting of the same name (or the old one) as a stranger."""
+    ada = await open_client()
+    await ada.join("ending", "Ada")
+    bob = await open_client()
+    bob_welcome = await bob.join("ending", "Bob")
+    await next_of(ada, "participant_joined")
+    bob.drop()
+    assert (await updated(ada, bob_welcome.participant_id)).participant.reconnecting
+    if ending == "ended":
+        await ada.send({"type": "end_meeting"})
+        assert isinstance(await next_of(ada, "goodbye"), Goodbye)
+    else:
+        await ada.send(
+            {"type": "moderate", "action": "remove", "participant_id": bob_welcome.participant_id}
+        )
+        await next_of(ada, "participant_left")
+
+    bob_again = await open_client()
+    await bob_again.send(
+        {
+            "type": "hello",
+            "version": 1,
+            "room": "ending",
+            "name": "Bob",
+            "resume": bob_welcome.resume_token,
+        }
+    )
+    goodbye = await next_of(bob_again, "goodbye")
+    assert isinstance(goodbye, Goodbye)
+    assert goodbye.reason == ending
+    async with asyncio.timeout(5):
+        await bob_again.ws.wait_closed()
+    assert bob_again.ws.close_code == CloseCode.NORMAL
+    # Said once: the same token again is a newcomer (in a new meeting, after "ended").
+    third = await open_client()
+    welcome = await third.join("ending", "Bob", resume=bob_welcome.resume_token)
+    assert welcome.resumed is False
