@@ -46,6 +46,9 @@ export class ViewReporter {
     });
     this.#sizes = new ResizeObserver(() => this.schedule());
     document.addEventListener("visibilitychange", () => this.schedule());
+    // The picture-in-picture window stays on screen while the tab is hidden.
+    document.addEventListener("enterpictureinpicture", () => this.schedule(), true);
+    document.addEventListener("leavepictureinpicture", () => this.schedule(), true);
   }
 
   /**
@@ -94,10 +97,14 @@ export class ViewReporter {
   #report() {
     /** @type {ShownTile[]} */
     const tiles = [];
-    if (document.visibilityState !== "hidden" && this.#mode !== "audio") {
+    if (this.#mode !== "audio") {
+      // A hidden tab shows nothing, except the tile in the picture-in-picture window.
+      const hidden = document.visibilityState === "hidden";
+      const pip = document.pictureInPictureElement;
       for (const element of this.#visible) {
         const participantId = element.dataset.participantId;
         if (!element.isConnected || element.hidden || !participantId) continue;
+        if (hidden && !(pip && element.contains(pip))) continue;
         tiles.push({
           participant_id: participantId,
           source: element.dataset.source === "screen" ? "screen" : "camera",
