@@ -20,7 +20,7 @@ from playwright.async_api import Browser, Page
 
 from tests.browser.conftest import chromium
 from tests.browser.firefox import firefox, firefox_missing
-from tests.integration.peers import MediaClient
+from tests.integration.peers import MediaClient, SlideTrack
 from tests.integration.serverproc import ServerProcess, run_server
 from tests.integration.waiting import until
 from veche.assets import web_root
@@ -92,6 +92,12 @@ def strings(lang: str) -> dict[str, str]:
     return data
 
 
+def speak(client: MediaClient, loud: bool) -> None:
+    """Make ``client``'s microphone loud (or silent again)."""
+    (sender,) = [s for s in client.publish_pc.getSenders() if s.track and s.track.kind == "audio"]
+    sender.track.amplitude = 8000 if loud else 0  # type: ignore[union-attr]
+
+
 def video_sent(server: ServerProcess, room: str, participant_id: str) -> int:
     """How many videos the server forwards to ``participant_id`` (its admin API)."""
     request = urllib.request.Request(
@@ -118,14 +124,19 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @contextlib.asynccontextmanager
-async def publishers(server: ServerProcess, room: str, count: int) -> AsyncIterator[list[Any]]:
-    """``count`` aiortc participants publishing silent sound and 640x480 (4:3) video."""
+async def publishers(
+    server: ServerProcess, room: str, count: int, *, small: bool = False
+) -> AsyncIterator[list[Any]]:
+    """``count`` aiortc participants publishing silent sound and 640x480 (4:3) video, or with
+    ``small`` a 64x48 slide (cheap to encode when several publish)."""
     joined: list[MediaClient] = []
     try:
         for n in range(count):
             client = await MediaClient.join(server.ws, room, f"P{n}")
             joined.append(client)
-            await client.publish(silent=True)
+            if small:
+                client.publish_pc.addTrack(SlideTrack())
+            await client.publish(silent=True, video=not small)
         yield joined
     finally:
         for client in joined:
@@ -166,7 +177,7 @@ async def test_the_phone_toolbar_is_one_row_and_more_holds_the_rest_in_view(
     under 15 % of the screen, without screen sharing (the browser cannot share); More opens a
     menu whose every control is in view and reached with Tab, and Escape closes it."""
     words = strings("ru")
-    async with publishers(server, "phone-bar", 1):
+    async with publishers(server, "phone-bar", 1, small=True):
         page = await open_call(browser, server, "phone-bar", phone=True, lang="ru")
         try:
             bar = await page.evaluate(JS_TOOLBAR)
@@ -215,7 +226,7 @@ async def test_chat_and_people_are_sheets_over_the_whole_phone_screen(
     """On a phone, chat covers the whole screen with its input in view and focused (not under
     the toolbar), Escape or its close button closes it and focus goes back to its button;
     people is a sheet too, and opening it closes chat."""
-    async with publishers(server, "phone-sheet", 1):
+    async with publishers(server, "phone-sheet", 1, small=True):
         page = await open_call(browser, server, "phone-sheet", phone=True, lang="fr")
         try:
             await page.tap("#chat-toggle")
@@ -307,7 +318,7 @@ async def test_the_desktop_toolbar_keeps_every_control_and_plays_sound_to_the_ch
     """At 1280x800 the toolbar shows its controls with their names (no More), screen sharing
     included; the Devices panel lists the browser's speakers, and the one chosen plays every
     remote sound, that of a participant who joins later too."""
-    async with publishers(server, "desk-sink", 1):
+    async with publishers(server, "desk-sink", 1, small=True):
         page = await open_call(browser, server, "desk-sink", phone=False)
         try:
             assert await page.is_hidden("#more")
@@ -326,7 +337,7 @@ async def test_the_desktop_toolbar_keeps_every_control_and_plays_sound_to_the_ch
                 "() => [...document.querySelectorAll('.tile:not(.me) audio')].map(a => a.sinkId)"
             )
             await page.wait_for_function(f"() => ({sinks})().every(s => s === '{chosen}')")
-            async with publishers(server, "desk-sink", 1):
+            async with publishers(server, "desk-sink", 1, small=True):
                 await page.wait_for_function(f"() => ({sinks})().length === 2")
                 await page.wait_for_function(
                     f"() => ({sinks})().every(s => s === '{chosen}')", timeout=5000
@@ -335,50 +346,63 @@ async def test_the_desktop_toolbar_keeps_every_control_and_plays_sound_to_the_ch
             await page.context.close()
 
 
-async def test_picture_in_picture_follows_the_active_speaker_and_is_sent_while_hidden(
+async def test_picture_in_picture_follows_the_active_speaker_and_is_sent_while_out_of_sight(
     browser: Browser, server: ServerProcess
 ) -> None:
-    """The picture-in-picture button opens the active speaker's video in its own window (headless
-    Chromium supports it), which moves to the next speaker; with the tab hidden that video is
-    still sent (and only it); the button closes it."""
-    async with publishers(server, "desk-pip", 2) as (first, second):
-        page = await open_call(browser, server, "desk-pip", phone=False)
+    """On a phone (pages of 4 tiles), picture-in-picture (headless Chromium supports it) opens
+    from More on the active speaker's video and moves to the next speaker; its video is still
+    sent while the tab is hidden (and only it) and while another page of tiles is shown; closing
+    it stops that."""
+    room = "phone-pip"
+    async with publishers(server, room, 4, small=True) as (first, second, _, fourth):
+        page = await open_call(browser, server, room, phone=True)
         me = await page.evaluate("() => window.veche.connection.participantId")
         try:
             await page.wait_for_function(
-                "() => [...document.querySelectorAll('.tile:not(.me) video')]"
-                ".filter(v => v.videoWidth > 0).length === 2",
+                "() => [...document.querySelectorAll('.tile:not(.me):not([hidden]) video')]"
+                ".filter(v => v.videoWidth > 0).length === 3",
                 timeout=20000,
             )
-            assert await page.is_visible("#pip")
-            first.publish_pc.getSenders()[0].track.amplitude = 8000  # type: ignore[union-attr]
+            await until(lambda: video_sent(server, room, me) == 3, timeout=3)
+            speak(first, True)
             await page.wait_for_selector(
                 f'.tile.speaking[data-participant-id="{first.participant_id}"]'
             )
-            await page.click("#pip")
+            await page.tap("#more")
+            assert await page.is_visible("#pip")
+            await page.tap("#pip")
             pip_of = (
                 "() => document.pictureInPictureElement?.closest('.tile')?.dataset.participantId"
             )
             await page.wait_for_function(f"(id) => ({pip_of})() === id", arg=first.participant_id)
             assert await page.get_attribute("#pip", "aria-pressed") == "true"
 
-            first.publish_pc.getSenders()[0].track.amplitude = 0  # type: ignore[union-attr]
-            second.publish_pc.getSenders()[0].track.amplitude = 8000  # type: ignore[union-attr]
+            speak(first, False)
+            speak(second, True)
             await page.wait_for_function(
                 f"(id) => ({pip_of})() === id", arg=second.participant_id, timeout=15000
             )
 
             await page.evaluate(JS_HIDE_TAB)
-            await until(lambda: video_sent(server, "desk-pip", me) == 1, timeout=3)
+            await until(lambda: video_sent(server, room, me) == 1, timeout=3)
             await page.evaluate(
                 "() => { delete document.visibilityState;"
                 " document.dispatchEvent(new Event('visibilitychange')); }"
             )
-            await until(lambda: video_sent(server, "desk-pip", me) == 2, timeout=3)
+            await until(lambda: video_sent(server, room, me) == 3, timeout=3)
 
-            await page.click("#pip")
+            # Page two shows the fourth alone; the speaker's tile is off the page, in the window.
+            await page.tap(".pager-next")
+            fourth_tile = f'.tile[data-participant-id="{fourth.participant_id}"]'
+            await page.wait_for_selector(f"{fourth_tile}:not([hidden])")
+            assert await page.evaluate(pip_of) == second.participant_id
+            await until(lambda: video_sent(server, room, me) == 2, timeout=3)
+
+            await page.tap("#more")
+            await page.tap("#pip")
             await page.wait_for_function("() => document.pictureInPictureElement === null")
             assert await page.get_attribute("#pip", "aria-pressed") == "false"
+            await until(lambda: video_sent(server, room, me) == 1, timeout=3)
         finally:
             await page.context.close()
 
@@ -399,7 +423,7 @@ async def test_the_phone_menu_and_chat_sheet_have_no_serious_accessibility_viola
         )
         assert found == [], f"{where}: {found}"
 
-    async with publishers(server, "phone-axe", 1):
+    async with publishers(server, "phone-axe", 1, small=True):
         page = await open_call(browser, server, "phone-axe", phone=True)
         try:
             await page.add_script_tag(path=str(AXE))
@@ -419,7 +443,7 @@ async def test_firefox_shows_the_phone_toolbar_in_one_row(server: ServerProcess)
     reason = firefox_missing()
     if reason:
         pytest.skip(reason)
-    async with publishers(server, "fox-phone", 1), firefox() as fox:
+    async with publishers(server, "fox-phone", 1, small=True), firefox() as fox:
         page = await fox.new_page(server.http)
         await page.set_viewport_size(PHONE)
         await page.goto("/r/fox-phone?name=Fox&join=1&lang=en")
