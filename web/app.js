@@ -497,6 +497,10 @@ function translateScripted() {
     const name = REACTION_NAMES[b.textContent ?? ""];
     if (name) b.setAttribute("aria-label", name());
   }
+  // A tooltip for the toolbar's icon buttons, whose names a phone shows only as icons.
+  for (const b of document.querySelectorAll(".controls .icon-button")) {
+    b.setAttribute("title", b.querySelector(".label")?.textContent ?? "");
+  }
 }
 
 bindLanguageSwitcher(byId("lang", HTMLSelectElement), () => {

@@ -190,6 +190,7 @@ async def test_the_phone_toolbar_is_one_row_and_more_holds_the_rest_in_view(
             for button, key in [("#more", "controls.more"), ("#leave", "meeting.leave")]:
                 assert (await page.text_content(button) or "").strip() == words[key]
             assert await page.get_attribute("#more", "aria-expanded") == "false"
+            assert await page.get_attribute("#chat-toggle", "title") == words["chat.title"]
             assert await page.is_hidden("#hand")
 
             await page.focus("#more")
@@ -208,6 +209,7 @@ async def test_the_phone_toolbar_is_one_row_and_more_holds_the_rest_in_view(
             assert reached[0] == "hand"
             await page.keyboard.press("Escape")
             assert await page.get_attribute("#more", "aria-expanded") == "false"
+            assert await page.get_attribute("#chat-toggle", "title") == words["chat.title"]
             assert await page.is_hidden("#hand")
             assert await page.evaluate("() => document.activeElement.id") == "more"
 
@@ -438,8 +440,9 @@ async def test_the_phone_menu_and_chat_sheet_have_no_serious_accessibility_viola
 
 
 async def test_firefox_shows_the_phone_toolbar_in_one_row(server: ServerProcess) -> None:
-    """In Firefox at 390x844, the toolbar is one row under 15 % of the screen and More's
-    controls are in view; a speaker is offered only where Firefox can play to one."""
+    """In Firefox at 390x844, the toolbar is one row under 15 % of the screen, More's controls
+    are in view, a speaker is offered only where Firefox can play to one, and chat is a sheet
+    over the whole screen with its focused input in view."""
     reason = firefox_missing()
     if reason:
         pytest.skip(reason)
@@ -466,4 +469,22 @@ async def test_firefox_shows_the_phone_toolbar_in_one_row(server: ServerProcess)
         print(f"Firefox speaker choice: {speaker}")
         if not speaker["can"]:
             assert not speaker["shown"]
+        await page.press("#more", "Escape")
+        await page.click("#chat-toggle")
+        await page.wait_for_selector("#chat-panel:not([hidden])")
+        # The whole viewport but a classic scrollbar, which Firefox draws (phones overlay theirs).
+        box = await page.evaluate(
+            "() => { const r = document.getElementById('chat-panel').getBoundingClientRect();"
+            " const page = document.documentElement;"
+            " return [[r.left, r.top, r.right, r.bottom].map(Math.round),"
+            " [0, 0, page.clientWidth, page.clientHeight]]; }"
+        )
+        assert box[0] == box[1]
+        assert box[1][2] >= PHONE["width"] - 20
+        assert await page.evaluate("() => document.activeElement.id") == "chat-input"
+        assert await page.evaluate(
+            "() => { const r = document.getElementById('chat-input').getBoundingClientRect();"
+            " return r.top >= 0 && r.bottom <= innerHeight && document.elementFromPoint("
+            "(r.left + r.right) / 2, (r.top + r.bottom) / 2).id === 'chat-input'; }"
+        )
         await page.close()
