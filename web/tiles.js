@@ -273,14 +273,23 @@ export class Tiles {
    * @returns {HTMLVideoElement | null}
    */
   #speakerVideo() {
-    const me = this.#me();
-    const ids = [this.#speaker, ...this.#tiles.keys()].filter((id) => id !== null && id !== me);
-    for (const id of ids) {
-      const entry = id ? this.#tiles.get(id) : undefined;
-      const video = entry ? find(entry.tile, "video", HTMLVideoElement) : null;
-      if (entry && video && entry.stream.getVideoTracks().length > 0 && video.readyState > 0) return video;
+    for (const id of [this.#speaker, ...this.#tiles.keys()]) {
+      const video = this.#videoOf(id);
+      if (video) return video;
     }
     return null;
+  }
+
+  /**
+   * Another participant's video, if it shows a picture (camera on, frames known).
+   * @param {string | null} participantId
+   * @returns {HTMLVideoElement | null}
+   */
+  #videoOf(participantId) {
+    const entry = participantId && participantId !== this.#me() ? this.#tiles.get(participantId) : undefined;
+    if (!entry || entry.tile.classList.contains("no-video") || entry.stream.getVideoTracks().length === 0) return null;
+    const video = find(entry.tile, "video", HTMLVideoElement);
+    return video.readyState > 0 ? video : null;
   }
 
   /** Play every participant's sound (after a click, which the autoplay policy asks for). */
@@ -296,9 +305,10 @@ export class Tiles {
     this.#speaker = participantId;
     for (const [id, { tile }] of this.#tiles) tile.classList.toggle("speaking", id === participantId);
     this.layout.setSpeaker(participantId);
-    // An open picture-in-picture window moves to the new speaker (no click needed while it is open).
+    // An open picture-in-picture window moves to the new speaker, if the speaker shows a
+    // picture (no click is needed while it is open).
     const shown = document.pictureInPictureElement;
-    const next = shown && participantId && participantId !== this.#me() ? this.#speakerVideo() : null;
+    const next = shown ? this.#videoOf(participantId) : null;
     if (next && next !== shown) next.requestPictureInPicture().catch(() => {});
   }
 
