@@ -43,6 +43,8 @@ function button(label, onClick) {
 
 /** Where panels are sheets over the whole screen (a phone; the same width as grid.js's phone). */
 const SHEETS = window.matchMedia("(max-width: 37.5rem)");
+/** What an open sheet covers: inert meanwhile, so that Tab and screen readers stay in the sheet. */
+const COVERED = [".bar", "#feedback", ".stage-and-grid", ".controls"];
 
 /**
  * A side panel that opens and closes with a toggle button (or its own close button). On a
@@ -51,6 +53,15 @@ const SHEETS = window.matchMedia("(max-width: 37.5rem)");
 class Panel {
   /** @type {Panel[]} every panel of the page */
   static all = [];
+
+  /** Make what an open sheet covers inert (and live again when none is open). */
+  static cover() {
+    const covered = SHEETS.matches && Panel.all.some((panel) => panel.open);
+    for (const selector of COVERED) {
+      const element = document.querySelector(selector);
+      if (element instanceof HTMLElement) element.inert = covered;
+    }
+  }
 
   /**
    * @param {string} panelId
@@ -89,11 +100,14 @@ class Panel {
     if (open && this.sheet) for (const other of Panel.all) if (other !== this && other.open) other.setOpen(false);
     this.panel.hidden = !open;
     this.toggle.setAttribute("aria-expanded", String(open));
+    Panel.cover();
     this.opened();
   }
 
   opened() {}
 }
+
+SHEETS.addEventListener("change", () => Panel.cover());
 
 export class ChatPanel extends Panel {
   #log = byId("chat-log", HTMLOListElement);

@@ -246,6 +246,14 @@ async def test_chat_and_people_are_sheets_over_the_whole_phone_screen(
                 " return document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2)"
                 ".id === 'chat-input'; }"
             )
+            # What the sheet covers is inert: Tab stays in the sheet.
+            for _ in range(4):
+                await page.keyboard.press("Tab")
+                assert await page.evaluate(
+                    "() => document.getElementById('chat-panel').contains(document.activeElement)"
+                    " || document.activeElement === document.body"
+                )
+            await page.focus("#chat-input")
             await page.fill("#chat-input", "Bonjour")
             await page.keyboard.press("Enter")
             await page.wait_for_selector("#chat-log li")
