@@ -42,6 +42,9 @@ const screenButton = byId("screen", HTMLButtonElement);
 const recordButton = byId("record", HTMLButtonElement);
 const handButton = byId("hand", HTMLButtonElement);
 const speakerButton = byId("speaker-view", HTMLButtonElement);
+const pipButton = byId("pip", HTMLButtonElement);
+const moreButton = byId("more", HTMLButtonElement);
+const moreMenu = byId("more-menu", HTMLElement);
 
 /** @type {Connection | null} */
 let connection = null;
@@ -49,6 +52,7 @@ const devices = new Devices(
   {
     audio: [byId("mic-select", HTMLSelectElement), byId("mic-select-call", HTMLSelectElement)],
     video: [byId("cam-select", HTMLSelectElement), byId("cam-select-call", HTMLSelectElement)],
+    output: [byId("speaker-select", HTMLSelectElement)],
   },
   (kind, track) => connection?.replaceTrack(kind, track),
 );
@@ -566,6 +570,10 @@ function translateScripted() {
     b.setAttribute("aria-label", name);
     b.title = name;
   }
+  // A tooltip for the toolbar's icon buttons, whose names a phone shows only as icons.
+  for (const b of document.querySelectorAll(".controls .icon-button")) {
+    b.setAttribute("title", b.querySelector(".label")?.textContent ?? "");
+  }
 }
 
 bindLanguageSwitcher(byId("lang", HTMLSelectElement), () => {
@@ -601,6 +609,53 @@ byId("quality", HTMLSelectElement).addEventListener("change", (event) => {
   tiles.view.setMode(value === "low" || value === "audio" ? value : "auto");
 });
 screenButton.addEventListener("click", () => toggleScreen());
+// Phones have no screen to share (no getDisplayMedia): no button that can only fail.
+screenButton.hidden = typeof navigator.mediaDevices?.getDisplayMedia !== "function";
+const speakerSelect = byId("speaker-select", HTMLSelectElement);
+speakerSelect.addEventListener("change", async () => {
+  devices.speaker = speakerSelect.value;
+  if (!(await tiles.setSink(speakerSelect.value))) setStatus("devices.speaker_failed");
+});
+pipButton.hidden = !document.pictureInPictureEnabled;
+pipButton.addEventListener("click", async () => {
+  try {
+    if ((await tiles.togglePictureInPicture()) === "nobody") setStatus("pip.nobody");
+  } catch {
+    setStatus("pip.failed");
+  }
+});
+for (const event of ["enterpictureinpicture", "leavepictureinpicture"]) {
+  document.addEventListener(event, () => pipButton.setAttribute("aria-pressed", String(document.pictureInPictureElement !== null)), true);
+}
+
+/**
+ * Open or close the More menu (on a phone, the toolbar's one row holds the rest there; on a
+ * wide screen its items stand in the toolbar and it is never shown).
+ * @param {boolean} open
+ */
+function setMoreOpen(open) {
+  moreMenu.classList.toggle("open", open);
+  moreButton.setAttribute("aria-expanded", String(open));
+}
+moreButton.addEventListener("click", () => {
+  const open = !moreMenu.classList.contains("open");
+  setMoreOpen(open);
+  if (open) /** @type {HTMLElement | null} */ (moreMenu.querySelector("button:not([hidden]), summary"))?.focus();
+});
+// A choice made in the menu closes it (a device picker's does not: it may take several);
+// so does a click or tap anywhere else.
+document.addEventListener("click", (event) => {
+  if (!moreMenu.classList.contains("open") || !(event.target instanceof Element)) return;
+  if (event.target.closest("#more")) return;
+  if (moreMenu.contains(event.target) && (!event.target.closest("button") || event.target.closest(".settings"))) return;
+  setMoreOpen(false);
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || !moreMenu.classList.contains("open")) return;
+  const focused = moreMenu.contains(document.activeElement);
+  setMoreOpen(false);
+  if (focused) moreButton.focus();
+});
 recordButton.addEventListener("click", () => {
   connection?.record(recordButton.getAttribute("aria-pressed") !== "true");
 });

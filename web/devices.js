@@ -1,7 +1,8 @@
 // @ts-check
 /**
- * This participant's microphone and camera: asking for them, the device pickers, switching
- * device, turning each on or off. Nothing about the call: what to send goes out through the
+ * This participant's microphone and camera: asking for them, the device pickers (and the
+ * speaker's, where the browser can play to a chosen output), switching device, turning each on
+ * or off. Nothing about the call: what to send goes out through the
  * `onSend` it is given, and the page redraws itself after each change.
  */
 import { t } from "./i18n.js";
@@ -28,13 +29,15 @@ async function acquire(kind, deviceId) {
 }
 
 export class Devices {
-  /** @type {{audio: HTMLSelectElement[], video: HTMLSelectElement[]}} */
+  /** @type {{audio: HTMLSelectElement[], video: HTMLSelectElement[], output?: HTMLSelectElement[]}} */
   #pickers;
   /** @type {(kind: Kind, track: MediaStreamTrack | null) => Promise<void> | void} */
   #onSend;
 
   /**
-   * @param {{audio: HTMLSelectElement[], video: HTMLSelectElement[]}} pickers the `<select>`s that list each kind
+   * @param {{audio: HTMLSelectElement[], video: HTMLSelectElement[], output?: HTMLSelectElement[]}} pickers the
+   *   `<select>`s that list each kind; those of `output` (the speakers) are in a `<label>` that is
+   *   hidden where no output can be chosen
    * @param {(kind: Kind, track: MediaStreamTrack | null) => Promise<void> | void} onSend what to send of this kind changed
    */
   constructor(pickers, onSend) {
@@ -50,6 +53,13 @@ export class Devices {
     this.micDevice = undefined;
     /** @type {string | undefined} */
     this.camDevice = undefined;
+    /** @type {string | undefined} the speaker chosen (an `audiooutput` device id); the system's by default */
+    this.speaker = undefined;
+  }
+
+  /** Whether this browser plays sound to a chosen output (`HTMLMediaElement.setSinkId`). */
+  static get canChooseSpeaker() {
+    return "setSinkId" in HTMLMediaElement.prototype;
   }
 
   /**
@@ -102,6 +112,17 @@ export class Devices {
         if (found.length === 0) select.replaceChildren(new Option(t("devices.none"), ""));
         select.disabled = found.length === 0;
       }
+    }
+    // Speakers are listed where they can be chosen; elsewhere (Firefox without its preference,
+    // Safari) the row is hidden rather than offering a choice that does nothing.
+    const outputs = Devices.canChooseSpeaker ? devices.filter((d) => d.kind === "audiooutput" && d.deviceId) : [];
+    for (const select of this.#pickers.output ?? []) {
+      const generic = t("devices.speaker");
+      select.replaceChildren(
+        ...outputs.map((d, i) => new Option(d.label || `${generic} ${i + 1}`, d.deviceId, false, d.deviceId === this.speaker)),
+      );
+      const row = select.closest("label");
+      if (row) row.hidden = outputs.length === 0;
     }
   }
 

@@ -4,16 +4,19 @@
  * pager under them. Pages hold at most 16 tiles (4 on a phone); yours is first on page one
  * unless self view is hidden; the active speaker is brought onto page one; a pinned tile (or,
  * in speaker view, the active speaker) is featured: large, with the others in a strip. Tiles
- * not on the page shown are hidden, so their video is not sent (see view.js). It places what it
- * is given; tiles.js owns the tiles.
+ * not on the page shown are hidden, so their video is not sent (see view.js). Tiles take the
+ * aspect of the videos they show (so a 4:3 camera fills its tile, uncropped), a default one
+ * before any plays. It places what it is given; tiles.js owns the tiles.
  */
 import { t } from "./i18n.js";
 
 /** Tiles on one page, on a wide screen and on a phone. */
 const PAGE_SIZE = { wide: 16, phone: 4 };
 const PHONE = window.matchMedia("(max-width: 37.5rem)");
-/** Width over height of a tile. */
+/** Width over height of a tile before any video plays. */
 const ASPECT = { wide: 16 / 9, phone: 4 / 3 };
+/** The narrowest and widest tiles a video's aspect makes (a portrait phone camera, a wide screen). */
+const ASPECT_RANGE = { min: 9 / 16, max: 16 / 9 };
 /** Pixels between tiles (the grid's gap). */
 const GAP = 8;
 
@@ -78,6 +81,9 @@ export class GridLayout {
     this.#pager.append(this.#previous, this.#label, this.#next, this.#selfView);
     grid.after(this.#pager);
     new ResizeObserver(() => this.#size()).observe(grid);
+    // A video's size is known (or changed): the tiles may take its aspect.
+    grid.addEventListener("resize", () => this.#size(), true);
+    grid.addEventListener("loadedmetadata", () => this.#size(), true);
     window.addEventListener("resize", () => this.#size());
     PHONE.addEventListener("change", () => this.arrange(this.#tiles));
   }
@@ -163,8 +169,7 @@ export class GridLayout {
   /** Size the tiles so that the page fills the space it has at the tiles' aspect ratio. */
   #size() {
     const grid = this.#grid;
-    const phone = PHONE.matches;
-    const aspect = phone ? ASPECT.phone : ASPECT.wide;
+    const aspect = this.#aspect();
     const featured = grid.classList.contains("has-featured");
     const count = Math.max(1, this.#count - (featured ? 1 : 0));
     const width = grid.clientWidth;
@@ -185,5 +190,23 @@ export class GridLayout {
     grid.style.setProperty("--columns", String(columns));
     grid.style.setProperty("--tile-width", `${Math.max(80, Math.floor(best))}px`);
     grid.style.setProperty("--tile-aspect", String(aspect));
+  }
+
+  /**
+   * The tiles' aspect: that of the videos on the page shown (the middle one, if they differ),
+   * or the default one while none plays.
+   * @returns {number} width over height
+   */
+  #aspect() {
+    const ratios = [];
+    for (const tile of this.#tiles.values()) {
+      if (tile.hidden || tile.classList.contains("featured") || tile.classList.contains("no-video")) continue;
+      const video = tile.querySelector("video");
+      if (video && video.videoWidth > 0 && video.videoHeight > 0) ratios.push(video.videoWidth / video.videoHeight);
+    }
+    if (ratios.length === 0) return PHONE.matches ? ASPECT.phone : ASPECT.wide;
+    ratios.sort((a, b) => a - b);
+    const middle = ratios[Math.floor(ratios.length / 2)] ?? ASPECT.wide;
+    return Math.min(ASPECT_RANGE.max, Math.max(ASPECT_RANGE.min, middle));
   }
 }

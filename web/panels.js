@@ -41,8 +41,28 @@ function button(label, onClick) {
   return b;
 }
 
-/** A side panel that opens and closes with a toggle button. */
+/** Where panels are sheets over the whole screen (a phone; the same width as grid.js's phone). */
+const SHEETS = window.matchMedia("(max-width: 37.5rem)");
+/** What an open sheet covers: inert meanwhile, so that Tab and screen readers stay in the sheet. */
+const COVERED = [".bar", "#feedback", ".stage-and-grid", ".controls"];
+
+/**
+ * A side panel that opens and closes with a toggle button (or its own close button). On a
+ * phone it is a sheet over the whole screen, so opening one closes the other.
+ */
 class Panel {
+  /** @type {Panel[]} every panel of the page */
+  static all = [];
+
+  /** Make what an open sheet covers inert (and live again when none is open). */
+  static cover() {
+    const covered = SHEETS.matches && Panel.all.some((panel) => panel.open);
+    for (const selector of COVERED) {
+      const element = document.querySelector(selector);
+      if (element instanceof HTMLElement) element.inert = covered;
+    }
+  }
+
   /**
    * @param {string} panelId
    * @param {string} toggleId
@@ -50,7 +70,13 @@ class Panel {
   constructor(panelId, toggleId) {
     this.panel = byId(panelId, HTMLElement);
     this.toggle = byId(toggleId, HTMLButtonElement);
+    this.closer = this.panel.querySelector(".panel-close");
+    Panel.all.push(this);
     this.toggle.addEventListener("click", () => this.setOpen(this.panel.hidden));
+    this.closer?.addEventListener("click", () => {
+      this.setOpen(false);
+      this.toggle.focus();
+    });
     // Escape closes an open panel; focus inside it goes back to its toggle.
     document.addEventListener("keydown", (event) => {
       if (event.key !== "Escape" || !this.open || event.defaultPrevented) return;
@@ -64,15 +90,24 @@ class Panel {
     return !this.panel.hidden;
   }
 
+  /** @returns {boolean} whether the panel is shown as a sheet over the whole screen */
+  get sheet() {
+    return SHEETS.matches;
+  }
+
   /** @param {boolean} open */
   setOpen(open) {
+    if (open && this.sheet) for (const other of Panel.all) if (other !== this && other.open) other.setOpen(false);
     this.panel.hidden = !open;
     this.toggle.setAttribute("aria-expanded", String(open));
+    Panel.cover();
     this.opened();
   }
 
   opened() {}
 }
+
+SHEETS.addEventListener("change", () => Panel.cover());
 
 export class ChatPanel extends Panel {
   #log = byId("chat-log", HTMLOListElement);
@@ -172,6 +207,11 @@ export class PeoplePanel extends Panel {
     byId("end-meeting", HTMLButtonElement).addEventListener("click", () => {
       if (confirm(t("settings.end_confirm"))) connection()?.endMeeting();
     });
+  }
+
+  opened() {
+    // A sheet hides the toolbar: focus goes into it, to its close button.
+    if (this.open && this.sheet && this.closer instanceof HTMLElement) this.closer.focus();
   }
 
   /** @returns {boolean} whether this participant moderates the room */

@@ -1,8 +1,9 @@
 // @ts-check
 /**
  * The call's picture: one tile per participant in the grid (video, sound, name, indicators,
- * reactions), the active speaker, and the stage that shows a shared screen large above them.
- * It draws what it is given; the connection's callbacks feed it from app.js.
+ * reactions), the active speaker, and the stage that shows a shared screen large above them;
+ * the speaker every remote sound plays to, and the picture-in-picture window, which follows
+ * the active speaker. It draws what it is given; the connection's callbacks feed it from app.js.
  */
 import { byId, find } from "./dom.js";
 import { t } from "./i18n.js";
@@ -43,6 +44,8 @@ export class Tiles {
 
   /** @type {() => void} */
   #onAutoplayBlocked;
+  /** the audio output every remote sound plays to ("": the system's default) */
+  #sinkId = "";
   /** @type {ViewReporter} which remote videos are on screen, for the server */
   view;
 
@@ -116,6 +119,10 @@ export class Tiles {
     } else {
       video.srcObject = stream;
       audio.srcObject = stream;
+      // The chosen speaker, once the element plays: Chromium aborts a choice made before.
+      audio.addEventListener("playing", () => {
+        if (this.#sinkId && audio.sinkId !== this.#sinkId) audio.setSinkId(this.#sinkId).catch(() => {});
+      });
     }
     entry = { tile, stream };
     this.#tiles.set(participantId, entry);
@@ -231,6 +238,61 @@ export class Tiles {
     this.#tiles.get(participantId)?.stream.removeTrack(track);
   }
 
+  /**
+   * Play every remote sound, now and to come, to the speaker `sinkId` (an `audiooutput` device
+   * id; "" for the system's default).
+   * @param {string} sinkId
+   * @returns {Promise<boolean>} whether every sound playing now plays there (one not playing yet
+   *   is moved when it starts)
+   */
+  async setSink(sinkId) {
+    this.#sinkId = sinkId;
+    const elements = [...this.#grid.querySelectorAll("audio")];
+    const results = await Promise.allSettled(elements.map((audio) => audio.setSinkId(sinkId)));
+    return results.every((result, i) => result.status === "fulfilled" || elements[i]?.paused);
+  }
+
+  /**
+   * Open picture-in-picture on the active speaker's video (or, with nobody speaking, the first
+   * other participant's), or close it. While it is open it follows the active speaker.
+   * @returns {Promise<"opened" | "closed" | "nobody">} nobody: no other participant shows video
+   */
+  async togglePictureInPicture() {
+    if (document.pictureInPictureElement) {
+      await document.exitPictureInPicture();
+      return "closed";
+    }
+    const video = this.#speakerVideo();
+    if (!video) return "nobody";
+    await video.requestPictureInPicture();
+    return "opened";
+  }
+
+  /**
+   * The video picture-in-picture shows: the active speaker's when it has one, else another
+   * participant's with video.
+   * @returns {HTMLVideoElement | null}
+   */
+  #speakerVideo() {
+    for (const id of [this.#speaker, ...this.#tiles.keys()]) {
+      const video = this.#videoOf(id);
+      if (video) return video;
+    }
+    return null;
+  }
+
+  /**
+   * Another participant's video, if it shows a picture (camera on, frames known).
+   * @param {string | null} participantId
+   * @returns {HTMLVideoElement | null}
+   */
+  #videoOf(participantId) {
+    const entry = participantId && participantId !== this.#me() ? this.#tiles.get(participantId) : undefined;
+    if (!entry || entry.tile.classList.contains("no-video") || entry.stream.getVideoTracks().length === 0) return null;
+    const video = find(entry.tile, "video", HTMLVideoElement);
+    return video.readyState > 0 ? video : null;
+  }
+
   /** Play every participant's sound (after a click, which the autoplay policy asks for). */
   playAll() {
     for (const audio of this.#grid.querySelectorAll("audio")) audio.play().catch(() => {});
@@ -244,6 +306,11 @@ export class Tiles {
     this.#speaker = participantId;
     for (const [id, { tile }] of this.#tiles) tile.classList.toggle("speaking", id === participantId);
     this.layout.setSpeaker(participantId);
+    // An open picture-in-picture window moves to the new speaker, if the speaker shows a
+    // picture (no click is needed while it is open).
+    const shown = document.pictureInPictureElement;
+    const next = shown ? this.#videoOf(participantId) : null;
+    if (next && next !== shown) next.requestPictureInPicture().catch(() => {});
   }
 
   /**

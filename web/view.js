@@ -21,6 +21,10 @@ export class ViewReporter {
   #send;
   /** @type {Set<HTMLElement>} watched elements now intersecting the viewport */
   #visible = new Set();
+  /** @type {Set<HTMLElement>} every watched element */
+  #watched = new Set();
+  /** @type {PictureInPictureWindow | null} the picture-in-picture window, while open */
+  #pipWindow = null;
   /** @type {IntersectionObserver} */
   #intersections;
   /** @type {ResizeObserver} */
@@ -46,6 +50,25 @@ export class ViewReporter {
     });
     this.#sizes = new ResizeObserver(() => this.schedule());
     document.addEventListener("visibilitychange", () => this.schedule());
+    // The picture-in-picture window stays on screen while the tab is hidden or its tile is not
+    // on the page shown.
+    document.addEventListener(
+      "enterpictureinpicture",
+      (event) => {
+        this.#pipWindow = /** @type {PictureInPictureEvent} */ (event).pictureInPictureWindow;
+        this.#pipWindow.addEventListener("resize", () => this.schedule());
+        this.schedule();
+      },
+      true,
+    );
+    document.addEventListener(
+      "leavepictureinpicture",
+      () => {
+        this.#pipWindow = null;
+        this.schedule();
+      },
+      true,
+    );
   }
 
   /**
@@ -54,12 +77,14 @@ export class ViewReporter {
    * @param {HTMLElement} element
    */
   watch(element) {
+    this.#watched.add(element);
     this.#intersections.observe(element);
     this.#sizes.observe(element);
   }
 
   /** @param {HTMLElement} element */
   unwatch(element) {
+    this.#watched.delete(element);
     this.#intersections.unobserve(element);
     this.#sizes.unobserve(element);
     this.#visible.delete(element);
@@ -94,16 +119,27 @@ export class ViewReporter {
   #report() {
     /** @type {ShownTile[]} */
     const tiles = [];
-    if (document.visibilityState !== "hidden" && this.#mode !== "audio") {
-      for (const element of this.#visible) {
+    if (this.#mode !== "audio") {
+      // A hidden tab shows nothing, except the tile in the picture-in-picture window (which is
+      // shown even when its tile is not on the page shown, at the larger of the two sizes).
+      const hidden = document.visibilityState === "hidden";
+      const pip = document.pictureInPictureElement;
+      const pipTile = [...this.#watched].find((element) => pip && element.contains(pip)) ?? null;
+      const shown = new Set(this.#visible);
+      if (pipTile) shown.add(pipTile);
+      for (const element of shown) {
         const participantId = element.dataset.participantId;
-        if (!element.isConnected || element.hidden || !participantId) continue;
+        if (!element.isConnected || !participantId) continue;
+        const inPip = element === pipTile;
+        if (!inPip && (hidden || element.hidden)) continue;
+        const width = Math.max(element.clientWidth, inPip ? (this.#pipWindow?.width ?? 0) : 0);
+        const height = Math.max(element.clientHeight, inPip ? (this.#pipWindow?.height ?? 0) : 0);
         tiles.push({
           participant_id: participantId,
           source: element.dataset.source === "screen" ? "screen" : "camera",
           // Low bandwidth: say the tile is small, so the smallest layer is sent.
-          width: this.#mode === "low" ? LOW_WIDTH : Math.ceil(element.clientWidth / SIZE_STEP) * SIZE_STEP,
-          height: this.#mode === "low" ? LOW_HEIGHT : Math.ceil(element.clientHeight / SIZE_STEP) * SIZE_STEP,
+          width: this.#mode === "low" ? LOW_WIDTH : Math.ceil(width / SIZE_STEP) * SIZE_STEP,
+          height: this.#mode === "low" ? LOW_HEIGHT : Math.ceil(height / SIZE_STEP) * SIZE_STEP,
         });
       }
     }
