@@ -166,7 +166,7 @@ export class Tiles {
       const camOff = find(tile, ".cam-off", HTMLElement);
       camOff.hidden = p.video;
       camOff.textContent = t("tile.cam_off");
-      tile.classList.toggle("no-video", !p.video);
+      this.#markVideo(p.id);
       const away = find(tile, ".away", HTMLElement);
       away.hidden = !p.reconnecting;
       away.textContent = t("tile.reconnecting");
@@ -219,6 +219,7 @@ export class Tiles {
     const { tile, stream } = this.tileFor(participantId);
     for (const old of stream.getTracks()) if (old.kind === track.kind) stream.removeTrack(old);
     stream.addTrack(track);
+    this.#markVideo(participantId);
     if (track.kind === "audio") {
       find(tile, "audio", HTMLAudioElement)
         .play()
@@ -236,6 +237,20 @@ export class Tiles {
    */
   removeTrack(participantId, track) {
     this.#tiles.get(participantId)?.stream.removeTrack(track);
+    this.#markVideo(participantId);
+  }
+
+  /**
+   * Show a tile's initials instead of its video when the camera is off, or when no video comes
+   * from that participant at all (someone who joined without a camera): never a black box.
+   * @param {string} participantId
+   */
+  #markVideo(participantId) {
+    const entry = this.#tiles.get(participantId);
+    if (!entry) return;
+    const on = this.#participants.get(participantId)?.video ?? false;
+    const isMe = participantId === this.#me();
+    entry.tile.classList.toggle("no-video", !on || (!isMe && entry.stream.getVideoTracks().length === 0));
   }
 
   /**

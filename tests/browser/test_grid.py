@@ -86,3 +86,33 @@ async def test_pages_speaker_self_view_pin_and_full_screen_on_a_phone() -> None:
         finally:
             for publisher in publishers:
                 await publisher.close()
+
+
+async def test_someone_without_a_camera_shows_initials_not_a_black_tile() -> None:
+    """A participant who publishes only a microphone (its camera flag still on, as when it
+    joined without a camera) is drawn with its initials; one whose video arrives is not."""
+    with run_server() as server:
+        voice = await MediaClient.join(server.ws, "faces", "Farid Aliev")
+        face = await MediaClient.join(server.ws, "faces", "Elena")
+        try:
+            await voice.publish(video=False, silent=True)
+            await face.publish(cheap=True)
+            async with chromium() as browser:
+                context = await browser.new_context(
+                    permissions=["camera", "microphone"], base_url=server.http
+                )
+                page = await context.new_page()
+                await page.goto("/r/faces?name=Viewer&join=1&lang=en")
+                voice_tile = f'[data-participant-id="{voice.participant_id}"]'
+                face_tile = f'[data-participant-id="{face.participant_id}"]'
+                await page.wait_for_function(
+                    f"() => document.querySelector('{face_tile} video')?.videoWidth > 0",
+                    timeout=30_000,
+                )
+                assert await page.is_visible(f"{voice_tile} .initials")
+                assert await page.text_content(f"{voice_tile} .initials") == "FA"
+                assert await page.is_hidden(f"{face_tile} .initials")
+                await context.close()
+        finally:
+            await voice.close()
+            await face.close()
