@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright
 
 from tests.integration.serverproc import ServerProcess, run_server
 
@@ -93,6 +93,50 @@ async def meeting_pages(
             await page.goto(f"/r/{room}?name={name}&join=1&lang=en")
             pages.append(page)
         yield pages
+    finally:
+        for context in contexts:
+            await context.close()
+
+
+OpenPage = Callable[..., Awaitable[Page]]
+"""What :func:`page_opener` gives: ``await open_page(path, size, ready, bypass_csp)``."""
+SIZES: dict[str, ViewportSize] = {
+    "desktop": {"width": 1280, "height": 800},
+    "phone": {"width": 390, "height": 844},
+}
+"""The screen sizes the client is tried at."""
+
+
+@contextlib.asynccontextmanager
+async def page_opener(
+    browser: Browser, base_url: str, *, init: str = "", bypass_csp: bool = False
+) -> AsyncIterator[OpenPage]:
+    """``await open_page(path, size="desktop", ready=True)`` opens ``path`` in a context of
+    its own (devices granted, ``init`` run before the page's scripts, at a size of
+    :data:`SIZES`), waiting for the client to be ready unless ``ready`` is false;
+    ``bypass_csp`` lets a test add scripts (axe-core). Every context is closed afterwards."""
+    contexts: list[BrowserContext] = []
+
+    async def open_page(
+        path: str, size: str = "desktop", ready: bool = True, bypass_csp: bool = bypass_csp
+    ) -> Page:
+        context = await browser.new_context(
+            permissions=["camera", "microphone"],
+            base_url=base_url,
+            viewport=SIZES[size],
+            bypass_csp=bypass_csp,
+        )
+        contexts.append(context)
+        page = await context.new_page()
+        if init:
+            await page.add_init_script(init)
+        await page.goto(path)
+        if ready:
+            await page.wait_for_function("() => window.veche?.ready === true")
+        return page
+
+    try:
+        yield open_page
     finally:
         for context in contexts:
             await context.close()

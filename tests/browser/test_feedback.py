@@ -8,22 +8,20 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import Browser, Page
 
-from tests.browser.conftest import chromium
+from tests.browser.conftest import SIZES, OpenPage, page_opener
 from tests.browser.firefox import FirefoxPage, firefox, firefox_missing
 from tests.integration.serverproc import ServerProcess, run_server
 from veche.assets import web_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 ROOT = Path(__file__).resolve().parents[2]
 AXE_PATHS = (
     ROOT / ".venv" / "tools" / "node_modules" / "axe-core" / "axe.min.js",
@@ -92,36 +90,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         assert process.terminate() == 0
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
-
-
-@contextlib.asynccontextmanager
-async def people(browser: Browser, server: ServerProcess) -> AsyncIterator[Any]:
-    """Open pages (one context each), all closed afterwards."""
-    contexts: list[BrowserContext] = []
-
-    async def open_page(path: str, size: str = "desktop", bypass_csp: bool = False) -> Page:
-        context = await browser.new_context(
-            permissions=["camera", "microphone"],
-            base_url=server.http,
-            viewport=SIZES[size],
-            bypass_csp=bypass_csp,  # for axe-core, which is added as a script of the page
-        )
-        contexts.append(context)
-        page = await context.new_page()
-        await page.add_init_script(INIT)
-        await page.goto(path)
-        await page.wait_for_function("() => window.veche?.ready === true")
-        return page
-
-    try:
-        yield open_page
-    finally:
-        for context in contexts:
-            await context.close()
+def people(
+    browser: Browser, server: ServerProcess
+) -> contextlib.AbstractAsyncContextManager[OpenPage]:
+    """Open pages (one context each, errors recorded), all closed afterwards."""
+    return page_opener(browser, server.http, init=INIT)
 
 
 async def in_view_at_both_sizes(page: Any, selectors: list[str], shot: str = "") -> None:
@@ -373,13 +346,13 @@ async def test_the_room_page_has_no_serious_accessibility_violation(
         assert found == [], f"{where} ({size}): {found}"
 
     async with people(browser, server) as open_page:
-        host = await open_page(f"/r/axe-{size}?name=Host&join=1&lang=en", size, True)
+        host = await open_page(f"/r/axe-{size}?name=Host&join=1&lang=en", size, bypass_csp=True)
         await joined(host)
         await host.evaluate("() => window.veche.connection.configure({password: 'x'})")
         await host.wait_for_function("() => window.veche.connection.settings?.has_password")
         await host.click("#people-toggle")
         await check(host, "in the call")
-        guest = await open_page(f"/r/axe-{size}?name=Guest&lang=ru", size, True)
+        guest = await open_page(f"/r/axe-{size}?name=Guest&lang=ru", size, bypass_csp=True)
         await guest.click("#join")
         await guest.wait_for_selector("#password-row:not([hidden])")
         await check(guest, "pre-join after a refusal")

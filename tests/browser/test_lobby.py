@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import Browser, Page
 
-from tests.browser.conftest import chromium
+from tests.browser.conftest import SIZES, OpenPage, page_opener
 from tests.browser.test_feedback import (
     AXE_PATHS,
     IN_VIEW,
     INIT,
-    SIZES,
     TRACKS_ENDED,
     in_view_at_both_sizes,
     joined,
@@ -45,8 +43,6 @@ TOAST_SHOWN = "(t) => !document.getElementById('toast').hidden && " + STATUS_IS[
 """Page function: the toast is shown with this text."""
 FOCUS_IN_TOAST = "() => document.activeElement?.closest('#toast') !== null"
 
-OpenPage = Callable[..., Awaitable[Page]]
-
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
@@ -55,37 +51,11 @@ def server() -> Iterator[ServerProcess]:
         assert process.terminate() == 0
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
-
-
-@contextlib.asynccontextmanager
-async def pages(browser: Browser, server: ServerProcess) -> AsyncIterator[OpenPage]:
+def pages(
+    browser: Browser, server: ServerProcess
+) -> contextlib.AbstractAsyncContextManager[OpenPage]:
     """Open pages (one context each, devices granted, chimes counted), closed afterwards."""
-    contexts: list[BrowserContext] = []
-
-    async def open_page(path: str, size: str = "desktop", ready: bool = True) -> Page:
-        context = await browser.new_context(
-            permissions=["camera", "microphone"],
-            base_url=server.http,
-            viewport=SIZES[size],
-            bypass_csp=True,  # for axe-core, which is added as a script of the page
-        )
-        contexts.append(context)
-        page = await context.new_page()
-        await page.add_init_script(INIT + COUNT_CHIMES)
-        await page.goto(path)
-        if ready:
-            await page.wait_for_function("() => window.veche?.ready === true")
-        return page
-
-    try:
-        yield open_page
-    finally:
-        for context in contexts:
-            await context.close()
+    return page_opener(browser, server.http, init=INIT + COUNT_CHIMES, bypass_csp=True)
 
 
 async def _with_lobby(open_page: OpenPage, room: str) -> Page:

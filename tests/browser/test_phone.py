@@ -9,16 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from playwright.async_api import Browser, Page
 
-from tests.browser.conftest import chromium
 from tests.browser.firefox import firefox, firefox_missing
 from tests.integration.peers import MediaClient, SlideTrack
 from tests.integration.serverproc import ServerProcess, run_server
@@ -98,29 +95,12 @@ def speak(client: MediaClient, loud: bool) -> None:
     sender.track.amplitude = 8000 if loud else 0  # type: ignore[union-attr]
 
 
-def video_sent(server: ServerProcess, room: str, participant_id: str) -> int:
-    """How many videos the server forwards to ``participant_id`` (its admin API)."""
-    request = urllib.request.Request(
-        f"{server.http}/api/rooms/{room}", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        data: dict[str, Any] = json.load(response)
-    (me,) = [p for p in data["participants"] if p["id"] == participant_id]
-    return int(me["receiving"]["video"])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = {"VECHE_DATA_DIR": str(tmp_path_factory.mktemp("data"))}
     with run_server("--host", "127.0.0.1", "--admin-token", TOKEN, env=env) as process:
         yield process
         assert process.terminate() == 0
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 @contextlib.asynccontextmanager
@@ -373,7 +353,7 @@ async def test_picture_in_picture_follows_the_active_speaker_and_is_sent_while_o
                 ".filter(v => v.videoWidth > 0).length === 3",
                 timeout=20000,
             )
-            await until(lambda: video_sent(server, room, me) == 3, timeout=3)
+            await until(lambda: server.receiving(room, me)["video"] == 3, timeout=3)
             speak(first, True)
             await page.wait_for_selector(
                 f'.tile.speaking[data-participant-id="{first.participant_id}"]'
@@ -394,25 +374,25 @@ async def test_picture_in_picture_follows_the_active_speaker_and_is_sent_while_o
             )
 
             await page.evaluate(JS_HIDE_TAB)
-            await until(lambda: video_sent(server, room, me) == 1, timeout=3)
+            await until(lambda: server.receiving(room, me)["video"] == 1, timeout=3)
             await page.evaluate(
                 "() => { delete document.visibilityState;"
                 " document.dispatchEvent(new Event('visibilitychange')); }"
             )
-            await until(lambda: video_sent(server, room, me) == 3, timeout=3)
+            await until(lambda: server.receiving(room, me)["video"] == 3, timeout=3)
 
             # Page two shows the fourth alone; the speaker's tile is off the page, in the window.
             await page.tap(".pager-next")
             fourth_tile = f'.tile[data-participant-id="{fourth.participant_id}"]'
             await page.wait_for_selector(f"{fourth_tile}:not([hidden])")
             assert await page.evaluate(pip_of) == second.participant_id
-            await until(lambda: video_sent(server, room, me) == 2, timeout=3)
+            await until(lambda: server.receiving(room, me)["video"] == 2, timeout=3)
 
             await page.tap("#more")
             await page.tap("#pip")
             await page.wait_for_function("() => document.pictureInPictureElement === null")
             assert await page.get_attribute("#pip", "aria-pressed") == "false"
-            await until(lambda: video_sent(server, room, me) == 1, timeout=3)
+            await until(lambda: server.receiving(room, me)["video"] == 1, timeout=3)
         finally:
             await page.context.close()
 
