@@ -478,14 +478,25 @@ class Participant:
 class Rig:
     """This process's participants, their replay loop and the measuring window."""
 
-    def __init__(self, args: argparse.Namespace, clip: Clip) -> None:
-        self.url: str = args.url
-        self.room: str = args.room
-        self.total: int = args.total
-        self.first: int = args.first
-        self.count: int = args.count
-        self.epoch: float = args.epoch
-        self.single: bool = args.single
+    def __init__(
+        self,
+        url: str,
+        room: str,
+        total: int,
+        clip: Clip,
+        *,
+        epoch: float,
+        first: int = 0,
+        count: int | None = None,
+        single: bool = False,
+    ) -> None:
+        self.url = url
+        self.room = room
+        self.total = total
+        self.first = first
+        self.count = total - first if count is None else count
+        self.epoch = epoch
+        self.single = single
         self.clip = clip
         self.ids: dict[str, str] = {}
         self.index_of: dict[str, int] = {}
@@ -494,6 +505,33 @@ class Rig:
         self.latencies: Counter[int] = Counter()
         """Latency in whole milliseconds, counted while measuring."""
         self._start: dict[str, Any] = {}
+        self._replays: list[asyncio.Task[None]] = []
+
+    async def join(self, timeout: float = READY_TIMEOUT) -> list[tuple[int, int]]:
+        """Join this process's participants one after the other, each publishing (and replaying
+        from then on); once everyone in the meeting is known, say what each shows (unless
+        ``single``) and wait up to ``timeout`` seconds for every tile to move. The tiles still
+        without a frame then, as (viewer, owner)."""
+        for index in range(self.first, self.first + self.count):
+            participant = await Participant.join(self, index)
+            self.participants.append(participant)
+            await participant.publish()
+            self._replays.append(asyncio.ensure_future(self.replay(participant)))
+        deadline = time.monotonic() + timeout
+        while len(self.ids) < self.total and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if not self.single:
+            for participant in self.participants:
+                await participant.show()
+        while self.missing() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        return self.missing()
+
+    async def close(self) -> None:
+        """Stop replaying; every participant leaves."""
+        for task in self._replays:
+            task.cancel()
+        await asyncio.gather(*(p.close() for p in self.participants), return_exceptions=True)
 
     def note_participant(self, name: str, pid: str) -> None:
         if name.startswith("p") and name[1:].isdigit():
@@ -624,23 +662,19 @@ def _emit(message: dict[str, Any]) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
-    rig = Rig(args, load_clip(Path(args.clip) if args.clip else None))
-    replays: list[asyncio.Task[None]] = []
+    clip = load_clip(Path(args.clip) if args.clip else None)
+    rig = Rig(
+        args.url,
+        args.room,
+        args.total,
+        clip,
+        epoch=args.epoch,
+        first=args.first,
+        count=args.count,
+        single=args.single,
+    )
     try:
-        for index in range(rig.first, rig.first + rig.count):
-            participant = await Participant.join(rig, index)
-            rig.participants.append(participant)
-            await participant.publish()
-            replays.append(asyncio.ensure_future(rig.replay(participant)))
-        deadline = time.monotonic() + READY_TIMEOUT
-        while len(rig.ids) < rig.total and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        if not rig.single:
-            for participant in rig.participants:
-                await participant.show()
-        while rig.missing() and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        _emit({"ready": True, "missing": rig.missing()})
+        _emit({"ready": True, "missing": await rig.join()})
         reader = asyncio.StreamReader()
         loop = asyncio.get_running_loop()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -650,9 +684,7 @@ async def run(args: argparse.Namespace) -> None:
             elif line == "stop":
                 _emit(rig.results())
     finally:
-        for task in replays:
-            task.cancel()
-        await asyncio.gather(*(p.close() for p in rig.participants), return_exceptions=True)
+        await rig.close()
 
 
 def main() -> None:
