@@ -318,8 +318,9 @@ def _attribute(section: list[str], prefix: str) -> str | None:
 
 @dataclass
 class TileCounter:
-    """What a viewer receives on one track: packets, bytes, frames (by layer) and their
-    latency."""
+    """What a viewer receives on one track: packets, bytes (RTP payload, retransmissions
+    included), and for video its frames by layer and their latency: a frame counts once, when
+    the first packet of a newer frame than any counted is recognised (:meth:`Clip.identify`)."""
 
     video: bool
     rig: Rig
@@ -334,8 +335,11 @@ class TileCounter:
     def add(self, packet: RtpPacket) -> None:
         self.packets += 1
         self.octets += len(packet.payload)
-        if not self.video or packet.timestamp == self._last_timestamp:
+        if not self.video:
             return
+        last = self._last_timestamp
+        if last is not None and not 0 < (packet.timestamp - last) % 2**32 < 2**31:
+            return  # not a newer frame: a retransmission, or a packet of a frame counted
         found = self.rig.clip.identify(packet.payload)
         if found is None:
             return
