@@ -87,6 +87,10 @@ RECEIVE_BUFFER: Final = 1 << 20
 """Bytes of socket receive buffer for each connection of the rig (see :func:`enlarge_buffers`)."""
 HISTORY: Final = 512
 """Packets of each stream kept for retransmission."""
+RESEND_INTERVAL: Final = 0.1
+"""Seconds before a packet is sent again for a NACK that names it again: a receiver repeats its
+whole list of missing packets with every new gap, and a browser resends a packet at most once
+per round trip (without this, retransmissions feed the loss they answer)."""
 READY_TIMEOUT: Final = 60.0
 """Seconds after the last participant joined that viewers have to receive every tile."""
 
@@ -173,6 +177,8 @@ class _Stream:
     """A keyframe was asked for (PLI)."""
     sent: dict[int, bytes] = field(default_factory=dict)
     """The last :data:`HISTORY` packets, protected, by sequence number (for NACKs)."""
+    resent: dict[int, float] = field(default_factory=dict)
+    """When each packet was last sent again."""
 
 
 class ReplaySender:
@@ -236,11 +242,14 @@ class ReplaySender:
                 stream.keyframe = True
                 self.keyframe_requests += 1
             else:
+                now = time.monotonic()
                 for sequence in packet.lost:
                     data = stream.sent.get(sequence)
-                    if data is not None:
-                        self._resend(data)
-                        self.retransmissions += 1
+                    if data is None or now - stream.resent.get(sequence, -1.0) < RESEND_INTERVAL:
+                        continue
+                    stream.resent[sequence] = now
+                    self._resend(data)
+                    self.retransmissions += 1
 
         video._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
         self.keyframe_requests = 0
@@ -289,7 +298,9 @@ class ReplaySender:
                 if data is None:
                     return
                 stream.sent[stream.sequence] = data
-                stream.sent.pop((stream.sequence - HISTORY) & 0xFFFF, None)
+                stale = (stream.sequence - HISTORY) & 0xFFFF
+                stream.sent.pop(stale, None)
+                stream.resent.pop(stale, None)
                 stream.sequence = (stream.sequence + 1) & 0xFFFF
             stream.keyframe = stream.keyframe and not key
         self.lag.append(time.monotonic() - scheduled)
@@ -448,6 +459,9 @@ class Participant:
         tile = TileCounter(track.kind == "video", self.rig, track.id)
         self.tiles.append(tile)
         tap_receiver(receiver, lambda packet, codec: None)
+        # No bandwidth estimate (REMB) from the rig's viewers: the server does not use a
+        # viewer's, and aiortc's estimator costs more per packet than all the rest of receiving.
+        receiver.__dict__["_RTCRtpReceiver__remote_bitrate_estimator"] = None
         count_packets(receiver, tile)  # type: ignore[arg-type]
         self._name_owners()
 
