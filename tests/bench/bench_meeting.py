@@ -432,15 +432,21 @@ def draw_chart(trials: list[Trial], path: Path) -> bool:
     except ImportError:
         return False
     figure, (fps_axes, cpu_axes) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-    for mode, style in ((SIMULCAST, "-o"), (BASELINE, "--s")):
+    sizes: set[int] = set()
+    for mode, color in ((SIMULCAST, "tab:blue"), (BASELINE, "tab:orange")):
         done = sorted((t for t in trials if t.mode == mode and not t.error), key=lambda t: t.n)
         if not done:
             continue
         ns = [t.n for t in done]
-        fps_axes.plot(ns, [t.fps_worst for t in done], style, label=f"{mode}: worst")
-        fps_axes.plot(ns, [t.fps_median for t in done], style, alpha=0.5, label=f"{mode}: median")
-        cpu_axes.plot(ns, [t.server_cores for t in done], style, label=f"{mode}: server")
-        cpu_axes.plot(ns, [t.rig_cores for t in done], style, alpha=0.5, label=f"{mode}: rig")
+        sizes.update(ns)
+        for axes, values, label in (
+            (fps_axes, [t.fps_worst for t in done], "worst tile"),
+            (fps_axes, [t.fps_median for t in done], "median tile"),
+            (cpu_axes, [t.server_cores for t in done], "server"),
+            (cpu_axes, [t.rig_cores for t in done], "rig"),
+        ):
+            style = "-o" if label in ("worst tile", "server") else ":s"
+            axes.plot(ns, values, style, color=color, label=f"{mode}: {label}")
     fps_axes.axhline(TARGET_FPS, color="grey", linewidth=0.8)
     fps_axes.set(xlabel="participants (N)", ylabel="frames per second", title="Shown tiles")
     fps_axes.set_ylim(bottom=0)
@@ -448,6 +454,7 @@ def draw_chart(trials: list[Trial], path: Path) -> bool:
     cpu_axes.set(xlabel="participants (N)", ylabel="cores", title="CPU")
     cpu_axes.set_ylim(bottom=0)
     for axes in (fps_axes, cpu_axes):
+        axes.set_xticks(sorted(sizes))
         axes.legend(fontsize="small")
         axes.grid(alpha=0.3)
     figure.savefig(path, dpi=100)
