@@ -88,9 +88,11 @@ RECEIVE_BUFFER: Final = 1 << 20
 HISTORY: Final = 512
 """Packets of each stream kept for retransmission."""
 RESEND_INTERVAL: Final = 0.1
-"""Seconds before a packet is sent again for a NACK that names it again: a receiver repeats its
-whole list of missing packets with every new gap, and a browser resends a packet at most once
-per round trip (without this, retransmissions feed the loss they answer)."""
+RESENDS: Final = 2
+"""A packet is sent again at most every ``RESEND_INTERVAL`` seconds and ``RESENDS`` times,
+however many NACKs name it: a receiver repeats its whole list of missing packets with every new
+gap, and a browser bounds its retransmissions too (without a bound, retransmissions feed the
+loss they answer)."""
 READY_TIMEOUT: Final = 60.0
 """Seconds after the last participant joined that viewers have to receive every tile."""
 
@@ -177,8 +179,8 @@ class _Stream:
     """A keyframe was asked for (PLI)."""
     sent: dict[int, bytes] = field(default_factory=dict)
     """The last :data:`HISTORY` packets, protected, by sequence number (for NACKs)."""
-    resent: dict[int, float] = field(default_factory=dict)
-    """When each packet was last sent again."""
+    resent: dict[int, tuple[float, int]] = field(default_factory=dict)
+    """When each packet was last sent again, and how many times it was."""
 
 
 class ReplaySender:
@@ -245,9 +247,10 @@ class ReplaySender:
                 now = time.monotonic()
                 for sequence in packet.lost:
                     data = stream.sent.get(sequence)
-                    if data is None or now - stream.resent.get(sequence, -1.0) < RESEND_INTERVAL:
+                    last, times = stream.resent.get(sequence, (-1.0, 0))
+                    if data is None or now - last < RESEND_INTERVAL or times >= RESENDS:
                         continue
-                    stream.resent[sequence] = now
+                    stream.resent[sequence] = (now, times + 1)
                     self._resend(data)
                     self.retransmissions += 1
 
