@@ -37,6 +37,7 @@ import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -87,6 +88,9 @@ RECEIVE_BUFFER: Final = 1 << 20
 """Bytes of socket receive buffer for each connection of the rig (see :func:`enlarge_buffers`)."""
 HISTORY: Final = 512
 """Packets of each stream kept for retransmission."""
+MEASURED_EVERY: Final = 8
+"""Every this many participants (``p0``, ``p8``, …) one viewer decrypts what it receives and
+recognises each frame (its layer and latency); the others count frames from clear headers."""
 RESEND_INTERVAL: Final = 0.1
 RESENDS: Final = 2
 """A packet is sent again at most every ``RESEND_INTERVAL`` seconds and ``RESENDS`` times,
@@ -156,6 +160,29 @@ def enlarge_buffers(pc: RTCPeerConnection) -> None:
             sock = protocol.transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+
+
+def count_in_the_clear(pc: RTCPeerConnection, sink: Callable[[bytes], None]) -> None:
+    """Hand every RTP datagram ``pc`` receives to ``sink`` as it arrives, still encrypted, and
+    nothing more: no SRTP, no parsing, no queue (SRTP leaves the RTP header in the clear, which
+    is enough to count packets and frames per SSRC). STUN, DTLS and RTCP go on as before, so the
+    connection stays up. aioice's internals: ``Connection._protocols``."""
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.receiver.transport.transport._connection
+        for protocol in connection._protocols:
+            if getattr(protocol, "_bench_counted", False):
+                continue
+            original = protocol.datagram_received
+
+            def datagram_received(data: bytes, addr: Any, original: Any = original) -> None:
+                # RTP: version 2, and not one of RTCP's packet types (RFC 5761).
+                if len(data) >= 12 and 128 <= data[0] < 192 and not 192 <= data[1] <= 223:
+                    sink(data)
+                else:
+                    original(data, addr)
+
+            protocol.datagram_received = datagram_received
+            protocol._bench_counted = True
 
 
 class IdleTrack(MediaStreamTrack):
@@ -339,12 +366,24 @@ class TileCounter:
     video: bool
     rig: Rig
     track_id: str = ""
+    stream: str = ""
+    """The stream id of the track (its publisher's participant id)."""
     owner: int | None = None
     packets: int = 0
     octets: int = 0
     frames: int = 0
     layers: Counter[int] = field(default_factory=Counter)
     _last_timestamp: int | None = None
+
+    def add_header(self, timestamp: int, size: int) -> None:
+        """Count an encrypted packet from its clear RTP header (a viewer that does not decrypt,
+        see :func:`count_in_the_clear`): its size, and a frame at each newer timestamp."""
+        self.packets += 1
+        self.octets += size
+        last = self._last_timestamp
+        if self.video and (last is None or 0 < (timestamp - last) % 2**32 < 2**31):
+            self._last_timestamp = timestamp
+            self.frames += 1
 
     def add(self, packet: RtpPacket) -> None:
         self.packets += 1
@@ -378,6 +417,11 @@ class Participant:
         self.subscribe_pc: RTCPeerConnection | None = None
         self.sender: ReplaySender | None = None
         self.tiles: list[TileCounter] = []
+        self.measured = index % rig.measured_every == 0
+        """Whether this viewer decrypts and recognises every frame (layer, latency); the others
+        count from the clear RTP headers, which costs the rig far less."""
+        self._by_mid: dict[str, TileCounter] = {}
+        self._by_ssrc: dict[int, TileCounter] = {}
         self._offer_sdp = ""
         self._answers: asyncio.Queue[str] = asyncio.Queue()
         self._reader = asyncio.ensure_future(self._read())
@@ -446,6 +490,9 @@ class Participant:
         await self.subscribe_pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
         await self.subscribe_pc.setLocalDescription(await self.subscribe_pc.createAnswer())
         enlarge_buffers(self.subscribe_pc)
+        if not self.measured:
+            self._tiles_from_offer(sdp)
+            count_in_the_clear(self.subscribe_pc, self._count_clear)
         answer = {
             "type": "answer",
             "pc": "subscribe",
@@ -459,9 +506,11 @@ class Participant:
         receiver = next(
             t.receiver for t in self.subscribe_pc.getTransceivers() if t.receiver.track is track
         )
+        tap_receiver(receiver, lambda packet, codec: None)
+        if not self.measured:
+            return  # counted in the clear, per SSRC of the offer
         tile = TileCounter(track.kind == "video", self.rig, track.id)
         self.tiles.append(tile)
-        tap_receiver(receiver, lambda packet, codec: None)
         # No bandwidth estimate (REMB) from the rig's viewers: the server does not use a
         # viewer's, and aiortc's estimator costs more per packet than all the rest of receiving.
         receiver.__dict__["_RTCRtpReceiver__remote_bitrate_estimator"] = None
@@ -471,13 +520,45 @@ class Participant:
     def _name_owners(self) -> None:
         """Each track's owner (its publisher's index), from the offer's ``a=msid`` (the stream
         id is the publisher's participant id)."""
-        owners = {}
+        if not self.measured:
+            return
+        streams = {}
         for line in self._offer_sdp.splitlines():
             if line.startswith("a=msid:"):
                 stream, track_id = line[len("a=msid:") :].split()[:2]
-                owners[track_id] = self.rig.index_of.get(stream.split("~")[0])
+                streams[track_id] = stream.split("~")[0]
         for tile in self.tiles:
-            tile.owner = owners.get(tile.track_id)
+            tile.stream = streams.get(tile.track_id, "")
+            tile.owner = self.rig.index_of.get(tile.stream)
+
+    def resolve_owners(self) -> None:
+        """Name the owners of tracks whose publisher was not known yet when they came."""
+        for tile in self.tiles:
+            if tile.owner is None and tile.stream:
+                tile.owner = self.rig.index_of.get(tile.stream)
+
+    def _tiles_from_offer(self, sdp: str) -> None:
+        """A counter per section of the server's offer, keyed by the SSRC it sends (the first
+        ``a=ssrc``; its RTX stream's packets are not counted), with the owner of its track."""
+        self._by_ssrc = {}
+        for section in _sections(sdp):
+            mid = _attribute(section, "a=mid:")
+            msid = _attribute(section, "a=msid:")
+            ssrc = _attribute(section, "a=ssrc:")
+            if mid is None or msid is None or ssrc is None:
+                continue
+            tile = self._by_mid.get(mid)
+            if tile is None:
+                tile = self._by_mid[mid] = TileCounter(section[0].startswith("m=video"), self.rig)
+                self.tiles.append(tile)
+            tile.stream = msid.split()[0].split("~")[0]
+            tile.owner = self.rig.index_of.get(tile.stream)
+            self._by_ssrc[int(ssrc.split()[0])] = tile
+
+    def _count_clear(self, data: bytes) -> None:
+        tile = self._by_ssrc.get(int.from_bytes(data[8:12], "big"))
+        if tile is not None:
+            tile.add_header(int.from_bytes(data[4:8], "big"), len(data))
 
     def video_from(self, owner: int) -> TileCounter | None:
         return next((t for t in self.tiles if t.video and t.owner == owner), None)
@@ -510,8 +591,10 @@ class Rig:
         first: int = 0,
         count: int | None = None,
         single: bool = False,
+        measured_every: int = MEASURED_EVERY,
     ) -> None:
         self.url = url
+        self.measured_every = measured_every
         self.room = room
         self.total = total
         self.first = first
@@ -594,6 +677,8 @@ class Rig:
 
     def missing(self) -> list[tuple[int, int]]:
         """(viewer, owner) of each tile of a page that has not received a frame yet."""
+        for participant in self.participants:
+            participant.resolve_owners()
         return [
             (p.index, owner)
             for p in self.participants
@@ -626,6 +711,7 @@ class Rig:
 
     def start(self) -> None:
         for participant in self.participants:
+            participant.resolve_owners()
             if participant.sender is not None:
                 participant.sender.lag.clear()
         self.latencies.clear()
