@@ -413,7 +413,7 @@ def summary(trials: list[Trial], seconds: float, chart: Path | None) -> str:
         "forwarded. Forwarded: the server's `/metrics` counters (RTP packets and payload bits "
         "written to subscribers); tile fps: frames each viewer receives of each tile of its "
         "page; arrival: from the publisher sending a frame to a viewer receiving its first "
-        "packet; rig: the client processes' CPU.",
+        "packet (viewers p0, p8, p16, ...); rig: the client processes' CPU.",
         "",
         "| N | mode | server CPU (cores) | forwarded pkt/s | forwarded Mbit/s | us/pkt "
         "| tile fps worst / median | arrival p50 / p95 (ms) | keyframe requests/min "
