@@ -110,6 +110,8 @@ class Trial:
     """The rig's own p95 lateness in sending frames."""
     retransmissions: int = 0
     loop_lag_max: float = 0.0
+    connections_lost: int = 0
+    """Peer connections that ended during the trial (see :func:`connections_lost`)."""
     log_notes: list[str] = field(default_factory=list)
 
     @property
@@ -270,8 +272,23 @@ async def run_trial(mode: str, n: int, seconds: float, rigs: int, logs: Path, cl
         await asyncio.gather(*(_stop(p, grace=20) for p in processes))
         await _stop(server)
         data.cleanup()
-    trial.log_notes = _log_notes(log_path.read_text(errors="replace"))
+    text = log_path.read_text(errors="replace")
+    trial.log_notes = _log_notes(text)
+    trial.connections_lost = connections_lost(text)
     return trial
+
+
+def connections_lost(log: str) -> int:
+    """Peer connections the server saw close or fail before the first participant left (the
+    rig never hangs up earlier): under overload a connection whose ICE consent checks are lost
+    with its media ends after about 30 s."""
+    lost = 0
+    for line in log.splitlines():
+        if "participant left" in line:
+            break
+        if "media connection state" in line and ("state=closed" in line or "state=failed" in line):
+            lost += 1
+    return lost
 
 
 def _tell(processes: list[asyncio.subprocess.Process], line: str) -> None:
@@ -336,6 +353,8 @@ def describe(trial: Trial) -> str:
             lines.append(f"{'':28}{trial.missing} tiles had no frame when measuring began")
         if trial.contended:
             lines.append(f"{'':28}other work on the machine skewed these figures")
+    if trial.connections_lost:
+        lines.append(f"{'':28}{trial.connections_lost} peer connections ended during the trial")
     shown = trial.log_notes[:5]
     lines += [f"{'':28}server log: {note[:200]}" for note in shown]
     if len(trial.log_notes) > len(shown):
