@@ -72,7 +72,11 @@ test-docker: $(VENV)/.installed-test system-packages
 	$(BIN)/python tests/docker/build_image.py
 	sh scripts/netns-run $(BIN)/python -m pytest -m docker tests/docker
 
-bench: $(VENV)/.installed-test system-packages
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test,dev,bench]'
+	@touch $@ $(VENV)/.installed-test $(VENV)/.installed-run
+
+bench: $(VENV)/.installed-bench system-packages
 	@set -e; for bench in tests/bench/bench_*.py; do \
 		echo "== $$bench"; sh scripts/netns-run $(BIN)/python $$bench; done
 
