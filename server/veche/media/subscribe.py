@@ -1,6 +1,11 @@
 """The subscribe leg of a participant's media: the connection the server offers, carrying
 everyone else's tracks to the participant.
 
+Each simulcast video is sent at one layer: the lowest of three, taken in one place
+(:meth:`SubscribeLeg._layer_for`): the layer for the size the participant shows it at, the layer
+its own bandwidth allows (:mod:`~veche.media.bandwidth`, from the feedback its browser sends
+on this connection) and a server-wide :attr:`SubscribeLeg.ceiling`.
+
 It is renegotiated whenever tracks come or go; changes that arrive while an offer is
 outstanding are folded into one new offer after the answer. A section the client declines (it
 cannot decode the codec) is left inactive and the participant is told, while every other section
@@ -11,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Hashable, Mapping
+from typing import Final
 
 from aiortc import (
     MediaStreamTrack,
@@ -24,8 +31,14 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 
 from veche.errors import ErrorCode, MediaError
 from veche.ids import ParticipantId
+from veche.media.bandwidth import Demand, LinkBudget, share, step_up
 from veche.media.codecs import Decoders
-from veche.media.internals import accept_declined_sections, feed_sender, set_stream_id
+from veche.media.internals import (
+    accept_declined_sections,
+    feed_sender,
+    set_stream_id,
+    watch_feedback,
+)
 from veche.media.simulcast import layer_for_width
 from veche.media.tracks import Downtrack, SenderFeed, Uptrack
 from veche.protocol import Error, Offer, ServerMessage, TrackUnavailable
@@ -34,6 +47,13 @@ from veche.tasks import cancel_and_wait
 __all__ = ["ShownVideos", "SubscribeLeg"]
 
 log = logging.getLogger(__name__)
+
+RESHARE_INTERVAL: Final = 0.5
+"""Least seconds between two sharings of a limited budget that feedback did not change (the
+layers' measured bitrates drift)."""
+
+SCREEN_PRIORITY: Final = 1e12
+"""Added to a shared screen's claim on a viewer's bandwidth (others claim by shown area)."""
 
 
 class _ForwardedTrack(MediaStreamTrack):
@@ -71,6 +91,7 @@ class SubscribeLeg:
         bind: Callable[[RTCPeerConnection], None],
         send: Callable[[ServerMessage], None],
         on_refused: Callable[[Uptrack], None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.participant_id = participant_id
         self.decoders = decoders
@@ -86,6 +107,15 @@ class SubscribeLeg:
         self._negotiation: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._shown: ShownVideos | None = None
+        self._clock = clock
+        self.budget = LinkBudget()
+        """What this participant's link carries, from its feedback."""
+        self._allowed: dict[Hashable, int] = {}
+        """The layer the budget allows each simulcast video, by track id."""
+        self._shared_at = -RESHARE_INTERVAL
+        self.ceiling: Callable[[Uptrack], int] = _no_ceiling
+        """The highest layer the server sends anyone of a track now (a load governor's say);
+        call :meth:`update_layers` after changing what it returns."""
         self.closed = False
 
     def can_receive(self, uptrack: Uptrack) -> bool:
@@ -107,6 +137,7 @@ class SubscribeLeg:
             transceiver.setCodecPreferences(_capabilities_for(uptrack.codec))
             feed = SenderFeed(uptrack.kind)
             feed_sender(transceiver.sender, feed.ready, feed.keyframe_requested)
+            watch_feedback(transceiver.sender, self._on_estimate, self._on_report)
             self._feeds.append((transceiver, feed, uptrack.codec))
         else:
             transceiver, feed = reusable
@@ -116,6 +147,8 @@ class SubscribeLeg:
         downtrack = Downtrack(uptrack, self.participant_id, feed, layer=self._layer_for(uptrack))
         downtrack.set_paused(not self._shows(uptrack))
         self._downtracks[uptrack.id] = (transceiver, downtrack)
+        if self.budget.limit is not None:
+            self.update_layers()
         self._schedule_negotiation()
 
     def set_view(self, shown: ShownVideos | None) -> None:
@@ -123,14 +156,125 @@ class SubscribeLeg:
         A video shown again starts at a keyframe; one hidden stops at once. Nothing is
         renegotiated: a hidden video's sender just falls silent."""
         self._shown = shown
+        self._share()
         for _, downtrack in self._downtracks.values():
             downtrack.want_layer(self._layer_for(downtrack.uptrack))
             downtrack.set_paused(not self._shows(downtrack.uptrack))
 
+    def update_layers(self, *, at_once: bool = False) -> None:
+        """Share the bandwidth out again and move each video to the layer that follows (at
+        its next keyframe; ``at_once``: a video moved down stops its current layer now, as the
+        link is full)."""
+        self._share()
+        for _, downtrack in self._downtracks.values():
+            downtrack.want_layer(self._layer_for(downtrack.uptrack), at_once=at_once)
+
     def _layer_for(self, uptrack: Uptrack) -> int:
+        """The simulcast layer to send of ``uptrack``: the lowest of the one for the size this
+        subscriber shows it at, the one its bandwidth allows and the server's ceiling."""
+        return min(
+            self._layer_for_size(uptrack),
+            self._allowed.get(uptrack.id, len(uptrack.layers) - 1),
+            self.ceiling(uptrack),
+        )
+
+    def _layer_for_size(self, uptrack: Uptrack) -> int:
         """The simulcast layer that suits the size this subscriber shows ``uptrack`` at."""
-        size = None if self._shown is None else self._shown.get((uptrack.owner, uptrack.source))
+        size = self._shown_size(uptrack)
         return layer_for_width(size[0] if size is not None else None, len(uptrack.layers))
+
+    def _shown_size(self, uptrack: Uptrack) -> tuple[int, int] | None:
+        return None if self._shown is None else self._shown.get((uptrack.owner, uptrack.source))
+
+    # ---------------------------------------------------------------- bandwidth
+
+    def _sent(self) -> list[Downtrack]:
+        return [d for _, d in self._downtracks.values() if not d.paused and d.uptrack.audible]
+
+    def _sending(self) -> float:
+        """Bits per second sent to this subscriber now (the layers it is sent, as measured
+        where they arrive)."""
+        return sum(d.uptrack.layers[d.layer].bitrate for d in self._sent() if d.layer is not None)
+
+    def _wanted(self) -> float:
+        """Bits per second this subscriber would be sent at the layers its view wants."""
+        total = 0.0
+        for downtrack in self._sent():
+            uptrack = downtrack.uptrack
+            layer = min(self._layer_for_size(uptrack), self.ceiling(uptrack))
+            total += uptrack.layers[uptrack.best_layer(layer)].bitrate
+        return total
+
+    def _share(self) -> None:
+        """Work out the layer the budget allows each video (every video at least its lowest;
+        a shared screen first, then bigger tiles)."""
+        limit = self.budget.limit
+        self._shared_at = self._clock()
+        if limit is None:
+            self._allowed = {}
+            return
+        audio, demands = self._demands()
+        self._allowed = share(limit - audio, demands)
+
+    def _step_up(self) -> float | None:
+        """The budget that would send one more layer of one video (see ``step_up``)."""
+        if self.budget.limit is None:
+            return None
+        audio, demands = self._demands()
+        step = step_up(self.budget.limit - audio, demands)
+        return None if step is None else step + audio
+
+    def _demands(self) -> tuple[float, list[Demand]]:
+        """What the audio sent costs (bits per second), and each video sent's claim."""
+        audio = 0.0
+        demands: list[Demand] = []
+        for downtrack in self._sent():
+            uptrack = downtrack.uptrack
+            if uptrack.kind != "video":
+                audio += uptrack.layers[0].bitrate
+                continue
+            size = self._shown_size(uptrack)
+            area = size[0] * size[1] if size is not None else 0
+            demands.append(
+                Demand(
+                    key=uptrack.id,
+                    rates=[layer.bitrate for layer in uptrack.layers],
+                    wanted=min(self._layer_for_size(uptrack), self.ceiling(uptrack)),
+                    priority=area + (SCREEN_PRIORITY if uptrack.source == "screen" else 0),
+                )
+            )
+        return audio, demands
+
+    def _on_estimate(self, bitrate: int) -> None:
+        now = self._clock()
+        before = self.budget.limit
+        self._after_feedback(self.budget.estimate(bitrate, self._sending(), now), before, now)
+
+    def _on_report(self, loss: float, rtt: float | None) -> None:
+        now = self._clock()
+        before = self.budget.limit
+        self._after_feedback(self.budget.report(loss, self._sending(), now), before, now)
+
+    def _after_feedback(self, congested: bool, before: float | None, now: float) -> None:
+        """Move videos down at once when congestion lowered the budget; up after a raise of
+        the budget, or as the layers' bitrates drift, at their next keyframes."""
+        if self.closed:
+            return
+        raised = self.budget.probe(self._wanted(), self._step_up(), now)
+        limit = self.budget.limit
+        if congested or raised:
+            log.info(
+                "viewer bandwidth",
+                extra={
+                    "participant": self.participant_id,
+                    "limit": round(limit) if limit is not None else None,
+                    "estimate": self.budget.remb,
+                    "sending": round(self._sending()),
+                },
+            )
+        lowered = limit is not None and (before is None or limit < before)
+        if congested or raised or (limit is not None and now - self._shared_at >= RESHARE_INTERVAL):
+            self.update_layers(at_once=congested and lowered)
 
     def _shows(self, uptrack: Uptrack) -> bool:
         if uptrack.kind != "video" or self._shown is None:
@@ -140,7 +284,8 @@ class SubscribeLeg:
     @property
     def layers(self) -> list[dict[str, str | int | None]]:
         """The simulcast videos this subscriber is sent: whose, which source, the layer (its
-        rid, ``None`` before the first frame) and that layer's picture width if known."""
+        rid, ``None`` before the first frame), that layer's picture width if known and its
+        measured bitrate (bits per second)."""
         found: list[dict[str, str | int | None]] = []
         for _, downtrack in self._downtracks.values():
             uptrack = downtrack.uptrack
@@ -153,6 +298,7 @@ class SubscribeLeg:
                     "source": uptrack.source,
                     "layer": layer.rid if layer is not None else None,
                     "width": layer.width if layer is not None else None,
+                    "bitrate": round(layer.bitrate) if layer is not None else None,
                 }
             )
         return found
@@ -310,6 +456,10 @@ class SubscribeLeg:
     async def settled(self) -> None:
         """Wait for a cancelled negotiation to finish."""
         await cancel_and_wait(self._negotiation)
+
+
+def _no_ceiling(uptrack: Uptrack) -> int:
+    return len(uptrack.layers) - 1
 
 
 def _capabilities_for(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
