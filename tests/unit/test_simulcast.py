@@ -211,8 +211,8 @@ def test_a_switch_asks_again_until_the_targets_keyframe_comes() -> None:
 
 def test_a_step_down_for_a_full_link_stops_the_current_layer_at_once() -> None:
     """Moved down ``at_once`` (its link is full), a viewer is sent nothing more of its current
-    layer and takes up the lower one at its keyframe; moved down for a smaller tile, it keeps
-    the current layer until then."""
+    layer, nor resent any of it, and takes up the lower one at its keyframe; moved down for a
+    smaller tile, it keeps the current layer until then."""
     time, asked = FakeTime(), []
     uptrack = _simulcast(time, asked)
     writer = FakeWriter()
@@ -227,6 +227,7 @@ def test_a_step_down_for_a_full_link_stops_the_current_layer_at_once() -> None:
     assert len(writer.frames) == 2  # a smaller tile: the top layer until the middle's keyframe
     viewer.want_layer(0, at_once=True)
     assert asked[-1] == 1
+    assert writer.forgotten == 2  # its lost packets are not resent
     uptrack.on_packet(_packet(3, 102, 7000, _vp8(3002, key=False)), VP8)
     uptrack.on_packet(_packet(1, 101, 7000, _vp8(1001, key=False)), VP8)
     assert len(writer.frames) == 2

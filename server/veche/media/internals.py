@@ -359,6 +359,10 @@ class PacketWriter:
         state[_OCTET_COUNT] += octets
         state[_PACKET_COUNT] += len(payloads)
 
+    def forget(self) -> None:
+        """Answer no NACK for what was sent so far (aiortc resends from this history)."""
+        self._history.clear()
+
 
 def _send_datagram(pair: Any, data: bytes) -> None:
     # What aioice's StunProtocol.send_data does, without a coroutine per packet; for a relayed

@@ -51,6 +51,9 @@ class FrameWriter(Protocol):
         self, payloads: list[bytes], sequence: int, timestamp: int, audio_level: int | None
     ) -> None: ...
 
+    def forget(self) -> None:
+        """Resend nothing written so far when the subscriber reports it lost."""
+
 
 class Scheduler(Protocol):
     """``loop.call_later``, or a fake clock's in tests."""
@@ -412,6 +415,12 @@ class SenderFeed:
         writer.write_frame(payloads, sequence, timestamp, frame.audio_level)
         return True
 
+    def forget(self) -> None:
+        """What was sent so far is not worth resending (a layer cut off on a full link: its
+        retransmissions would hold up the keyframe that replaces it)."""
+        if self._writer is not None:
+            self._writer.forget()
+
     def keyframe_requested(self) -> None:
         """The subscriber lost the picture: pass the request on to the publisher."""
         if self.downtrack is not None:
@@ -468,8 +477,9 @@ class Downtrack:
         target = self.uptrack.best_layer(layer)
         if self.layer is None or target >= self.layer:
             self._cut = False
-        elif at_once:
+        elif at_once and not self._cut:
             self._cut = True
+            self.feed.forget()
         if target == self.target:
             return
         self.target = target
