@@ -13,6 +13,7 @@ from veche.media.bandwidth import (
     share,
     step_up,
 )
+from veche.media.subscribe import SCREEN_PRIORITY, SPEAKER_PRIORITY
 from veche.media.tracks import RATE_WINDOW, Layer
 
 RATES = (150_000.0, 500_000.0, 1_500_000.0)
@@ -138,3 +139,17 @@ def test_a_layer_measures_the_bitrate_of_its_frames() -> None:
         layer.count(1250, tick * 0.01)
     assert abs(layer.bitrate - 1_000_000) < 50_000
     assert RATE_WINDOW < 3
+
+
+def test_share_serves_a_shared_screen_then_the_speaker_then_bigger_tiles() -> None:
+    """The priorities the subscribe leg gives: a screen's claim beats the speaker's camera,
+    whose claim beats a bigger tile's."""
+    big_tile = 1280 * 720
+    demands = [
+        _demand("big", priority=big_tile),
+        _demand("speaker", priority=320 * 180 + SPEAKER_PRIORITY),
+        _demand("screen", priority=320 * 180 + SCREEN_PRIORITY),
+    ]
+    # Room for one top layer and one middle layer beyond the three lowest.
+    budget = 3 * RATES[0] + (RATES[2] - RATES[0]) + (RATES[1] - RATES[0])
+    assert share(budget, demands) == {"screen": 2, "speaker": 1, "big": 0}

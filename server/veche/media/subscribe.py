@@ -55,6 +55,9 @@ layers' measured bitrates drift)."""
 SCREEN_PRIORITY: Final = 1e12
 """Added to a shared screen's claim on a viewer's bandwidth (others claim by shown area)."""
 
+SPEAKER_PRIORITY: Final = 1e9
+"""Added to the active speaker's camera's claim: after a shared screen, before bigger tiles."""
+
 
 class _ForwardedTrack(MediaStreamTrack):
     """Stands in for a forwarded track on a subscriber's sender; never read (the sender is fed
@@ -113,6 +116,7 @@ class SubscribeLeg:
         self._allowed: dict[Hashable, int] = {}
         """The layer the budget allows each simulcast video, by track id."""
         self._shared_at = -RESHARE_INTERVAL
+        self._speaker: str | None = None
         self.ceiling: Callable[[Uptrack], int] = _no_ceiling
         """The highest layer the server sends anyone of a track now (a load governor's say);
         call :meth:`update_layers` after changing what it returns."""
@@ -161,6 +165,13 @@ class SubscribeLeg:
             downtrack.want_layer(self._layer_for(downtrack.uptrack))
             downtrack.set_paused(not self._shows(downtrack.uptrack))
 
+    def set_speaker(self, participant: str | None) -> None:
+        """The room's active speaker is ``participant`` now: its camera comes first after a
+        shared screen when the budget does not fit everything."""
+        self._speaker = participant
+        if self.budget.limit is not None:
+            self.update_layers()
+
     def update_layers(self, *, at_once: bool = False) -> None:
         """Share the bandwidth out again and move each video to the layer that follows (at
         its next keyframe; ``at_once``: a video moved down stops its current layer now, as the
@@ -207,7 +218,7 @@ class SubscribeLeg:
 
     def _share(self) -> None:
         """Work out the layer the budget allows each video (every video at least its lowest;
-        a shared screen first, then bigger tiles)."""
+        a shared screen first, then the active speaker, then bigger tiles)."""
         limit = self.budget.limit
         self._shared_at = self._clock()
         if limit is None:
@@ -240,7 +251,9 @@ class SubscribeLeg:
                     key=uptrack.id,
                     rates=[layer.bitrate for layer in uptrack.layers],
                     wanted=min(self._layer_for_size(uptrack), self.ceiling(uptrack)),
-                    priority=area + (SCREEN_PRIORITY if uptrack.source == "screen" else 0),
+                    priority=area
+                    + (SCREEN_PRIORITY if uptrack.source == "screen" else 0)
+                    + (SPEAKER_PRIORITY if uptrack.owner == self._speaker else 0),
                 )
             )
         return audio, demands
