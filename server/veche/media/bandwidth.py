@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "LOSS_CONGESTED",
     "NOMINAL_RATES",
     "PROBE_HOLD",
     "PROBE_HOLD_MAX",
@@ -103,12 +104,17 @@ class LinkBudget:
         self.limit = carried
         return True
 
+    def probe_due(self, now: float) -> bool:
+        """Whether :meth:`probe` would act now (the budget is limited and has been quiet for
+        long enough); what it needs costs the caller some work."""
+        return self.limit is not None and now - self._quiet_since >= self._hold
+
     def probe(self, wanted: float, step: float | None, now: float) -> bool:
         """Raise the budget to ``step`` (bits per second: what the viewer would be sent with
         one video one layer up) if it has been quiet long enough and holds back part of
         ``wanted`` (what the viewer would be sent at the layers its view wants); lift it once
         it covers ``wanted``."""
-        if self.limit is None or now - self._quiet_since < self._hold:
+        if self.limit is None or not self.probe_due(now):
             return False
         if self._probing:
             self._probing = False  # the last raise was carried

@@ -31,7 +31,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 
 from veche.errors import ErrorCode, MediaError
 from veche.ids import ParticipantId
-from veche.media.bandwidth import Demand, LinkBudget, share, step_up
+from veche.media.bandwidth import LOSS_CONGESTED, Demand, LinkBudget, share, step_up
 from veche.media.codecs import Decoders
 from veche.media.internals import (
     accept_declined_sections,
@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 RESHARE_INTERVAL: Final = 0.5
 """Least seconds between two sharings of a limited budget that feedback did not change (the
 layers' measured bitrates drift)."""
+
+REPORT_INTERVAL: Final = 0.2
+"""Least seconds between two receiver reports acted on that show no congestion."""
 
 SCREEN_PRIORITY: Final = 1e12
 """Added to a shared screen's claim on a viewer's bandwidth (others claim by shown area)."""
@@ -117,6 +120,7 @@ class SubscribeLeg:
         """The layer the budget allows each simulcast video, by track id."""
         self._shared_at = -RESHARE_INTERVAL
         self._speaker: str | None = None
+        self._reported_at = -REPORT_INTERVAL
         self.ceiling: Callable[[Uptrack], int] = _no_ceiling
         """The highest layer the server sends anyone of a track now (a load governor's say);
         call :meth:`update_layers` after changing what it returns."""
@@ -259,12 +263,17 @@ class SubscribeLeg:
         return audio, demands
 
     def _on_estimate(self, bitrate: int) -> None:
+        if bitrate == self.budget.remb:
+            return  # one REMB names every video stream: each of their senders hands it on
         now = self._clock()
         before = self.budget.limit
         self._after_feedback(self.budget.estimate(bitrate, self._sending(), now), before, now)
 
     def _on_report(self, loss: float, rtt: float | None) -> None:
         now = self._clock()
+        if loss < LOSS_CONGESTED and now - self._reported_at < REPORT_INTERVAL:
+            return  # one receiver report covers every stream: each sender hands its part on
+        self._reported_at = now
         before = self.budget.limit
         self._after_feedback(self.budget.report(loss, self._sending(), now), before, now)
 
@@ -273,7 +282,9 @@ class SubscribeLeg:
         the budget, or as the layers' bitrates drift, at their next keyframes."""
         if self.closed:
             return
-        raised = self.budget.probe(self._wanted(), self._step_up(), now)
+        raised = self.budget.probe_due(now) and self.budget.probe(
+            self._wanted(), self._step_up(), now
+        )
         limit = self.budget.limit
         if congested or raised:
             log.info(
