@@ -138,70 +138,77 @@ async def test_a_viewer_whose_link_drops_gets_the_low_layer_and_climbs_back(
     1 s without a new frame; when the link recovers it climbs back above the low layer; the
     wide viewer decodes the top layer throughout."""
     with run_server("--host", "0.0.0.0", "--admin-token", TOKEN) as server:
-        guest_origin = f"http://{guest.host_address}:{server.port}"
-        async with (
-            chromium() as browser,
-            chromium(
-                executable=str(guest.launcher),
-                extra_args=(f"--unsafely-treat-insecure-origin-as-secure={guest_origin}",),
-            ) as far,
-        ):
-            context = await browser.new_context(
-                permissions=["camera", "microphone"], base_url=server.http
-            )
-            await context.add_init_script(JS_HD_CAMERA)
-            publisher = await context.new_page()
-            await publisher.goto(f"/r/{ROOM}?name=Pub&join=1&lang=en")
-            await publisher.wait_for_function(
-                "() => window.veche?.connection?.publishPc?.connectionState === 'connected'",
-                timeout=30_000,
-            )
-            pub = await publisher.evaluate("() => window.veche.connection.participantId")
-            await publisher.evaluate(JS_KEEP_SIZES)
-            wide = await _viewer(browser, server.http, "Wide", pub)
-            narrow = await _viewer(far, guest_origin, "Narrow", pub)
-            _, high = await _width(wide, pub, lambda w: w > 640, 30)
-            await _width(narrow, pub, lambda w: w > 640, 30)
-            for page in (wide, narrow):
-                await page.evaluate(JS_WATCH, pub)
-                await until(lambda p=page: p.evaluate("() => window.__watch.ticks > 1"), 5)
-            await wide.evaluate(JS_WATCHED, True)
-            try:
-                await narrow.evaluate(JS_WATCHED, True)
-                before = await narrow.evaluate(JS_WATCHED, False)
-                guest.shape("300kbit")
-                cut_at = time.monotonic()
-                down, low = await _width(narrow, pub, lambda w: 0 < w <= 400, 3)
-                # While the link stays narrow the picture moves, at the low layer but for
-                # the odd probe of a higher one (undone as the link fills).
-                widths = []
-                while time.monotonic() - cut_at < 12:
-                    video = await narrow.evaluate(JS_VIDEO, pub)
-                    widths.append(video["width"])
-                    await asyncio.sleep(0.2)
-                during = await narrow.evaluate(JS_WATCHED, True)
-                guest.unshape()
-                up, climbed = await _width(narrow, pub, lambda w: w > low, 30)
-            finally:
-                guest.unshape()
-                print("\n" + "\n".join(_bandwidth_log(server)))
-            after = await narrow.evaluate(JS_WATCHED, False)
-            unconstrained = await wide.evaluate(JS_WATCHED, False)
-            print(
-                f"\nnarrow viewer: {high} px; cut to 300 kbit/s: {low} px after {down:.2f} s; "
-                f"longest stall {during['gap']:.0f} ms, freezes "
-                f"{during['freezes'] - before['freezes']} "
-                f"({during['frozen'] - before['frozen']:.2f} s); back up to {climbed} px "
-                f"{up:.2f} s after the link recovered"
-            )
-            low_share = sum(w <= 400 for w in widths) / len(widths)
-            print(f"at the low layer {low_share:.0%} of the narrow time")
-            print(
-                f"wide viewer: narrowest {unconstrained['minWidth']} px, longest stall "
-                f"{unconstrained['gap']:.0f} ms"
-            )
-            assert during["frames"] > before["frames"] + 30
-            assert during["gap"] <= 1000
-            assert low_share >= 0.8
-            assert after["frames"] > during["frames"]
-            assert unconstrained["minWidth"] == high
+        try:
+            await _meeting(guest, server)
+        finally:
+            print("\n" + "\n".join(_bandwidth_log(server)))
+
+
+async def _meeting(guest: Guest, server: ServerProcess) -> None:
+    """The meeting of :func:`test_a_viewer_whose_link_drops_gets_the_low_layer_and_climbs_back`."""
+    guest_origin = f"http://{guest.host_address}:{server.port}"
+    async with (
+        chromium() as browser,
+        chromium(
+            executable=str(guest.launcher),
+            extra_args=(f"--unsafely-treat-insecure-origin-as-secure={guest_origin}",),
+        ) as far,
+    ):
+        context = await browser.new_context(
+            permissions=["camera", "microphone"], base_url=server.http
+        )
+        await context.add_init_script(JS_HD_CAMERA)
+        publisher = await context.new_page()
+        await publisher.goto(f"/r/{ROOM}?name=Pub&join=1&lang=en")
+        await publisher.wait_for_function(
+            "() => window.veche?.connection?.publishPc?.connectionState === 'connected'",
+            timeout=30_000,
+        )
+        pub = await publisher.evaluate("() => window.veche.connection.participantId")
+        await publisher.evaluate(JS_KEEP_SIZES)
+        wide = await _viewer(browser, server.http, "Wide", pub)
+        narrow = await _viewer(far, guest_origin, "Narrow", pub)
+        _, high = await _width(wide, pub, lambda w: w > 640, 30)
+        await _width(narrow, pub, lambda w: w > 640, 30)
+        for page in (wide, narrow):
+            await page.evaluate(JS_WATCH, pub)
+            await until(lambda p=page: p.evaluate("() => window.__watch.ticks > 1"), 5)
+        await wide.evaluate(JS_WATCHED, True)
+        try:
+            await narrow.evaluate(JS_WATCHED, True)
+            before = await narrow.evaluate(JS_WATCHED, False)
+            guest.shape("300kbit")
+            cut_at = time.monotonic()
+            down, low = await _width(narrow, pub, lambda w: 0 < w <= 400, 3)
+            # While the link stays narrow the picture moves, at the low layer but for
+            # the odd probe of a higher one (undone as the link fills).
+            widths = []
+            while time.monotonic() - cut_at < 12:
+                video = await narrow.evaluate(JS_VIDEO, pub)
+                widths.append(video["width"])
+                await asyncio.sleep(0.2)
+            during = await narrow.evaluate(JS_WATCHED, True)
+            guest.unshape()
+            up, climbed = await _width(narrow, pub, lambda w: w > low, 30)
+        finally:
+            guest.unshape()
+        after = await narrow.evaluate(JS_WATCHED, False)
+        unconstrained = await wide.evaluate(JS_WATCHED, False)
+        print(
+            f"\nnarrow viewer: {high} px; cut to 300 kbit/s: {low} px after {down:.2f} s; "
+            f"longest stall {during['gap']:.0f} ms, freezes "
+            f"{during['freezes'] - before['freezes']} "
+            f"({during['frozen'] - before['frozen']:.2f} s); back up to {climbed} px "
+            f"{up:.2f} s after the link recovered"
+        )
+        low_share = sum(w <= 400 for w in widths) / len(widths)
+        print(f"at the low layer {low_share:.0%} of the narrow time")
+        print(
+            f"wide viewer: narrowest {unconstrained['minWidth']} px, longest stall "
+            f"{unconstrained['gap']:.0f} ms"
+        )
+        assert during["frames"] > before["frames"] + 30
+        assert during["gap"] <= 1000
+        assert low_share >= 0.8
+        assert after["frames"] > during["frames"]
+        assert unconstrained["minWidth"] == high
