@@ -4,6 +4,7 @@ that every shown video keeps at least its lowest layer and the more important on
 
 from __future__ import annotations
 
+from veche.media.allocator import SCREEN_PRIORITY, SPEAKER_PRIORITY
 from veche.media.bandwidth import (
     NOMINAL_RATES,
     PROBE_HOLD,
@@ -13,7 +14,6 @@ from veche.media.bandwidth import (
     share,
     step_up,
 )
-from veche.media.subscribe import SCREEN_PRIORITY, SPEAKER_PRIORITY
 from veche.media.tracks import RATE_WINDOW, Layer
 
 RATES = (150_000.0, 500_000.0, 1_500_000.0)

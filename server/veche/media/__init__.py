@@ -21,8 +21,9 @@ Glossary (with the names other SFUs use for the same thing):
 - **Layer** (``tracks.py``, ``simulcast.py``): one of a simulcast uptrack's RTP streams (the
   same video at another size); each downtrack is sent one (mediasoup: *spatial layer*).
 - **LinkBudget** (``bandwidth.py``): what one subscriber's link carries, from its REMB and
-  receiver reports, shared out over its videos' layers (mediasoup: a consumer's *preferred
-  layers* under the transport's available bitrate; LiveKit: the *stream allocator*).
+  receiver reports; a **ViewerBandwidth** (``allocator.py``) shares it out over the layers of
+  the videos the subscriber is sent (LiveKit: the *stream allocator*; mediasoup: a transport's
+  available bitrate shared over its consumers' *preferred layers*).
 - ``codecs.py`` chooses each publisher's codec for its room; ``internals.py`` holds every use of
   aiortc's private members; ``backoff.py`` says how long a participant whose media keeps failing
   waits before it is reset again.

@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable, Mapping
-from typing import Final
+from collections.abc import Callable, Mapping
 
 from aiortc import (
     MediaStreamTrack,
@@ -31,7 +30,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 
 from veche.errors import ErrorCode, MediaError
 from veche.ids import ParticipantId
-from veche.media.bandwidth import LOSS_CONGESTED, Demand, LinkBudget, share, step_up
+from veche.media.allocator import ViewerBandwidth
 from veche.media.codecs import Decoders
 from veche.media.internals import (
     accept_declined_sections,
@@ -47,19 +46,6 @@ from veche.tasks import cancel_and_wait
 __all__ = ["ShownVideos", "SubscribeLeg"]
 
 log = logging.getLogger(__name__)
-
-RESHARE_INTERVAL: Final = 0.5
-"""Least seconds between two sharings of a limited budget that feedback did not change (the
-layers' measured bitrates drift)."""
-
-REPORT_INTERVAL: Final = 0.2
-"""Least seconds between two receiver reports acted on that show no congestion."""
-
-SCREEN_PRIORITY: Final = 1e12
-"""Added to a shared screen's claim on a viewer's bandwidth (others claim by shown area)."""
-
-SPEAKER_PRIORITY: Final = 1e9
-"""Added to the active speaker's camera's claim: after a shared screen, before bigger tiles."""
 
 
 class _ForwardedTrack(MediaStreamTrack):
@@ -113,14 +99,16 @@ class SubscribeLeg:
         self._negotiation: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._shown: ShownVideos | None = None
-        self._clock = clock
-        self.budget = LinkBudget()
+        self.bandwidth = ViewerBandwidth(
+            participant_id,
+            sent=self._sent,
+            wanted=lambda uptrack: min(self._layer_for_size(uptrack), self.ceiling(uptrack)),
+            area=self._shown_area,
+            move=lambda at_once: self.update_layers(at_once=at_once),
+            clock=clock,
+        )
+        self.budget = self.bandwidth.budget
         """What this participant's link carries, from its feedback."""
-        self._allowed: dict[Hashable, int] = {}
-        """The layer the budget allows each simulcast video, by track id."""
-        self._shared_at = -RESHARE_INTERVAL
-        self._speaker: str | None = None
-        self._reported_at = -REPORT_INTERVAL
         self.ceiling: Callable[[Uptrack], int] = _no_ceiling
         """The highest layer the server sends anyone of a track now (a load governor's say);
         call :meth:`update_layers` after changing what it returns."""
@@ -145,7 +133,7 @@ class SubscribeLeg:
             transceiver.setCodecPreferences(_capabilities_for(uptrack.codec))
             feed = SenderFeed(uptrack.kind)
             feed_sender(transceiver.sender, feed.ready, feed.keyframe_requested)
-            watch_feedback(transceiver.sender, self._on_estimate, self._on_report)
+            watch_feedback(transceiver.sender, self.bandwidth.on_estimate, self.bandwidth.on_report)
             self._feeds.append((transceiver, feed, uptrack.codec))
         else:
             transceiver, feed = reusable
@@ -164,7 +152,7 @@ class SubscribeLeg:
         A video shown again starts at a keyframe; one hidden stops at once. Nothing is
         renegotiated: a hidden video's sender just falls silent."""
         self._shown = shown
-        self._share()
+        self.bandwidth.share()
         for _, downtrack in self._downtracks.values():
             downtrack.want_layer(self._layer_for(downtrack.uptrack))
             downtrack.set_paused(not self._shows(downtrack.uptrack))
@@ -172,7 +160,7 @@ class SubscribeLeg:
     def set_speaker(self, participant: str | None) -> None:
         """The room's active speaker is ``participant`` now: its camera comes first after a
         shared screen when the budget does not fit everything."""
-        self._speaker = participant
+        self.bandwidth.speaker = participant
         if self.budget.limit is not None:
             self.update_layers()
 
@@ -180,7 +168,9 @@ class SubscribeLeg:
         """Share the bandwidth out again and move each video to the layer that follows (at
         its next keyframe; ``at_once``: a video moved down stops its current layer now, as the
         link is full)."""
-        self._share()
+        if self.closed:
+            return
+        self.bandwidth.share()
         for _, downtrack in self._downtracks.values():
             downtrack.want_layer(self._layer_for(downtrack.uptrack), at_once=at_once)
 
@@ -189,7 +179,7 @@ class SubscribeLeg:
         subscriber shows it at, the one its bandwidth allows and the server's ceiling."""
         return min(
             self._layer_for_size(uptrack),
-            self._allowed.get(uptrack.id, len(uptrack.layers) - 1),
+            self.bandwidth.allowed(uptrack),
             self.ceiling(uptrack),
         )
 
@@ -201,104 +191,12 @@ class SubscribeLeg:
     def _shown_size(self, uptrack: Uptrack) -> tuple[int, int] | None:
         return None if self._shown is None else self._shown.get((uptrack.owner, uptrack.source))
 
-    # ---------------------------------------------------------------- bandwidth
+    def _shown_area(self, uptrack: Uptrack) -> int:
+        size = self._shown_size(uptrack)
+        return size[0] * size[1] if size is not None else 0
 
     def _sent(self) -> list[Downtrack]:
         return [d for _, d in self._downtracks.values() if not d.paused and d.uptrack.audible]
-
-    def _sending(self) -> float:
-        """Bits per second sent to this subscriber now (the layers it is sent, as measured
-        where they arrive)."""
-        return sum(d.uptrack.layers[d.layer].bitrate for d in self._sent() if d.layer is not None)
-
-    def _wanted(self) -> float:
-        """Bits per second this subscriber would be sent at the layers its view wants."""
-        total = 0.0
-        for downtrack in self._sent():
-            uptrack = downtrack.uptrack
-            layer = min(self._layer_for_size(uptrack), self.ceiling(uptrack))
-            total += uptrack.layers[uptrack.best_layer(layer)].bitrate
-        return total
-
-    def _share(self) -> None:
-        """Work out the layer the budget allows each video (every video at least its lowest;
-        a shared screen first, then the active speaker, then bigger tiles)."""
-        limit = self.budget.limit
-        self._shared_at = self._clock()
-        if limit is None:
-            self._allowed = {}
-            return
-        audio, demands = self._demands()
-        self._allowed = share(limit - audio, demands)
-
-    def _step_up(self) -> float | None:
-        """The budget that would send one more layer of one video (see ``step_up``)."""
-        if self.budget.limit is None:
-            return None
-        audio, demands = self._demands()
-        step = step_up(self.budget.limit - audio, demands)
-        return None if step is None else step + audio
-
-    def _demands(self) -> tuple[float, list[Demand]]:
-        """What the audio sent costs (bits per second), and each video sent's claim."""
-        audio = 0.0
-        demands: list[Demand] = []
-        for downtrack in self._sent():
-            uptrack = downtrack.uptrack
-            if uptrack.kind != "video":
-                audio += uptrack.layers[0].bitrate
-                continue
-            size = self._shown_size(uptrack)
-            area = size[0] * size[1] if size is not None else 0
-            demands.append(
-                Demand(
-                    key=uptrack.id,
-                    rates=[layer.bitrate for layer in uptrack.layers],
-                    wanted=min(self._layer_for_size(uptrack), self.ceiling(uptrack)),
-                    priority=area
-                    + (SCREEN_PRIORITY if uptrack.source == "screen" else 0)
-                    + (SPEAKER_PRIORITY if uptrack.owner == self._speaker else 0),
-                )
-            )
-        return audio, demands
-
-    def _on_estimate(self, bitrate: int) -> None:
-        if bitrate == self.budget.remb:
-            return  # one REMB names every video stream: each of their senders hands it on
-        now = self._clock()
-        before = self.budget.limit
-        self._after_feedback(self.budget.estimate(bitrate, self._sending(), now), before, now)
-
-    def _on_report(self, loss: float, rtt: float | None) -> None:
-        now = self._clock()
-        if loss < LOSS_CONGESTED and now - self._reported_at < REPORT_INTERVAL:
-            return  # one receiver report covers every stream: each sender hands its part on
-        self._reported_at = now
-        before = self.budget.limit
-        self._after_feedback(self.budget.report(loss, self._sending(), now), before, now)
-
-    def _after_feedback(self, congested: bool, before: float | None, now: float) -> None:
-        """Move videos down at once when congestion lowered the budget; up after a raise of
-        the budget, or as the layers' bitrates drift, at their next keyframes."""
-        if self.closed:
-            return
-        raised = self.budget.probe_due(now) and self.budget.probe(
-            self._wanted(), self._step_up(), now
-        )
-        limit = self.budget.limit
-        if congested or raised:
-            log.info(
-                "viewer bandwidth",
-                extra={
-                    "participant": self.participant_id,
-                    "limit": round(limit) if limit is not None else None,
-                    "estimate": self.budget.remb,
-                    "sending": round(self._sending()),
-                },
-            )
-        lowered = limit is not None and (before is None or limit < before)
-        if congested or raised or (limit is not None and now - self._shared_at >= RESHARE_INTERVAL):
-            self.update_layers(at_once=congested and lowered)
 
     def _shows(self, uptrack: Uptrack) -> bool:
         if uptrack.kind != "video" or self._shown is None:
