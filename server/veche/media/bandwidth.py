@@ -90,7 +90,7 @@ class LinkBudget:
         """The viewer lost fraction ``loss`` of the packets since its last report."""
         if loss < LOSS_CONGESTED or sending <= 0:
             return False
-        carried = sending * (1 - loss / 2)
+        carried = sending * (1 - loss)  # what got through
         if self.remb is not None:
             carried = min(carried, self.remb)
         return self._congested(carried, now)
