@@ -11,10 +11,10 @@ losing a tenth of the packets or more, sets the budget to what the link carries 
 that recovers cannot say so: a receiver estimates at most about one and a half times what
 it receives, so a viewer held to a small layer never reports room for a large one. The budget
 is therefore raised by probing: after :data:`PROBE_HOLD` seconds without congestion it is
-doubled (or set to the latest estimate, if higher), and kept if another such period passes
-without congestion; a raise the link cannot carry is undone by that congestion, and the wait
-before the next raise doubles (up to :data:`PROBE_HOLD_MAX`). Once the budget allows every
-layer the viewer wants, it is lifted.
+raised just enough for one more layer of the most important video held back (:func:`step_up`),
+and kept if another such period passes without congestion; a raise the link cannot carry is
+undone by the congestion it causes, and the wait before the next raise doubles (up to
+:data:`PROBE_HOLD_MAX`). Once the budget allows every layer the viewer wants, it is lifted.
 
 Pure logic on numbers: nothing here imports aiortc or reads a clock.
 """
