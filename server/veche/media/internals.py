@@ -417,17 +417,21 @@ def watch_feedback(
 
     async def handle_rtcp(packet: AnyRtcpPacket) -> None:
         await original(packet)
-        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
-            try:
-                bitrate, ssrcs = unpack_remb_fci(packet.fci)
-            except ValueError:
-                return
-            if sender._ssrc in ssrcs:
-                on_estimate(bitrate)
-        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
-            for report in packet.reports:
-                if report.ssrc == sender._ssrc:
-                    on_report(report.fraction_lost / 256, state.get(_RTT))
+        try:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                try:
+                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                except ValueError:
+                    return
+                if sender._ssrc in ssrcs:
+                    on_estimate(bitrate)
+            elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for report in packet.reports:
+                    if report.ssrc == sender._ssrc:
+                        on_report(report.fraction_lost / 256, state.get(_RTT))
+        except Exception:
+            # Never let it reach aiortc's transport loop, which would stop all media.
+            log.exception("subscriber feedback failed")
 
     sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
 
