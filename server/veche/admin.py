@@ -60,7 +60,8 @@ _ROOM_SCHEMA: Final[dict[str, Any]] = {
                     "layers": {
                         "type": "array",
                         "description": "of each simulcast video it is sent, the layer: whose "
-                        "video (from), its source, the layer's rid and picture width",
+                        "video (from), its source, the layer's rid, picture width and measured "
+                        "bitrate (bits per second)",
                         "items": {"type": "object"},
                     },
                 },

@@ -52,14 +52,18 @@ def server() -> Iterator[ServerProcess]:
 
 @contextlib.asynccontextmanager
 async def chromium(
-    *, fake_ui: bool = False, extra_args: tuple[str, ...] = ()
+    *,
+    fake_ui: bool = False,
+    extra_args: tuple[str, ...] = (),
+    executable: str | None = None,
 ) -> AsyncIterator[Browser]:
     """Debian's Chromium with a fake camera and microphone. ``fake_ui`` also accepts every
     permission prompt (and makes getDisplayMedia share a synthetic screen); without it, a
-    context has the devices only if granted the permissions."""
+    context has the devices only if granted the permissions. ``executable`` runs it through
+    a launcher (in another network namespace, say)."""
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
-            executable_path=chromium_path(),
+            executable_path=executable or chromium_path(),
             args=[
                 "--use-fake-device-for-media-stream",
                 *(["--use-fake-ui-for-media-stream"] if fake_ui else []),

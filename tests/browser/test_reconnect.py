@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,12 +19,10 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from tests.browser.conftest import chromium, chromium_path
 from tests.browser.firefox import FirefoxPage, firefox, firefox_missing
+from tests.browser.netguest import HOST_ADDRESS, Guest, guest_namespace
 from tests.integration.serverproc import ServerProcess, free_port, run_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
-
-HOST_ADDRESS = "10.98.0.1"
-GUEST_ADDRESS = "10.98.0.2"
 
 JS_FRAMES = """async () => {
     const pc = window.veche.connection?.subscribePc;
@@ -50,62 +43,6 @@ JS_WATCH = """(id) => {
     }, 100);
 }"""
 """Page function: record, every 100 ms, how this page sees participant ``id``."""
-
-
-def _ip(*args: str, netns: str | None = None) -> None:
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=10)
-
-
-@dataclass
-class Guest:
-    """A network namespace with its own address, reachable from the test's."""
-
-    name: str
-    interface: str
-    launcher: Path
-
-    is_cut: bool = False
-
-    def cut(self) -> None:
-        """Drop every packet in and out, as a dead Wi-Fi does: no reset, no error."""
-        for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
-            _ip("iptables", "-I", chain, flag, self.interface, "-j", "DROP", netns=self.name)
-        self.is_cut = True
-
-    def restore(self) -> None:
-        """Let packets through again (nothing if they are)."""
-        if not self.is_cut:
-            return
-        for chain, flag in (("INPUT", "-i"), ("OUTPUT", "-o")):
-            _ip("iptables", "-D", chain, flag, self.interface, "-j", "DROP", netns=self.name)
-        self.is_cut = False
-
-
-@contextlib.contextmanager
-def guest_namespace() -> Iterator[Guest]:
-    """A throwaway namespace ``10.98.0.2`` behind a veth pair, with a Chromium launcher that
-    runs inside it; deleted afterwards (which deletes the veth pair too)."""
-    tag = str(os.getpid() % 100000)
-    name, host_if, guest_if = f"veche-guest-{tag}", f"vh{tag}", f"vg{tag}"
-    _ip("ip", "netns", "add", name)
-    try:
-        _ip("ip", "link", "add", host_if, "type", "veth", "peer", "name", guest_if)
-        _ip("ip", "link", "set", guest_if, "netns", name)
-        _ip("ip", "addr", "add", f"{HOST_ADDRESS}/24", "dev", host_if)
-        _ip("ip", "link", "set", host_if, "up")
-        _ip("ip", "link", "set", "lo", "up", netns=name)
-        _ip("ip", "addr", "add", f"{GUEST_ADDRESS}/24", "dev", guest_if, netns=name)
-        _ip("ip", "link", "set", guest_if, "up", netns=name)
-        _ip("ip", "route", "add", "default", "via", HOST_ADDRESS, netns=name)
-        with tempfile.TemporaryDirectory() as tmp:
-            launcher = Path(tmp) / "chromium-in-guest"
-            launcher.write_text(f'#!/bin/sh\nexec ip netns exec {name} {chromium_path()} "$@"\n')
-            launcher.chmod(0o755)
-            yield Guest(name, guest_if, launcher)
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
-        subprocess.run(["ip", "link", "del", host_if], check=False, capture_output=True)
 
 
 BROWSER_ARGS = [

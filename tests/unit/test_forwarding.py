@@ -26,11 +26,16 @@ class FakeWriter:
     """Records each frame a sender would write: (first sequence number, timestamp, payloads)."""
 
     frames: list[tuple[int, int, int]] = field(default_factory=list)
+    forgotten: int | None = None
+    """How many frames had been written when the writer was told to forget them."""
 
     def write_frame(
         self, payloads: list[bytes], sequence: int, timestamp: int, audio_level: int | None
     ) -> None:
         self.frames.append((sequence, timestamp, len(payloads)))
+
+    def forget(self) -> None:
+        self.forgotten = len(self.frames)
 
 
 class FakeTime:

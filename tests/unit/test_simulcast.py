@@ -207,3 +207,31 @@ def test_a_switch_asks_again_until_the_targets_keyframe_comes() -> None:
         uptrack.on_packet(_packet(3, 100 + n, 1000 + 3000 * n, _vp8(3000 + n, key=False)), VP8)
     assert asked.count(3) >= first + 4
     assert viewer.layer == 0
+
+
+def test_a_step_down_for_a_full_link_stops_the_current_layer_at_once() -> None:
+    """Moved down ``at_once`` (its link is full), a viewer is sent nothing more of its current
+    layer, nor resent any of it, and takes up the lower one at its keyframe; moved down for a
+    smaller tile, it keeps the current layer until then."""
+    time, asked = FakeTime(), []
+    uptrack = _simulcast(time, asked)
+    writer = FakeWriter()
+    feed = SenderFeed("video", StreamRewriter("video", first_sequence=0, origin=0))
+    viewer = Downtrack(uptrack, "p-viewer", feed, layer=2)
+    feed.ready(writer)
+    for ssrc in (1, 2, 3):
+        uptrack.on_packet(_packet(ssrc, 100, 1000, _vp8(ssrc * 1000, key=True)), VP8)
+    assert viewer.layer == 2
+    viewer.want_layer(1)
+    uptrack.on_packet(_packet(3, 101, 4000, _vp8(3001, key=False)), VP8)
+    assert len(writer.frames) == 2  # a smaller tile: the top layer until the middle's keyframe
+    viewer.want_layer(0, at_once=True)
+    assert asked[-1] == 1
+    assert writer.forgotten == 2  # its lost packets are not resent
+    uptrack.on_packet(_packet(3, 102, 7000, _vp8(3002, key=False)), VP8)
+    uptrack.on_packet(_packet(1, 101, 7000, _vp8(1001, key=False)), VP8)
+    assert len(writer.frames) == 2
+    time.advance(0.4)
+    uptrack.on_packet(_packet(1, 102, 10000, _vp8(1002, key=True)), VP8)
+    assert viewer.layer == 0
+    assert len(writer.frames) == 3

@@ -20,6 +20,10 @@ Glossary (with the names other SFUs use for the same thing):
   **StreamRewriter** (``rewriter.py``) and written by a **PacketWriter** (``internals.py``).
 - **Layer** (``tracks.py``, ``simulcast.py``): one of a simulcast uptrack's RTP streams (the
   same video at another size); each downtrack is sent one (mediasoup: *spatial layer*).
+- **LinkBudget** (``bandwidth.py``): what one subscriber's link carries, from its REMB and
+  receiver reports; a **ViewerBandwidth** (``allocator.py``) shares it out over the layers of
+  the videos the subscriber is sent (LiveKit: the *stream allocator*; mediasoup: a transport's
+  available bitrate shared over its consumers' *preferred layers*).
 - ``codecs.py`` chooses each publisher's codec for its room; ``internals.py`` holds every use of
   aiortc's private members; ``backoff.py`` says how long a participant whose media keeps failing
   waits before it is reset again.

@@ -19,6 +19,9 @@ neither. Four narrow hooks make aiortc forward encoded media instead:
   id extensions are negotiated and parsed, and packets of an SSRC the SDP did not announce are
   routed by their MID (aiortc routes them by payload type only, which fails when two bundled
   sections share one).
+* :func:`watch_feedback` hands Veche what a subscriber reports about its link on one sender:
+  the bitrate it estimates it can receive (REMB) and the loss and round-trip time of its
+  receiver reports (aiortc reads both but keeps them to itself).
 * :func:`set_stream_id` names the stream a forwarded track belongs to in the subscriber's SDP.
 * :func:`bind_ports` makes a peer connection's ICE gathering bind only UDP ports of a range and
   announce a configured public address (aioice has no option for either).
@@ -62,9 +65,13 @@ from aiortc.rtcrtpsender import RTCEncodedFrame
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTP_HISTORY_SIZE,
+    AnyRtcpPacket,
     RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
+    unpack_remb_fci,
     unwrap_rtx,
 )
 
@@ -82,6 +89,7 @@ __all__ = [
     "request_keyframe",
     "set_stream_id",
     "tap_receiver",
+    "watch_feedback",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,6 +125,7 @@ _SENDER_FIELDS: Final = (
     "octet_count",
     "packet_count",
     "stream_id",
+    "rtt",
 )
 _ESTIMATOR: Final = f"{_R}remote_bitrate_estimator"
 _RTCP_SSRC: Final = f"{_R}rtcp_ssrc"
@@ -128,6 +137,7 @@ _NTP_TIMESTAMP: Final = f"{_S}ntp_timestamp"
 _RTP_TIMESTAMP: Final = f"{_S}rtp_timestamp"
 _OCTET_COUNT: Final = f"{_S}octet_count"
 _PACKET_COUNT: Final = f"{_S}packet_count"
+_RTT: Final = f"{_S}rtt"
 _STREAM_ID: Final = "_stream_id"
 
 
@@ -157,6 +167,7 @@ def check_internals() -> list[str]:
         (RTCRtpReceiver, "_send_rtcp_pli"),
         (RTCRtpSender, "_next_encoded_frame"),
         (RTCRtpSender, "_send_keyframe"),
+        (RTCRtpSender, "_handle_rtcp_packet"),
         (RTCRtpSender, "_run_rtp"),
         (aioice.ice.Connection, "get_component_candidates"),
         (aioice.ice, "StunProtocol"),
@@ -348,6 +359,10 @@ class PacketWriter:
         state[_OCTET_COUNT] += octets
         state[_PACKET_COUNT] += len(payloads)
 
+    def forget(self) -> None:
+        """Answer no NACK for what was sent so far (aiortc resends from this history)."""
+        self._history.clear()
+
 
 def _send_datagram(pair: Any, data: bytes) -> None:
     # What aioice's StunProtocol.send_data does, without a coroutine per packet; for a relayed
@@ -382,6 +397,43 @@ def feed_sender(
     sender.send = send  # type: ignore[method-assign]
     sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
     sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
+
+
+def watch_feedback(
+    sender: RTCRtpSender,
+    on_estimate: Callable[[int], None],
+    on_report: Callable[[float, float | None], None],
+) -> None:
+    """Pass on what the subscriber behind ``sender`` reports about its link: ``on_estimate``
+    gets each receiver-estimated maximum bitrate (REMB, bits per second) that names the
+    sender's stream, ``on_report`` each receiver report's fraction of packets lost (0 to 1)
+    with the sender's smoothed round-trip time in seconds (``None`` until known).
+
+    aiortc handles both (the REMB would steer an encoder this sender does not have) and keeps
+    them; this runs after its handler, which updates the round-trip time first.
+    """
+    original = sender._handle_rtcp_packet
+    state = sender.__dict__
+
+    async def handle_rtcp(packet: AnyRtcpPacket) -> None:
+        await original(packet)
+        try:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                try:
+                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                except ValueError:
+                    return
+                if sender._ssrc in ssrcs:
+                    on_estimate(bitrate)
+            elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for report in packet.reports:
+                    if report.ssrc == sender._ssrc:
+                        on_report(report.fraction_lost / 256, state.get(_RTT))
+        except Exception:
+            # Never let it reach aiortc's transport loop, which would stop all media.
+            log.exception("subscriber feedback failed")
+
+    sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
 
 
 # ------------------------------------------------------------------------------- codecs

@@ -95,6 +95,7 @@ class MediaRoom:
             address=address,
         )
         peer.subscribing.set_view(self._views.get(participant_id))
+        peer.subscribing.set_speaker(self.speakers.current)
         others = list(self.members.values())
         self.members[participant_id] = peer
         for other in others:

@@ -162,6 +162,8 @@ class MediaRooms:
                 before = media.speakers.current
                 after = media.speakers.speaker(now=now)
                 if after != before:
+                    for peer in media.members.values():
+                        peer.subscribing.set_speaker(after)
                     self._on_speaker(name, after)
 
     # ---------------------------------------------------------------- recording

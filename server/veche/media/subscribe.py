@@ -1,6 +1,11 @@
 """The subscribe leg of a participant's media: the connection the server offers, carrying
 everyone else's tracks to the participant.
 
+Each simulcast video is sent at one layer: the lowest of three, taken in one place
+(:meth:`SubscribeLeg._layer_for`): the layer for the size the participant shows it at, the layer
+its own bandwidth allows (:mod:`~veche.media.bandwidth`, from the feedback its browser sends
+on this connection) and a server-wide :attr:`SubscribeLeg.ceiling`.
+
 It is renegotiated whenever tracks come or go; changes that arrive while an offer is
 outstanding are folded into one new offer after the answer. A section the client declines (it
 cannot decode the codec) is left inactive and the participant is told, while every other section
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 
 from aiortc import (
@@ -24,8 +30,14 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 
 from veche.errors import ErrorCode, MediaError
 from veche.ids import ParticipantId
+from veche.media.allocator import ViewerBandwidth
 from veche.media.codecs import Decoders
-from veche.media.internals import accept_declined_sections, feed_sender, set_stream_id
+from veche.media.internals import (
+    accept_declined_sections,
+    feed_sender,
+    set_stream_id,
+    watch_feedback,
+)
 from veche.media.simulcast import layer_for_width
 from veche.media.tracks import Downtrack, SenderFeed, Uptrack
 from veche.protocol import Error, Offer, ServerMessage, TrackUnavailable
@@ -71,6 +83,7 @@ class SubscribeLeg:
         bind: Callable[[RTCPeerConnection], None],
         send: Callable[[ServerMessage], None],
         on_refused: Callable[[Uptrack], None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.participant_id = participant_id
         self.decoders = decoders
@@ -86,6 +99,19 @@ class SubscribeLeg:
         self._negotiation: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._shown: ShownVideos | None = None
+        self.bandwidth = ViewerBandwidth(
+            participant_id,
+            sent=self._sent,
+            wanted=lambda uptrack: min(self._layer_for_size(uptrack), self.ceiling(uptrack)),
+            area=self._shown_area,
+            move=lambda at_once: self.update_layers(at_once=at_once),
+            clock=clock,
+        )
+        self.budget = self.bandwidth.budget
+        """What this participant's link carries, from its feedback."""
+        self.ceiling: Callable[[Uptrack], int] = _no_ceiling
+        """The highest layer the server sends anyone of a track now (a load governor's say);
+        call :meth:`update_layers` after changing what it returns."""
         self.closed = False
 
     def can_receive(self, uptrack: Uptrack) -> bool:
@@ -107,6 +133,7 @@ class SubscribeLeg:
             transceiver.setCodecPreferences(_capabilities_for(uptrack.codec))
             feed = SenderFeed(uptrack.kind)
             feed_sender(transceiver.sender, feed.ready, feed.keyframe_requested)
+            watch_feedback(transceiver.sender, self.bandwidth.on_estimate, self.bandwidth.on_report)
             self._feeds.append((transceiver, feed, uptrack.codec))
         else:
             transceiver, feed = reusable
@@ -116,6 +143,8 @@ class SubscribeLeg:
         downtrack = Downtrack(uptrack, self.participant_id, feed, layer=self._layer_for(uptrack))
         downtrack.set_paused(not self._shows(uptrack))
         self._downtracks[uptrack.id] = (transceiver, downtrack)
+        if self.budget.limit is not None:
+            self.update_layers()
         self._schedule_negotiation()
 
     def set_view(self, shown: ShownVideos | None) -> None:
@@ -123,14 +152,51 @@ class SubscribeLeg:
         A video shown again starts at a keyframe; one hidden stops at once. Nothing is
         renegotiated: a hidden video's sender just falls silent."""
         self._shown = shown
+        self.bandwidth.share()
         for _, downtrack in self._downtracks.values():
             downtrack.want_layer(self._layer_for(downtrack.uptrack))
             downtrack.set_paused(not self._shows(downtrack.uptrack))
 
+    def set_speaker(self, participant: str | None) -> None:
+        """The room's active speaker is ``participant`` now: its camera comes first after a
+        shared screen when the budget does not fit everything."""
+        self.bandwidth.speaker = participant
+        if self.budget.limit is not None:
+            self.update_layers()
+
+    def update_layers(self, *, at_once: bool = False) -> None:
+        """Share the bandwidth out again and move each video to the layer that follows (at
+        its next keyframe; ``at_once``: a video moved down stops its current layer now, as the
+        link is full)."""
+        if self.closed:
+            return
+        self.bandwidth.share()
+        for _, downtrack in self._downtracks.values():
+            downtrack.want_layer(self._layer_for(downtrack.uptrack), at_once=at_once)
+
     def _layer_for(self, uptrack: Uptrack) -> int:
+        """The simulcast layer to send of ``uptrack``: the lowest of the one for the size this
+        subscriber shows it at, the one its bandwidth allows and the server's ceiling."""
+        return min(
+            self._layer_for_size(uptrack),
+            self.bandwidth.allowed(uptrack),
+            self.ceiling(uptrack),
+        )
+
+    def _layer_for_size(self, uptrack: Uptrack) -> int:
         """The simulcast layer that suits the size this subscriber shows ``uptrack`` at."""
-        size = None if self._shown is None else self._shown.get((uptrack.owner, uptrack.source))
+        size = self._shown_size(uptrack)
         return layer_for_width(size[0] if size is not None else None, len(uptrack.layers))
+
+    def _shown_size(self, uptrack: Uptrack) -> tuple[int, int] | None:
+        return None if self._shown is None else self._shown.get((uptrack.owner, uptrack.source))
+
+    def _shown_area(self, uptrack: Uptrack) -> int:
+        size = self._shown_size(uptrack)
+        return size[0] * size[1] if size is not None else 0
+
+    def _sent(self) -> list[Downtrack]:
+        return [d for _, d in self._downtracks.values() if not d.paused and d.uptrack.audible]
 
     def _shows(self, uptrack: Uptrack) -> bool:
         if uptrack.kind != "video" or self._shown is None:
@@ -140,7 +206,8 @@ class SubscribeLeg:
     @property
     def layers(self) -> list[dict[str, str | int | None]]:
         """The simulcast videos this subscriber is sent: whose, which source, the layer (its
-        rid, ``None`` before the first frame) and that layer's picture width if known."""
+        rid, ``None`` before the first frame), that layer's picture width if known and its
+        measured bitrate (bits per second)."""
         found: list[dict[str, str | int | None]] = []
         for _, downtrack in self._downtracks.values():
             uptrack = downtrack.uptrack
@@ -153,6 +220,7 @@ class SubscribeLeg:
                     "source": uptrack.source,
                     "layer": layer.rid if layer is not None else None,
                     "width": layer.width if layer is not None else None,
+                    "bitrate": round(layer.bitrate) if layer is not None else None,
                 }
             )
         return found
@@ -310,6 +378,10 @@ class SubscribeLeg:
     async def settled(self) -> None:
         """Wait for a cancelled negotiation to finish."""
         await cancel_and_wait(self._negotiation)
+
+
+def _no_ceiling(uptrack: Uptrack) -> int:
+    return len(uptrack.layers) - 1
 
 
 def _capabilities_for(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 KEYFRAME_INTERVAL: Final = 0.3
 """Least seconds between two keyframe requests to one publisher track."""
 
+RTP_OVERHEAD: Final = 12 + 8 + 20 + 10
+"""Bytes a forwarded packet adds to its payload on the wire: RTP, UDP and IPv4 headers and the
+SRTP tag (header extensions not counted)."""
+
 _track_numbers = itertools.count(1)
 
 
@@ -46,6 +50,9 @@ class FrameWriter(Protocol):
     def write_frame(
         self, payloads: list[bytes], sequence: int, timestamp: int, audio_level: int | None
     ) -> None: ...
+
+    def forget(self) -> None:
+        """Resend nothing written so far when the subscriber reports it lost."""
 
 
 class Scheduler(Protocol):
@@ -65,6 +72,10 @@ class TrackStats:
     keyframe_requests: int = 0
 
 
+RATE_WINDOW: Final = 0.5
+"""Seconds over which a layer's arriving bits are counted before they update its bitrate."""
+
+
 @dataclass(slots=True, eq=False)
 class Layer:
     """One RTP stream of an uptrack: the only one, or one simulcast layer (``rid``)."""
@@ -77,6 +88,27 @@ class Layer:
     pending_request: asyncio.TimerHandle | None = None
     width: int | None = None
     """Picture width of its last keyframe (VP8), for the admin API and tests."""
+    bitrate: float = 0.0
+    """Bits per second of its whole frames (RTP payloads and headers: what a viewer is sent of
+    it; a publisher's padding and the retransmissions it probes its bandwidth with are left
+    out), smoothed over a few seconds; 0 until measured. A viewer's bandwidth is shared out
+    by it (see ``bandwidth``)."""
+    window_start: float = -1.0
+    window_bytes: int = 0
+
+    def count(self, size: int, now: float) -> None:
+        """Note a frame of ``size`` bytes arriving at ``now``; every ``RATE_WINDOW`` seconds
+        the window's rate is folded into :attr:`bitrate` (keyframes make single windows
+        uneven)."""
+        if self.window_start < 0 or now - self.window_start > 4 * RATE_WINDOW:
+            self.window_start, self.window_bytes = now, size  # first frame, or after a pause
+            return
+        self.window_bytes += size
+        elapsed = now - self.window_start
+        if elapsed >= RATE_WINDOW:
+            rate = self.window_bytes * 8 / elapsed
+            self.bitrate = rate if self.bitrate == 0 else self.bitrate + 0.3 * (rate - self.bitrate)
+            self.window_start, self.window_bytes = now, 0
 
 
 LAYER_TIMEOUT: Final = 1.0
@@ -241,6 +273,8 @@ class Uptrack:
             self.request_keyframe(index)
         for frame in frames:
             self.stats.frames_in += 1
+            size = sum(map(len, frame.payloads)) + RTP_OVERHEAD * len(frame.payloads)
+            layer.count(size, arrived)
             if frame.keyframe and self.kind == "video":
                 layer.width = vp8_width(self.codec.name, frame.payloads[0]) or layer.width
             if not self.enabled:
@@ -381,6 +415,12 @@ class SenderFeed:
         writer.write_frame(payloads, sequence, timestamp, frame.audio_level)
         return True
 
+    def forget(self) -> None:
+        """What was sent so far is not worth resending (a layer cut off on a full link: its
+        retransmissions would hold up the keyframe that replaces it)."""
+        if self._writer is not None:
+            self._writer.forget()
+
     def keyframe_requested(self) -> None:
         """The subscriber lost the picture: pass the request on to the publisher."""
         if self.downtrack is not None:
@@ -413,6 +453,8 @@ class Downtrack:
         self.target = uptrack.best_layer(layer) if uptrack.simulcast else 0
         """The layer to send: the wanted one, or the nearest one that flows."""
         self.switches = 0
+        self._cut = False
+        """The current layer stops before the target's keyframe (see :meth:`want_layer`)."""
         uptrack.downtracks.add(self)
         feed.attach(self)
 
@@ -422,12 +464,22 @@ class Downtrack:
         if not self.paused:
             self.uptrack.request_keyframe(self.target)
 
-    def want_layer(self, layer: int) -> None:
-        """Send layer ``layer`` (or the nearest that flows) from its next keyframe on."""
+    def want_layer(self, layer: int, *, at_once: bool = False) -> None:
+        """Send layer ``layer`` (or the nearest that flows) from its next keyframe on.
+
+        ``at_once``: a lower layer is wanted because the subscriber's link is full; the current
+        one stops now, not at the lower layer's keyframe (more of it would only queue up and be
+        lost, and the keyframe that switches with it), so the picture pauses until then.
+        """
         self.wanted = layer
         if not self.uptrack.simulcast:
             return
         target = self.uptrack.best_layer(layer)
+        if self.layer is None or target >= self.layer:
+            self._cut = False
+        elif at_once and not self._cut:
+            self._cut = True
+            self.feed.forget()
         if target == self.target:
             return
         self.target = target
@@ -455,6 +507,9 @@ class Downtrack:
                 self.switches += 1
             self.layer = layer
             self._waiting_for_keyframe = False
+            self._cut = False
+        elif self._cut:
+            return False
         elif self._waiting_for_keyframe:
             if not frame.keyframe:
                 return False
