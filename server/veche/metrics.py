@@ -139,6 +139,24 @@ class VecheCollector(Collector):
             sum_value=delay.total,
         )
 
+        governor = hub.media.config.governor
+        yield GaugeMetricFamily(
+            "veche_governor_level",
+            "Load governor level: 0 nothing degraded, up to 3 the least important videos at "
+            "their lowest.",
+            value=governor.level,
+        )
+        yield CounterMetricFamily(
+            "veche_governor_engagements",
+            "Times the load governor started degrading video.",
+            value=governor.engagements,
+        )
+        yield GaugeMetricFamily(
+            "veche_governor_lag_seconds",
+            "The event loop lag the load governor saw last.",
+            value=governor.lag,
+        )
+
         messages = CounterMetricFamily(
             "veche_signalling_messages", "Client messages handled, by type.", labels=["type"]
         )

@@ -154,15 +154,27 @@ class MediaRooms:
         return media.speakers.current if media is not None else None
 
     async def _watch_speakers(self) -> None:
+        """Every :data:`SPEAKER_INTERVAL`: choose the forwarded microphones and the active
+        speakers, and feed the load governor how late this timer ran (the event loop's lag:
+        every packet waits for the same loop)."""
+        loop = asyncio.get_running_loop()
+        governor = self.config.governor
         while self.rooms:
+            started = loop.time()
             await asyncio.sleep(SPEAKER_INTERVAL)
+            lag = max(0.0, loop.time() - started - SPEAKER_INTERVAL)
             now = self._clock()
+            changed = governor.observe(lag, now)
+            if changed:
+                log.info("load governor", extra={"level": governor.level, "lag": round(lag, 3)})
             for name, media in list(self.rooms.items()):
                 media.select_audio(now=now)
                 before = media.speakers.current
                 after = media.speakers.speaker(now=now)
                 if after != before:
                     self._on_speaker(name, after)
+                if changed or (after != before and governor.level):
+                    media.govern()
 
     # ---------------------------------------------------------------- recording
 

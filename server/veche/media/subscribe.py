@@ -59,7 +59,8 @@ class SubscribeLeg:
 
     ``decoders`` is what the participant can decode (updated when it declines a section);
     ``on_refused`` is called with an uptrack it turned down, so the publisher may be asked for
-    another codec.
+    another codec; ``ceiling(uptrack)`` is the highest simulcast layer the server's load
+    governor allows for ``uptrack`` now (``None``: any).
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class SubscribeLeg:
         bind: Callable[[RTCPeerConnection], None],
         send: Callable[[ServerMessage], None],
         on_refused: Callable[[Uptrack], None],
+        ceiling: Callable[[Uptrack], int | None] = lambda uptrack: None,
     ) -> None:
         self.participant_id = participant_id
         self.decoders = decoders
@@ -78,6 +80,7 @@ class SubscribeLeg:
         self._bind = bind
         self._send = send
         self._on_refused = on_refused
+        self._ceiling = ceiling
         self.pc: RTCPeerConnection | None = None
         self._downtracks: dict[str, tuple[RTCRtpTransceiver, Downtrack]] = {}
         self._feeds: list[tuple[RTCRtpTransceiver, SenderFeed, RTCRtpCodecParameters]] = []
@@ -127,10 +130,19 @@ class SubscribeLeg:
             downtrack.want_layer(self._layer_for(downtrack.uptrack))
             downtrack.set_paused(not self._shows(downtrack.uptrack))
 
+    def refresh_layers(self) -> None:
+        """Choose every simulcast video's layer again (the load governor's ceiling changed)."""
+        for _, downtrack in self._downtracks.values():
+            downtrack.want_layer(self._layer_for(downtrack.uptrack))
+
     def _layer_for(self, uptrack: Uptrack) -> int:
-        """The simulcast layer that suits the size this subscriber shows ``uptrack`` at."""
+        """The simulcast layer for ``uptrack``: the one that suits the size this subscriber
+        shows it at, no higher than the load governor's ceiling. The one place a layer is
+        chosen: every other limit on it belongs here too."""
         size = None if self._shown is None else self._shown.get((uptrack.owner, uptrack.source))
-        return layer_for_width(size[0] if size is not None else None, len(uptrack.layers))
+        layer = layer_for_width(size[0] if size is not None else None, len(uptrack.layers))
+        ceiling = self._ceiling(uptrack)
+        return layer if ceiling is None else min(layer, ceiling)
 
     def _shows(self, uptrack: Uptrack) -> bool:
         if uptrack.kind != "video" or self._shown is None:

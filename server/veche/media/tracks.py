@@ -116,6 +116,9 @@ class Uptrack:
         self.audible = True
         """Among the microphones a large room forwards (see ``max_audio_streams``); a
         microphone left out still reaches a recording."""
+        self.max_bitrate: int | None = None
+        """Bits per second the load governor lets a single-layer publisher send (told it by
+        REMB); ``None``: what its link allows."""
         self._on_level = on_level
         self.stats = TrackStats()
         self._counters = counters or MediaCounters()

@@ -1,0 +1,123 @@
+"""The load governor: when the server runs late, send less of what matters least.
+
+A server past its capacity does not slow down evenly: packets wait in socket buffers, viewers
+lose some, ask for keyframes, the keyframes are large and the load grows (the issue's "cliff").
+The governor watches one number, how late the event loop runs a periodic timer (everything the
+server does runs on that loop, so a late timer is a late packet), and answers with a *level*:
+
+====== ============================================ =======================================
+level  simulcast video (layer ceiling)              single-layer video (REMB to publisher)
+====== ============================================ =======================================
+0      as the viewer's tile size says               as the publisher's link allows
+1      at most the middle layer                     at most :data:`BITRATES` [1]
+2      the lowest layer                             at most :data:`BITRATES` [2]
+3      the lowest layer                             at most :data:`BITRATES` [3]
+====== ============================================ =======================================
+
+Only *unimportant* video is governed (:func:`governed`): never audio, never the room's active
+speaker, never a shared screen. A single-layer publisher (aiortc, Firefox) is asked for a lower
+bitrate rather than thinned: VP8 without temporal layers cannot drop a frame without breaking
+every later one until a keyframe, and keyframes asked for to resume are the large frames that
+made the load worse. A lower bitrate keeps every frame, smaller.
+
+The level rises one step when the lag stays above ``threshold`` for :attr:`GovernorPolicy.rise`
+seconds, and falls one step when it stays below half of it for :attr:`GovernorPolicy.fall`
+seconds (hysteresis: a load just under the threshold does not make the picture flap). Pure: it
+is fed lag samples and the time; nothing here imports aiortc or asyncio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["BITRATES", "CEILINGS", "GovernorPolicy", "LoadGovernor", "governed"]
+
+CEILINGS: Final = (None, 1, 0, 0)
+"""The highest simulcast layer (0 the lowest) an unimportant video gets at each level."""
+
+BITRATES: Final = (None, 600_000, 300_000, 150_000)
+"""Bits per second an unimportant single-layer publisher is told it may send (REMB), per level
+(aiortc's encoder does not go below 250 kbps; browsers do)."""
+
+MAX_LEVEL: Final = len(CEILINGS) - 1
+
+
+def governed(kind: str, source: str, owner: str, speaker: str | None) -> bool:
+    """Whether a track may be degraded: video that is neither a shared screen nor the active
+    speaker's."""
+    return kind == "video" and source != "screen" and owner != speaker
+
+
+@dataclass(frozen=True, slots=True)
+class GovernorPolicy:
+    """``threshold``: seconds of event-loop lag above which the server counts as overloaded
+    (0: never govern). ``rise``/``fall``: how long the lag must stay above the threshold (below
+    half of it) before the level goes up (down) one step."""
+
+    threshold: float = 0.05
+    rise: float = 1.0
+    fall: float = 5.0
+
+
+class LoadGovernor:
+    """The governor's state, shared by every room of a server.
+
+    Feed it with :meth:`observe`; read :attr:`level`, :meth:`ceiling` and :meth:`bitrate`.
+    """
+
+    def __init__(self, policy: GovernorPolicy | None = None) -> None:
+        self.policy = policy or GovernorPolicy()
+        self.level = 0
+        self.lag = 0.0
+        """The last lag observed (seconds)."""
+        self.engagements = 0
+        """Times the level rose from 0."""
+        self.changes = 0
+        """Times the level changed."""
+        self._above_since: float | None = None
+        self._below_since: float | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.policy.threshold > 0
+
+    def observe(self, lag: float, now: float) -> bool:
+        """Take one lag sample (seconds late) at ``now``; whether the level changed."""
+        self.lag = lag
+        policy = self.policy
+        if not self.enabled:
+            return False
+        if lag > policy.threshold:
+            self._below_since = None
+            if self._above_since is None:
+                self._above_since = now
+            if now - self._above_since >= policy.rise and self.level < MAX_LEVEL:
+                self._above_since = now  # the next step waits for this one to take effect
+                return self._set(self.level + 1)
+            return False
+        self._above_since = None
+        if lag >= policy.threshold / 2 or self.level == 0:
+            self._below_since = None
+            return False
+        if self._below_since is None:
+            self._below_since = now
+        if now - self._below_since >= policy.fall:
+            self._below_since = now
+            return self._set(self.level - 1)
+        return False
+
+    def _set(self, level: int) -> bool:
+        if self.level == 0:
+            self.engagements += 1
+        self.level = level
+        self.changes += 1
+        return True
+
+    def ceiling(self, important: bool) -> int | None:
+        """The highest simulcast layer a video gets now (``None``: no ceiling)."""
+        return None if important else CEILINGS[self.level]
+
+    def bitrate(self, important: bool) -> int | None:
+        """Bits per second a single-layer video's publisher may send now (``None``: no cap)."""
+        return None if important else BITRATES[self.level]

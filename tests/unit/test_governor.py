@@ -1,0 +1,129 @@
+"""The load governor without sockets: levels rise with sustained lag and fall with hysteresis,
+only unimportant video is governed, and a subscriber's layer never exceeds the ceiling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from tests.unit.test_forwarding import VP8
+from veche.ids import ParticipantId
+from veche.media.codecs import Decoders
+from veche.media.governor import BITRATES, GovernorPolicy, LoadGovernor, governed
+from veche.media.subscribe import SubscribeLeg
+from veche.media.tracks import Uptrack
+
+POLICY = GovernorPolicy(threshold=0.05, rise=1.0, fall=5.0)
+
+
+def _feed(governor: LoadGovernor, lag: float, times: Iterable[float]) -> list[int]:
+    """Observe ``lag`` at each of ``times``; the level after each sample."""
+    levels = []
+    for now in times:
+        governor.observe(lag, now)
+        levels.append(governor.level)
+    return levels
+
+
+def _ticks(start: float, end: float, step: float = 0.25) -> list[float]:
+    count = round((end - start) / step)
+    return [start + i * step for i in range(count + 1)]
+
+
+def test_governor_rises_one_step_per_second_of_sustained_lag() -> None:
+    """Lag above the threshold raises the level once it lasted ``rise`` seconds, then one step
+    per further ``rise``, up to the top level."""
+    governor = LoadGovernor(POLICY)
+    levels = _feed(governor, 0.2, _ticks(0, 5))
+    assert levels[:4] == [0, 0, 0, 0]
+    assert levels[4] == 1  # at 1.0 s
+    assert levels[8] == 2  # at 2.0 s
+    assert levels[12] == 3
+    assert max(levels) == 3
+    assert governor.engagements == 1
+
+
+def test_governor_ignores_a_short_spike() -> None:
+    """One late timer (a garbage collection, a burst of joins) degrades nothing."""
+    governor = LoadGovernor(POLICY)
+    _feed(governor, 0.5, _ticks(0, 0.5))
+    _feed(governor, 0.0, _ticks(0.75, 3))
+    assert governor.level == 0
+    assert governor.engagements == 0
+
+
+def test_governor_falls_only_after_a_calm_hold_and_not_in_the_dead_band() -> None:
+    """Lag between half the threshold and the threshold keeps the level (hysteresis); below
+    half of it the level falls one step per ``fall`` seconds."""
+    governor = LoadGovernor(POLICY)
+    _feed(governor, 0.2, _ticks(0, 2))
+    assert governor.level == 2
+    _feed(governor, 0.04, _ticks(2.25, 20))
+    assert governor.level == 2
+    levels = _feed(governor, 0.0, _ticks(20.25, 31))
+    assert levels[: round(4.75 / 0.25)] == [2] * round(4.75 / 0.25)
+    assert governor.level == 0
+    assert governor.engagements == 1
+
+
+def test_governor_off_never_degrades() -> None:
+    """A threshold of 0 keeps level 0 whatever the lag."""
+    governor = LoadGovernor(GovernorPolicy(threshold=0))
+    _feed(governor, 5.0, _ticks(0, 10))
+    assert governor.level == 0
+    assert governor.lag == 5.0
+
+
+@pytest.mark.parametrize(
+    ("kind", "source", "owner", "expected"),
+    [
+        ("audio", "microphone", "a", False),
+        ("video", "screen", "a", False),
+        ("video", "camera", "speaker", False),
+        ("video", "camera", "a", True),
+    ],
+)
+def test_only_unimportant_video_is_governed(
+    kind: str, source: str, owner: str, expected: bool
+) -> None:
+    """Never audio, a shared screen or the active speaker's camera."""
+    assert governed(kind, source, owner, "speaker") is expected
+
+
+def test_ceiling_and_bitrate_follow_the_level_for_unimportant_video_only() -> None:
+    """Important video has neither a ceiling nor a bitrate cap at any level."""
+    governor = LoadGovernor(POLICY)
+    assert governor.ceiling(False) is None
+    assert governor.bitrate(False) is None
+    _feed(governor, 0.2, _ticks(0, 3))
+    assert governor.level == 3
+    assert governor.ceiling(False) == 0
+    assert governor.bitrate(False) == BITRATES[3]
+    assert governor.ceiling(True) is None
+    assert governor.bitrate(True) is None
+
+
+def test_a_subscribers_layer_is_the_lower_of_tile_size_and_governor_ceiling() -> None:
+    """A large tile's top layer is lowered to the ceiling; a small tile's low layer stays."""
+    ceilings: dict[str, int | None] = {"a": 0, "b": None}
+    leg = SubscribeLeg(
+        ParticipantId("viewer"),
+        Decoders(),
+        new_pc=lambda: pytest.fail("no connection is needed"),
+        bind=lambda pc: None,
+        send=lambda message: None,
+        on_refused=lambda uptrack: None,
+        ceiling=lambda uptrack: ceilings[uptrack.owner],
+    )
+    tracks = {
+        owner: Uptrack(ParticipantId(owner), "video", VP8, lambda ssrc: None, rids=("q", "h", "f"))
+        for owner in ("a", "b")
+    }
+    leg.set_view({("a", "camera"): (1280, 720), ("b", "camera"): (1280, 720)})
+    assert leg._layer_for(tracks["a"]) == 0
+    assert leg._layer_for(tracks["b"]) == 2
+    ceilings["a"] = 1
+    assert leg._layer_for(tracks["a"]) == 1
+    leg.set_view({("a", "camera"): (200, 120)})
+    assert leg._layer_for(tracks["a"]) == 0
