@@ -1,5 +1,6 @@
 """The load governor without sockets: levels rise with sustained lag and fall with hysteresis,
-only unimportant video is governed, and a subscriber's layer never exceeds the ceiling."""
+only unimportant video is governed, a subscriber's layer never exceeds the ceiling, and a video
+forwarded as keyframes only stays decodable."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from collections.abc import Iterable
 
 import pytest
 
-from tests.unit.test_forwarding import VP8
+from tests.unit.test_forwarding import DELTA, KEY, SSRC, VP8, FakeTime, FakeWriter, _packet
 from veche.ids import ParticipantId
 from veche.media.codecs import Decoders
 from veche.media.governor import BITRATES, GovernorPolicy, LoadGovernor, governed
+from veche.media.rewriter import StreamRewriter
 from veche.media.subscribe import SubscribeLeg
-from veche.media.tracks import Uptrack
+from veche.media.tracks import KEYFRAME_INTERVAL, Downtrack, SenderFeed, Uptrack
 
 POLICY = GovernorPolicy(threshold=0.05, rise=1.0, fall=5.0)
 
@@ -127,3 +129,43 @@ def test_a_subscribers_layer_is_the_lower_of_tile_size_and_governor_ceiling() ->
     assert leg._layer_for(tracks["a"]) == 1
     leg.set_view({("a", "camera"): (200, 120)})
     assert leg._layer_for(tracks["a"]) == 0
+
+
+def test_keyframes_only_forwards_keyframes_asks_for_them_and_resumes_cleanly() -> None:
+    """A video forwarded as keyframes only skips delta frames and asks for a keyframe at most
+    once per KEYFRAME_INTERVAL; back to every frame, it holds its viewers until the keyframe it
+    asks for (a delta frame would refer to frames they never got)."""
+    time, asked = FakeTime(), []
+    uptrack = Uptrack(
+        ParticipantId("p-pub"),
+        "video",
+        VP8,
+        asked.append,
+        clock=time.clock,
+        schedule=time.schedule,  # type: ignore[arg-type]
+    )
+    uptrack.on_packet(_packet(1, 0, KEY), VP8)
+    writer = FakeWriter()
+    feed = SenderFeed("video", StreamRewriter("video", first_sequence=500, origin=0))
+    Downtrack(uptrack, ParticipantId("p-viewer"), feed)
+    feed.ready(writer)
+    uptrack.on_packet(_packet(2, 3000, KEY), VP8)
+    time.advance(1.0)
+    asked.clear()
+    uptrack.set_keyframes_only(True)
+    assert asked == [SSRC]
+    for seq in range(3, 9):
+        time.advance(1 / 30)
+        uptrack.on_packet(_packet(seq, seq * 3000, DELTA), VP8)
+    assert len(writer.frames) == 1  # only the keyframe before the switch
+    time.advance(KEYFRAME_INTERVAL)
+    assert asked == [SSRC, SSRC]  # one more, not one per delta frame
+    uptrack.on_packet(_packet(9, 27000, KEY), VP8)
+    assert len(writer.frames) == 2
+    uptrack.set_keyframes_only(False)
+    uptrack.on_packet(_packet(10, 30000, DELTA), VP8)
+    assert len(writer.frames) == 2
+    time.advance(KEYFRAME_INTERVAL)
+    uptrack.on_packet(_packet(11, 33000, KEY), VP8)
+    uptrack.on_packet(_packet(12, 36000, DELTA), VP8)
+    assert len(writer.frames) == 4

@@ -5,20 +5,22 @@ lose some, ask for keyframes, the keyframes are large and the load grows (the is
 The governor watches one number, how late the event loop runs a periodic timer (everything the
 server does runs on that loop, so a late timer is a late packet), and answers with a *level*:
 
-====== ============================================ =======================================
-level  simulcast video (layer ceiling)              single-layer video (REMB to publisher)
-====== ============================================ =======================================
-0      as the viewer's tile size says               as the publisher's link allows
-1      at most the middle layer                     at most :data:`BITRATES` [1]
-2      the lowest layer                             at most :data:`BITRATES` [2]
-3      the lowest layer                             at most :data:`BITRATES` [3]
-====== ============================================ =======================================
+====== ================================= ==================================================
+level  simulcast video (layer ceiling)   single-layer video
+====== ================================= ==================================================
+0      as the viewer's tile size says    as the publisher's link allows
+1      at most the middle layer          REMB to its publisher: at most 600 kbps
+2      the lowest layer                  REMB: at most 300 kbps
+3      the lowest layer                  REMB 300 kbps, and only keyframes forwarded
+====== ================================= ==================================================
 
 Only *unimportant* video is governed (:func:`governed`): never audio, never the room's active
-speaker, never a shared screen. A single-layer publisher (aiortc, Firefox) is asked for a lower
-bitrate rather than thinned: VP8 without temporal layers cannot drop a frame without breaking
-every later one until a keyframe, and keyframes asked for to resume are the large frames that
-made the load worse. A lower bitrate keeps every frame, smaller.
+speaker, never a shared screen. A single-layer publisher (aiortc, Firefox) is first asked for a
+lower bitrate: every frame kept, in fewer packets. Its frames cannot simply be thinned: VP8
+without temporal layers cannot skip a delta frame without breaking every later one until a
+keyframe. The last step forwards only keyframes, asked for a few times a second (coalesced per
+publisher and layer, at most one per 0.3 s): each one decodes on its own, so a lost packet
+costs one frame and never a cascade of keyframe requests.
 
 The level rises one step when the lag stays above ``threshold`` for :attr:`GovernorPolicy.rise`
 seconds, and falls one step when it stays below half of it for :attr:`GovernorPolicy.fall`
@@ -31,14 +33,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["BITRATES", "CEILINGS", "GovernorPolicy", "LoadGovernor", "governed"]
+__all__ = ["BITRATES", "CEILINGS", "KEYFRAMES_ONLY", "GovernorPolicy", "LoadGovernor", "governed"]
 
 CEILINGS: Final = (None, 1, 0, 0)
 """The highest simulcast layer (0 the lowest) an unimportant video gets at each level."""
 
-BITRATES: Final = (None, 600_000, 300_000, 150_000)
+BITRATES: Final = (None, 600_000, 300_000, 300_000)
 """Bits per second an unimportant single-layer publisher is told it may send (REMB), per level
 (aiortc's encoder does not go below 250 kbps; browsers do)."""
+
+KEYFRAMES_ONLY: Final = (False, False, False, True)
+"""Whether an unimportant single-layer video is forwarded as keyframes only, per level."""
 
 MAX_LEVEL: Final = len(CEILINGS) - 1
 
@@ -121,3 +126,7 @@ class LoadGovernor:
     def bitrate(self, important: bool) -> int | None:
         """Bits per second a single-layer video's publisher may send now (``None``: no cap)."""
         return None if important else BITRATES[self.level]
+
+    def keyframes_only(self, important: bool) -> bool:
+        """Whether a single-layer video is forwarded as keyframes only now."""
+        return not important and KEYFRAMES_ONLY[self.level]

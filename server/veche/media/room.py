@@ -219,14 +219,19 @@ class MediaRoom:
     def govern(self) -> None:
         """Apply the load governor's level (or a new active speaker) to every video of the
         room: simulcast ones through each viewer's layer ceiling, single-layer ones through
-        the bitrate their publisher is told it may send."""
-        governor = self.config.governor
+        the bitrate their publisher is told it may send and, at the last level, keyframes
+        only."""
         for peer in self.members.values():
             for uptrack in peer.uptracks:
-                if uptrack.kind == "video" and not uptrack.simulcast:
-                    uptrack.max_bitrate = governor.bitrate(self._important(uptrack))
+                self._govern(uptrack)
         for peer in self.members.values():
             peer.subscribing.refresh_layers()
+
+    def _govern(self, uptrack: Uptrack) -> None:
+        if uptrack.kind == "video" and not uptrack.simulcast:
+            governor, important = self.config.governor, self._important(uptrack)
+            uptrack.max_bitrate = governor.bitrate(important)
+            uptrack.set_keyframes_only(governor.keyframes_only(important))
 
     def _follow_state(self, uptrack: Uptrack) -> None:
         wanted = self._forwarding.get(uptrack.owner, _DEFAULT_FORWARDING)
@@ -259,8 +264,7 @@ class MediaRoom:
 
     def _published(self, uptrack: Uptrack) -> None:
         self._follow_state(uptrack)
-        if uptrack.kind == "video" and not uptrack.simulcast:
-            uptrack.max_bitrate = self.config.governor.bitrate(self._important(uptrack))
+        self._govern(uptrack)
         self._record(uptrack)
         for other in list(self.members):
             if other != uptrack.owner:

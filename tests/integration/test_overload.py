@@ -1,0 +1,153 @@
+"""Degrade, never collapse: a server given less CPU than its meeting needs keeps every stream
+moving, because its load governor lowers the least important videos.
+
+The server runs in a cgroup allowed a fraction of one core (:mod:`.cpucap`); the participants
+replay a pre-encoded clip (:mod:`.replay`: ~1.5 Mbps VP8 at 30 fps and Opus, following the
+server's REMB as aiortc's encoder does) and count what they receive without decoding it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import pytest
+
+from .cpucap import cpu_cap, cpu_cap_available
+from .replay import Clip, ReplayParticipant, encode_clip
+from .serverproc import ServerProcess, run_server
+from .test_metrics import scrape, value
+from .waiting import until
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("VECHE_IN_NETNS") != "1",
+        reason="media tests run inside a private network namespace (make test)",
+    ),
+    pytest.mark.skipif(not cpu_cap_available(), reason="needs a writable cgroup v1 cpu group"),
+]
+
+PARTICIPANTS: Final = int(os.environ.get("VECHE_OVERLOAD_PARTICIPANTS", "8"))
+SHARE: Final = float(os.environ.get("VECHE_OVERLOAD_SHARE", "0.25"))
+"""Of one core, for the server once everyone is in: about half of what this meeting needs
+ungoverned (the meeting is set up with a whole core: the load comes, not the joins)."""
+SECONDS: Final = int(os.environ.get("VECHE_OVERLOAD_SECONDS", "10"))
+SERVER_ARGS: Final = (
+    "--max-connections-per-address",
+    "100",
+    "--max-pending-media-per-address",
+    "100",
+    "--max-audio-streams",
+    "0",  # every microphone forwarded: the test checks each one arrives
+)
+
+
+@pytest.fixture(scope="module")
+def clip() -> Clip:
+    return encode_clip()
+
+
+@contextlib.asynccontextmanager
+async def _meeting(
+    server: ServerProcess, clip: Clip, count: int
+) -> AsyncIterator[list[ReplayParticipant]]:
+    """``count`` participants publishing the clip, the first one speaking, all joined and each
+    receiving everyone else's audio and video."""
+    people: list[ReplayParticipant] = []
+    try:
+        for number in range(count):
+            person = await ReplayParticipant.join(server.ws, "overload", f"P{number}")
+            people.append(person)
+            await person.publish(clip, loud=number == 0)
+        await until(
+            lambda: all(
+                p.receives_from(q.participant_id) for p in people for q in people if q is not p
+            ),
+            timeout=40,
+            step=0.2,
+        )
+        yield people
+    finally:
+        await asyncio.gather(*(p.close() for p in people), return_exceptions=True)
+
+
+def _worst_seconds(
+    people: list[ReplayParticipant], seconds: range
+) -> tuple[dict[str, int], list[str]]:
+    """The least audio packets and video frames any viewer got from any publisher in any
+    second of ``seconds``, and each (viewer, publisher, kind, second) that got nothing."""
+    worst = {"audio": 10**9, "video": 10**9}
+    silent: list[str] = []
+    for viewer in people:
+        for publisher in people:
+            if publisher is viewer:
+                continue
+            for kind in ("audio", "video"):
+                counts = viewer.received[(publisher.participant_id, kind)]
+                for second in seconds:
+                    got = counts.get(second, 0)
+                    worst[kind] = min(worst[kind], got)
+                    if got == 0:
+                        silent.append(f"{viewer.participant_id}<-{publisher.participant_id}:{kind}")
+    return worst, silent
+
+
+async def measure_overload(clip: Clip, *, governor_lag: float | None) -> dict[str, Any]:
+    """Run the capped meeting and measure ``SECONDS`` whole seconds after it settled;
+    ``governor_lag`` is the setting (``None``: the default)."""
+    env = {} if governor_lag is None else {"VECHE_GOVERNOR_LAG": str(governor_lag)}
+    with cpu_cap(1.0) as cap, run_server(*SERVER_ARGS, env=env, launcher=cap.launcher) as server:
+        async with _meeting(server, clip, PARTICIPANTS) as people:
+            cap.set_share(SHARE)
+            await asyncio.sleep(3)  # the load builds up and the governor answers it
+            before = await asyncio.to_thread(scrape, server)
+            throttled = cap.throttled()
+            start = int(time.monotonic()) + 1
+            await asyncio.sleep(start + SECONDS - time.monotonic() + 0.5)
+            after = await asyncio.to_thread(scrape, server)
+            worst, silent = _worst_seconds(people, range(start, start + SECONDS))
+            frames = [
+                sum(
+                    v.received[(p.participant_id, "video")].get(s, 0)
+                    for s in range(start, start + SECONDS)
+                )
+                / SECONDS
+                for v in people
+                for p in people
+                if p is not v
+            ]
+            return {
+                "worst": worst,
+                "silent": silent,
+                "median_fps": sorted(frames)[len(frames) // 2],
+                "level": value(after, "veche_governor_level"),
+                "engagements": value(after, "veche_governor_engagements_total"),
+                "packets_per_second": (
+                    value(after, "veche_packets_forwarded_total")
+                    - value(before, "veche_packets_forwarded_total")
+                )
+                / SECONDS,
+                "keyframe_requests": value(after, "veche_keyframe_requests_total")
+                - value(before, "veche_keyframe_requests_total"),
+                "throttled": (cap.throttled() - throttled) / SECONDS,
+                "speaker_bitrate": people[0].video.bitrate if people[0].video else None,
+                "bitrates": [p.video.bitrate for p in people[1:] if p.video is not None],
+            }
+
+
+async def test_an_overloaded_server_keeps_every_stream_moving(clip: Clip) -> None:
+    """Eight participants of a ~1.5 Mbps camera and a microphone each, on a server allowed a
+    quarter of a core: the governor engages, and for ten seconds every participant receives
+    audio packets from every other in each second and video frames of every other in each
+    second; the active speaker's video is not lowered."""
+    result = await measure_overload(clip, governor_lag=None)
+    print(f"overload, governor on: {result}")
+    assert result["engagements"] >= 1
+    assert result["silent"] == []
+    assert result["worst"]["audio"] >= 10  # of 50 packets a second
+    assert result["speaker_bitrate"] == max(clip.video)
