@@ -156,6 +156,16 @@ class VecheCollector(Collector):
             "The event loop lag the load governor saw last.",
             value=governor.lag,
         )
+        yield CounterMetricFamily(
+            "veche_udp_receive_drops",
+            "Datagrams the kernel dropped from the media sockets, not read in time (Linux).",
+            value=governor.dropped,
+        )
+        yield GaugeMetricFamily(
+            "veche_udp_receive_queue_bytes",
+            "Bytes waiting in the media sockets' receive buffers at the last look (Linux).",
+            value=governor.queued,
+        )
 
         messages = CounterMetricFamily(
             "veche_signalling_messages", "Client messages handled, by type.", labels=["type"]

@@ -2,8 +2,11 @@
 
 A server past its capacity does not slow down evenly: packets wait in socket buffers, viewers
 lose some, ask for keyframes, the keyframes are large and the load grows (the issue's "cliff").
-The governor watches one number, how late the event loop runs a periodic timer (everything the
-server does runs on that loop, so a late timer is a late packet), and answers with a *level*:
+The governor watches two signs of it, sampled four times a second: how late the event loop runs
+a periodic timer (everything the server does runs on that loop, so a late timer is a late
+packet), and datagrams the kernel dropped from the server's UDP sockets because they were not
+read in time (:mod:`veche.media.udpstats`; a CPU-starved server can keep its timers on time
+while its sockets overflow). It answers with a *level*:
 
 ====== ================================= ==================================================
 level  simulcast video (layer ceiling)   single-layer video
@@ -22,10 +25,13 @@ keyframe. The last step forwards only keyframes, asked for a few times a second 
 publisher and layer, at most one per 0.3 s): each one decodes on its own, so a lost packet
 costs one frame and never a cascade of keyframe requests.
 
-The level rises one step when the lag stays above ``threshold`` for :attr:`GovernorPolicy.rise`
-seconds, and falls one step when it stays below half of it for :attr:`GovernorPolicy.fall`
-seconds (hysteresis: a load just under the threshold does not make the picture flap). Pure: it
-is fed lag samples and the time; nothing here imports aiortc or asyncio.
+The level rises one step when every sample for :attr:`GovernorPolicy.rise` seconds was
+overloaded (lag above ``threshold``, or datagrams dropped), and falls one step when every sample
+for the fall hold was calm (lag below half the threshold, nothing dropped): hysteresis, so a
+load near the limit does not make the picture flap. The fall hold starts at
+:attr:`GovernorPolicy.fall` and doubles (up to :data:`MAX_FALL`) each time the load comes back
+soon after a step down, so a server that only copes at a level stays there. Pure: it is fed
+samples and the time; nothing here imports aiortc or asyncio.
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ KEYFRAMES_ONLY: Final = (False, False, False, True)
 """Whether an unimportant single-layer video is forwarded as keyframes only, per level."""
 
 MAX_LEVEL: Final = len(CEILINGS) - 1
+
+MAX_FALL: Final = 60.0
+"""Longest calm, in seconds, the governor waits for before stepping down."""
 
 
 def governed(kind: str, source: str, owner: str, speaker: str | None) -> bool:
@@ -76,6 +85,13 @@ class LoadGovernor:
         self.level = 0
         self.lag = 0.0
         """The last lag observed (seconds)."""
+        self.dropped = 0
+        """Datagrams dropped in all, as observed."""
+        self.queued = 0
+        """Bytes waiting in the receive buffers at the last sample."""
+        self.fall_hold = self.policy.fall
+        """Seconds of calm needed now before a step down."""
+        self._fell_at = float("-inf")
         self.engagements = 0
         """Times the level rose from 0."""
         self.changes = 0
@@ -87,18 +103,24 @@ class LoadGovernor:
     def enabled(self) -> bool:
         return self.policy.threshold > 0
 
-    def observe(self, lag: float, now: float) -> bool:
-        """Take one lag sample (seconds late) at ``now``; whether the level changed."""
+    def observe(self, lag: float, now: float, *, dropped: int = 0, queued: int = 0) -> bool:
+        """Take one sample at ``now``: the timer ran ``lag`` seconds late, ``dropped``
+        datagrams were lost since the last sample, ``queued`` bytes wait to be read. Whether
+        the level changed."""
         self.lag = lag
+        self.dropped += dropped
+        self.queued = queued
         policy = self.policy
         if not self.enabled:
             return False
-        if lag > policy.threshold:
+        if lag > policy.threshold or dropped > 0:
             self._below_since = None
             if self._above_since is None:
                 self._above_since = now
             if now - self._above_since >= policy.rise and self.level < MAX_LEVEL:
                 self._above_since = now  # the next step waits for this one to take effect
+                if now - self._fell_at < 2 * self.fall_hold:
+                    self.fall_hold = min(2 * self.fall_hold, MAX_FALL)
                 return self._set(self.level + 1)
             return False
         self._above_since = None
@@ -107,8 +129,11 @@ class LoadGovernor:
             return False
         if self._below_since is None:
             self._below_since = now
-        if now - self._below_since >= policy.fall:
+        if now - self._below_since >= self.fall_hold:
             self._below_since = now
+            self._fell_at = now
+            if self.level == 1:
+                self.fall_hold = policy.fall
             return self._set(self.level - 1)
         return False
 
