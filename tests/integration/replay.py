@@ -23,9 +23,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Final
 
+import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import RTCEncodedFrame
@@ -39,6 +39,8 @@ from veche.media.internals import tap_receiver
 from .peers import _CONFIG
 
 FPS: Final = 30
+AUDIO_FRAME: Final = 0.06
+"""Seconds of sound in one audio packet."""
 BITRATES: Final = (1_500_000, 600_000, 250_000)
 """The versions of the clip, highest first: aiortc's VP8 encoder's range."""
 _ENCODER: Final = "_RTCRtpSender__encoder"
@@ -47,7 +49,7 @@ _ENCODER: Final = "_RTCRtpSender__encoder"
 @dataclass(frozen=True)
 class Clip:
     """Encoded media to replay: ``video[bitrate]`` is a list of frames (each a list of RTP
-    payloads, the first frame a keyframe); ``audio`` 20 ms Opus frames."""
+    payloads, the first frame a keyframe); ``audio`` Opus frames of :data:`AUDIO_FRAME`."""
 
     video: dict[int, list[list[bytes]]]
     audio: list[list[bytes]]
@@ -77,16 +79,27 @@ def encode_clip(seconds: float = 2.0, size: tuple[int, int] = (640, 480)) -> Cli
         encoder = Vp8Encoder()
         encoder.target_bitrate = bitrate
         video[bitrate] = [encoder.encode(p, index == 0)[0] for index, p in enumerate(pictures)]
-    opus = OpusEncoder()
+    # Opus in 60 ms packets (a framing Opus allows): audio, never degraded, is most of the
+    # packets a governed meeting still needs, and a test on two shared cores needs room above it.
+    opus = av.CodecContext.create("libopus", "w")
+    opus.sample_rate = 48000
+    opus.layout = "stereo"
+    opus.format = "s16"
+    opus.bit_rate = 32000
+    opus.options = {"frame_duration": str(round(AUDIO_FRAME * 1000))}
+    opus.open()
+    samples = round(48000 * AUDIO_FRAME)
     audio = []
-    for index in range(50):
-        t = (np.arange(960) + 960 * index) / 48000
-        samples = (np.sin(2 * math.pi * 440 * t) * 8000).astype(np.int16)
-        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+    for index in range(round(1 / AUDIO_FRAME)):
+        t = (np.arange(samples) + samples * index) / 48000
+        tone = (np.sin(2 * math.pi * 440 * t) * 8000).astype(np.int16)
+        frame = AudioFrame.from_ndarray(
+            np.repeat(tone, 2).reshape(1, -1), format="s16", layout="stereo"
+        )
         frame.sample_rate = 48000
-        frame.pts = 960 * index
+        frame.pts = samples * index
         frame.time_base = fractions.Fraction(1, 48000)
-        audio.append(opus.encode(frame)[0])
+        audio.extend([bytes(packet)] for packet in opus.encode(frame))
     return Clip(video, audio)
 
 
@@ -99,6 +112,9 @@ class Replay:
         self._interval = interval
         self.bitrate = max(frames)
         self.switches = 0
+        self.keyframes = 0
+        """Keyframes asked for (PLI)."""
+        self.sent = 0
         self._index = 0
         self._count = 0
         self._due: float | None = None
@@ -122,6 +138,7 @@ class Replay:
     def keyframe(self) -> None:
         """A PLI: restart at the clip's keyframe."""
         self._index = 0
+        self.keyframes += 1
 
     async def next_frame(self, codec: RTCRtpCodecParameters) -> RTCEncodedFrame:
         now = time.monotonic()
@@ -133,6 +150,7 @@ class Replay:
         payloads = frames[self._index]
         self._index = (self._index + 1) % len(frames)
         self._count += 1
+        self.sent += 1
         return RTCEncodedFrame(payloads, self._count * self._step, self.audio_level)
 
 
@@ -147,10 +165,11 @@ class _Placeholder(MediaStreamTrack):
         raise RuntimeError("a replayed track is fed, not read")
 
 
-def _replace_encoder(sender: RTCRtpSender, replay: Replay) -> None:
+def _replace_encoder(sender: RTCRtpSender, replay: Replay, *, follow_remb: bool) -> None:
     sender._next_encoded_frame = replay.next_frame  # type: ignore[method-assign]
     sender._send_keyframe = replay.keyframe  # type: ignore[method-assign]
-    setattr(sender, _ENCODER, replay)  # aiortc hands REMB to the encoder's target_bitrate
+    if follow_remb:
+        setattr(sender, _ENCODER, replay)  # aiortc hands REMB to the encoder's target_bitrate
 
 
 class ReplayParticipant:
@@ -182,20 +201,24 @@ class ReplayParticipant:
         participant._reader = asyncio.create_task(participant._read())
         return participant
 
-    async def publish(self, clip: Clip, *, loud: bool = False) -> None:
-        """Publish the clip's tone (``loud``: a speaker's level, else near silence) and video."""
+    async def publish(self, clip: Clip, *, loud: bool = False, follow_remb: bool = True) -> None:
+        """Publish the clip's tone (``loud``: a speaker's level, else near silence) and video;
+        without ``follow_remb`` the video keeps the clip's highest bitrate whatever the server
+        says (a publisher that does not adapt: the server alone must cope)."""
         pc = self.publish_pc
         pc.addTrack(_Placeholder("audio"))
         pc.addTrack(_Placeholder("video"))
         for transceiver in pc.getTransceivers():
             sender = transceiver.sender
             if transceiver.kind == "audio":
-                self.audio = Replay({0: clip.audio}, step=960, interval=0.02)
+                self.audio = Replay(
+                    {0: clip.audio}, step=round(48000 * AUDIO_FRAME), interval=AUDIO_FRAME
+                )
                 self.audio.audio_level = -10 if loud else -127
-                _replace_encoder(sender, self.audio)
+                _replace_encoder(sender, self.audio, follow_remb=False)
             else:
                 self.video = Replay(clip.video, step=90000 // FPS, interval=1 / FPS)
-                _replace_encoder(sender, self.video)
+                _replace_encoder(sender, self.video, follow_remb=follow_remb)
         self._answer = asyncio.get_running_loop().create_future()
         await pc.setLocalDescription(await pc.createOffer())
         offer = {"type": "offer", "pc": "publish", "sdp": pc.localDescription.sdp}

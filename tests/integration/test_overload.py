@@ -35,9 +35,12 @@ pytestmark = [
 ]
 
 PARTICIPANTS: Final = int(os.environ.get("VECHE_OVERLOAD_PARTICIPANTS", "8"))
-SHARE: Final = float(os.environ.get("VECHE_OVERLOAD_SHARE", "0.25"))
+SHARE: Final = float(os.environ.get("VECHE_OVERLOAD_SHARE", "0.15"))
 """Of one core, for the server once everyone is in: about half of what this meeting needs
 ungoverned (the meeting is set up with a whole core: the load comes, not the joins)."""
+FOLLOW_REMB: Final = os.environ.get("VECHE_OVERLOAD_FOLLOW_REMB", "1") == "1"
+"""The publishers follow the server's REMB, as aiortc's encoder and browsers do (off: they keep
+~1.5 Mbps whatever the server says)."""
 SECONDS: Final = int(os.environ.get("VECHE_OVERLOAD_SECONDS", "10"))
 SERVER_ARGS: Final = (
     "--max-connections-per-address",
@@ -65,7 +68,7 @@ async def _meeting(
         for number in range(count):
             person = await ReplayParticipant.join(server.ws, "overload", f"P{number}")
             people.append(person)
-            await person.publish(clip, loud=number == 0)
+            await person.publish(clip, loud=number == 0, follow_remb=FOLLOW_REMB)
 
         def missing() -> list[str]:
             return [
@@ -79,7 +82,8 @@ async def _meeting(
         try:
             await until(lambda: not missing(), timeout=40, step=0.2)
         except AssertionError:
-            raise AssertionError(f"not receiving: {missing()}\n{server.output()[-3000:]}") from None
+            log = [x for x in server.output().splitlines() if "INFO veche.media.peer" not in x]
+            raise AssertionError(f"not receiving: {missing()}\n" + "\n".join(log[-60:])) from None
         yield people
     finally:
         await asyncio.gather(*(p.close() for p in people), return_exceptions=True)
@@ -167,4 +171,4 @@ async def test_an_overloaded_server_keeps_every_stream_moving(clip: Clip) -> Non
     print(f"overload, governor on: {result}")
     assert result["engagements"] >= 1
     assert result["silent"] == []
-    assert result["worst"]["audio"] >= 10  # of 50 packets a second
+    assert result["worst"]["audio"] >= 5  # of 16-17 packets a second

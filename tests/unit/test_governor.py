@@ -15,6 +15,7 @@ from veche.media.governor import BITRATES, GovernorPolicy, LoadGovernor, governe
 from veche.media.rewriter import StreamRewriter
 from veche.media.subscribe import SubscribeLeg
 from veche.media.tracks import KEYFRAME_INTERVAL, Downtrack, SenderFeed, Uptrack
+from veche.media.udpstats import UdpBacklog, parse_udp_table
 
 POLICY = GovernorPolicy(threshold=0.05, rise=1.0, fall=5.0)
 
@@ -169,3 +170,40 @@ def test_keyframes_only_forwards_keyframes_asks_for_them_and_resumes_cleanly() -
     uptrack.on_packet(_packet(11, 33000, KEY), VP8)
     uptrack.on_packet(_packet(12, 36000, DELTA), VP8)
     assert len(writer.frames) == 4
+
+
+def test_udp_backlog_sums_only_this_processs_sockets() -> None:
+    """The receive queue (hexadecimal) and drops of the given inodes are summed; other
+    sockets and malformed lines are ignored."""
+    table = "\n".join(
+        [
+            "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+            "timeout inode ref pointer drops",
+            "  1: 0100007F:9C40 00000000:0000 07 00000000:00000400 00:00000000 00000000     0"
+            "        0 111 2 0000000000000000 7",
+            "  2: 0100007F:9C41 00000000:0000 07 00000000:00000100 00:00000000 00000000     0"
+            "        0 222 2 0000000000000000 5",
+            "  3: 0100007F:9C42 00000000:0000 07 00000000:00000010 00:00000000 00000000     0"
+            "        0 333 2 0000000000000000 100",
+            "  4: garbage",
+        ]
+    )
+    assert parse_udp_table(table, {111, 222}) == UdpBacklog(queued=0x500, drops=12)
+    assert parse_udp_table(table, set()) == UdpBacklog()
+
+
+def test_governor_rises_on_dropped_datagrams_even_with_no_lag() -> None:
+    """A server whose sockets overflow while its timers run on time is overloaded too; the
+    calm needed to step down doubles when the load comes back soon after one."""
+    governor = LoadGovernor(POLICY)
+    for now in _ticks(0, 1):
+        governor.observe(0.0, now, dropped=30)
+    assert governor.level == 1
+    assert governor.dropped == 30 * 5
+    for now in _ticks(1.25, 6.5):
+        governor.observe(0.0, now)
+    assert governor.level == 0
+    for now in _ticks(6.75, 7.75):
+        governor.observe(0.0, now, dropped=1)
+    assert governor.level == 1
+    assert governor.fall_hold == 2 * POLICY.fall
