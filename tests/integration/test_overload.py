@@ -35,9 +35,10 @@ pytestmark = [
 ]
 
 PARTICIPANTS: Final = int(os.environ.get("VECHE_OVERLOAD_PARTICIPANTS", "8"))
-SHARE: Final = float(os.environ.get("VECHE_OVERLOAD_SHARE", "0.15"))
-"""Of one core, for the server once everyone is in: about half of what this meeting needs
-ungoverned (the meeting is set up with a whole core: the load comes, not the joins)."""
+SHARE: Final = float(os.environ.get("VECHE_OVERLOAD_SHARE", "0.13"))
+"""Of one core, for the server once everyone is in: below what this meeting needs ungoverned
+(4,400 packets a second at 38-65 us each on this machine), above what it needs governed (about
+2,000). The meeting is set up with a whole core: the load comes, not the joins."""
 FOLLOW_REMB: Final = os.environ.get("VECHE_OVERLOAD_FOLLOW_REMB", "1") == "1"
 """The publishers follow the server's REMB, as aiortc's encoder and browsers do (off: they keep
 ~1.5 Mbps whatever the server says)."""
@@ -163,12 +164,14 @@ async def measure_overload(clip: Clip, *, governor_lag: float | None) -> dict[st
 
 
 async def test_an_overloaded_server_keeps_every_stream_moving(clip: Clip) -> None:
-    """Eight participants of a ~1.5 Mbps camera and a microphone each, on a server allowed a
-    quarter of a core: the governor engages, and for ten seconds every participant receives
-    audio packets from every other in each second and video frames of every other in each
-    second; the active speaker's video is not lowered."""
+    """Eight participants of a camera (following REMB) and a microphone each, on a server cut
+    to 0.13 of a core once they all receive everything (about 0.17-0.29 cores needed
+    ungoverned, measured): the governor engages, and for ten seconds every participant
+    receives audio packets and video frames of every other in each second; the active
+    speaker's video is lowered no more than the others'."""
     result = await measure_overload(clip, governor_lag=None)
     print(f"overload, governor on: {result}")
     assert result["engagements"] >= 1
     assert result["silent"] == []
     assert result["worst"]["audio"] >= 5  # of 16-17 packets a second
+    assert result["speaker_fps"] >= result["others_fps"]
