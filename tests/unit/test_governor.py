@@ -204,6 +204,9 @@ def test_governor_rises_on_dropped_datagrams_even_with_no_lag() -> None:
         governor.observe(0.0, now)
     assert governor.level == 0
     for now in _ticks(6.75, 7.75):
-        governor.observe(0.0, now, dropped=1)
+        governor.observe(0.0, now, dropped=POLICY.drops - 1)
+    assert governor.level == 0  # a few lost in a burst are no overload
+    for now in _ticks(8, 9):
+        governor.observe(0.0, now, dropped=POLICY.drops)
     assert governor.level == 1
     assert governor.fall_hold == 2 * POLICY.fall

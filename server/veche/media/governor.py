@@ -26,12 +26,12 @@ publisher and layer, at most one per 0.3 s): each one decodes on its own, so a l
 costs one frame and never a cascade of keyframe requests.
 
 The level rises one step when every sample for :attr:`GovernorPolicy.rise` seconds was
-overloaded (lag above ``threshold``, or datagrams dropped), and falls one step when every sample
-for the fall hold was calm (lag below half the threshold, nothing dropped): hysteresis, so a
-load near the limit does not make the picture flap. The fall hold starts at
-:attr:`GovernorPolicy.fall` and doubles (up to :data:`MAX_FALL`) each time the load comes back
-soon after a step down, so a server that only copes at a level stays there. Pure: it is fed
-samples and the time; nothing here imports aiortc or asyncio.
+overloaded (lag above ``threshold``, or :attr:`GovernorPolicy.drops` datagrams dropped), and
+falls one step when every sample for the fall hold was calm (lag below half the threshold,
+nothing dropped): hysteresis, so a load near the limit does not make the picture flap. The
+fall hold starts at :attr:`GovernorPolicy.fall` and doubles (up to :data:`MAX_FALL`) each time
+the load comes back soon after a step down, so a server that only copes at a level stays there.
+Pure: it is fed samples and the time; nothing here imports aiortc or asyncio.
 """
 
 from __future__ import annotations
@@ -67,11 +67,14 @@ def governed(kind: str, source: str, owner: str, speaker: str | None) -> bool:
 class GovernorPolicy:
     """``threshold``: seconds of event-loop lag above which the server counts as overloaded
     (0: never govern). ``rise``/``fall``: how long the lag must stay above the threshold (below
-    half of it) before the level goes up (down) one step."""
+    half of it, nothing dropped) before the level goes up (down) one step."""
 
     threshold: float = 0.05
     rise: float = 1.0
     fall: float = 5.0
+    drops: int = 8
+    """Datagrams dropped in one sample (a quarter of a second) that count as overload: a few
+    lost in a burst are not."""
 
 
 class LoadGovernor:
@@ -113,7 +116,7 @@ class LoadGovernor:
         policy = self.policy
         if not self.enabled:
             return False
-        if lag > policy.threshold or dropped > 0:
+        if lag > policy.threshold or dropped >= policy.drops:
             self._below_since = None
             if self._above_since is None:
                 self._above_since = now
@@ -124,7 +127,7 @@ class LoadGovernor:
                 return self._set(self.level + 1)
             return False
         self._above_since = None
-        if lag >= policy.threshold / 2 or self.level == 0:
+        if lag >= policy.threshold / 2 or dropped > 0 or self.level == 0:
             self._below_since = None
             return False
         if self._below_since is None:
