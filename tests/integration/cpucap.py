@@ -23,6 +23,10 @@ PERIOD_US: Final = 20_000
 as a busy one would, not a whole 100 ms period."""
 
 
+SHARES: Final = 16384
+"""The group's weight against other tasks (1024 is one ordinary task's)."""
+
+
 def cpu_cap_available() -> bool:
     """Whether this machine has a writable cgroup v1 ``cpu`` hierarchy."""
     return (CPU_ROOT / "cpu.cfs_quota_us").exists() and os.access(CPU_ROOT, os.W_OK)
@@ -61,6 +65,10 @@ def cpu_cap(share: float) -> Iterator[CpuCap]:
     group.mkdir()
     try:
         (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+        # A group competes with every other task of the root group as one: with other work
+        # on the machine it got a fraction of its quota. The quota caps it; this makes sure
+        # it gets that much.
+        (group / "cpu.shares").write_text(str(SHARES))
         cap = CpuCap(group)
         cap.set_share(share)
         yield cap

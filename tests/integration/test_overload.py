@@ -35,14 +35,17 @@ pytestmark = [
 ]
 
 PARTICIPANTS: Final = int(os.environ.get("VECHE_OVERLOAD_PARTICIPANTS", "8"))
-LOAD: Final = float(os.environ.get("VECHE_OVERLOAD_LOAD", "0.65"))
+LOAD: Final = float(os.environ.get("VECHE_OVERLOAD_LOAD", "0.75"))
 """The server is given the CPU to forward this share of what the meeting needs ungoverned (one
 camera of ~62 and one microphone of ~17 packets a second to each of the others): what one
 forwarded packet costs is measured first, in the same run (it doubles when other work shares
-the machine's two cores), so that the meeting is overloaded on a quiet machine and its
-governed part (~45%: audio, the speaker's camera, a few keyframes a second of the others)
-still fits on a busy one."""
+the machine's two cores). Governed, the meeting still costs about 55% of that: audio, the
+speaker's camera, a few keyframes a second of the others, and receiving every publisher's
+packets (publishers keep sending every frame)."""
 PACKETS_PER_PAIR: Final = 62 + 17
+TIGHTENINGS: Final = 6
+"""Times the share may be cut by 10% when the server still copes with it: the test pushes the
+server just past its capacity, wherever the machine's other work puts that."""
 FOLLOW_REMB: Final = os.environ.get("VECHE_OVERLOAD_FOLLOW_REMB", "1") == "1"
 """The publishers follow the server's REMB, as aiortc's encoder and browsers do (off: they keep
 ~1.5 Mbps whatever the server says)."""
@@ -129,6 +132,17 @@ async def _calibrated_share(server: ServerProcess, count: int) -> float:
     return min(1.0, max(0.05, used / forwarded * need))
 
 
+async def _engaged(server: ServerProcess, *, within: float) -> bool:
+    """Whether the server's governor engages within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        samples = await asyncio.to_thread(scrape, server)
+        if value(samples, "veche_governor_engagements_total") >= 1:
+            return True
+        await asyncio.sleep(0.5)
+    return False
+
+
 async def measure_overload(clip: Clip, *, governor_lag: float | None) -> dict[str, Any]:
     """Run the capped meeting and measure ``SECONDS`` whole seconds after it settled;
     ``governor_lag`` is the setting (``None``: the default)."""
@@ -136,7 +150,13 @@ async def measure_overload(clip: Clip, *, governor_lag: float | None) -> dict[st
     with cpu_cap(1.0) as cap, run_server(*SERVER_ARGS, env=env, launcher=cap.launcher) as server:
         async with _meeting(server, clip, PARTICIPANTS) as people:
             share = await _calibrated_share(server, len(people))
-            cap.set_share(share)
+            for _ in range(TIGHTENINGS):
+                # What a packet costs drifts with the machine's other work: if the server copes
+                # (its governor idle), it is not past its capacity yet; take more away.
+                cap.set_share(share)
+                if governor_lag == 0 or await _engaged(server, within=2.5):
+                    break
+                share *= 0.9
             await asyncio.sleep(3)  # the load builds up and the governor answers it
             before = await asyncio.to_thread(scrape, server)
             throttled = cap.throttled()
@@ -185,10 +205,10 @@ async def measure_overload(clip: Clip, *, governor_lag: float | None) -> dict[st
 
 async def test_an_overloaded_server_keeps_every_stream_moving(clip: Clip) -> None:
     """Eight participants of a camera (following REMB) and a microphone each, on a server cut
-    to what forwards 65% of their packets once they all receive everything: the governor
-    engages, and for ten seconds every participant receives audio packets and video frames of
-    every other in each second; the active speaker's video is lowered no more than the
-    others'."""
+    to what forwards 75% of their packets once they all receive everything, then 10% less
+    until the governor engages; then for ten seconds every participant receives audio packets
+    and video frames of every other in each second, and the active speaker's video is lowered
+    no more than the others'."""
     result = await measure_overload(clip, governor_lag=None)
     print(f"overload, governor on: {result}")
     assert result["engagements"] >= 1
