@@ -143,14 +143,21 @@ async def _engaged(server: ServerProcess, *, within: float) -> bool:
     return False
 
 
-async def measure_overload(clip: Clip, *, governor_lag: float | None) -> dict[str, Any]:
+async def measure_overload(
+    clip: Clip, *, governor_lag: float | None, share: float | None = None
+) -> dict[str, Any]:
     """Run the capped meeting and measure ``SECONDS`` whole seconds after it settled;
-    ``governor_lag`` is the setting (``None``: the default)."""
+    ``governor_lag`` is the setting (``None``: the default); ``share``, if given, the CPU
+    share instead of the calibrated one."""
     env = {} if governor_lag is None else {"VECHE_GOVERNOR_LAG": str(governor_lag)}
     with cpu_cap(1.0) as cap, run_server(*SERVER_ARGS, env=env, launcher=cap.launcher) as server:
         async with _meeting(server, clip, PARTICIPANTS) as people:
-            share = await _calibrated_share(server, len(people))
-            for _ in range(TIGHTENINGS):
+            tightenings = TIGHTENINGS
+            if share is None:
+                share = await _calibrated_share(server, len(people))
+            else:
+                tightenings = 1  # a chosen share: to compare the governor on and off
+            for _ in range(tightenings):
                 # What a packet costs drifts with the machine's other work: if the server copes
                 # (its governor idle), it is not past its capacity yet; take more away.
                 cap.set_share(share)
