@@ -20,6 +20,7 @@ from veche.cluster.roomstate import BusStore
 from veche.hub import Hub
 from veche.ice import server_ice_servers
 from veche.media import MediaConfig
+from veche.media.governor import GovernorPolicy, LoadGovernor
 from veche.metrics import LoopMonitor, metrics_registry, monitor_loop
 from veche.roomstore import NoStore, RoomStore, SqliteStore
 from veche.routes import setup_routes
@@ -76,6 +77,7 @@ def media_config(settings: Settings) -> MediaConfig:
         public_ip=settings.public_ip,
         video_codecs=tuple(settings.video_codecs),
         max_audio_streams=settings.max_audio_streams,
+        governor=LoadGovernor(GovernorPolicy(threshold=settings.governor_lag)),
     )
 
 

@@ -139,6 +139,34 @@ class VecheCollector(Collector):
             sum_value=delay.total,
         )
 
+        governor = hub.media.config.governor
+        yield GaugeMetricFamily(
+            "veche_governor_level",
+            "Load governor level: 0 nothing degraded, up to 3 the least important videos at "
+            "their lowest.",
+            value=governor.level,
+        )
+        yield CounterMetricFamily(
+            "veche_governor_engagements",
+            "Times the load governor started degrading video.",
+            value=governor.engagements,
+        )
+        yield GaugeMetricFamily(
+            "veche_governor_lag_seconds",
+            "The event loop lag the load governor saw last.",
+            value=governor.lag,
+        )
+        yield CounterMetricFamily(
+            "veche_udp_receive_drops",
+            "Datagrams the kernel dropped from the media sockets, not read in time (Linux).",
+            value=governor.dropped,
+        )
+        yield GaugeMetricFamily(
+            "veche_udp_receive_queue_bytes",
+            "Bytes waiting in the media sockets' receive buffers at the last look (Linux).",
+            value=governor.queued,
+        )
+
         messages = CounterMetricFamily(
             "veche_signalling_messages", "Client messages handled, by type.", labels=["type"]
         )

@@ -178,6 +178,15 @@ class Settings(BaseSettings):
         "only the loudest of late are forwarded (one who pauses keeps its place for 2 s "
         "unless others speak); 0 forwards every microphone.",
     )
+    governor_lag: float = Field(
+        0.05,
+        ge=0,
+        le=5,
+        description="Seconds the event loop may run late before the server counts as "
+        "overloaded and lowers the quality of the least important videos (never audio, the "
+        "active speaker or a shared screen), step by step, raising it again once the lag "
+        "stays below half of this for 5 s; 0 never degrades.",
+    )
     max_sdp_length: int = Field(
         30000,
         ge=2000,

@@ -26,7 +26,8 @@ Glossary (with the names other SFUs use for the same thing):
   available bitrate shared over its consumers' *preferred layers*).
 - ``codecs.py`` chooses each publisher's codec for its room; ``internals.py`` holds every use of
   aiortc's private members; ``backoff.py`` says how long a participant whose media keeps failing
-  waits before it is reset again.
+  waits before it is reset again; ``governor.py`` lowers the least important videos when the
+  server is overloaded, as ``udpstats.py`` and the event loop's lag tell it.
 """
 
 from veche.media.peer import MediaConfig, MediaPeer

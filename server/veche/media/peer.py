@@ -39,6 +39,7 @@ from veche.media.candidates import (
 )
 from veche.media.codecs import Decoders
 from veche.media.counters import MediaCounters
+from veche.media.governor import LoadGovernor
 from veche.media.internals import bind_ports
 from veche.media.pending import PendingConnections
 from veche.media.publish import PublishLeg
@@ -93,6 +94,8 @@ class MediaConfig:
     """Totals for ``/metrics``, shared by every peer of the router."""
     pending: PendingConnections = field(default_factory=PendingConnections)
     """Publish connections not connected yet, by address, shared by every peer."""
+    governor: LoadGovernor = field(default_factory=LoadGovernor)
+    """The server's load governor (``governor_lag``), shared by every room."""
 
     @property
     def max_answer_sdp(self) -> int:
@@ -112,6 +115,8 @@ class MediaPeer:
     declined. ``decoders`` is what this participant can decode, ``audience()`` what everyone
     else in its room can. ``address`` is the client's network address: its publish offers are
     refused while it holds ``max_pending_per_address`` connections that never connected.
+    ``ceiling(uptrack)`` is the highest simulcast layer the load governor lets this participant
+    be sent of ``uptrack`` now (``None``: any).
     """
 
     def __init__(
@@ -128,6 +133,7 @@ class MediaPeer:
         decoders: Decoders | None = None,
         audience: Callable[[], list[Decoders]] = list,
         address: str | None = None,
+        ceiling: Callable[[Uptrack], int | None] = lambda uptrack: None,
     ) -> None:
         self.participant_id = participant_id
         self.address = address
@@ -155,6 +161,7 @@ class MediaPeer:
             bind=self._bind,
             send=send,
             on_refused=on_refused,
+            ceiling=ceiling,
         )
         self._candidates: dict[PeerRole, set[CandidateKey]] = {"publish": set(), "subscribe": set()}
         """Each connection's distinct remote candidates over its lifetime (a re-offer or a new

@@ -239,7 +239,14 @@ class PublishLeg:
                     if section is not None and section.uptrack is not None:
                         section.uptrack.on_packet(packet, codec)
 
-                tap_receiver(transceiver.receiver, sink, on_nack=self._count_nack)
+                def max_bitrate(*, t: RTCRtpTransceiver = transceiver) -> int | None:
+                    section = self._sections.get(t)
+                    uptrack = section.uptrack if section is not None else None
+                    return uptrack.max_bitrate if uptrack is not None else None
+
+                tap_receiver(
+                    transceiver.receiver, sink, on_nack=self._count_nack, max_bitrate=max_bitrate
+                )
 
     def _count_nack(self) -> None:
         self._counters.nacks_sent += 1

@@ -18,6 +18,7 @@ from veche.errors import ErrorCode
 from veche.ids import ParticipantId, RoomName
 from veche.media.backoff import ResetBackoff
 from veche.media.codecs import Decoders
+from veche.media.governor import governed
 from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
 from veche.media.speaker import SpeakerDetector
@@ -93,6 +94,7 @@ class MediaRoom:
             decoders=decoders,
             audience=lambda: [p.decoders for m, p in self.members.items() if m != participant_id],
             address=address,
+            ceiling=self._ceiling,
         )
         peer.subscribing.set_view(self._views.get(participant_id))
         peer.subscribing.set_speaker(self.speakers.current)
@@ -208,6 +210,30 @@ class MediaRoom:
         for uptrack in microphones:
             uptrack.audible = chosen is None or uptrack.owner in chosen
 
+    def _important(self, uptrack: Uptrack) -> bool:
+        speaker = self.speakers.current
+        return not governed(uptrack.kind, uptrack.source, uptrack.owner, speaker)
+
+    def _ceiling(self, uptrack: Uptrack) -> int | None:
+        return self.config.governor.ceiling(self._important(uptrack))
+
+    def govern(self) -> None:
+        """Apply the load governor's level (or a new active speaker) to every video of the
+        room: simulcast ones through each viewer's layer ceiling, single-layer ones through
+        the bitrate their publisher is told it may send and, at the last level, keyframes
+        only."""
+        for peer in self.members.values():
+            for uptrack in peer.uptracks:
+                self._govern(uptrack)
+        for peer in self.members.values():
+            peer.subscribing.update_layers()
+
+    def _govern(self, uptrack: Uptrack) -> None:
+        if uptrack.kind == "video" and not uptrack.simulcast:
+            governor, important = self.config.governor, self._important(uptrack)
+            uptrack.max_bitrate = governor.bitrate(important)
+            uptrack.set_keyframes_only(governor.keyframes_only(important))
+
     def _follow_state(self, uptrack: Uptrack) -> None:
         wanted = self._forwarding.get(uptrack.owner, _DEFAULT_FORWARDING)
         uptrack.set_enabled(wanted[uptrack.source])
@@ -239,6 +265,7 @@ class MediaRoom:
 
     def _published(self, uptrack: Uptrack) -> None:
         self._follow_state(uptrack)
+        self._govern(uptrack)
         self._record(uptrack)
         for other in list(self.members):
             if other != uptrack.owner:

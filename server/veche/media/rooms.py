@@ -14,6 +14,7 @@ from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
 from veche.media.room import MediaRoom
 from veche.media.subscribe import ShownVideos
+from veche.media.udpstats import UdpStats
 from veche.protocol import Answer, Candidate, Offer, ServerMessage
 from veche.tasks import cancel_and_wait
 
@@ -48,6 +49,7 @@ class MediaRooms:
         self._room_of: dict[ParticipantId, RoomName] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._speaker_task: asyncio.Task[None] | None = None
+        self._udp = UdpStats()
 
     @property
     def peers(self) -> list[MediaPeer]:
@@ -154,9 +156,26 @@ class MediaRooms:
         return media.speakers.current if media is not None else None
 
     async def _watch_speakers(self) -> None:
+        """Every :data:`SPEAKER_INTERVAL`: choose the forwarded microphones and the active
+        speakers, and feed the load governor how late this timer ran (the event loop's lag:
+        every packet waits for the same loop) and what its UDP sockets dropped."""
+        loop = asyncio.get_running_loop()
+        governor = self.config.governor
+        drops: int | None = None
         while self.rooms:
+            started = loop.time()
             await asyncio.sleep(SPEAKER_INTERVAL)
+            lag = max(0.0, loop.time() - started - SPEAKER_INTERVAL)
             now = self._clock()
+            backlog = self._udp.read(loop.time())
+            dropped = 0 if drops is None else max(0, backlog.drops - drops)
+            drops = backlog.drops
+            changed = governor.observe(lag, now, dropped=dropped, queued=backlog.queued)
+            if changed:
+                log.info(
+                    "load governor",
+                    extra={"level": governor.level, "lag": round(lag, 3), "dropped": dropped},
+                )
             for name, media in list(self.rooms.items()):
                 media.select_audio(now=now)
                 before = media.speakers.current
@@ -165,6 +184,8 @@ class MediaRooms:
                     for peer in media.members.values():
                         peer.subscribing.set_speaker(after)
                     self._on_speaker(name, after)
+                if changed or (after != before and governor.level):
+                    media.govern()
 
     # ---------------------------------------------------------------- recording
 

@@ -71,7 +71,8 @@ class SubscribeLeg:
 
     ``decoders`` is what the participant can decode (updated when it declines a section);
     ``on_refused`` is called with an uptrack it turned down, so the publisher may be asked for
-    another codec.
+    another codec; ``ceiling(uptrack)`` is the highest simulcast layer the server's load
+    governor allows for ``uptrack`` now (``None``: any).
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class SubscribeLeg:
         send: Callable[[ServerMessage], None],
         on_refused: Callable[[Uptrack], None],
         clock: Callable[[], float] = time.monotonic,
+        ceiling: Callable[[Uptrack], int | None] = lambda uptrack: None,
     ) -> None:
         self.participant_id = participant_id
         self.decoders = decoders
@@ -109,9 +111,9 @@ class SubscribeLeg:
         )
         self.budget = self.bandwidth.budget
         """What this participant's link carries, from its feedback."""
-        self.ceiling: Callable[[Uptrack], int] = _no_ceiling
-        """The highest layer the server sends anyone of a track now (a load governor's say);
-        call :meth:`update_layers` after changing what it returns."""
+        self.ceiling: Callable[[Uptrack], int] = lambda uptrack: _highest(uptrack, ceiling(uptrack))
+        """The highest layer the server sends anyone of a track now (the load governor's say);
+        call :meth:`update_layers` after it changes."""
         self.closed = False
 
     def can_receive(self, uptrack: Uptrack) -> bool:
@@ -380,8 +382,10 @@ class SubscribeLeg:
         await cancel_and_wait(self._negotiation)
 
 
-def _no_ceiling(uptrack: Uptrack) -> int:
-    return len(uptrack.layers) - 1
+def _highest(uptrack: Uptrack, ceiling: int | None) -> int:
+    """The highest of ``uptrack``'s layers under ``ceiling`` (``None``: its top layer)."""
+    top = len(uptrack.layers) - 1
+    return top if ceiling is None else min(top, ceiling)
 
 
 def _capabilities_for(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:

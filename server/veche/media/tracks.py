@@ -148,6 +148,12 @@ class Uptrack:
         self.audible = True
         """Among the microphones a large room forwards (see ``max_audio_streams``); a
         microphone left out still reaches a recording."""
+        self.max_bitrate: int | None = None
+        """Bits per second the load governor lets a single-layer publisher send (told it by
+        REMB); ``None``: what its link allows."""
+        self.keyframes_only = False
+        """The load governor's last resort for a single-layer video: forward only keyframes,
+        asked for every ``KEYFRAME_INTERVAL`` (see :meth:`set_keyframes_only`)."""
         self._on_level = on_level
         self.stats = TrackStats()
         self._counters = counters or MediaCounters()
@@ -237,6 +243,19 @@ class Uptrack:
             for index in range(len(self.layers)):
                 self.request_keyframe(index)
 
+    def set_keyframes_only(self, keyframes_only: bool) -> None:
+        """Forward only keyframes (a few a second, each one decodable on its own: VP8 without
+        temporal layers cannot skip a delta frame without breaking the frames after it), or
+        every frame again from the next keyframe, asked for at once (a delta frame refers to
+        frames the viewers did not get)."""
+        if keyframes_only == self.keyframes_only or self.kind != "video":
+            return
+        self.keyframes_only = keyframes_only
+        if not keyframes_only:
+            for downtrack in self.downtracks:
+                downtrack.hold_until_keyframe()
+        self.request_keyframe()
+
     def on_packet(self, packet: RtpPacket, codec: RTCRtpCodecParameters) -> None:
         """Receive one RTP packet from the publisher (the receiver tap calls this)."""
         if codec.payloadType != self.codec.payloadType or self.closed:
@@ -280,7 +299,10 @@ class Uptrack:
             if not self.enabled:
                 continue
             sent = 0
-            if self.audible:
+            if self.keyframes_only and not frame.keyframe:
+                # Coalesced and rate-limited: one request per KEYFRAME_INTERVAL at most.
+                self.request_keyframe(index)
+            elif self.audible:
                 for downtrack in self.downtracks:
                     sent += downtrack.push(frame, index)
             if self.sinks and self._recorded_layer(index, frame):
@@ -393,6 +415,11 @@ class SenderFeed:
     def switch(self) -> None:
         """The next frame comes from another stream (another track, or another layer)."""
         self._rewriter.switch()
+        self._pictures.switch()
+
+    def renumber_pictures(self) -> None:
+        """The next frame follows the last one sent, though frames were skipped between them
+        (VP8 picture ids continue; sequence numbers and timestamps keep their meaning)."""
         self._pictures.switch()
 
     def release(self, downtrack: Downtrack) -> None:
@@ -514,6 +541,8 @@ class Downtrack:
             if not frame.keyframe:
                 return False
             self._waiting_for_keyframe = False
+        if self.uptrack.keyframes_only:
+            self.feed.renumber_pictures()  # the viewer must not take skipped frames for lost
         sent = self.feed.put(frame)
         self.frames_sent += sent
         return sent

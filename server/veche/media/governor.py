@@ -1,0 +1,160 @@
+"""The load governor: when the server runs late, send less of what matters least.
+
+A server past its capacity does not slow down evenly: packets wait in socket buffers, viewers
+lose some, ask for keyframes, the keyframes are large and the load grows (the issue's "cliff").
+The governor watches two signs of it, sampled four times a second: how late the event loop runs
+a periodic timer (everything the server does runs on that loop, so a late timer is a late
+packet), and datagrams the kernel dropped from the server's UDP sockets because they were not
+read in time (:mod:`veche.media.udpstats`; a CPU-starved server can keep its timers on time
+while its sockets overflow). It answers with a *level*:
+
+====== ================================= ==================================================
+level  simulcast video (layer ceiling)   single-layer video
+====== ================================= ==================================================
+0      as the viewer's tile size says    as the publisher's link allows
+1      at most the middle layer          REMB to its publisher: at most 600 kbps
+2      the lowest layer                  REMB: at most 300 kbps
+3      the lowest layer                  REMB 300 kbps, and only keyframes forwarded
+====== ================================= ==================================================
+
+Only *unimportant* video is governed (:func:`governed`): never audio, never the room's active
+speaker, never a shared screen. A single-layer publisher (aiortc, Firefox) is first asked for a
+lower bitrate: every frame kept, in fewer packets. Its frames cannot simply be thinned: VP8
+without temporal layers cannot skip a delta frame without breaking every later one until a
+keyframe. The last step forwards only keyframes, asked for a few times a second (coalesced per
+publisher and layer, at most one per 0.3 s): each one decodes on its own, so a lost packet
+costs one frame and never a cascade of keyframe requests.
+
+The level rises one step when every sample for :attr:`GovernorPolicy.rise` seconds was
+overloaded (lag above ``threshold``, or :attr:`GovernorPolicy.drops` datagrams dropped), and
+falls one step when every sample for the fall hold was calm (lag below half the threshold,
+nothing dropped): hysteresis, so a load near the limit does not make the picture flap. The
+fall hold starts at :attr:`GovernorPolicy.fall` and doubles (up to :data:`MAX_FALL`) each time
+the load comes back soon after a step down, so a server that only copes at a level stays there.
+Pure: it is fed samples and the time; nothing here imports aiortc or asyncio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["BITRATES", "CEILINGS", "KEYFRAMES_ONLY", "GovernorPolicy", "LoadGovernor", "governed"]
+
+CEILINGS: Final = (None, 1, 0, 0)
+"""The highest simulcast layer (0 the lowest) an unimportant video gets at each level."""
+
+BITRATES: Final = (None, 600_000, 300_000, 300_000)
+"""Bits per second an unimportant single-layer publisher is told it may send (REMB), per level
+(aiortc's encoder does not go below 250 kbps; browsers do)."""
+
+KEYFRAMES_ONLY: Final = (False, False, False, True)
+"""Whether an unimportant single-layer video is forwarded as keyframes only, per level."""
+
+MAX_LEVEL: Final = len(CEILINGS) - 1
+
+MAX_FALL: Final = 60.0
+"""Longest calm, in seconds, the governor waits for before stepping down."""
+
+
+def governed(kind: str, source: str, owner: str, speaker: str | None) -> bool:
+    """Whether a track may be degraded: video that is neither a shared screen nor the active
+    speaker's."""
+    return kind == "video" and source != "screen" and owner != speaker
+
+
+@dataclass(frozen=True, slots=True)
+class GovernorPolicy:
+    """``threshold``: seconds of event-loop lag above which the server counts as overloaded
+    (0: never govern). ``rise``/``fall``: how long the lag must stay above the threshold (below
+    half of it, nothing dropped) before the level goes up (down) one step."""
+
+    threshold: float = 0.05
+    rise: float = 1.0
+    fall: float = 5.0
+    drops: int = 8
+    """Datagrams dropped in one sample (a quarter of a second) that count as overload: a few
+    lost in a burst are not."""
+
+
+class LoadGovernor:
+    """The governor's state, shared by every room of a server.
+
+    Feed it with :meth:`observe`; read :attr:`level`, :meth:`ceiling` and :meth:`bitrate`.
+    """
+
+    def __init__(self, policy: GovernorPolicy | None = None) -> None:
+        self.policy = policy or GovernorPolicy()
+        self.level = 0
+        self.lag = 0.0
+        """The last lag observed (seconds)."""
+        self.dropped = 0
+        """Datagrams dropped in all, as observed."""
+        self.queued = 0
+        """Bytes waiting in the receive buffers at the last sample."""
+        self.fall_hold = self.policy.fall
+        """Seconds of calm needed now before a step down."""
+        self._fell_at = float("-inf")
+        self.engagements = 0
+        """Times the level rose from 0."""
+        self.changes = 0
+        """Times the level changed."""
+        self._above_since: float | None = None
+        self._below_since: float | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.policy.threshold > 0
+
+    def observe(self, lag: float, now: float, *, dropped: int = 0, queued: int = 0) -> bool:
+        """Take one sample at ``now``: the timer ran ``lag`` seconds late, ``dropped``
+        datagrams were lost since the last sample, ``queued`` bytes wait to be read. Whether
+        the level changed."""
+        self.lag = lag
+        self.dropped += dropped
+        self.queued = queued
+        policy = self.policy
+        if not self.enabled:
+            return False
+        if lag > policy.threshold or dropped >= policy.drops:
+            self._below_since = None
+            if self._above_since is None:
+                self._above_since = now
+            if now - self._above_since >= policy.rise and self.level < MAX_LEVEL:
+                self._above_since = now  # the next step waits for this one to take effect
+                if now - self._fell_at < 2 * self.fall_hold:
+                    self.fall_hold = min(2 * self.fall_hold, MAX_FALL)
+                return self._set(self.level + 1)
+            return False
+        self._above_since = None
+        if lag >= policy.threshold / 2 or dropped > 0 or self.level == 0:
+            self._below_since = None
+            return False
+        if self._below_since is None:
+            self._below_since = now
+        if now - self._below_since >= self.fall_hold:
+            self._below_since = now
+            self._fell_at = now
+            if self.level == 1:
+                self.fall_hold = policy.fall
+            return self._set(self.level - 1)
+        return False
+
+    def _set(self, level: int) -> bool:
+        if self.level == 0:
+            self.engagements += 1
+        self.level = level
+        self.changes += 1
+        return True
+
+    def ceiling(self, important: bool) -> int | None:
+        """The highest simulcast layer a video gets now (``None``: no ceiling)."""
+        return None if important else CEILINGS[self.level]
+
+    def bitrate(self, important: bool) -> int | None:
+        """Bits per second a single-layer video's publisher may send now (``None``: no cap)."""
+        return None if important else BITRATES[self.level]
+
+    def keyframes_only(self, important: bool) -> bool:
+        """Whether a single-layer video is forwarded as keyframes only now."""
+        return not important and KEYFRAMES_ONLY[self.level]
