@@ -22,7 +22,7 @@ from playwright.async_api import Browser, Page
 from tests.browser.conftest import chromium
 from tests.browser.netguest import Guest, guest_namespace
 from tests.browser.test_simulcast import JS_HD_CAMERA, JS_TILE_WIDTH, JS_VIDEO
-from tests.integration.serverproc import ServerProcess, run_server
+from tests.integration.serverproc import NO_GOVERNOR, ServerProcess, run_server
 from tests.integration.waiting import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -137,7 +137,7 @@ async def test_a_viewer_whose_link_drops_gets_the_low_layer_and_climbs_back(
     viewer's link is cut to 300 kbit/s: within 3 s it decodes the low layer, never more than
     1 s without a new frame; when the link recovers it climbs back above the low layer; the
     wide viewer decodes the top layer throughout."""
-    with run_server("--host", "0.0.0.0", "--admin-token", TOKEN) as server:
+    with run_server("--host", "0.0.0.0", "--admin-token", TOKEN, *NO_GOVERNOR) as server:
         try:
             await _meeting(guest, server)
         finally:

@@ -11,7 +11,7 @@ from playwright.async_api import Browser, Page
 
 from tests.browser.conftest import chromium
 from tests.browser.firefox import firefox, firefox_missing
-from tests.integration.serverproc import ServerProcess, run_server
+from tests.integration.serverproc import NO_GOVERNOR, ServerProcess, run_server
 from tests.integration.waiting import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -114,7 +114,7 @@ async def test_each_viewer_gets_the_layer_of_its_tile_size() -> None:
     """A publisher simulcasts; a viewer showing the tile 200 px wide decodes the low layer and
     one showing it 1200 px wide a higher one; when the small tile grows it switches up within
     4 s, and back down within 3 s, and the video never stops (frames decoded keep rising)."""
-    with run_server("--admin-token", TOKEN) as server:
+    with run_server("--admin-token", TOKEN, *NO_GOVERNOR) as server:
         async with chromium(fake_ui=True) as browser:
             context = await browser.new_context(
                 permissions=["camera", "microphone"], base_url=server.http
@@ -163,7 +163,7 @@ async def test_firefox_decodes_a_simulcast_publisher() -> None:
     reason = firefox_missing()
     if reason:
         pytest.skip(reason)
-    with run_server("--admin-token", TOKEN) as server:
+    with run_server("--admin-token", TOKEN, *NO_GOVERNOR) as server:
         async with chromium(fake_ui=True) as browser:
             context = await browser.new_context(
                 permissions=["camera", "microphone"], base_url=server.http

@@ -17,6 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+NO_GOVERNOR = ("--governor-lag", "0")
+"""Server flags for a test that asserts which simulcast layer or frame rate a viewer gets: the
+load governor off, so that a busy test machine cannot lower them (it has tests of its own)."""
+
 
 def stop(process: subprocess.Popen[Any], grace: float = 10) -> int:
     """SIGTERM by PID, SIGKILL if it has not exited after ``grace`` seconds; the exit status."""

@@ -14,7 +14,7 @@ import pytest
 from tests.bench.clip import load_clip
 from tests.bench.meeting_rig import Rig, TileCounter
 
-from .serverproc import run_server
+from .serverproc import NO_GOVERNOR, run_server
 from .waiting import until
 
 pytestmark = [
@@ -43,7 +43,7 @@ async def test_a_replayed_simulcast_publisher_sends_a_viewer_the_layer_its_tile_
     recognised by its bytes, so the layer is the one the publisher sent). The other viewer,
     which counts from clear RTP headers only, counts the frames of its tile too."""
     clip = await asyncio.to_thread(load_clip)
-    with run_server("--max-connections-per-address", "100") as server:
+    with run_server("--max-connections-per-address", "100", *NO_GOVERNOR) as server:
         rig = Rig(server.ws, "rig", 2, clip, epoch=time.monotonic(), measured_every=2)
         try:
             assert await rig.join(timeout=20) == []

@@ -27,6 +27,7 @@ from .waiting import until
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.overload,  # not in make test yet: see docs/performance.md
     pytest.mark.skipif(
         os.environ.get("VECHE_IN_NETNS") != "1",
         reason="media tests run inside a private network namespace (make test)",
