@@ -103,3 +103,60 @@ def test_audio_passes_through_and_reports_gaps() -> None:
     assert lost
     assert len(frames) == 1
     assert asm.push(Packet(6, 1920, False, b"b")) == ([], False)
+
+
+def test_a_large_frame_with_a_late_packet_costs_no_scan_per_packet() -> None:
+    """A 200-packet keyframe whose second packet comes last: nothing is released before it,
+    the frame then comes out whole, and the bookkeeping of arrivals does not outgrow what is
+    buffered (each packet used to scan the whole buffer twice: quadratic in a keyframe's size,
+    which took most of a loaded server's time)."""
+    clock = Clock()
+    asm = video(clock)
+    asm.push(Packet(1, 100, False, KEY))
+    for seq in range(3, 201):
+        clock.now += 0.0001
+        assert asm.push(Packet(seq, 100, seq == 200, MORE)) == ([], False)
+    frames, lost = asm.push(Packet(2, 100, False, MORE))
+    assert not lost
+    assert [(len(f.payloads), f.keyframe) for f in frames] == [(200, True)]
+    for seq in range(201, 1201):  # a thousand one-packet frames after it
+        clock.now += 0.03
+        frames, lost = asm.push(Packet(seq, 100 + seq, True, DELTA))
+        assert len(frames) == 1
+        assert not lost
+    assert len(asm._arrivals) <= 2
+
+
+def test_a_gap_filled_by_a_packet_out_of_order_releases_every_waiting_frame() -> None:
+    """Three frames wait behind one missing packet of the first; packets elsewhere do not
+    release anything; the missing one releases all three at once."""
+    asm = video()
+    asm.push(Packet(1, 100, True, KEY))
+    asm.push(Packet(2, 200, False, DELTA))
+    for seq, ts, marker in ((4, 200, True), (5, 300, True), (6, 400, False), (7, 400, True)):
+        assert asm.push(Packet(seq, ts, marker, DELTA if seq in (5, 6) else MORE)) == ([], False)
+    frames, _ = asm.push(Packet(3, 200, False, MORE))
+    assert [f.timestamp for f in frames] == [200, 300, 400]
+
+
+def test_a_frame_missing_a_middle_packet_is_given_up_once() -> None:
+    """The frame at the head has its first packet but not its second: after max_wait the
+    assembler resumes at the next frame and reports the loss once, not on every later packet
+    (it used to resume at the incomplete frame itself, so each packet asked for a keyframe)."""
+    clock = Clock()
+    asm = video(clock)
+    asm.push(Packet(1, 100, True, KEY))
+    asm.push(Packet(2, 200, False, DELTA))  # 3 (the end of frame 200) never comes
+    asm.push(Packet(4, 300, True, DELTA))
+    clock.now = 0.25
+    frames, lost = asm.push(Packet(5, 400, True, DELTA))
+    assert lost
+    assert [f.timestamp for f in frames] == [300, 400]
+    reports = []
+    for seq in range(6, 20):
+        clock.now += 0.03
+        frames, lost = asm.push(Packet(seq, 100 * seq, True, DELTA))
+        reports.append(lost)
+        assert len(frames) == 1
+    assert not any(reports)
+    assert asm.dropped_frames == 1

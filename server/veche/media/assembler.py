@@ -9,6 +9,7 @@ can ask for a keyframe: a forwarded stream never carries a frame with a hole.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -59,6 +60,13 @@ class FrameAssembler:
         self._highest: int | None = None  # extended sequence number
         self._next: int | None = None  # extended seq of the next frame's first packet
         self._buffer: dict[int, tuple[Packet, float]] = {}
+        self._arrivals: deque[tuple[float, int]] = deque()
+        """``(arrival, ext)`` of every buffered packet in arrival order (so oldest first), with
+        entries of packets since released left behind and dropped when met: the oldest
+        buffered packet without a scan of the buffer for each packet."""
+        self._blocked: tuple[int, int] | None = None
+        """``(next, missing)``: the frame at ``next`` waits for packet ``missing`` (the first
+        one absent), so a packet anywhere else cannot complete it and no walk is needed."""
         self.dropped_frames = 0
 
     def _extend(self, seq: int) -> int:
@@ -88,12 +96,19 @@ class FrameAssembler:
             if not packet.payload or not starts_frame(self.codec, packet.payload):
                 return [], False  # join the stream at a frame boundary
             self._next = ext
+            self._blocked = None
         if ext < self._next or ext in self._buffer:
             return [], False
-        self._buffer[ext] = (packet, self._clock())
-        frames = self._release()
+        now = self._clock()
+        self._buffer[ext] = (packet, now)
+        self._arrivals.append((now, ext))
+        blocked = self._blocked
+        waiting = blocked is not None and blocked[0] == self._next and blocked[1] != ext
+        frames = [] if waiting else self._release()
         lost = False
-        if self._buffer and self._stalled():
+        if not self._buffer:
+            self._arrivals.clear()  # every entry is of a released packet
+        elif self._stalled():
             lost = self._skip_gap()
             frames += self._release()
         return frames, lost
@@ -115,11 +130,13 @@ class FrameAssembler:
             self._next = start
         first = self._buffer.get(start)
         if first is None:
+            self._blocked = (start, start)
             return None
         end = start
         while True:
             entry = self._buffer.get(end)
             if entry is None:
+                self._blocked = (start, end)
                 return None
             if entry[0].marker or entry[0].timestamp != first[0].timestamp:
                 break
@@ -138,13 +155,23 @@ class FrameAssembler:
         )
 
     def _stalled(self) -> bool:
-        oldest = min(arrival for _, arrival in self._buffer.values())
-        return self._clock() - oldest >= self.max_wait
+        arrivals, buffer = self._arrivals, self._buffer
+        while arrivals:
+            arrival, ext = arrivals[0]
+            entry = buffer.get(ext)
+            if entry is not None and entry[1] == arrival:
+                return self._clock() - arrival >= self.max_wait
+            arrivals.popleft()  # released, skipped, or buffered again since
+        return False
 
     def _skip_gap(self) -> bool:
-        """Give up on the missing packets: resume at the first buffered frame start."""
+        """Give up on the missing packets: resume at the first buffered frame start after the
+        incomplete frame at ``_next`` (resuming at that frame itself would change nothing, and
+        every later packet would report the loss again: a keyframe request per packet)."""
         later = sorted(self._buffer)
         for seq in later:
+            if self._next is not None and seq <= self._next:
+                continue
             packet = self._buffer[seq][0]
             previous = self._buffer.get(seq - 1)
             boundary = previous is None or previous[0].marker
@@ -155,6 +182,8 @@ class FrameAssembler:
                 self.dropped_frames += 1
                 return True
         self._buffer.clear()
+        self._arrivals.clear()
         self._next = None
+        self._blocked = None
         self.dropped_frames += 1
         return True
