@@ -146,6 +146,38 @@ async def page_opener(
             await context.close()
 
 
+AXE_PATHS = (
+    Path(__file__).resolve().parents[2]
+    / ".venv"
+    / "tools"
+    / "node_modules"
+    / "axe-core"
+    / "axe.min.js",
+    Path(os.environ.get("VECHE_AXE", "/nonexistent")),
+)
+"""Where axe-core may be: ``make test`` installs it under ``.venv/tools``."""
+
+
+def axe_path() -> Path:
+    """axe-core's script; the test is skipped where it is not installed."""
+    axe = next((path for path in AXE_PATHS if path.is_file()), None)
+    if axe is None:
+        pytest.skip("axe-core is not installed under .venv/tools (make test installs it)")
+    return axe
+
+
+async def serious_violations(page: Page) -> list[str]:
+    """What axe-core finds on ``page`` of impact serious or critical, one line each (the page
+    needs ``bypass_csp`` to take the script)."""
+    await page.add_script_tag(path=str(axe_path()))
+    found: list[str] = await page.evaluate(
+        "async () => (await axe.run()).violations"
+        ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+        ".map(v => `${v.id}: ${v.nodes.map(n => n.target.join(' ')).join(', ')}`)"
+    )
+    return found
+
+
 REMOTE_VIDEO_PLAYS = (
     "() => [...document.querySelectorAll('.tile:not(.me) video')].some(v => v.videoWidth > 0)"
 )

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Page
 
 from tests.browser.conftest import chromium
 from tests.browser.netguest import Guest, guest_namespace
-from tests.browser.test_simulcast import JS_HD_CAMERA, JS_TILE_WIDTH, JS_VIDEO
+from tests.browser.test_simulcast import JS_HD_CAMERA, JS_VIDEO, listener
 from tests.integration.serverproc import NO_GOVERNOR, ServerProcess, run_server
 from tests.integration.waiting import until
 
@@ -102,19 +102,6 @@ def _bandwidth_log(server: ServerProcess) -> list[str]:
     return out
 
 
-async def _viewer(browser: Browser, base: str, name: str, owner: str) -> Page:
-    """A listener (no camera, no microphone) who shows ``owner``'s tile 1200 px wide."""
-    context = await browser.new_context(base_url=base, viewport={"width": 1600, "height": 1000})
-    page = await context.new_page()
-    await page.goto(f"/r/{ROOM}?name={name}&join=1&lang=en")
-    await page.wait_for_function(
-        "() => [...document.querySelectorAll('.tile:not(.me) video')].some(v => v.videoWidth > 0)",
-        timeout=30_000,
-    )
-    assert await page.evaluate(JS_TILE_WIDTH, [owner, 1200])
-    return page
-
-
 async def _width(page: Page, owner: str, check: Any, seconds: float) -> tuple[float, int]:
     """Seconds until the decoded width of ``owner``'s video satisfies ``check``, and the width."""
     seen = {"width": 0}
@@ -166,8 +153,8 @@ async def _meeting(guest: Guest, server: ServerProcess) -> None:
         )
         pub = await publisher.evaluate("() => window.veche.connection.participantId")
         await publisher.evaluate(JS_KEEP_SIZES)
-        wide = await _viewer(browser, server.http, "Wide", pub)
-        narrow = await _viewer(far, guest_origin, "Narrow", pub)
+        wide = await listener(browser, server.http, "Wide", pub, 1200, ROOM)
+        narrow = await listener(far, guest_origin, "Narrow", pub, 1200, ROOM)
         _, high = await _width(wide, pub, lambda w: w > 640, 30)
         await _width(narrow, pub, lambda w: w > 640, 30)
         for page in (wide, narrow):

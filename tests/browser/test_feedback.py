@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page
 
-from tests.browser.conftest import SIZES, OpenPage, page_opener
+from tests.browser.conftest import SIZES, OpenPage, axe_path, page_opener, serious_violations
 from tests.browser.firefox import FirefoxPage, firefox, firefox_missing
 from tests.integration.serverproc import ServerProcess, run_server
 from veche.assets import web_root
@@ -23,10 +23,6 @@ from veche.assets import web_root
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 ROOT = Path(__file__).resolve().parents[2]
-AXE_PATHS = (
-    ROOT / ".venv" / "tools" / "node_modules" / "axe-core" / "axe.min.js",
-    Path(os.environ.get("VECHE_AXE", "/nonexistent")),
-)
 SHOTS = os.environ.get("VECHE_SCREENSHOTS")
 """A folder to save screenshots of each state in (for a person to look at), if set."""
 
@@ -332,17 +328,10 @@ async def test_the_room_page_has_no_serious_accessibility_violation(
 ) -> None:
     """axe-core finds no serious or critical violation on the pre-join screen (after a
     refusal), in the call (a moderator, with a banner) and after leaving."""
-    axe = next((path for path in AXE_PATHS if path.is_file()), None)
-    if axe is None:
-        pytest.skip("axe-core is not installed under .venv/tools (make test installs it)")
+    axe_path()
 
     async def check(page: Page, where: str) -> None:
-        await page.add_script_tag(path=str(axe))
-        found = await page.evaluate(
-            "async () => (await axe.run()).violations"
-            ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
-            ".map(v => `${v.id}: ${v.nodes.map(n => n.target.join(' ')).join(', ')}`)"
-        )
+        found = await serious_violations(page)
         assert found == [], f"{where} ({size}): {found}"
 
     async with people(browser, server) as open_page:

@@ -13,9 +13,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.async_api import Browser, Page
 
-from tests.browser.conftest import SIZES, OpenPage, page_opener
+from tests.browser.conftest import SIZES, OpenPage, axe_path, page_opener, serious_violations
 from tests.browser.test_feedback import (
-    AXE_PATHS,
     IN_VIEW,
     INIT,
     TRACKS_ENDED,
@@ -256,17 +255,10 @@ async def test_every_page_has_no_serious_accessibility_violation(
     """axe-core finds no serious or critical violation on the landing page, the connectivity
     doctor, the waiting page, in the call with the chat open, and in the people panel of a
     moderator with someone waiting."""
-    axe = next((path for path in AXE_PATHS if path.is_file()), None)
-    if axe is None:
-        pytest.skip("axe-core is not installed under .venv/tools (make test installs it)")
+    axe_path()
 
     async def check(page: Page, where: str) -> None:
-        await page.add_script_tag(path=str(axe))
-        found = await page.evaluate(
-            "async () => (await axe.run()).violations"
-            ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
-            ".map(v => `${v.id}: ${v.nodes.map(n => n.target.join(' ')).join(', ')}`)"
-        )
+        found = await serious_violations(page)
         assert found == [], f"{where} ({size}): {found}"
 
     async with pages(browser, server) as open_page:

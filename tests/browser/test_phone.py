@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page
 
+from tests.browser.conftest import axe_path, serious_violations
 from tests.browser.firefox import firefox, firefox_missing
 from tests.integration.peers import MediaClient, SlideTrack
 from tests.integration.serverproc import ServerProcess, run_server
@@ -28,7 +29,6 @@ TOKEN = "admin-token-0123456789abcdef-0123456"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 ROOT = Path(__file__).resolve().parents[2]
-AXE = ROOT / ".venv" / "tools" / "node_modules" / "axe-core" / "axe.min.js"
 SHOTS = os.environ.get("VECHE_SCREENSHOTS")
 """A folder to save screenshots in (for a person to look at), if set."""
 
@@ -402,21 +402,15 @@ async def test_the_phone_menu_and_chat_sheet_have_no_serious_accessibility_viola
 ) -> None:
     """axe-core finds no serious or critical violation on the phone's call screen with More
     open, and with the chat sheet open."""
-    if not AXE.is_file():
-        pytest.skip("axe-core is not installed under .venv/tools (make test installs it)")
+    axe_path()
 
     async def check(page: Page, where: str) -> None:
-        found = await page.evaluate(
-            "async () => (await axe.run()).violations"
-            ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
-            ".map(v => `${v.id}: ${v.nodes.map(n => n.target.join(' ')).join(', ')}`)"
-        )
+        found = await serious_violations(page)
         assert found == [], f"{where}: {found}"
 
     async with publishers(server, "phone-axe", 1, small=True):
         page = await open_call(browser, server, "phone-axe", phone=True)
         try:
-            await page.add_script_tag(path=str(AXE))
             await page.tap("#more")
             await check(page, "More open")
             await page.keyboard.press("Escape")

@@ -80,12 +80,14 @@ def _layers(server: ServerProcess, participant_id: str, publisher: str) -> list[
     return [x["layer"] for x in me["layers"] if x["from"] == publisher]
 
 
-async def _viewer(browser: Browser, base: str, name: str, owner: str, width: int) -> Page:
-    """A participant without camera or microphone (a listener) who shows ``owner``'s tile
-    ``width`` CSS pixels wide."""
+async def listener(
+    browser: Browser, base: str, name: str, owner: str, width: int, room: str = "simul"
+) -> Page:
+    """A participant of ``room`` without camera or microphone (a listener) who shows
+    ``owner``'s tile ``width`` CSS pixels wide."""
     context = await browser.new_context(base_url=base, viewport={"width": 1600, "height": 1000})
     page = await context.new_page()
-    await page.goto(f"/r/simul?name={name}&join=1&lang=en")
+    await page.goto(f"/r/{room}?name={name}&join=1&lang=en")
     await page.wait_for_function(
         "() => [...document.querySelectorAll('.tile:not(.me) video')].some(v => v.videoWidth > 0)",
         timeout=30_000,
@@ -128,8 +130,8 @@ async def test_each_viewer_gets_the_layer_of_its_tile_size() -> None:
             )
             async with chromium() as viewers:
                 pub = await publisher.evaluate("() => window.veche.connection.participantId")
-                small = await _viewer(viewers, server.http, "Small", pub, 200)
-                large = await _viewer(viewers, server.http, "Large", pub, 1200)
+                small = await listener(viewers, server.http, "Small", pub, 200)
+                large = await listener(viewers, server.http, "Large", pub, 1200)
                 _, low = await _decoded_width(small, pub, lambda w: 0 < w <= 400, 10)
                 _, high = await _decoded_width(large, pub, lambda w: w > low, 20)
                 me = await small.evaluate("() => window.veche.connection.participantId")
