@@ -244,13 +244,19 @@ class IceServer(_Model):
 
 # ---------------------------------------------------------------- both directions
 
+SDP_BOUND: Final = (
+    "At most `max_sdp_length` characters in a client's publish offer; a subscribe answer, which "
+    "has a section for each track the room forwards, may be longer, by a bound derived from "
+    "`max_participants` (see the configuration page)."
+)
+
 
 class Offer(_ClientBase):
     """An SDP offer: client -> server for ``publish``, server -> client for ``subscribe``."""
 
     type: Literal["offer"] = "offer"
     pc: PeerRole
-    sdp: Annotated[str, Field(max_length=60000)]
+    sdp: str = Field(description=SDP_BOUND)
     sources: dict[Annotated[str, Field(max_length=32)], Source] | None = Field(
         None,
         description="Publish offers: what each section (by mid) carries; a video section not "
@@ -270,7 +276,7 @@ class Answer(_ClientBase):
 
     type: Literal["answer"] = "answer"
     pc: PeerRole
-    sdp: Annotated[str, Field(max_length=60000)]
+    sdp: str = Field(description=SDP_BOUND)
 
     @classmethod
     def from_server(cls, pc: PeerRole, sdp: str) -> Answer:

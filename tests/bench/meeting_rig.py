@@ -6,8 +6,9 @@ share one meeting).
 publishes a camera and a microphone by replaying :mod:`tests.bench.clip`: three simulcast layers
 (``q``, ``h``, ``f``, declared with ``a=rid``/``a=simulcast`` as Chromium declares them), or with
 ``--single`` the middle layer alone, without simulcast. Each also views: it shows a page of up to
-16 others (``p<i+1>`` large, the next ones small) and says so with ``view``, as the browser
-client does; with ``--single`` it sends no ``view`` and receives everything. Nothing is encoded
+16 others (``p<i+1>`` large, the next ones small) and says so with ``view`` as the browser
+client does: from its arrival, again as the others arrive (coalesced, :data:`VIEW_DELAY`);
+with ``--single`` it sends no ``view`` and receives everything. Nothing is encoded
 or decoded: publishers send pre-encoded packets, viewers count them.
 
 It prints JSON lines: ``{"ready": ...}`` once every viewer receives every tile of its page (or
@@ -76,6 +77,8 @@ AUDIO_STEP: Final = 0.02
 MEASURED_EVERY: Final = 8
 """Every this many participants (``p0``, ``p8``, …) one viewer decrypts what it receives and
 recognises each frame (its layer and latency); the others count frames from clear headers."""
+VIEW_DELAY: Final = 0.15
+"""Seconds a viewer gathers arrivals before it reports its page again (the browser's delay)."""
 READY_TIMEOUT: Final = 60.0
 """Seconds after the last participant joined that viewers have to receive every tile."""
 
@@ -155,6 +158,9 @@ class Participant:
         self._by_ssrc: dict[int, TileCounter] = {}
         self._offer_sdp = ""
         self._answers: asyncio.Queue[str] = asyncio.Queue()
+        self._view: asyncio.TimerHandle | None = None
+        self._shown = ""
+        self._tasks: set[asyncio.Future[None]] = set()
         self._reader = asyncio.ensure_future(self._read())
         for info in welcome["participants"]:
             rig.note_participant(info["name"], info["id"])
@@ -167,7 +173,9 @@ class Participant:
         welcome = json.loads(await ws.recv())
         if welcome.get("type") != "welcome":
             raise RuntimeError(f"p{index} was not welcomed: {welcome}")
-        return cls(rig, index, ws, welcome)
+        participant = cls(rig, index, ws, welcome)
+        participant.schedule_view()
+        return participant
 
     async def _read(self) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -177,10 +185,16 @@ class Participant:
                 if kind == "participant_joined":
                     info = message["participant"]
                     self.rig.note_participant(info["name"], info["id"])
+                    self.schedule_view()
                 elif kind == "answer" and message.get("pc") == "publish":
                     self._answers.put_nowait(message["sdp"])
                 elif kind == "offer" and message.get("pc") == "subscribe":
-                    await self._answer(message["sdp"])
+                    try:
+                        await self._answer(message["sdp"])
+                    except Exception as exc:  # the rig goes on; the bench reports its tiles
+                        print(f"p{self.index}: subscribe answer failed: {exc!r}", file=sys.stderr)
+                elif kind == "error":
+                    print(f"p{self.index}: error from the server: {message}", file=sys.stderr)
 
     async def publish(self) -> None:
         pc = self.publish_pc
@@ -204,14 +218,33 @@ class Participant:
             level=30 if self.index < SPEAKERS else 110,
         )
 
+    def schedule_view(self) -> None:
+        """Report the page shortly, with whoever has arrived by then (unless ``single``)."""
+        if self.rig.single or self._view is not None:
+            return
+
+        def report() -> None:
+            self._view = None
+            task = asyncio.ensure_future(self.show())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._view = asyncio.get_running_loop().call_later(VIEW_DELAY, report)
+
     async def show(self) -> None:
-        """Say which tiles this participant shows (the browser client's ``view``)."""
+        """Say which tiles of its page this participant shows (the browser client's ``view``):
+        those whose participant has arrived."""
         tiles = []
         for position, other in enumerate(page(self.index, self.rig.total)):
             width, height = LARGE if position == 0 else SMALL
-            pid = self.rig.ids[f"p{other}"]
-            tiles.append({"participant_id": pid, "width": width, "height": height})
-        await self.ws.send(json.dumps({"type": "view", "tiles": tiles}))
+            pid = self.rig.ids.get(f"p{other}")
+            if pid is not None:
+                tiles.append({"participant_id": pid, "width": width, "height": height})
+        text = json.dumps({"type": "view", "tiles": tiles})
+        if text != self._shown:
+            self._shown = text
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.send(text)
 
     async def _answer(self, sdp: str) -> None:
         if self.subscribe_pc is None:
@@ -293,6 +326,8 @@ class Participant:
         return next((t for t in self.tiles if t.video and t.owner == owner), None)
 
     async def close(self) -> None:
+        if self._view is not None:
+            self._view.cancel()
         with contextlib.suppress(ConnectionClosed):
             await self.ws.send(json.dumps({"type": "leave"}))
         await self.ws.close()
