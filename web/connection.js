@@ -508,9 +508,20 @@ export class Connection {
         break;
       case ServerType.ERROR:
         if (message.code === ErrorCode.MEDIA_FAILED) {
-          // The server released this participant's media: start both connections afresh.
-          this.#closePeers();
-          this.publish(this.tracks.audio, this.tracks.video);
+          // The server started this connection (or both) afresh: so does this side. A new
+          // subscribe connection is made for the server's next offer.
+          if (message.pc === "subscribe") {
+            this.subscribePc?.close();
+            this.subscribePc = null;
+          } else if (message.pc === "publish") {
+            this.publishPc?.close();
+            this.publishPc = null;
+            this.#publishAnswered();
+            this.publish(this.tracks.audio, this.tracks.video);
+          } else {
+            this.#closePeers();
+            this.publish(this.tracks.audio, this.tracks.video);
+          }
         }
         this.onError(message);
         break;

@@ -201,6 +201,7 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  * @property {ErrorCodeValue} code
  * @property {string} message
  * @property {(string | null)} [ref]
+ * @property {(("publish" | "subscribe") | null)} [pc]
  */
 
 /** @typedef {("bad_json" | "bad_message" | "unknown_type" | "binary_unsupported" | "unsupported_version" | "not_joined" | "already_joined" | "invalid_room" | "room_full" | "bad_sdp" | "wrong_state" | "media_failed" | "forbidden" | "not_admitted" | "room_unavailable" | "rate_limited" | "too_long" | "screen_busy" | "not_found" | "unavailable" | "unsupported" | "recording_limit" | "internal")} ErrorCodeValue */

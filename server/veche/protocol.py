@@ -580,6 +580,12 @@ class Error(_Model):
     code: ErrorCode
     message: str
     ref: str | None = Field(None, description="The ``id`` of the offending client message.")
+    pc: PeerRole | None = Field(
+        None,
+        description="With ``media_failed``: the one connection the server started afresh (the "
+        "client closes its side of it: publishes again on a new ``publish`` connection, or "
+        "answers the next ``subscribe`` offer on a new one); absent: both.",
+    )
 
 
 class ChatPosted(_Model):

@@ -211,7 +211,7 @@ class Settings(BaseSettings):
         gt=0,
         le=120,
         description="Seconds a peer connection may take to connect before the client is told "
-        "`media_failed` and its media is released.",
+        "`media_failed` for it and that connection is started afresh.",
     )
     hello_timeout: float = Field(
         10.0, gt=0, le=300, description="Seconds a new connection has to say `hello`."

@@ -210,3 +210,63 @@ async def test_closed_tab_disappears_from_the_others(
     finally:
         await a_ctx.close()
         await b_ctx.close()
+
+
+async def test_a_lost_subscribe_connection_is_renewed_alone(
+    browser: Browser, server: ServerProcess
+) -> None:
+    """Bob's receiving connection ends under him (closed here from the page, as a lost ICE
+    consent ends it): the server renews that connection only, Bob's page answers its offer on a
+    new one and decodes Ada again, and Ada, whose view of Bob never depended on it, keeps
+    decoding Bob on the same connection throughout."""
+    a_ctx, a = await _participant(browser, server, "renew", "Ada")
+    b_ctx, b = await _participant(browser, server, "renew", "Bob")
+    try:
+        for page in (a, b):
+            await _wait(page, JS_REMOTE_VIDEOS, 1, timeout=20)
+        await a.evaluate("() => { window.veche.connection.subscribePc.__kept = true; }")
+        before = await a.evaluate(JS_INBOUND)
+        await b.evaluate(
+            """() => {
+                window.__errors = [];
+                const connection = window.veche.connection;
+                const onError = connection.onError;
+                connection.onError = (message) => {
+                    window.__errors.push(message);
+                    onError(message);
+                };
+                connection.subscribePc.__old = true;
+                connection.subscribePc.close();
+            }"""
+        )
+        await b.wait_for_function(
+            "() => window.__errors.some(e => e.code === 'media_failed' && e.pc === 'subscribe')",
+            timeout=10000,
+        )
+        await b.wait_for_function(
+            """async () => {
+                const pc = window.veche.connection.subscribePc;
+                if (!pc || pc.__old) return false;
+                let frames = 0;
+                (await pc.getStats()).forEach(s => {
+                    if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded;
+                });
+                return frames > 10;
+            }""",
+            timeout=20000,
+        )
+        await _wait(b, JS_REMOTE_VIDEOS, 1, timeout=5)
+        await a.wait_for_function(
+            f"async () => (await ({JS_INBOUND})()).video.reduce((x, y) => x + y, 0) >= "
+            f"{sum(before['video']) + 30}",
+            timeout=10000,
+        )
+        assert await a.evaluate("() => window.veche.connection.subscribePc.__kept === true")
+        assert server.output().count("media reset after failure") == 1
+        # Bob still publishes on his first connection: only the receiving one was renewed.
+        assert await b.evaluate("() => window.veche.connection.publishPc.connectionState") == (
+            "connected"
+        )
+    finally:
+        await a_ctx.close()
+        await b_ctx.close()

@@ -315,6 +315,12 @@ class MediaClient:
                     if not future.done() and predicate(message):
                         future.set_result(message)
                         self._waiters.remove(waiter)
+                failed = message["type"] == "error" and message["code"] == "media_failed"
+                if failed and message.get("pc") != "publish" and self.subscribe_pc is not None:
+                    # The server starts the subscribe connection afresh: answer on a new one.
+                    old, self.subscribe_pc = self.subscribe_pc, None
+                    closing = asyncio.ensure_future(old.close())
+                    self._tasks.add(closing)
                 subscribe = message["type"] == "offer" and message["pc"] == "subscribe"
                 if subscribe and self.answer_subscribe:
                     await self._answer_subscribe(message["sdp"])

@@ -221,8 +221,9 @@ async def test_media_stays_in_port_range_announces_public_ip_and_is_released() -
 
 
 async def test_failed_connection_releases_media_and_starts_afresh() -> None:
-    """When a participant's media connection fails, it is told ``media_failed``, its tracks
-    leave the other subscribers, its connections are closed, and it can publish again."""
+    """When a participant's publish connection fails, it is told ``media_failed`` for
+    ``publish``, its tracks leave the other subscribers, that connection is closed (the peer is
+    not: what it receives keeps coming), and it can publish again."""
     from aiohttp.test_utils import TestServer
 
     from veche.app import create_app
@@ -248,7 +249,10 @@ async def test_failed_connection_releases_media_and_starts_afresh() -> None:
         pc.emit("connectionstatechange")
         error = await publisher.wait_for(lambda m: m["type"] == "error")
         assert error["code"] == "media_failed"
-        await until(lambda: failing.closed and pc.connectionState == "closed", timeout=5)
+        assert error["pc"] == "publish"
+        await until(lambda: pc.connectionState == "closed", timeout=5)
+        assert not failing.closed
+        assert failing.publish_pc is None
         await until(
             lambda: sum(1 for m in sub.messages if m["type"] == "offer") > offers_before,
             timeout=5,

@@ -4,7 +4,8 @@ else's (:mod:`veche.media.subscribe`).
 
 Each side offers on one connection only, so offers never collide. This module checks what the
 client sends (SDP size, candidates), creates both connections with the server's ICE settings and
-a connect watchdog, and closes them.
+a connect watchdog, renews one that fails while the other carries on (a viewer whose subscribe
+connection fails is still seen and heard by everyone), and closes them.
 
 A subscribe answer has one media section for each track the server forwards, so its size grows
 with the room: it may have ``max_sdp`` characters plus :data:`SECTION_SDP` for each section the
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from aiortc import (
     RTCBundlePolicy,
@@ -109,9 +110,10 @@ class MediaPeer:
 
     ``send`` delivers a server message to this participant; ``on_publish`` is called with each
     new track the participant publishes and ``on_unpublish`` with each one a codec switch
-    replaced; ``on_failed(reason)`` when a connection fails (ICE or DTLS, or it did not connect
-    in time), once per connection: whoever releases the media tells the client (``media_failed``
-    with ``reason``); ``on_refused`` with another participant's track this one
+    replaced; ``on_failed(role, reason)`` when the ``role`` connection fails (ICE or DTLS, it
+    closed by itself, as aiortc's does when ICE consent is lost, or it did not connect in time),
+    once per connection: whoever renews it (:meth:`renew`) tells the client (``media_failed``
+    for that ``pc``, with ``reason``); ``on_refused`` with another participant's track this one
     declined. ``decoders`` is what this participant can decode, ``audience()`` what everyone
     else in its room can. ``address`` is the client's network address: its publish offers are
     refused while it holds ``max_pending_per_address`` connections that never connected.
@@ -127,7 +129,7 @@ class MediaPeer:
         send: Callable[[ServerMessage], None],
         on_publish: Callable[[Uptrack], None],
         on_unpublish: Callable[[Uptrack], None] = lambda uptrack: None,
-        on_failed: Callable[[str], None] = lambda reason: None,
+        on_failed: Callable[[PeerRole, str], None] = lambda role, reason: None,
         on_level: Callable[[int], None] | None = None,
         on_refused: Callable[[Uptrack], None] = lambda uptrack: None,
         decoders: Decoders | None = None,
@@ -141,28 +143,40 @@ class MediaPeer:
         self.config = config
         self._send = send
         self._on_failed = on_failed
-        self.publishing = PublishLeg(
-            participant_id,
-            video_codecs=config.video_codecs,
-            max_tracks=config.max_tracks,
-            counters=config.counters,
-            new_pc=lambda: self._new_pc("publish"),
-            bind=self._bind,
-            send=send,
-            audience=audience,
-            on_publish=on_publish,
-            on_unpublish=on_unpublish,
-            on_level=on_level,
-        )
-        self.subscribing = SubscribeLeg(
-            participant_id,
-            decoders or Decoders(),
-            new_pc=lambda: self._new_pc("subscribe"),
-            bind=self._bind,
-            send=send,
-            on_refused=on_refused,
-            ceiling=ceiling,
-        )
+
+        def publishing() -> PublishLeg:
+            return PublishLeg(
+                participant_id,
+                video_codecs=config.video_codecs,
+                max_tracks=config.max_tracks,
+                counters=config.counters,
+                new_pc=lambda: self._new_pc("publish"),
+                bind=self._bind,
+                send=send,
+                audience=audience,
+                on_publish=on_publish,
+                on_unpublish=on_unpublish,
+                on_level=on_level,
+            )
+
+        def subscribing(decoders: Decoders) -> SubscribeLeg:
+            return SubscribeLeg(
+                participant_id,
+                decoders,
+                new_pc=lambda: self._new_pc("subscribe"),
+                bind=self._bind,
+                send=send,
+                on_refused=on_refused,
+                on_failed=lambda reason: self._on_failed("subscribe", reason),
+                ceiling=ceiling,
+            )
+
+        self._new_publishing = publishing
+        self._new_subscribing = subscribing
+        self.publishing = publishing()
+        self.subscribing = subscribing(decoders or Decoders())
+        self._retired: set[asyncio.Task[None]] = set()
+        """Closing connections of legs :meth:`renew` replaced."""
         self._candidates: dict[PeerRole, set[CandidateKey]] = {"publish": set(), "subscribe": set()}
         """Each connection's distinct remote candidates over its lifetime (a re-offer or a new
         answer does not start the count again)."""
@@ -330,10 +344,11 @@ class MediaPeer:
 
         def fail(reason: str) -> None:
             nonlocal failed
-            if self.closed or failed:
-                return
+            current = self.publish_pc if role == "publish" else self.subscribe_pc
+            if self.closed or failed or pc is not current:
+                return  # closed on purpose, failed already, or its leg was renewed
             failed = True
-            self._on_failed(f"the {role} media connection {reason}")
+            self._on_failed(role, f"the {role} media connection {reason}")
 
         def not_connected_in_time() -> None:
             if pc.connectionState in ("new", "connecting"):
@@ -358,6 +373,10 @@ class MediaPeer:
                     watchdog = None
             if state == "failed":
                 fail("failed (ICE or DTLS)")
+            elif state == "closed":
+                # aiortc closes a connection whose DTLS transport closed: the client closed it,
+                # or ICE consent was lost (under load, for instance).
+                fail("closed (ICE consent or DTLS)")
 
         # aioice can keep checking for a long time (for ever, without remote candidates): a
         # connection that is not up in time is reported and released, never left "checking".
@@ -365,6 +384,40 @@ class MediaPeer:
             self.config.connect_timeout, not_connected_in_time
         )
         return pc
+
+    def renew(self, role: PeerRole) -> None:
+        """Start the ``role`` connection afresh after it failed: its leg stops (a publish leg's
+        tracks end), a new one takes its place and the old connection is closed in the
+        background. The other connection carries on untouched."""
+        if self.closed:
+            return
+        pc: RTCPeerConnection | None
+        if role == "publish":
+            pc = self.publishing.pc
+            self.publishing.stop()
+            self.publishing = self._new_publishing()
+        else:
+            old = self.subscribing
+            pc = old.pc
+            old.stop()
+            self.subscribing = self._new_subscribing(old.decoders)
+            self._retire(old.settled())
+        self._candidates[role] = set()
+        if pc is not None:
+            self._retire(self._close_pc(pc))
+
+    def _retire(self, closing: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(closing)
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def _close_pc(self, pc: RTCPeerConnection) -> None:
+        try:
+            await asyncio.wait_for(pc.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning(
+                "peer connection close timed out", extra={"participant": self.participant_id}
+            )
 
     async def close(self) -> None:
         """Stop publishing and subscribing, and close both connections (bounded in time)."""
@@ -376,12 +429,8 @@ class MediaPeer:
         self.publishing.stop()
         self.subscribing.stop()
         for pc in (self.publish_pc, self.subscribe_pc):
-            if pc is None:
-                continue
-            try:
-                await asyncio.wait_for(pc.close(), CLOSE_TIMEOUT)
-            except TimeoutError:
-                log.warning(
-                    "peer connection close timed out", extra={"participant": self.participant_id}
-                )
+            if pc is not None:
+                await self._close_pc(pc)
         await self.subscribing.settled()
+        if self._retired:
+            await asyncio.gather(*self._retired, return_exceptions=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Final
 
 from veche.errors import ErrorCode
@@ -24,7 +24,7 @@ from veche.media.recorder import Recording
 from veche.media.speaker import SpeakerDetector
 from veche.media.subscribe import ShownVideos
 from veche.media.tracks import Uptrack
-from veche.protocol import Error, ServerMessage, Source
+from veche.protocol import Error, PeerRole, ServerMessage, Source
 
 __all__ = ["MediaRoom"]
 
@@ -71,8 +71,9 @@ class MediaRoom:
         self.recording: Recording | None = None
         self._recorded: list[tuple[Uptrack, Callable[[Any], None]]] = []
         self._backoffs: dict[ParticipantId, ResetBackoff] = {}
-        self._resets: dict[ParticipantId, asyncio.TimerHandle] = {}
-        """Resets waiting for their member's back-off (see :mod:`veche.media.backoff`)."""
+        self._resets: dict[ParticipantId, tuple[asyncio.TimerHandle, set[PeerRole]]] = {}
+        """Resets waiting for their member's back-off (see :mod:`veche.media.backoff`), with
+        the connections to renew."""
 
     # ---------------------------------------------------------------- members
 
@@ -88,7 +89,7 @@ class MediaRoom:
             send=lambda message: self._send(participant_id, message),
             on_publish=self._published,
             on_unpublish=self._unpublished,
-            on_failed=lambda reason: self._failed(participant_id, peer, reason),
+            on_failed=lambda role, reason: self._failed(participant_id, peer, role, reason),
             on_level=lambda level: self.speakers.add(participant_id, level, now=self._clock()),
             on_refused=lambda uptrack: self._offer(participant_id, uptrack),
             decoders=decoders,
@@ -109,7 +110,7 @@ class MediaRoom:
         ``on_closed``. The peer, if it was a member."""
         waiting = self._resets.pop(participant_id, None)
         if waiting is not None:
-            waiting.cancel()
+            waiting[0].cancel()
         self._backoffs.pop(participant_id, None)
         return self._detach(participant_id)
 
@@ -126,27 +127,43 @@ class MediaRoom:
         self._on_closed(peer)
         return peer
 
-    def _failed(self, participant_id: ParticipantId, peer: MediaPeer, reason: str) -> None:
-        """A connection of ``peer`` failed: reset its media now, or once its back-off has
-        passed if it was reset shortly before. Until then nothing changes for the others (a
-        publish connection that still carries media keeps being forwarded); further failures
-        of the same peer meanwhile add nothing."""
-        if self.members.get(participant_id) is not peer or participant_id in self._resets:
+    def _failed(
+        self, participant_id: ParticipantId, peer: MediaPeer, role: PeerRole, reason: str
+    ) -> None:
+        """The ``role`` connection of ``peer`` failed: renew it now, or once the member's
+        back-off has passed if it was reset shortly before. Until then nothing changes for the
+        others (a publish connection that still carries media keeps being forwarded); further
+        failures meanwhile only add their connection to the reset."""
+        if self.members.get(participant_id) is not peer:
+            return
+        waiting = self._resets.get(participant_id)
+        if waiting is not None:
+            waiting[1].add(role)
             return
         backoff = self._backoffs.setdefault(participant_id, ResetBackoff())
         wait = backoff.wait(asyncio.get_running_loop().time())
         if wait <= 0:
-            self.reset(participant_id, reason)
+            self.reset(participant_id, reason, {role})
             return
-        self._resets[participant_id] = asyncio.get_running_loop().call_later(
-            wait, self.reset, participant_id, reason
+        roles = {role}
+        handle = asyncio.get_running_loop().call_later(
+            wait, self.reset, participant_id, reason, roles
         )
+        self._resets[participant_id] = (handle, roles)
 
-    def reset(self, participant_id: ParticipantId, reason: str = "failed") -> None:
-        """Start a member's media afresh after a failure: its tracks leave the others and its
-        connections are released; it is told ``media_failed`` (with ``reason``), may publish
-        again and is offered the others' tracks on a new subscribe connection. Its forwarding
-        state, decoders and back-off are kept."""
+    def reset(
+        self,
+        participant_id: ParticipantId,
+        reason: str = "failed",
+        roles: Collection[PeerRole] = ("publish", "subscribe"),
+    ) -> None:
+        """Start a member's ``roles`` connections afresh after a failure, and tell it
+        ``media_failed`` (with ``reason``, and the connection when only one is renewed).
+
+        A renewed subscribe connection is offered every track again; the member's own tracks
+        keep going to everyone. A renewed publish connection takes the member's tracks away
+        from the others until it publishes again; what it receives keeps coming. Its
+        forwarding state, view, decoders and back-off are kept."""
         self._resets.pop(participant_id, None)
         peer = self.members.get(participant_id)
         if peer is None:
@@ -158,18 +175,28 @@ class MediaRoom:
             extra={
                 "participant": participant_id,
                 "reason": reason,
+                "connections": sorted(roles),
                 "resets": count,
                 "next_wait": backoff.gap(),
             },
         )
-        forwarding = self._forwarding.get(participant_id)
-        view = self._views.get(participant_id)
-        self._detach(participant_id)
-        self._views[participant_id] = view
-        self.add(participant_id, peer.decoders, peer.address)
-        if forwarding is not None:
-            self._forwarding[participant_id] = forwarding
-        self._send(participant_id, Error(code=ErrorCode.MEDIA_FAILED, message=reason))
+        renewed: PeerRole | None = None if len(set(roles)) > 1 else next(iter(roles))
+        # The client hears of it before the new subscribe offer: it answers on a new connection.
+        self._send(participant_id, Error(code=ErrorCode.MEDIA_FAILED, message=reason, pc=renewed))
+        if "publish" in roles:
+            for member, other in self.members.items():
+                if member != participant_id:
+                    for uptrack in peer.uptracks:
+                        other.unsubscribe(uptrack)
+            peer.renew("publish")
+        if "subscribe" in roles:
+            peer.renew("subscribe")
+            peer.subscribing.set_view(self._views.get(participant_id))
+            peer.subscribing.set_speaker(self.speakers.current)
+            for member, other in list(self.members.items()):
+                if member != participant_id:
+                    for uptrack in list(other.uptracks):
+                        self._offer(participant_id, uptrack)
 
     def set_forwarding(
         self, participant_id: ParticipantId, *, audio: bool, video: bool, screen: bool

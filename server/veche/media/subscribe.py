@@ -40,7 +40,7 @@ from veche.media.internals import (
 )
 from veche.media.simulcast import layer_for_width
 from veche.media.tracks import Downtrack, SenderFeed, Uptrack
-from veche.protocol import Error, Offer, ServerMessage, TrackUnavailable
+from veche.protocol import Offer, ServerMessage, TrackUnavailable
 from veche.tasks import cancel_and_wait
 
 __all__ = ["ShownVideos", "SubscribeLeg"]
@@ -71,8 +71,9 @@ class SubscribeLeg:
 
     ``decoders`` is what the participant can decode (updated when it declines a section);
     ``on_refused`` is called with an uptrack it turned down, so the publisher may be asked for
-    another codec; ``ceiling(uptrack)`` is the highest simulcast layer the server's load
-    governor allows for ``uptrack`` now (``None``: any).
+    another codec; ``on_failed(reason)`` when the connection can no longer be offered on (it
+    closed, or an offer failed): the leg is to be renewed; ``ceiling(uptrack)`` is the highest
+    simulcast layer the server's load governor allows for ``uptrack`` now (``None``: any).
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class SubscribeLeg:
         bind: Callable[[RTCPeerConnection], None],
         send: Callable[[ServerMessage], None],
         on_refused: Callable[[Uptrack], None],
+        on_failed: Callable[[str], None] = lambda reason: None,
         clock: Callable[[], float] = time.monotonic,
         ceiling: Callable[[Uptrack], int | None] = lambda uptrack: None,
     ) -> None:
@@ -93,6 +95,7 @@ class SubscribeLeg:
         self._bind = bind
         self._send = send
         self._on_refused = on_refused
+        self._on_failed = on_failed
         self.pc: RTCPeerConnection | None = None
         self._downtracks: dict[str, tuple[RTCRtpTransceiver, Downtrack]] = {}
         self._feeds: list[tuple[RTCRtpTransceiver, SenderFeed, RTCRtpCodecParameters]] = []
@@ -129,6 +132,11 @@ class SubscribeLeg:
         pc = self.pc
         if pc is None:
             pc = self.pc = self._new_pc()
+        if pc.signalingState == "closed":
+            # Closed under the leg (aiortc closes a connection whose DTLS closed): it is to be
+            # renewed, with this track among the others; the publisher is not to hear of it.
+            self._on_failed("the subscribe media connection closed")
+            return
         reusable = self._free_feed(uptrack)
         if reusable is None:
             transceiver = pc.addTransceiver(uptrack.kind, direction="sendonly")
@@ -347,10 +355,9 @@ class SubscribeLeg:
                 await pc.setLocalDescription(offer)
                 self._send(Offer.from_server("subscribe", pc.localDescription.sdp))
             except Exception:
-                # Nothing waits for an answer: the next change offers again (aiortc offers
-                # anew from an unanswered offer).
+                # The connection is renewed, and offered afresh with every track.
                 log.exception("subscribe offer failed", extra={"participant": self.participant_id})
-                self._send(Error(code=ErrorCode.MEDIA_FAILED, message="could not offer media"))
+                self._on_failed("the subscribe media connection could not be offered")
                 return
             self._awaiting_answer = True
 
