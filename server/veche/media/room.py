@@ -296,7 +296,15 @@ class MediaRoom:
         self._record(uptrack)
         for other in list(self.members):
             if other != uptrack.owner:
-                self._offer(other, uptrack)
+                try:
+                    self._offer(other, uptrack)
+                except Exception:
+                    # One member's broken connection is its own: never the publisher's error.
+                    log.exception("a new track could not be offered", extra={"member": other})
+                    peer = self.members.get(other)
+                    if peer is not None:
+                        reason = "the subscribe media connection could not take a track"
+                        self._failed(other, peer, "subscribe", reason)
 
     def _unpublished(self, uptrack: Uptrack) -> None:
         """A publisher replaced ``uptrack`` (a codec switch): nobody receives it any more."""
