@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 import aiohttp
 from joserfc import jwt
@@ -232,7 +232,7 @@ class Provider:
         self._metadata: ProviderMetadata | None = None
         self._metadata_at = float("-inf")
         self._keys: KeySet | None = None
-        self._keys_at = float("-inf")
+        self._refetched_at = float("-inf")
 
     async def metadata(self) -> ProviderMetadata:
         """The discovery document (fetched at most every ``METADATA_TTL`` seconds)."""
@@ -275,8 +275,10 @@ class Provider:
             "redirect_uri": redirect_uri,
             "code_verifier": verifier,
         }
-        auth = aiohttp.BasicAuth(self.client_id, self._secret.get_secret_value())
-        answer = await self._request("POST", metadata.token_endpoint, data=form, auth=auth)
+        # client_secret_basic (RFC 6749 2.3.1): both form-encoded, then Basic.
+        pair = f"{quote_plus(self.client_id)}:{quote_plus(self._secret.get_secret_value())}"
+        headers = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii")}
+        answer = await self._request("POST", metadata.token_endpoint, data=form, headers=headers)
         if not isinstance(answer, dict) or not isinstance(answer.get("id_token"), str):
             error = answer.get("error") if isinstance(answer, dict) else None
             raise SignInFailed(f"the token endpoint gave no ID token (error: {error!r})")
@@ -313,11 +315,14 @@ class Provider:
         return metadata.end_session_endpoint + separator + query
 
     async def _key_set(self, metadata: ProviderMetadata, *, refresh: bool) -> KeySet:
+        """The provider's keys; ``refresh`` (a token named a key they lack) fetches them again
+        unless that was done within ``JWKS_REFETCH`` seconds."""
         now = self._clock()
-        stale = refresh and now - self._keys_at >= JWKS_REFETCH
-        if self._keys is None or stale:
+        again = refresh and now - self._refetched_at >= JWKS_REFETCH
+        if self._keys is None or again:
             self._keys = usable_keys(await self._get_json(metadata.jwks_uri), metadata.algorithms)
-            self._keys_at = now
+            if refresh:
+                self._refetched_at = now
         return self._keys
 
     async def _get_json(self, url: str) -> object:

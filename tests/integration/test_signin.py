@@ -282,3 +282,25 @@ async def test_the_host_keeps_the_role_across_a_restart(
             for client in (guest, host):
                 await client.ws.close()
             assert "Traceback" not in second.output()
+
+
+async def test_a_session_is_valid_on_every_node_that_shares_the_secret(
+    server: ServerProcess, provider: ProviderProcess
+) -> None:
+    """Signed in on one node, the same cookie is a signed-in host on another node with the
+    same session_secret (nothing sticky, nothing kept per node), and nobody on a node with
+    another secret."""
+    async with session() as http:
+        await sign_in(http, server.http, "teacher")
+        cookie = cookie_header(http, server.http + "/ws")
+    same = _env(provider, VECHE_OIDC_GUESTS="host-first")
+    other = {**same, "VECHE_SESSION_SECRET": "another-secret-of-at-least-thirty-two-chars"}
+    with run_server(env=same) as second, run_server(env=other) as stranger:
+        for node, signed_in in ((second, True), (stranger, False)):
+            me_url, headers = node.http + "/auth/me", {"Cookie": cookie}
+            async with session() as http, http.get(me_url, headers=headers) as me:
+                assert (await me.json())["signed_in"] is signed_in
+        host, welcome = await _joined(second, "lecture-4", "Tereza", cookie)
+        assert isinstance(welcome, Welcome)
+        assert welcome.participants[0].role == "moderator"
+        await host.ws.close()
