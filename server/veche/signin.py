@@ -220,7 +220,6 @@ class SignIn:
             log.warning("sign-in provider unavailable", extra={"reason": exc.message})
             return self._cleared(request, _back("signin_unavailable"))
         now = int(self._clock())
-        # The session ends with session_ttl, never before the provider's own token would.
         expires = now + self.settings.session_ttl
         session = {
             "iss": self.provider.issuer,

@@ -18,6 +18,7 @@ from veche.client import VecheClient
 from veche.protocol import Error, Waiting, Welcome
 
 from .oidcproc import ProviderProcess, cookie_header, run_provider, session, sign_in
+from .redisproc import REDIS_SERVER, run_redis
 from .serverproc import ServerProcess, free_port, run_server
 
 pytestmark = pytest.mark.slow
@@ -304,3 +305,29 @@ async def test_a_session_is_valid_on_every_node_that_shares_the_secret(
         assert isinstance(welcome, Welcome)
         assert welcome.participants[0].role == "moderator"
         await host.ws.close()
+
+
+async def test_two_nodes_over_redis_relay_the_host_role(provider: ProviderProcess) -> None:
+    """Two nodes sharing Redis and the session secret: a guest waits for the host on one
+    node; the host, signed in on that node, joins through the other (relayed to the room's
+    node), is moderator there, and the guest enters."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (make test installs it as root)")
+    env = _env(provider, VECHE_OIDC_GUESTS="host-first")
+    with run_redis() as redis:
+        flags = ("--redis-url", redis.url)
+        with run_server(*flags, env=env) as first, run_server(*flags, env=env) as second:
+            guest, waiting = await _joined(first, "cluster-lecture", "Guest")
+            assert isinstance(waiting, Waiting)
+            assert waiting.for_host
+            async with session() as http:
+                await sign_in(http, first.http, "teacher")
+                cookie = cookie_header(http, first.http + "/ws")
+            host, welcome = await _joined(second, "cluster-lecture", "Tereza", cookie)
+            assert isinstance(welcome, Welcome)
+            me = next(p for p in welcome.participants if p.id == welcome.participant_id)
+            assert (me.role, me.signed_in, me.name) == ("moderator", True, "Tereza")
+            entered = await guest.expect("welcome")
+            assert isinstance(entered, Welcome)
+            for client in (guest, host):
+                await client.ws.close()
