@@ -57,7 +57,8 @@ export function renderSignIn(box, state, next) {
   const link = document.createElement("a");
   link.id = "sign-in";
   link.className = "button";
-  link.href = "/auth/login?" + new URLSearchParams({ next }).toString();
+  // The page's language goes along: the provider is asked to show its login page in it.
+  link.href = "/auth/login?" + new URLSearchParams({ next, lang: document.documentElement.lang || "en" }).toString();
   link.textContent = t("signin.sign_in");
   box.append(link);
 }

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -176,7 +177,7 @@ class SignIn:
         target = _next_path(request.query.get("next"))
         try:
             flow = await self.provider.authorization(
-                _callback_url(request, self.settings), locale=request.query.get("lang")
+                _callback_url(request, self.settings), locale=_locale(request.query.get("lang"))
             )
         except ProviderUnavailable as exc:
             log.warning("sign-in provider unavailable", extra={"reason": exc.message})
@@ -320,6 +321,11 @@ def setup_signin(app: web.Application, settings: Settings) -> None:
 
 async def _off(request: web.Request) -> web.Response:
     return web.json_response({"enabled": False}, headers={"Cache-Control": "no-store"})
+
+
+def _locale(value: str | None) -> str | None:
+    """The page's language, passed to the provider as ``ui_locales`` if it looks like one."""
+    return value if value and re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})?", value) else None
 
 
 def _display_name(claims: Claims) -> str:

@@ -78,9 +78,11 @@ async def test_sign_in_sets_a_signed_lax_httponly_cookie_and_returns(
             }
     # The attributes, as the callback sets them.
     async with session() as http:
-        async with http.get(server.http + "/auth/login", allow_redirects=False) as start:
+        login = server.http + "/auth/login?lang=fr"
+        async with http.get(login, allow_redirects=False) as start:
             provider_url = start.headers["Location"]
             query = parse_qs(urlsplit(provider_url).query)
+            assert query["ui_locales"] == ["fr"]
             assert query["code_challenge_method"] == ["S256"]
             assert query["response_type"] == ["code"]
             assert {"state", "nonce", "code_challenge"} <= set(query)
