@@ -40,6 +40,8 @@ class HostileProvider:
         self.nonces: dict[str, str] = {}
         self.jwks_fetches = 0
         self.pkce_ok: bool | None = None
+        self.logout = True
+        """Whether discovery announces an end_session_endpoint."""
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -55,7 +57,7 @@ class HostileProvider:
                 "authorization_endpoint": self.issuer + "/authorize",
                 "token_endpoint": self.issuer + "/token",
                 "jwks_uri": self.issuer + "/jwks",
-                "end_session_endpoint": self.issuer + "/logout",
+                **({"end_session_endpoint": self.issuer + "/logout"} if self.logout else {}),
                 "id_token_signing_alg_values_supported": ["RS256"],
             }
         )
@@ -241,3 +243,67 @@ async def test_the_cookie_is_secure_behind_an_https_proxy(
     assert "; Secure" in flow
     assert "SameSite=Lax" in flow
     assert "HttpOnly" in flow
+
+
+async def test_without_an_issuer_sign_in_is_off(
+    aiohttp_client: Callable[..., Any], make_settings: Any
+) -> None:
+    """The default server offers no sign-in: /auth/me says so, /auth/login does not exist,
+    and whoever joins an empty room first moderates it, as always."""
+    client: Client = await aiohttp_client(create_app(make_settings()))
+    assert await (await client.get("/auth/me")).json() == {"enabled": False}
+    assert (await client.get("/auth/login", allow_redirects=False)).status == 404
+    async with client.ws_connect("/ws") as ws:
+        await ws.send_json({"type": "hello", "version": 1, "room": "as-today", "name": "First"})
+        welcome = await ws.receive_json(timeout=5)
+        assert welcome["participants"][0]["role"] == "moderator"
+        assert welcome["participants"][0]["signed_in"] is False
+
+
+async def test_a_name_that_may_not_change_is_the_providers(
+    provider: HostileProvider, aiohttp_client: Callable[..., Any], make_settings: Any
+) -> None:
+    """With oidc_name_editable off, the name a signed-in person sends is replaced by the
+    provider's; /auth/me tells the page it may not be edited."""
+    settings = make_settings(
+        oidc_issuer=provider.issuer,
+        oidc_client_id="veche",
+        oidc_client_secret="client-secret",
+        session_secret="a-session-secret-shared-by-every-node-0123",
+        oidc_name_editable=False,
+    )
+    client: Client = await aiohttp_client(create_app(settings))
+    assert (await _sign_in(client, provider)).headers["Location"] == "/"
+    assert (await (await client.get("/auth/me")).json())["name_editable"] is False
+    async with client.ws_connect("/ws") as ws:
+        await ws.send_json({"type": "hello", "version": 1, "room": "named", "name": "Someone"})
+        welcome = await ws.receive_json(timeout=5)
+        (me,) = welcome["participants"]
+        assert (me["name"], me["role"], me["signed_in"]) == ("Ivan Teacher", "moderator", True)
+
+
+async def test_sign_out_without_provider_logout_ends_veches_session(
+    veche: Client,
+    provider: HostileProvider,
+    aiohttp_client: Callable[..., Any],
+    make_settings: Any,
+) -> None:
+    """With RP-initiated logout, sign-out sends the browser on to the provider's end-session
+    endpoint; a provider without it: sign-out ends Veche's session and returns to the start
+    page."""
+    assert (await _sign_in(veche, provider)).headers["Location"] == "/"
+    out = await veche.get("/auth/logout", allow_redirects=False)
+    assert out.headers["Location"].startswith(provider.issuer + "/logout?client_id=veche")
+    assert not await _signed_in(veche)
+    provider.logout = False
+    settings = make_settings(
+        oidc_issuer=provider.issuer,
+        oidc_client_id="veche",
+        oidc_client_secret="client-secret",
+        session_secret="a-session-secret-shared-by-every-node-0123",
+    )
+    plain: Client = await aiohttp_client(create_app(settings))
+    assert (await _sign_in(plain, provider)).headers["Location"] == "/"
+    out = await plain.get("/auth/logout", allow_redirects=False)
+    assert out.headers["Location"] == "/"
+    assert not await _signed_in(plain)
