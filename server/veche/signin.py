@@ -148,9 +148,12 @@ class SignIn:
         self._clock = clock
 
     def signed_in(self, request: web.Request) -> SignedIn | None:
-        """Who the request's sign-in cookie names, if it is valid."""
+        """Who the request's sign-in cookie names, if it is valid and from the configured
+        provider (a cookie from before the issuer changed names nobody)."""
         claims = self.signer.check("session", request.cookies.get(SIGNIN_COOKIE), now=self._clock())
         if claims is None:
+            return None
+        if claims.get("iss") != self.provider.issuer:
             return None
         try:
             return SignedIn(
@@ -166,7 +169,7 @@ class SignIn:
     def identity(self, request: web.Request) -> Identity | None:
         """The identity the request's sign-in cookie proves, if any."""
         signed_in = self.signed_in(request)
-        if signed_in is None or signed_in.issuer != self.provider.issuer:
+        if signed_in is None:
             return None
         return signed_in.identity(name_editable=self.settings.oidc_name_editable)
 
@@ -202,7 +205,8 @@ class SignIn:
         state = request.query.get("state", "")
         if request.query.get("error"):
             # The person said no at the provider, or the provider refused the request.
-            log.info("sign-in refused by the provider", extra={"error": request.query["error"]})
+            error = request.query["error"][:100]
+            log.info("sign-in refused by the provider", extra={"error": error})
             return self._cleared(request, _back("signin_denied"))
         if flow is None or not hmac.compare_digest(str(flow.get("state", "")), state):
             log.info("sign-in refused", extra={"reason": "state does not match"})

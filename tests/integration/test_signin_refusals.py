@@ -307,3 +307,18 @@ async def test_sign_out_without_provider_logout_ends_veches_session(
     out = await plain.get("/auth/logout", allow_redirects=False)
     assert out.headers["Location"] == "/"
     assert not await _signed_in(plain)
+
+
+async def test_a_refusal_at_the_provider_says_so(veche: Client) -> None:
+    """The person cancels at the provider (``error=access_denied``): the start page says
+    signing in was cancelled, and the sign-in under way is over."""
+    start = await veche.get("/auth/login", allow_redirects=False)
+    state = parse_qs(urlsplit(start.headers["Location"]).query)["state"][0]
+    back = await veche.get(
+        "/auth/callback",
+        params={"error": "access_denied", "state": state},
+        allow_redirects=False,
+    )
+    assert back.headers["Location"] == "/?error=signin_denied"
+    assert 'veche_signin_flow=""' in " ".join(back.headers.getall("Set-Cookie"))
+    assert not await _signed_in(veche)
