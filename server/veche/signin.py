@@ -300,9 +300,12 @@ SIGNIN: web.AppKey[SignIn] = web.AppKey("signin", SignIn)
 
 def setup_signin(app: web.Application, settings: Settings) -> None:
     """With ``oidc_issuer`` set: sign-in's routes, and an HTTP client for the provider that
-    lives as long as the app. Without it, ``/auth/me`` says sign-in is off."""
+    lives as long as the app. Without it, ``/auth/me`` says sign-in is off and the other
+    sign-in pages lead to the start page."""
     if not settings.oidc:
         app.router.add_get("/auth/me", _off, name="signin-me")
+        for page in ("login", "callback", "logout"):
+            app.router.add_get(f"/auth/{page}", _to_start, name=f"signin-{page}")
         return
     holder: list[aiohttp.ClientSession] = []
 
@@ -325,6 +328,10 @@ def setup_signin(app: web.Application, settings: Settings) -> None:
 
 async def _off(request: web.Request) -> web.Response:
     return web.json_response({"enabled": False}, headers={"Cache-Control": "no-store"})
+
+
+async def _to_start(request: web.Request) -> web.Response:
+    return _redirect("/")
 
 
 def _locale(value: str | None) -> str | None:

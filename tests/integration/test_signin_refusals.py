@@ -248,11 +248,14 @@ async def test_the_cookie_is_secure_behind_an_https_proxy(
 async def test_without_an_issuer_sign_in_is_off(
     aiohttp_client: Callable[..., Any], make_settings: Any
 ) -> None:
-    """The default server offers no sign-in: /auth/me says so, /auth/login does not exist,
-    and whoever joins an empty room first moderates it, as always."""
+    """The default server offers no sign-in: /auth/me says so, the other sign-in pages lead
+    to the start page, and whoever joins an empty room first moderates it, as always."""
     client: Client = await aiohttp_client(create_app(make_settings()))
     assert await (await client.get("/auth/me")).json() == {"enabled": False}
-    assert (await client.get("/auth/login", allow_redirects=False)).status == 404
+    for page in ("login", "callback", "logout"):
+        response = await client.get(f"/auth/{page}", allow_redirects=False)
+        assert (response.status, response.headers["Location"]) == (303, "/")
+        assert "Set-Cookie" not in response.headers
     async with client.ws_connect("/ws") as ws:
         await ws.send_json({"type": "hello", "version": 1, "room": "as-today", "name": "First"})
         welcome = await ws.receive_json(timeout=5)
