@@ -236,6 +236,23 @@ def test_host_first_guests_wait_and_enter_when_a_host_arrives() -> None:
     assert room.awaits_host(newcomer.id)
 
 
+def test_host_first_guests_wait_for_admission_where_the_lobby_is_on() -> None:
+    """host-first in a room whose moderator turned the lobby on: when a host arrives, those
+    waiting for one are told they now wait for admission, and the host sees them."""
+    room = _hosted("host-first")
+    host, _ = room.join("Host", now=1.0, moderator=True)
+    room.configure(host.id, lobby=True)
+    room.leave(host.id, "left", now=2.0)
+    guest, _ = room.join("Guest", now=3.0)
+    assert room.awaits_host(guest.id)
+    host, _ = room.join("Host", now=4.0, moderator=True)
+    outcome = room.host_arrived()
+    assert outcome.admitted == ()
+    assert not room.awaits_host(guest.id)
+    told = {(d.to, d.message.type) for d in outcome.deliveries}
+    assert told == {((guest.id,), "waiting"), ((host.id,), "lobby_updated")}
+
+
 def test_lobby_guests_wait_for_admission_even_with_a_host_present() -> None:
     """lobby: every guest waits until a moderator admits it; a host's arrival admits
     nobody by itself."""

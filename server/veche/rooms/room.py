@@ -33,6 +33,7 @@ from veche.protocol import (
     RoomState,
     RoomUpdated,
     ServerMessage,
+    Waiting,
 )
 from veche.ratelimit import TokenBucket
 from veche.rooms.chat import ChatLog
@@ -347,7 +348,8 @@ class Room:
         waiting = [pid for pid in self._waiting if pid in self._awaiting_host]
         self._awaiting_host.clear()
         if self.policy.lobby:
-            return _sent(self._lobby_update())
+            # They wait for admission now, and are told so.
+            return _sent(_deliver(tuple(waiting), Waiting()) + self._lobby_update())
         return self._admit(waiting[: self.capacity - len(self._participants)])
 
     def _enter(self, participant: Participant) -> list[Delivery]:
