@@ -16,6 +16,7 @@ import { ErrorCode, REACTIONS } from "./protocol.gen.js";
 import { MutedHint } from "./mutedhint.js";
 import { reactionIcon, reactionName } from "./reactions.js";
 import { HELLO_ID } from "./signalling.js";
+import { renderSignIn, signInState } from "./signin.js";
 import { Tiles } from "./tiles.js";
 
 /**
@@ -133,6 +134,9 @@ function showClosed(reason) {
       return backToPrejoin();
     case "forbidden":
       setStatus("error.forbidden_join");
+      return backToPrejoin();
+    case "sign_in_required":
+      setStatus("error.sign_in_required");
       return backToPrejoin();
     case "unreachable":
       setStatus("status.unreachable");
@@ -482,14 +486,20 @@ function join(name, password) {
       ]);
     }
   };
-  conn.onWaiting = () => {
-    // The waiting page: one's own preview, what happens now, and a way out.
+  conn.onWaiting = (forHost) => {
+    // The waiting page: one's own preview, what happens now, and a way out. Waiting for a
+    // host (the server's sign-in rules), one enters by oneself once a host is here.
     waiting = true;
     prejoin.hidden = true;
     waitingPage.hidden = false;
     setStatus(null);
     renderLocal();
     const title = byId("waiting-title", HTMLElement);
+    title.dataset.i18n = forHost ? "waiting.for_host_title" : "waiting.title";
+    title.textContent = t(forHost ? "waiting.for_host_title" : "waiting.title");
+    const note = byId("waiting-note", HTMLElement);
+    note.dataset.i18n = forHost ? "waiting.for_host_note" : "waiting.note";
+    note.textContent = t(forHost ? "waiting.for_host_note" : "waiting.note");
     feedback.announce(title.textContent ?? "");
     byId("waiting-cancel", HTMLButtonElement).focus();
   };
@@ -576,6 +586,8 @@ function translateScripted() {
   }
 }
 
+/** @type {import("./signin.js").SignInState} what the server says about sign-in (loaded below) */
+let signIn = { enabled: false };
 bindLanguageSwitcher(byId("lang", HTMLSelectElement), () => {
   translatePage();
   translateScripted();
@@ -583,6 +595,7 @@ bindLanguageSwitcher(byId("lang", HTMLSelectElement), () => {
   setDeviceNote(deviceProblem);
   if (connection) renderRoster(connection.participants);
   people.render();
+  renderSignIn(byId("signin", HTMLElement), signIn, location.pathname);
 });
 
 byId("prejoin-mic", HTMLButtonElement).addEventListener("click", () => toggle("audio"));
@@ -755,6 +768,14 @@ try {
   nameInput.value = params.get("name") || localStorage.getItem("veche.name") || "";
 } catch {
   nameInput.value = params.get("name") || "";
+}
+// Signed in: the provider's name, which the server may not let one change.
+signIn = await signInState();
+people.signInEnabled = signIn.enabled;
+renderSignIn(byId("signin", HTMLElement), signIn, location.pathname);
+if (signIn.signed_in && signIn.name) {
+  if (!params.get("name") || !signIn.name_editable) nameInput.value = signIn.name;
+  nameInput.readOnly = !signIn.name_editable;
 }
 setDeviceNote(await devices.start());
 renderLocal();

@@ -152,7 +152,7 @@ export class Connection {
     this.onRecordingReady = () => {};
     /** Whether this participant may record on this server (`welcome.can_record`). */
     this.canRecord = false;
-    /** @type {() => void} this participant waits in the lobby */
+    /** @type {(forHost: boolean) => void} this participant waits in the lobby, or (`forHost`) until a host is present */
     this.onWaiting = () => {};
     /** @type {(attempt: number) => void} the connection was lost; reconnection attempt `attempt` is under way */
     this.onReconnecting = () => {};
@@ -473,7 +473,7 @@ export class Connection {
         this.onLobby(message.waiting);
         break;
       case ServerType.WAITING:
-        this.onWaiting();
+        this.onWaiting(message.for_host ?? false);
         break;
       case ServerType.ASKED:
         this.onAsked(message.request, message.by);

@@ -187,6 +187,8 @@ export class PeoplePanel extends Panel {
     this.#connection = connection;
     /** @type {WaitingInfo[]} */
     this.waiting = [];
+    /** Whether the server offers sign-in: then everyone is marked signed in or guest. */
+    this.signInEnabled = false;
     byId("admit-all", HTMLButtonElement).addEventListener("click", () => connection()?.decide(true, null));
     byId("deny-all", HTMLButtonElement).addEventListener("click", () => connection()?.decide(false, null));
     /** @type {[string, string][]} */
@@ -291,6 +293,10 @@ export class PeoplePanel extends Panel {
     const isMe = p.id === conn.participantId;
     who.append(element("span", "name", isMe ? `${p.name} (${t("meeting.you")})` : p.name));
     if (p.role === "moderator") who.append(element("span", "role", t("people.moderator")));
+    if (this.signInEnabled) {
+      const mark = element("span", "badge " + (p.signed_in ? "signed-in" : "guest"), t(p.signed_in ? "people.signed_in" : "people.guest"));
+      who.append(mark);
+    }
     if (!p.audio) who.append(element("span", "badge", t("tile.mic_off")));
     if (!p.video) who.append(element("span", "badge", t("tile.cam_off")));
     item.append(who);

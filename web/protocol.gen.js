@@ -73,6 +73,7 @@ export const ErrorCode = Object.freeze({
   UNAVAILABLE: "unavailable",
   UNSUPPORTED: "unsupported",
   RECORDING_LIMIT: "recording_limit",
+  SIGN_IN_REQUIRED: "sign_in_required",
   INTERNAL: "internal",
 });
 
@@ -204,7 +205,7 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  * @property {(("publish" | "subscribe") | null)} [pc]
  */
 
-/** @typedef {("bad_json" | "bad_message" | "unknown_type" | "binary_unsupported" | "unsupported_version" | "not_joined" | "already_joined" | "invalid_room" | "room_full" | "bad_sdp" | "wrong_state" | "media_failed" | "forbidden" | "not_admitted" | "room_unavailable" | "rate_limited" | "too_long" | "screen_busy" | "not_found" | "unavailable" | "unsupported" | "recording_limit" | "internal")} ErrorCodeValue */
+/** @typedef {("bad_json" | "bad_message" | "unknown_type" | "binary_unsupported" | "unsupported_version" | "not_joined" | "already_joined" | "invalid_room" | "room_full" | "bad_sdp" | "wrong_state" | "media_failed" | "forbidden" | "not_admitted" | "room_unavailable" | "rate_limited" | "too_long" | "screen_busy" | "not_found" | "unavailable" | "unsupported" | "recording_limit" | "sign_in_required" | "internal")} ErrorCodeValue */
 
 /**
  * The server ends this participant's presence; the socket closes next (1000). ``removed`` by a moderator, ``denied`` entry from the lobby, ``ended``: the meeting ended, ``replaced``: the same identity joined on another connection.
@@ -303,6 +304,7 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  * @property {boolean} [audio_blocked]
  * @property {number} joined_at
  * @property {boolean} [reconnecting]
+ * @property {boolean} [signed_in]
  */
 
 /**
@@ -450,9 +452,10 @@ export const REACTIONS = Object.freeze(/** @type {const} */ (["👍", "👏", "�
  */
 
 /**
- * To someone in the lobby: wait until a moderator admits (``welcome``) or denies you.
+ * To someone in the lobby: wait until a moderator admits (``welcome``) or denies you, or (``for_host``) until a host is present, when you enter by yourself (``welcome``).
  * @typedef {object} WaitingMessage
  * @property {"waiting"} type
+ * @property {boolean} [for_host]
  */
 
 /**

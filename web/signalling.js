@@ -34,12 +34,13 @@ export const HELLO_ID = "hello";
  *   participant or turned it away from the lobby, the meeting ended, the same identity joined
  *   elsewhere);
  * - `room_unavailable`, `rate_limited`, `room_full`, `forbidden`: the server refused the `hello`
- *   (`forbidden`: the join token is for another room); reported as soon as the refusal
+ *   (`forbidden`: the join token is for another room; `sign_in_required`: only signed-in
+ *   people may join); reported as soon as the refusal
  *   arrives, so that trying again (with a password, say) can start at once;
  * - `server_stopped`: the server shut down (1001) and could not be reached again;
  * - `unreachable`: never in the room (the socket did not open, or closed before a `welcome`);
  * - `disconnected`: the connection was lost and could not be re-established in about a minute.
- * @typedef {"left" | "removed" | "denied" | "ended" | "replaced" | "room_unavailable" | "rate_limited" | "room_full" | "forbidden" | "server_stopped" | "unreachable" | "disconnected"} CloseReason
+ * @typedef {"left" | "removed" | "denied" | "ended" | "replaced" | "room_unavailable" | "rate_limited" | "room_full" | "forbidden" | "sign_in_required" | "server_stopped" | "unreachable" | "disconnected"} CloseReason
  */
 
 /**
@@ -275,6 +276,7 @@ export class Signalling {
     if (this.#refusal === ErrorCode.RATE_LIMITED) return "rate_limited";
     if (this.#refusal === ErrorCode.ROOM_FULL) return "room_full";
     if (this.#refusal === ErrorCode.FORBIDDEN) return "forbidden";
+    if (this.#refusal === ErrorCode.SIGN_IN_REQUIRED) return "sign_in_required";
     if (code === CloseCode.NORMAL) return "left";
     if (code === CloseCode.GOING_AWAY) return "server_stopped";
     return this.#participantId === null ? "unreachable" : "disconnected";

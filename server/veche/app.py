@@ -48,7 +48,7 @@ def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Appli
     app[LOOP_MONITOR] = LoopMonitor()
     app[METRICS] = metrics_registry(app)
     app[WEB_ROOT] = root
-    setup_routes(app, root)
+    setup_routes(app, root, settings)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_room_sweeper)
     app.cleanup_ctx.append(_credential_refresher)

@@ -36,12 +36,14 @@ class AuthError(VecheError):
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """What a valid token says about its holder."""
+    """What a valid token (or a sign-in: see ``veche.signin``) says about its holder.
+    ``name_editable``: the holder may choose its display name (``hello.name``) instead."""
 
     subject: str
     room: str
     name: str
     moderator: bool
+    name_editable: bool = False
 
     def allows(self, room: str) -> bool:
         """Whether the token admits to ``room`` (a normalised name); the ``room`` claim is

@@ -91,6 +91,8 @@ class ErrorCode(StrEnum):
     """A recording limit was reached: this server records ``recording_max_concurrent`` meetings
     at once already, or a recording ran ``recording_max_seconds`` or grew to
     ``recording_max_bytes`` and was stopped (its files are kept)."""
+    SIGN_IN_REQUIRED = "sign_in_required"
+    """This server lets only signed-in people join (``oidc_guests=deny``): sign in first."""
     INTERNAL = "internal"
     """The server failed; nothing about the cause is disclosed."""
 

@@ -71,6 +71,7 @@ from veche.resumption import Resumption
 from veche.rooms import (
     Delivery,
     GoodbyeReason,
+    Guests,
     Outcome,
     Participant,
     PasswordHash,
@@ -133,6 +134,7 @@ class Hub:
             capacity=settings.max_participants,
             grace=settings.empty_room_grace,
             max_waiting=settings.max_waiting,
+            hosted=_hosted(settings),
         )
         self._clock = clock
         self._sessions: set[Session] = set()
@@ -476,6 +478,11 @@ class Hub:
         identity = session.identity
         if identity is not None and not identity.allows(name):
             raise Refused("your token is for another room", code=ErrorCode.FORBIDDEN)
+        if identity is None and self.settings.oidc and self.settings.oidc_guests == "deny":
+            raise Refused(
+                "on this server only signed-in people may join; sign in first",
+                code=ErrorCode.SIGN_IN_REQUIRED,
+            )
         session.receive_codecs = hello.receive_codecs
         if hello.resume is not None:
             goodbye = self._resumption.goodbye_for(hello.resume, now=self._clock())
@@ -504,7 +511,7 @@ class Hub:
         new_room = name not in self.rooms
         room, participant, outcome = self.rooms.join(
             name,
-            clean_display_name(identity.name if identity else hello.name),
+            clean_display_name(_display_name(identity, hello)),
             now=self._clock(),
             password=attempt,
             password_given=hello.password is not None,
@@ -512,16 +519,18 @@ class Hub:
             address=session.remote,
             subject=identity.subject if identity else None,
             moderator=identity.moderator if identity else False,
+            signed_in=identity is not None,
         )
         self._attach(session, room, participant)
         if new_room:
             log.info("room created", extra={"room": room.name})
         if participant.id not in room:
-            session.outlet.send(Waiting())
+            session.outlet.send(Waiting(for_host=room.awaits_host(participant.id)))
             log.info(
                 "participant waiting", extra={"room": room.name, "participant": participant.id}
             )
         self._apply(room, outcome)
+        self._apply(room, room.host_arrived())
 
     async def _hash(self, password: str, salt: bytes | None = None) -> PasswordHash:
         """``password`` hashed (with ``salt``, else a fresh one) in a worker thread, so the
@@ -590,15 +599,17 @@ class Hub:
             return False
         participant, outcome = room.rejoin(
             key,
-            clean_display_name(identity.name if identity else hello.name),
+            clean_display_name(_display_name(identity, hello)),
             now=self._clock(),
             session=session.browser_session,
             subject=identity.subject if identity else None,
             moderator=identity.moderator if identity else False,
+            signed_in=identity is not None,
         )
         self._attach(session, room, participant)
         log.info("participant returned", extra={"room": room.name, "participant": participant.id})
         self._apply(room, outcome)
+        self._apply(room, room.host_arrived())
         return True
 
     def _welcome(self, room: Room, participant: Participant, *, resumed: bool = False) -> None:
@@ -785,6 +796,21 @@ def _goodbye(why: Why) -> GoodbyeReason | None:
             return why
         case _:
             return None
+
+
+def _hosted(settings: Settings) -> Guests | None:
+    """What rooms give those who may not host, when hosts sign in (``deny`` is the hub's: it
+    turns away those not signed in before they reach a room)."""
+    if not settings.oidc:
+        return None
+    return "allow" if settings.oidc_guests == "deny" else settings.oidc_guests
+
+
+def _display_name(identity: Identity | None, hello: Hello) -> str:
+    """The token's or provider's name, or the one the client chose where that may change."""
+    if identity is None or (identity.name_editable and hello.name.strip()):
+        return hello.name
+    return identity.name
 
 
 def _target(participant_id: str | None) -> ParticipantId | None:

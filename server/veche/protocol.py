@@ -193,6 +193,11 @@ class ParticipantInfo(_Model):
         description="The connection dropped; the participant may resume within the grace "
         "period. Its media is paused meanwhile.",
     )
+    signed_in: bool = Field(
+        False,
+        description="Whether it signed in (with the server's identity provider, or a join "
+        "token); clients mark the others as guests where sign-in is on.",
+    )
 
 
 class RoomState(_Model):
@@ -625,9 +630,15 @@ class LobbyUpdated(_Model):
 
 
 class Waiting(_Model):
-    """To someone in the lobby: wait until a moderator admits (``welcome``) or denies you."""
+    """To someone in the lobby: wait until a moderator admits (``welcome``) or denies you, or
+    (``for_host``) until a host is present, when you enter by yourself (``welcome``)."""
 
     type: Literal["waiting"] = "waiting"
+    for_host: bool = Field(
+        False,
+        description="Waiting for a host to be present (the server's sign-in rules), not for "
+        "a moderator's admission.",
+    )
 
 
 class RecordingFile(_Model):

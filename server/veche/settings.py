@@ -8,6 +8,7 @@ comma-separated string in the environment (``VECHE_ALLOWED_ORIGINS=https://a.exa
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = ["Settings"]
 
 _ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+_HOST_RULE = re.compile(r"[A-Za-z0-9_.:/-]{1,64}\s*=\s*\S.{0,255}")
 
 
 def _split_csv(value: object) -> object:
@@ -244,6 +246,53 @@ class Settings(BaseSettings):
         None, description="PEM public key file for RS256/ES256 tokens."
     )
     jwt_audience: str = Field("veche", description="Required `aud` claim of tokens.")
+    oidc_issuer: str | None = Field(
+        None,
+        description="OpenID Connect provider's issuer URL (its discovery document is at "
+        "`<issuer>/.well-known/openid-configuration`); set: people may sign in with it.",
+    )
+    oidc_client_id: str | None = Field(None, description="Veche's client id at the provider.")
+    oidc_client_secret: SecretStr | None = Field(
+        None, description="Veche's client secret at the provider. Never logged."
+    )
+    oidc_scopes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["openid", "profile", "email"],
+        description="Scopes asked for, comma-separated (`openid` is always asked for); add "
+        "the one that puts the host claim (e.g. `groups`) in the ID token if the provider "
+        "needs it.",
+    )
+    oidc_hosts: str = Field(
+        "any",
+        description="Who may start and host a meeting: `any` signed-in person, or "
+        "`<claim>=<value>` for those whose ID token's claim equals the value or, for a list "
+        "claim, contains it (`groups=staff`). With sign-in on, nobody else ever becomes "
+        "moderator automatically.",
+    )
+    oidc_guests: Literal["allow", "lobby", "host-first", "deny"] = Field(
+        "allow",
+        description="What people who may not host get: `allow` (join as usual, never "
+        "moderator), `lobby` (wait until a host admits them), `host-first` (wait until a "
+        "host is present, then enter by themselves), `deny` (those not signed in are turned "
+        "away; signed-in people join).",
+    )
+    oidc_name_editable: bool = Field(
+        True,
+        description="Whether a signed-in person may change the display name the provider "
+        "gave (`name`, else `preferred_username`, else `email`).",
+    )
+    session_secret: SecretStr | None = Field(
+        None,
+        description="Key (32+ characters) that signs sign-in cookies; the same on every node "
+        "of a cluster, so a session is valid on each. Required with `oidc_issuer`. Never "
+        "logged.",
+    )
+    session_ttl: int = Field(
+        12 * 3600,
+        ge=60,
+        le=30 * 86400,
+        description="Seconds a sign-in lasts (its cookie expires then, and the provider is "
+        "asked again).",
+    )
     trust_forwarded: bool = Field(
         False,
         description="Behind one reverse proxy: take the client's address (for per-address "
@@ -302,7 +351,12 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "allowed_origins", "ice_servers", "metrics_networks", "video_codecs", mode="before"
+        "allowed_origins",
+        "ice_servers",
+        "metrics_networks",
+        "video_codecs",
+        "oidc_scopes",
+        mode="before",
     )
     @classmethod
     def _csv(cls, value: object) -> object:
@@ -328,6 +382,23 @@ class Settings(BaseSettings):
             return None
         _origin_of(value, "a URL like https://meet.example.org")
         return value.rstrip("/")
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ValueError(f"{value!r} is not an issuer URL like https://id.example.org/realm")
+        return value.rstrip("/")
+
+    @field_validator("oidc_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        if value != "any" and not _HOST_RULE.fullmatch(value):
+            raise ValueError(f"{value!r} is neither `any` nor `<claim>=<value>` (groups=staff)")
+        return value
 
     @field_validator("ice_servers")
     @classmethod
@@ -376,8 +447,16 @@ class Settings(BaseSettings):
                 raise ValueError("auth=jwt with HS256 needs a jwt_secret of 32+ characters")
             if self.jwt_algorithm != "HS256" and self.jwt_public_key_file is None:
                 raise ValueError(f"auth=jwt with {self.jwt_algorithm} needs jwt_public_key_file")
+        if self.oidc_issuer is not None:
+            if not self.oidc_client_id or self.oidc_client_secret is None:
+                raise ValueError("oidc_issuer needs oidc_client_id and oidc_client_secret")
+            if self.session_secret is None:
+                raise ValueError(
+                    "oidc_issuer needs a session_secret (32+ characters, the same on every node)"
+                )
         for name, token in (
             ("admin_token", self.admin_token),
+            ("session_secret", self.session_secret),
             ("metrics_token", self.metrics_token),
         ):
             if token is not None and len(token.get_secret_value()) < 32:
@@ -391,6 +470,19 @@ class Settings(BaseSettings):
                 "ice_transport_policy=relay needs turn_secret and a turn: URL in ice_servers"
             )
         return self
+
+    @property
+    def oidc(self) -> bool:
+        """Whether people may sign in with an OpenID Connect provider."""
+        return self.oidc_issuer is not None
+
+    @property
+    def host_rule(self) -> tuple[str, str] | None:
+        """``(claim, value)`` of ``oidc_hosts``; ``None`` for ``any``."""
+        if self.oidc_hosts == "any":
+            return None
+        claim, _, value = self.oidc_hosts.partition("=")
+        return claim.strip(), value.strip()
 
     @property
     def tls(self) -> bool:

@@ -37,6 +37,7 @@ from veche.ratelimit import TokenBucket
 from veche.rooms import normalize_room_name
 from veche.session import Session
 from veche.settings import Settings
+from veche.signin import SIGNIN
 from veche.views import browser_session
 
 __all__ = ["ClientConnection", "client_address", "origin_allowed", "websocket_handler"]
@@ -251,8 +252,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     relay = request.app[RELAY]
     address = client_address(request, settings)
-    identity = None
-    if settings.auth == "jwt":
+    signin = request.app.get(SIGNIN)
+    # Signed in with the identity provider: that identity, unless a join token is given.
+    identity = signin.identity(request) if signin is not None else None
+    if settings.auth == "jwt" and (identity is None or "token" in request.query):
         try:
             identity = verify_token(request.query.get("token", ""), settings)
             if not identity.allows(normalize_room_name(request.query.get("room", ""))):

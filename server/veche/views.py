@@ -24,6 +24,7 @@ __all__ = [
     "join_form",
     "landing",
     "new_meeting",
+    "over_https",
     "room_page",
     "security_headers",
 ]
@@ -106,12 +107,12 @@ async def room_page(request: web.Request) -> web.StreamResponse:
             httponly=True,
             samesite="Strict",
             path="/",
-            secure=_over_https(request),
+            secure=over_https(request),
         )
     return response
 
 
-def _over_https(request: web.Request) -> bool:
+def over_https(request: web.Request) -> bool:
     """Whether the page reached the browser over HTTPS: the server's own TLS, a trusted proxy's
     last X-Forwarded-Proto entry (trusted as its X-Forwarded-For is), or an https
     ``public_url``."""

@@ -56,12 +56,14 @@ class _Model(BaseModel):
 
 
 class RelayedIdentity(_Model):
-    """What the client's token said (``auth=jwt``), checked by the edge node that received it."""
+    """What the client's token said (``auth=jwt``) or its sign-in proved, checked by the edge
+    node that received it."""
 
     subject: str
     room: str
     name: str
     moderator: bool
+    name_editable: bool = False
 
     @classmethod
     def of(cls, identity: Identity) -> RelayedIdentity:
@@ -70,10 +72,13 @@ class RelayedIdentity(_Model):
             room=identity.room,
             name=identity.name,
             moderator=identity.moderator,
+            name_editable=identity.name_editable,
         )
 
     def identity(self) -> Identity:
-        return Identity(self.subject, self.room, self.name, self.moderator)
+        return Identity(
+            self.subject, self.room, self.name, self.moderator, name_editable=self.name_editable
+        )
 
 
 SessionId = Annotated[str, Field(description="A relayed session: '<edge node id>/<number>'.")]

@@ -11,7 +11,7 @@ from veche.rooms.participant import Participant
 from veche.rooms.policy import PasswordHash, RoomPolicy, hash_password
 from veche.rooms.record import RoomRecord, member_keys
 from veche.rooms.registry import RoomRegistry
-from veche.rooms.room import Delivery, GoodbyeReason, Outcome, Room
+from veche.rooms.room import Delivery, GoodbyeReason, Guests, Outcome, Room
 
 __all__ = [
     "MAX_CHAT_LENGTH",
@@ -19,6 +19,7 @@ __all__ = [
     "ChatLog",
     "Delivery",
     "GoodbyeReason",
+    "Guests",
     "Outcome",
     "Participant",
     "PasswordHash",

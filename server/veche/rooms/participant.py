@@ -25,6 +25,8 @@ class Participant:
     resume_token: ResumeToken = field(default_factory=new_resume_token)
     session: str | None = None
     subject: str | None = None
+    signed_in: bool = False
+    """Whether it signed in (with the identity provider, or a join token)."""
     role: Role = "participant"
     audio: bool = True
     video: bool = True
@@ -59,6 +61,7 @@ class Participant:
             audio_blocked=self.audio_blocked,
             joined_at=self.joined_at,
             reconnecting=self.reconnecting,
+            signed_in=self.signed_in,
         )
 
     def waiting_info(self) -> WaitingInfo:

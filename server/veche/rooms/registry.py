@@ -11,7 +11,7 @@ from veche.rooms.limits import AttemptLimiter
 from veche.rooms.participant import Participant
 from veche.rooms.policy import PasswordHash
 from veche.rooms.record import RoomRecord
-from veche.rooms.room import Outcome, Room
+from veche.rooms.room import Guests, Outcome, Room
 
 JOIN_ATTEMPTS: Final = 5
 """Refused joins (wrong password, locked...) one address may have at one room name per
@@ -30,8 +30,17 @@ class RoomRegistry:
     participant who drops out and returns finds it.
     """
 
-    def __init__(self, *, capacity: int, grace: float, max_waiting: int = 50) -> None:
+    def __init__(
+        self,
+        *,
+        capacity: int,
+        grace: float,
+        max_waiting: int = 50,
+        hosted: Guests | None = None,
+    ) -> None:
         self.capacity = capacity
+        self.hosted: Guests | None = hosted
+        """Every room's :attr:`Room.hosted` (a server whose hosts sign in)."""
         self.max_waiting = max_waiting
         self.grace = grace
         self._rooms: dict[RoomName, Room] = {}
@@ -79,6 +88,7 @@ class RoomRegistry:
         address: str = "?",
         subject: str | None = None,
         moderator: bool = False,
+        signed_in: bool = False,
     ) -> tuple[Room, Participant, Outcome]:
         """Join ``name``, creating the room if needed (unless a password is given: a password
         names an existing room). ``password`` is the given password hashed with the room's
@@ -90,7 +100,13 @@ class RoomRegistry:
         self.check_attempts(name, address=address, now=now)
         room = self._rooms.get(name)
         if room is None and password is None and not password_given:
-            room = Room(name, capacity=self.capacity, now=now, max_waiting=self.max_waiting)
+            room = Room(
+                name,
+                capacity=self.capacity,
+                now=now,
+                max_waiting=self.max_waiting,
+                hosted=self.hosted,
+            )
             self._rooms[name] = room
         if room is None or not room.admits(password, session):
             self._attempts.record((name, address), now=now)
@@ -100,7 +116,12 @@ class RoomRegistry:
                 code=ErrorCode.ROOM_UNAVAILABLE,
             )
         participant, outcome = room.join(
-            display_name, now=now, session=session, subject=subject, moderator=moderator
+            display_name,
+            now=now,
+            session=session,
+            subject=subject,
+            moderator=moderator,
+            signed_in=signed_in,
         )
         return room, participant, outcome
 
@@ -110,7 +131,13 @@ class RoomRegistry:
         """Bring back a room kept from before a restart (see :meth:`Room.restored`), empty
         since ``now``: it is dropped after the grace period unless someone comes back."""
         room = Room.restored(
-            name, record, chat, capacity=self.capacity, now=now, max_waiting=self.max_waiting
+            name,
+            record,
+            chat,
+            capacity=self.capacity,
+            now=now,
+            max_waiting=self.max_waiting,
+            hosted=self.hosted,
         )
         self._rooms[name] = room
         return room

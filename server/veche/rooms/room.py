@@ -33,6 +33,7 @@ from veche.protocol import (
     RoomState,
     RoomUpdated,
     ServerMessage,
+    Waiting,
 )
 from veche.ratelimit import TokenBucket
 from veche.rooms.chat import ChatLog
@@ -58,6 +59,11 @@ ModeratorAction = Literal[
 
 GoodbyeReason = Literal["removed", "denied", "ended", "replaced"]
 """Why the room lets someone go (the ``goodbye`` they hear)."""
+
+Guests = Literal["allow", "lobby", "host-first"]
+"""What a room whose hosts sign in gives everyone else: ``allow`` (enter as usual), ``lobby``
+(wait until a moderator admits them), ``host-first`` (wait until a moderator is present, then
+enter)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +101,24 @@ class Room:
 
     ``empty_since`` is the time the last participant left, or ``None`` while anyone is present;
     the registry drops the room once it has been empty for the grace period.
+
+    ``hosted`` (``None``: nobody signs in) makes it a room whose hosts sign in: only those who
+    join as moderators (the hosts) moderate, nobody is ever made moderator for being first or
+    left, and the others get what ``hosted`` says (:data:`Guests`). People waiting for a host
+    keep such a room from being dropped, even with nobody present.
     """
 
-    def __init__(self, name: RoomName, *, capacity: int, now: float, max_waiting: int = 50) -> None:
+    def __init__(
+        self,
+        name: RoomName,
+        *,
+        capacity: int,
+        now: float,
+        max_waiting: int = 50,
+        hosted: Guests | None = None,
+    ) -> None:
         self.name = name
+        self.hosted: Guests | None = hosted
         self.capacity = capacity
         self.max_waiting = max_waiting
         self.created_at = now
@@ -109,6 +129,8 @@ class Room:
         self.ended = False
         self._participants: dict[ParticipantId, Participant] = {}
         self._waiting: dict[ParticipantId, Participant] = {}
+        self._awaiting_host: set[ParticipantId] = set()
+        """Those waiting (``host-first``) for a moderator to be present, not for admission."""
         self._banned_sessions: set[str] = set()
         """Removed browser sessions, as :func:`~veche.rooms.record.session_key` hashes."""
         self.host_id: ParticipantId | None = None
@@ -129,12 +151,13 @@ class Room:
         capacity: int,
         now: float,
         max_waiting: int = 50,
+        hosted: Guests | None = None,
     ) -> Self:
         """The room as it was before a restart, empty: its settings, password, removed
         sessions and chat are back, and its members may return (:meth:`rejoin`). While a
         remembered moderator may still come back, nobody else is made moderator in its place
         (see :meth:`stop_expecting`)."""
-        room = cls(name, capacity=capacity, now=now, max_waiting=max_waiting)
+        room = cls(name, capacity=capacity, now=now, max_waiting=max_waiting, hosted=hosted)
         policy = room.policy
         policy.locked, policy.lobby = record.locked, record.lobby
         policy.moderator_must_allow = record.moderator_must_allow
@@ -228,6 +251,7 @@ class Room:
         session: str | None = None,
         subject: str | None = None,
         moderator: bool = False,
+        signed_in: bool = False,
     ) -> tuple[Participant, Outcome]:
         """Bring back someone remembered by ``key`` (found by :meth:`remembered_key`): it was
         admitted before the restart, so it enters without password, lock or lobby, with the
@@ -236,7 +260,9 @@ class Room:
         if len(self._participants) >= self.capacity:
             raise RoomFull(f"the room is full ({self.capacity} participants)")
         role = self._remembered.pop(key)
-        participant = Participant(name=name, joined_at=now, session=session, subject=subject)
+        participant = Participant(
+            name=name, joined_at=now, session=session, subject=subject, signed_in=signed_in
+        )
         participant.role = "moderator" if moderator else role
         deliveries = self._enter(participant)
         if key == self._remembered_host:
@@ -250,6 +276,8 @@ class Room:
         person in, who becomes moderator and admits the others."""
         self._remembered = dict.fromkeys(self._remembered, "participant")
         self._remembered_host = None
+        if self.hosted is not None:
+            return Outcome()  # only hosts moderate: nobody inherits the role
         if not self._participants:
             return self._admit(list(self._waiting)[:1])
         if any(p.moderator for p in self._participants.values()):
@@ -270,6 +298,7 @@ class Room:
         session: str | None = None,
         subject: str | None = None,
         moderator: bool = False,
+        signed_in: bool = False,
     ) -> tuple[Participant, Outcome]:
         """Add someone called ``name`` (already cleaned and let in by :meth:`admits`).
 
@@ -283,22 +312,52 @@ class Room:
         # Nobody present could admit a waiting person, unless a moderator is expected back.
         present = bool(self._participants) or self.expecting_moderator
         waits = not moderator and self.policy.lobby and present
+        for_host = False
+        if self.hosted is not None and not moderator:
+            host_here = any(p.moderator for p in self._participants.values())
+            for_host = self.hosted == "host-first" and not host_here
+            waits = self.hosted == "lobby" or for_host or self.policy.lobby
         if waits and len(self._waiting) >= self.max_waiting:
             raise RoomFull(f"the lobby is full ({self.max_waiting} people waiting)")
         if not waits and len(self._participants) >= self.capacity:
             raise RoomFull(f"the room is full ({self.capacity} participants)")
-        participant = Participant(name=name, joined_at=now, session=session, subject=subject)
+        participant = Participant(
+            name=name, joined_at=now, session=session, subject=subject, signed_in=signed_in
+        )
         if moderator:
             participant.role = "moderator"  # granted by a token: no lobby either
         elif waits:
             self._waiting[participant.id] = participant
+            if for_host:
+                self._awaiting_host.add(participant.id)
+            self.empty_since = None if self.hosted is not None else self.empty_since
             return participant, _sent(self._lobby_update())
         return participant, Outcome(tuple(self._enter(participant)), (participant,))
 
+    def awaits_host(self, participant_id: ParticipantId) -> bool:
+        """Whether this waiting person waits for a host to be present (``host-first``), not
+        for a moderator's admission."""
+        return participant_id in self._awaiting_host
+
+    def host_arrived(self) -> Outcome:
+        """Call after someone entered (once its welcome is out): if a moderator is present,
+        those waiting for a host enter (as long as there is room), unless the room's lobby is
+        on, where they wait for the moderator's admission now."""
+        if not self._awaiting_host or not any(p.moderator for p in self._participants.values()):
+            return Outcome()
+        waiting = [pid for pid in self._waiting if pid in self._awaiting_host]
+        self._awaiting_host.clear()
+        if self.policy.lobby:
+            # They wait for admission now, and are told so.
+            return _sent(_deliver(tuple(waiting), Waiting()) + self._lobby_update())
+        return self._admit(waiting[: self.capacity - len(self._participants)])
+
     def _enter(self, participant: Participant) -> list[Delivery]:
         others = self._ids()
-        if not self.expecting_moderator and not any(
-            p.moderator for p in self._participants.values()
+        if (
+            self.hosted is None
+            and not self.expecting_moderator
+            and not any(p.moderator for p in self._participants.values())
         ):
             participant.role = "moderator"
         self._participants[participant.id] = participant
@@ -312,6 +371,9 @@ class Room:
         ``participant_left``; if no moderator is left, the longest-present participant becomes
         one; if nobody is left, those waiting are turned away (nobody could admit them)."""
         if self._waiting.pop(participant_id, None) is not None:
+            self._awaiting_host.discard(participant_id)
+            if self.hosted is not None and not self._participants and not self._waiting:
+                self.empty_since = now
             return _sent(self._lobby_update())
         participant = self._participants.pop(participant_id, None)
         if participant is None:
@@ -319,6 +381,11 @@ class Room:
         deliveries = _deliver(
             self._ids(), ParticipantLeft(participant_id=participant_id, reason=reason)
         )
+        if not self._participants and self.hosted is not None:
+            # Those waiting wait for a host, who may come: the room stays while they do.
+            self.host_id = None
+            self.empty_since = None if self._waiting else now
+            return Outcome(tuple(deliveries))
         if not self._participants:
             self.empty_since = now
             self.host_id = None
@@ -326,7 +393,7 @@ class Room:
             self._waiting.clear()
             return Outcome(tuple(deliveries), dismissed=stranded)  # type: ignore[arg-type]
         orphaned = not any(p.moderator for p in self._participants.values())
-        if participant.moderator and orphaned and not self.expecting_moderator:
+        if participant.moderator and orphaned and not self.expecting_moderator and not self.hosted:
             heir = next(iter(self._participants.values()))
             heir.role = "moderator"
             deliveries += self._updated(heir)
@@ -552,6 +619,7 @@ class Room:
         """A moderator turns waiting people away (``dismissed``, ``denied``)."""
         self._require_moderator(actor_id)
         denied = [self._waiting.pop(pid) for pid in self._lobby_targets(target_id, everyone)]
+        self._awaiting_host.difference_update(p.id for p in denied)
         return Outcome(tuple(self._lobby_update()), dismissed=tuple((p, "denied") for p in denied))
 
     def expel(self, target_id: ParticipantId, *, now: float) -> Outcome:
@@ -577,6 +645,7 @@ class Room:
         everyone = self.participants + self.waiting
         self._participants.clear()
         self._waiting.clear()
+        self._awaiting_host.clear()
         return Outcome(dismissed=tuple((person, "ended") for person in everyone))
 
     # ------------------------------------------------------------------ helpers
@@ -588,6 +657,7 @@ class Room:
         admitted = []
         for pid in ids:
             participant = self._waiting.pop(pid)
+            self._awaiting_host.discard(pid)
             self._enter(participant)
             admitted.append(participant)
         deliveries = [
