@@ -35,6 +35,7 @@ import math
 import sys
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -62,7 +63,7 @@ from tests.bench.replay import (
     without_bandwidth_estimate,
 )
 from tests.bench.rig import count_packets
-from veche.media.internals import tap_receiver
+from veche.media.internals import speed_up_negotiation, tap_receiver
 
 CONFIG: Final = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 PAGE: Final = 16
@@ -195,6 +196,27 @@ class Participant:
                         print(f"p{self.index}: subscribe answer failed: {exc!r}", file=sys.stderr)
                 elif kind == "error":
                     print(f"p{self.index}: error from the server: {message}", file=sys.stderr)
+                    if message.get("code") == "media_failed":
+                        await self._renew(message.get("pc"))
+
+    async def _renew(self, role: str | None) -> None:
+        """Start the connection the server renewed afresh, as the browser client does: a new
+        subscribe connection for its next offer (what the old one counted is dropped), or
+        publishing again on a new connection."""
+        if role != "publish" and self.subscribe_pc is not None:
+            old, self.subscribe_pc = self.subscribe_pc, None
+            self.tiles, self._by_mid, self._by_ssrc = [], {}, {}
+            self._later(old.close())
+        if role != "subscribe":
+            old = self.publish_pc
+            self.publish_pc = RTCPeerConnection(CONFIG)
+            self._later(old.close())
+            self._later(self.publish())
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def publish(self) -> None:
         pc = self.publish_pc
@@ -225,9 +247,7 @@ class Participant:
 
         def report() -> None:
             self._view = None
-            task = asyncio.ensure_future(self.show())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._later(self.show())
 
         self._view = asyncio.get_running_loop().call_later(VIEW_DELAY, report)
 
@@ -418,8 +438,6 @@ class Rig:
         """Send the participant's video and audio on the shared schedule, from now on. Like a
         camera, a publisher that fell behind by more than a frame skips to the current one
         rather than sending a burst of old frames."""
-        sender = participant.sender
-        assert sender is not None
         phase = participant.index / self.total
         video = audio = -1
         while True:
@@ -430,12 +448,13 @@ class Rig:
             audio_at = self.epoch + (audio + phase) * AUDIO_STEP
             due = min(video_at, audio_at)
             await asyncio.sleep(max(0.0, due - now))
+            sender = participant.sender  # a new one after publishing again
             if video_at <= audio_at:
-                if video >= 0:
+                if video >= 0 and sender is not None:
                     sender.send_video(video, video_at)
                 video += 1
             else:
-                if audio >= 0:
+                if audio >= 0 and sender is not None:
                     sender.send_audio(audio)
                 audio += 1
 
@@ -568,6 +587,7 @@ def main() -> None:
     parser.add_argument("--epoch", type=float, required=True, help="time.monotonic() of frame 0")
     parser.add_argument("--single", action="store_true", help="one layer, no view (baseline)")
     parser.add_argument("--clip", help="the clip's cache file (see clip.py)")
+    speed_up_negotiation()  # as the server does: answering a long offer costs less
     asyncio.run(run(parser.parse_args()))
 
 

@@ -10,6 +10,7 @@ from typing import Final
 
 from veche.ids import ParticipantId, RoomName
 from veche.media.codecs import Decoders
+from veche.media.internals import speed_up_negotiation
 from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
 from veche.media.room import MediaRoom
@@ -42,6 +43,7 @@ class MediaRooms:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        speed_up_negotiation()
         self._send = send
         self._on_speaker = on_speaker
         self._clock = clock
