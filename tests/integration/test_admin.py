@@ -206,6 +206,12 @@ async def test_veche_admin_command(tmp_path: Any) -> None:
         assert '"recording": "cli-' in recording.stdout
         assert admin("stop-recording", "cli").returncode == 0
         assert admin("recordings").returncode == 0
+        pinned = admin("governor", "2")
+        assert pinned.returncode == 0, pinned.stderr
+        assert '"pinned": 2' in pinned.stdout
+        assert '"pinned": 2' in admin("governor").stdout
+        assert '"pinned": null' in admin("governor", "auto").stdout
+        assert admin("governor", "4").returncode == 2  # not a level: refused before any call
         assert admin("remove", "cli", welcome.participant_id).returncode == 0
         assert (await client.expect("goodbye")).type == "goodbye"
         assert admin("close", "cli").returncode == 0  # empty but still there
