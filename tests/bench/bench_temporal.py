@@ -1,9 +1,9 @@
 """Benchmark: what each of the load governor's levers saves, on a real Chromium simulcast
 publisher that encodes each layer in three temporal layers (L1T3).
 
-One publisher (a 1280x720 fake camera, so all three layers flow; no microphone, so it is never
-the active speaker) and three viewers in one Chromium, showing its tile 1200, 500 and 200 CSS
-pixels wide (top, middle and low layer). The governor is pinned at each level in turn
+One publisher (a 1280x720 fake camera at 30 fps, so all three layers flow; no microphone, so
+it is never the active speaker) and three viewers in one Chromium, showing its tile 1200, 500
+and 200 CSS pixels wide (top, middle and low layer). The governor is pinned at each level in turn
 (``PUT /api/governor``) for ``--seconds``; per level it prints, for each viewer, the layer it
 is sent and its frames, packets and kilobits per second as received (``inbound-rtp``), and the
 server's forwarded packets per second (``/metrics``) and CPU (cores, from ``/proc``). Level 0
@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 from tests.bench.procstat import cpu_seconds  # noqa: E402
 from tests.browser.conftest import chromium  # noqa: E402
 from tests.browser.test_simulcast import listener  # noqa: E402
-from tests.browser.test_temporal import TOKEN, _publisher, pin, rate  # noqa: E402
+from tests.browser.test_temporal import CAMERA_30FPS, TOKEN, _publisher, pin, rate  # noqa: E402
 from tests.integration.serverproc import NO_GOVERNOR, run_server  # noqa: E402
 from tests.integration.test_metrics import scrape, value  # noqa: E402
 
@@ -40,7 +40,7 @@ WIDTHS: Final = (1200, 500, 200)
 
 async def bench(seconds: float, rounds: int) -> None:
     with run_server("--admin-token", TOKEN, *NO_GOVERNOR) as server:
-        async with chromium(fake_ui=True) as browser:
+        async with chromium(fake_ui=True, extra_args=CAMERA_30FPS) as browser:
             _, pub = await _publisher(browser, server.http, hd=True)
             async with chromium() as viewers:
                 pages = [await listener(viewers, server.http, f"V{w}", pub, w) for w in WIDTHS]
