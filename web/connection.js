@@ -22,8 +22,30 @@ const CAMERA_LAYERS = [
 ];
 
 /**
+ * Each camera layer in three temporal layers (7.5, 15 and 30 fps nested in one stream), so that
+ * an overloaded server can send a viewer fewer frames a second without a keyframe.
+ */
+const TEMPORAL_MODE = "L1T3";
+
+/**
+ * Whether this browser encodes VP8 in temporal layers: it lists the mode among VP8's
+ * `scalabilityModes` (Chromium does; where the list is missing, it is not asked).
+ * @returns {boolean}
+ */
+function temporalLayers() {
+  if (typeof RTCRtpSender.getCapabilities !== "function") return false;
+  const codecs = RTCRtpSender.getCapabilities("video")?.codecs ?? [];
+  return codecs.some(
+    (codec) =>
+      codec.mimeType.toLowerCase() === "video/vp8" &&
+      /** @type {{scalabilityModes?: string[]}} */ (codec).scalabilityModes?.includes(TEMPORAL_MODE),
+  );
+}
+
+/**
  * Add the camera's sender, in layers where the browser simulcasts (Chromium; Firefox is sent one
- * layer, as is any browser that refuses the encodings).
+ * layer, as is any browser that refuses the encodings), each in temporal layers where the browser
+ * offers them (or one frame rate, if it refuses them).
  * @param {RTCPeerConnection} pc
  * @param {MediaStreamTrack | null} video
  * @param {MediaStream} stream
@@ -33,10 +55,13 @@ function addCamera(pc, video, stream) {
   /** @type {RTCRtpTransceiverInit} */
   const init = { direction: "sendonly", streams: [stream] };
   if (!/firefox/i.test(navigator.userAgent)) {
-    try {
-      return pc.addTransceiver(video ?? "video", { ...init, sendEncodings: CAMERA_LAYERS }).sender;
-    } catch {
-      // one layer below
+    const layered = CAMERA_LAYERS.map((layer) => ({ ...layer, scalabilityMode: TEMPORAL_MODE }));
+    for (const sendEncodings of temporalLayers() ? [layered, CAMERA_LAYERS] : [CAMERA_LAYERS]) {
+      try {
+        return pc.addTransceiver(video ?? "video", { ...init, sendEncodings }).sender;
+      } catch {
+        // fewer features below
+      }
     }
   }
   return pc.addTransceiver(video ?? "video", init).sender;

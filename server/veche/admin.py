@@ -21,6 +21,7 @@ from veche.auth import bearer_matches
 from veche.errors import InvalidRoomName, Refused
 from veche.ids import ParticipantId
 from veche.media import MediaRooms
+from veche.media.governor import MAX_LEVEL
 from veche.recordings import recording_file
 from veche.rooms import Room, normalize_room_name
 
@@ -74,6 +75,14 @@ _ROOM_PARAMETER: Final = {
     "in": "path",
     "required": True,
     "schema": {"type": "string"},
+}
+_GOVERNOR_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "level": {"type": "integer", "description": "0 nothing degraded, up to 3"},
+        "pinned": {"type": ["integer", "null"], "description": "held at this level, if any"},
+        "lag": {"type": "number", "description": "seconds"},
+    },
 }
 _ERRORS: Final = {
     "401": {"description": "missing or wrong bearer token"},
@@ -191,6 +200,49 @@ OPENAPI: Final[dict[str, Any]] = {
             "get": {
                 "summary": "Download a recorded file (a participant's video, or the manifest)",
                 "responses": {"200": {"description": "the file"}, **_ERRORS},
+            },
+        },
+        "/api/governor": {
+            "get": {
+                "summary": "The load governor: its level (0-3), the level it is pinned at, if "
+                "any, and the event loop lag it saw last",
+                "responses": {
+                    "200": {
+                        "description": "the governor",
+                        "content": {"application/json": {"schema": _GOVERNOR_SCHEMA}},
+                    },
+                    "401": _ERRORS["401"],
+                },
+            },
+            "put": {
+                "summary": "Hold the governor at a level whatever the load (null: let the load "
+                "decide again); it takes effect within a quarter of a second",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["level"],
+                                "properties": {
+                                    "level": {
+                                        "type": ["integer", "null"],
+                                        "minimum": 0,
+                                        "maximum": 3,
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "the governor",
+                        "content": {"application/json": {"schema": _GOVERNOR_SCHEMA}},
+                    },
+                    "400": {"description": 'the body is not {"level": 0-3 or null}'},
+                    "401": _ERRORS["401"],
+                },
             },
         },
         "/api/openapi.json": {
@@ -331,6 +383,31 @@ async def download(request: web.Request) -> web.FileResponse:
     return web.FileResponse(path)
 
 
+def _governor_state(request: web.Request) -> web.Response:
+    governor = request.app[HUB].media.config.governor
+    return web.json_response(
+        {"level": governor.level, "pinned": governor.pinned, "lag": governor.lag}
+    )
+
+
+async def get_governor(request: web.Request) -> web.Response:
+    _authorized(request)
+    return _governor_state(request)
+
+
+async def pin_governor(request: web.Request) -> web.Response:
+    _authorized(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="the body must be JSON\n") from None
+    level = body.get("level", False) if isinstance(body, dict) else False
+    if level is not None and (type(level) is not int or not 0 <= level <= MAX_LEVEL):
+        raise web.HTTPBadRequest(text=f"level must be 0 to {MAX_LEVEL}, or null\n")
+    request.app[HUB].media.config.governor.pin(level)
+    return _governor_state(request)
+
+
 async def openapi(request: web.Request) -> web.Response:
     if request.app[SETTINGS].admin_token is None:
         raise web.HTTPNotFound()
@@ -346,5 +423,7 @@ def setup_admin_routes(app: web.Application) -> None:
     app.router.add_delete("/api/rooms/{room}/participants/{participant}", remove_participant)
     app.router.add_post("/api/rooms/{room}/recording", start_recording)
     app.router.add_delete("/api/rooms/{room}/recording", stop_recording)
+    app.router.add_get("/api/governor", get_governor)
+    app.router.add_put("/api/governor", pin_governor)
     app.router.add_get("/api/recordings", list_recordings)
     app.router.add_get("/api/recordings/{recording}/{file}", download)

@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--audio-only", action="store_true", help="leave video out")
     actions.add_parser("stop-recording", help="stop recording a room").add_argument("room")
     actions.add_parser("recordings", help="list recordings and their manifests")
+    governor = actions.add_parser(
+        "governor", help="show the load governor, or hold it at a level (auto: the load decides)"
+    )
+    governor.add_argument("level", nargs="?", choices=["0", "1", "2", "3", "auto"])
     return parser
 
 
@@ -208,6 +212,7 @@ def admin(settings: Settings, parsed: argparse.Namespace) -> int:
         ),
         "stop-recording": ("DELETE", f"{room}/recording", None),
         "recordings": ("GET", "/api/recordings", None),
+        "governor": _governor_call(getattr(parsed, "level", None)),
     }[parsed.action]
     request = urllib.request.Request(base + path, data=body, method=method)  # noqa: S310
     if body is not None:
@@ -224,6 +229,19 @@ def admin(settings: Settings, parsed: argparse.Namespace) -> int:
         return 1
     print(json.dumps(json.loads(body), indent=2, ensure_ascii=False) if body else "done")
     return 0
+
+
+def _governor_call(level: str | None) -> tuple[str, str, bytes | None]:
+    """``veche admin governor [LEVEL]``: show it, or pin it (``auto``: unpin)."""
+    import json
+
+    if level is None:
+        return "GET", "/api/governor", None
+    return (
+        "PUT",
+        "/api/governor",
+        json.dumps({"level": None if level == "auto" else int(level)}).encode(),
+    )
 
 
 def _raise_open_files_limit() -> None:

@@ -127,6 +127,12 @@ class VecheCollector(Collector):
             "NACKs sent to publishers for lost packets.",
             value=media.nacks_sent,
         )
+        yield CounterMetricFamily(
+            "veche_frames_thinned",
+            "Video frames of a temporal layer left out for a viewer, to lower its frame rate "
+            "(the load governor), counted per viewer.",
+            value=media.frames_thinned,
+        )
         delay = media.forwarding_delay
         buckets, running = [], 0
         for bound, count in zip((*DELAY_BUCKETS, float("inf")), delay.counts, strict=True):

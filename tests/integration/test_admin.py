@@ -51,6 +51,8 @@ async def test_the_api_is_off_without_a_token(aiohttp_client: Any, make_settings
         ("DELETE", "/api/rooms/team/recording"),
         ("GET", "/api/recordings"),
         ("GET", "/api/recordings/x/manifest.json"),
+        ("GET", "/api/governor"),
+        ("PUT", "/api/governor"),
     ],
 )
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer "])
@@ -125,6 +127,37 @@ async def test_close_a_room(api: Any) -> None:
     assert (await api.delete("/api/rooms/closing", headers=AUTH)).status == 404
 
 
+async def test_the_governor_can_be_pinned_at_a_level_and_released(api: Any) -> None:
+    """PUT /api/governor holds the load governor at a level (taken at its next sample, a
+    quarter of a second while a room is open); null lets the load decide again; anything but
+    0-3 or null is refused with 400 naming what is allowed, and changes nothing."""
+    client, _ = await _join(api, "team", "Ada")  # the governor samples while a room is open
+    try:
+        state = await (await api.get("/api/governor", headers=AUTH)).json()
+        assert state["level"] == 0
+        assert state["pinned"] is None
+        for bad in ({"level": 4}, {"level": -1}, {"level": "2"}, {"level": True}, {}, [2]):
+            refused = await api.put("/api/governor", json=bad, headers=AUTH)
+            assert refused.status == 400
+            assert "level must be 0 to 3, or null" in await refused.text()
+        refused = await api.put("/api/governor", data=b"{", headers=AUTH)
+        assert refused.status == 400
+        assert (await (await api.get("/api/governor", headers=AUTH)).json())["pinned"] is None
+        pinned = await api.put("/api/governor", json={"level": 2}, headers=AUTH)
+        assert pinned.status == 200
+        assert (await pinned.json())["pinned"] == 2
+        for _ in range(40):
+            state = await (await api.get("/api/governor", headers=AUTH)).json()
+            if state["level"] == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert state == {"level": 2, "pinned": 2, "lag": state["lag"]}
+        released = await api.put("/api/governor", json={"level": None}, headers=AUTH)
+        assert (await released.json())["pinned"] is None
+    finally:
+        await client.ws.close()
+
+
 async def test_the_openapi_description_covers_every_api_route(api: Any) -> None:
     described = await (await api.get("/api/openapi.json")).json()
     assert described == OPENAPI
@@ -173,6 +206,12 @@ async def test_veche_admin_command(tmp_path: Any) -> None:
         assert '"recording": "cli-' in recording.stdout
         assert admin("stop-recording", "cli").returncode == 0
         assert admin("recordings").returncode == 0
+        pinned = admin("governor", "2")
+        assert pinned.returncode == 0, pinned.stderr
+        assert '"pinned": 2' in pinned.stdout
+        assert '"pinned": 2' in admin("governor").stdout
+        assert '"pinned": null' in admin("governor", "auto").stdout
+        assert admin("governor", "4").returncode == 2  # not a level: refused before any call
         assert admin("remove", "cli", welcome.participant_id).returncode == 0
         assert (await client.expect("goodbye")).type == "goodbye"
         assert admin("close", "cli").returncode == 0  # empty but still there

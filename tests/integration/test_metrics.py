@@ -125,6 +125,7 @@ async def test_media_metrics_follow_a_call() -> None:
             )
             assert ("veche_keyframe_requests_total", ()) in second  # none needed in this call
             assert ("veche_nacks_sent_total", ()) in second
+            assert value(second, "veche_frames_thinned_total") == 0  # nothing governed
             assert value(second, "veche_event_loop_lag_max_seconds") < 1.0
             assert value(second, "veche_signalling_messages_total", type="offer") == 2
         finally:

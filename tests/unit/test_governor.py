@@ -107,6 +107,38 @@ def test_ceiling_and_bitrate_follow_the_level_for_unimportant_video_only() -> No
     assert governor.bitrate(True) is None
 
 
+def test_frame_rate_goes_down_before_the_lowest_layer_for_unimportant_video_only() -> None:
+    """Unimportant simulcast video is sent 15 fps (TID <= 1) from level 1 and 7.5 fps (TID 0)
+    at level 3, each level sending less than the one below it; important video all its
+    temporal layers at every level."""
+    governor = LoadGovernor(POLICY)
+    seen = []
+    for level in range(4):
+        governor.pin(level)
+        governor.observe(0.0, float(level))
+        assert governor.level == level
+        seen.append((governor.ceiling(False), governor.temporal(False)))
+        assert governor.temporal(True) is None
+    assert seen == [(None, None), (1, 1), (0, 1), (0, 0)]
+
+
+def test_a_pinned_governor_holds_its_level_whatever_the_load() -> None:
+    """Pinned, the level is the pinned one at the next sample, calm or overloaded; unpinned,
+    the load decides again from there (it falls after the calm hold)."""
+    governor = LoadGovernor(POLICY)
+    governor.pin(2)
+    assert governor.observe(0.0, 0.0)
+    assert governor.level == 2
+    assert _feed(governor, 0.0, _ticks(0.25, 20)) == [2] * 80
+    assert _feed(governor, 0.5, _ticks(20, 25))[-1] == 2
+    governor.pin(None)
+    levels = _feed(governor, 0.0, _ticks(25.25, 40))
+    assert levels[0] == 2
+    assert levels[-1] < 2
+    with pytest.raises(ValueError, match="0 to 3"):
+        governor.pin(4)
+
+
 def test_a_subscribers_layer_is_the_lower_of_tile_size_and_governor_ceiling() -> None:
     """A large tile's top layer is lowered to the ceiling; a small tile's low layer stays."""
     ceilings: dict[str, int | None] = {"a": 0, "b": None}

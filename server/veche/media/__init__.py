@@ -20,6 +20,9 @@ Glossary (with the names other SFUs use for the same thing):
   **StreamRewriter** (``rewriter.py``) and written by a **PacketWriter** (``internals.py``).
 - **Layer** (``tracks.py``, ``simulcast.py``): one of a simulcast uptrack's RTP streams (the
   same video at another size); each downtrack is sent one (mediasoup: *spatial layer*).
+- **Temporal layer** (``temporal.py``): the frames of a VP8 layer encoded in three temporal
+  layers (TID 0-2) with one TID, each doubling the frame rate; a downtrack's **TemporalFilter**
+  leaves out those above what it is to be sent (mediasoup: *temporal layer*).
 - **LinkBudget** (``bandwidth.py``): what one subscriber's link carries, from its REMB and
   receiver reports; a **ViewerBandwidth** (``allocator.py``) shares it out over the layers of
   the videos the subscriber is sent (LiveKit: the *stream allocator*; mediasoup: a transport's

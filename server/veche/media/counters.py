@@ -37,6 +37,9 @@ class MediaCounters:
     """PLIs sent to publishers."""
     nacks_sent: int = 0
     """NACKs sent to publishers for missing packets."""
+    frames_thinned: int = 0
+    """Frames of a temporal layer left out for a viewer (the load governor's frame rate
+    lever), counted per viewer."""
     forwarding_delay: DelayHistogram = field(default_factory=DelayHistogram)
     """From the packet that completes a frame arriving to the frame written to every
     subscriber."""

@@ -12,10 +12,15 @@ while its sockets overflow). It answers with a *level*:
 level  simulcast video (layer ceiling)   single-layer video
 ====== ================================= ==================================================
 0      as the viewer's tile size says    as the publisher's link allows
-1      at most the middle layer          REMB to its publisher: at most 600 kbps
-2      the lowest layer                  REMB: at most 300 kbps
-3      the lowest layer                  REMB 300 kbps, and only keyframes forwarded
+1      at most the middle layer, 15 fps  REMB to its publisher: at most 600 kbps
+2      the lowest layer, 15 fps          REMB: at most 300 kbps
+3      the lowest layer, 7.5 fps         REMB 300 kbps, and only keyframes forwarded
 ====== ================================= ==================================================
+
+The frame rates apply where the publisher encodes in temporal layers (Chromium's camera): the
+frames of the higher temporal layers are left out (:mod:`veche.media.temporal`), which needs
+no keyframe, takes effect at the next frame going down, and at the next layer sync frame going
+up.
 
 Only *unimportant* video is governed (:func:`governed`): never audio, never the room's active
 speaker, never a shared screen. A single-layer publisher (aiortc, Firefox) is first asked for a
@@ -39,10 +44,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["BITRATES", "CEILINGS", "KEYFRAMES_ONLY", "GovernorPolicy", "LoadGovernor", "governed"]
+__all__ = [
+    "BITRATES",
+    "CEILINGS",
+    "KEYFRAMES_ONLY",
+    "MAX_LEVEL",
+    "TEMPORAL",
+    "GovernorPolicy",
+    "LoadGovernor",
+    "governed",
+]
 
 CEILINGS: Final = (None, 1, 0, 0)
 """The highest simulcast layer (0 the lowest) an unimportant video gets at each level."""
+
+TEMPORAL: Final = (None, 1, 1, 0)
+"""The highest temporal layer (TID) an unimportant simulcast video in temporal layers gets at
+each level: 1 is 15 fps of 30, 0 is 7.5 fps (see :mod:`veche.media.temporal`)."""
 
 BITRATES: Final = (None, 600_000, 300_000, 300_000)
 """Bits per second an unimportant single-layer publisher is told it may send (REMB), per level
@@ -101,6 +119,9 @@ class LoadGovernor:
         """Times the level changed."""
         self._above_since: float | None = None
         self._below_since: float | None = None
+        self.pinned: int | None = None
+        """A level an operator holds the governor at (the admin API), whatever the load;
+        ``None``: the load decides."""
 
     @property
     def enabled(self) -> bool:
@@ -114,6 +135,9 @@ class LoadGovernor:
         self.dropped += dropped
         self.queued = queued
         policy = self.policy
+        if self.pinned is not None:
+            self._above_since = self._below_since = None
+            return self.pinned != self.level and self._set(self.pinned)
         if not self.enabled:
             return False
         if lag > policy.threshold or dropped >= policy.drops:
@@ -140,6 +164,14 @@ class LoadGovernor:
             return self._set(self.level - 1)
         return False
 
+    def pin(self, level: int | None) -> None:
+        """Hold the governor at ``level`` from the next sample on (``None``: let the load
+        decide again, from the level it is at); for an operator who knows the machine is
+        short, and for tests of what each level does."""
+        if level is not None and not 0 <= level <= MAX_LEVEL:
+            raise ValueError(f"the governor's level is 0 to {MAX_LEVEL}, not {level}")
+        self.pinned = level
+
     def _set(self, level: int) -> bool:
         if self.level == 0:
             self.engagements += 1
@@ -154,6 +186,10 @@ class LoadGovernor:
     def bitrate(self, important: bool) -> int | None:
         """Bits per second a single-layer video's publisher may send now (``None``: no cap)."""
         return None if important else BITRATES[self.level]
+
+    def temporal(self, important: bool) -> int | None:
+        """The highest temporal layer a simulcast video is sent now (``None``: all)."""
+        return None if important else TEMPORAL[self.level]
 
     def keyframes_only(self, important: bool) -> bool:
         """Whether a single-layer video is forwarded as keyframes only now."""

@@ -1,11 +1,20 @@
-"""What an SFU must know about codec payloads without decoding them: where a frame starts and
-whether it is a keyframe (RFC 7741 for VP8, RFC 6184 for H.264). Pure functions on bytes."""
+"""What an SFU must know about codec payloads without decoding them: where a frame starts,
+whether it is a keyframe (RFC 7741 for VP8, RFC 6184 for H.264) and, for VP8 encoded in
+temporal layers, which layer a frame belongs to. Pure functions on bytes."""
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NamedTuple
 
-__all__ = ["is_keyframe", "starts_frame", "vp8_picture_ids", "vp8_width", "with_vp8_picture_ids"]
+__all__ = [
+    "Vp8Temporal",
+    "is_keyframe",
+    "starts_frame",
+    "vp8_picture_ids",
+    "vp8_temporal",
+    "vp8_width",
+    "with_vp8_picture_ids",
+]
 
 _H264_IDR: Final = 5
 _H264_SPS: Final = 7
@@ -141,3 +150,41 @@ def with_vp8_picture_ids(payload: bytes, picture_id: int | None, tl0: int | None
         head.append(payload[offset] if tl0 is None else tl0 & 0xFF)
         offset += 1
     return bytes(head) + payload[offset:]
+
+
+class Vp8Temporal(NamedTuple):
+    """The temporal layer fields of a VP8 payload descriptor (RFC 7741 4.2)."""
+
+    tid: int
+    """Temporal layer index, 0 the base layer (every fourth frame of three layers at 30 fps,
+    then every fourth offset by two for TID 1, the rest TID 2)."""
+    sync: bool
+    """Y, layer sync: the frame depends only on the base layer, so a viewer that was not sent
+    this layer before can start decoding it here."""
+    tl0: int | None
+    """TL0PICIDX, the running index of base layer frames, if present."""
+
+
+def vp8_temporal(payload: bytes) -> Vp8Temporal | None:
+    """The temporal layer fields of a VP8 packet, or None when its descriptor has none (the
+    T bit is clear: a stream without temporal layers) or is cut short."""
+    if len(payload) < 2 or not payload[0] & 0x80:
+        return None
+    ext = payload[1]
+    if not ext & 0x20:  # T: TID/Y present
+        return None
+    offset = 2
+    if ext & 0x80:  # I: picture id, 7 or 15 bits
+        if len(payload) <= offset:
+            return None
+        offset += 2 if payload[offset] & 0x80 else 1
+    tl0: int | None = None
+    if ext & 0x40:  # L: TL0PICIDX
+        if len(payload) <= offset:
+            return None
+        tl0 = payload[offset]
+        offset += 1
+    if len(payload) <= offset:
+        return None
+    byte = payload[offset]
+    return Vp8Temporal(byte >> 6, bool(byte & 0x20), tl0)

@@ -77,12 +77,20 @@ class PictureIdRewriter:
         self._picture_offset = 0
         self._tl0_offset = 0
         self._rebase = True
+        self._skipped = False
         self._last_picture: int | None = None
         self._last_tl0: int | None = None
 
     def switch(self) -> None:
         """The next frame comes from another source."""
         self._rebase = True
+
+    def skip(self) -> None:
+        """A frame of the same source is left out (a temporal layer above what the viewer is
+        sent): the next frame's picture id follows the last one sent, as a decoder that sees
+        a gap waits for the missing frame. TL0PICIDX keeps its offset: it counts base layer
+        frames, which are never left out, so it runs on by itself."""
+        self._skipped = True
 
     def frame(self, payloads: list[bytes]) -> list[bytes]:
         """One frame's payloads, renumbered."""
@@ -95,6 +103,9 @@ class PictureIdRewriter:
                 self._picture_offset = (self._last_picture + 1 - picture_id) & 0x7FFF
             if tl0 is not None and self._last_tl0 is not None:
                 self._tl0_offset = (self._last_tl0 + 1 - tl0) & 0xFF
+        elif self._skipped and picture_id is not None and self._last_picture is not None:
+            self._picture_offset = (self._last_picture + 1 - picture_id) & 0x7FFF
+        self._skipped = False
         out_picture = None if picture_id is None else (picture_id + self._picture_offset) & 0x7FFF
         out_tl0 = None if tl0 is None else (tl0 + self._tl0_offset) & 0xFF
         if out_picture is not None:

@@ -246,9 +246,9 @@ class MediaRoom:
 
     def govern(self) -> None:
         """Apply the load governor's level (or a new active speaker) to every video of the
-        room: simulcast ones through each viewer's layer ceiling, single-layer ones through
-        the bitrate their publisher is told it may send and, at the last level, keyframes
-        only."""
+        room: simulcast ones through each viewer's layer ceiling and the temporal layers
+        (frame rate) they are sent, single-layer ones through the bitrate their publisher is
+        told it may send and, at the last level, keyframes only."""
         for peer in self.members.values():
             for uptrack in peer.uptracks:
                 self._govern(uptrack)
@@ -256,8 +256,10 @@ class MediaRoom:
             peer.subscribing.update_layers()
 
     def _govern(self, uptrack: Uptrack) -> None:
-        if uptrack.kind == "video" and not uptrack.simulcast:
-            governor, important = self.config.governor, self._important(uptrack)
+        governor, important = self.config.governor, self._important(uptrack)
+        if uptrack.kind == "video" and uptrack.simulcast:
+            uptrack.max_temporal = governor.temporal(important)
+        elif uptrack.kind == "video":
             uptrack.max_bitrate = governor.bitrate(important)
             uptrack.set_keyframes_only(governor.keyframes_only(important))
 

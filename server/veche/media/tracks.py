@@ -5,7 +5,8 @@ every :class:`Downtrack`; a downtrack passes them to the :class:`SenderFeed` of 
 RTP sender, which sends them as they are. Nothing is decoded or encoded. A new or recovering
 video downtrack holds back everything until a keyframe and asks the publisher for one;
 keyframe requests to a publisher are rate-limited but never lost (a request inside the quiet
-interval is sent when it ends).
+interval is sent when it ends). Of a video in temporal layers a downtrack may be sent only the
+lower ones (:mod:`veche.media.temporal`): fewer frames a second, no keyframe needed.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from aiortc.rtp import RtpPacket
 from veche.ids import ParticipantId
 from veche.media.assembler import AssembledFrame, FrameAssembler, Packet
 from veche.media.counters import MediaCounters
-from veche.media.payloads import vp8_width
+from veche.media.payloads import Vp8Temporal, vp8_temporal, vp8_width
 from veche.media.rewriter import PictureIdRewriter, StreamRewriter
+from veche.media.temporal import TemporalFilter
 from veche.protocol import Source
 
 __all__ = ["Downtrack", "FrameWriter", "Layer", "SenderFeed", "TrackStats", "Uptrack"]
@@ -70,6 +72,8 @@ class TrackStats:
     frames_dropped: int = 0
     frames_forwarded: int = 0
     keyframe_requests: int = 0
+    frames_thinned: int = 0
+    """Frames of a temporal layer above what a viewer was to be sent, left out (per viewer)."""
 
 
 RATE_WINDOW: Final = 0.5
@@ -154,6 +158,9 @@ class Uptrack:
         self.keyframes_only = False
         """The load governor's last resort for a single-layer video: forward only keyframes,
         asked for every ``KEYFRAME_INTERVAL`` (see :meth:`set_keyframes_only`)."""
+        self.max_temporal: int | None = None
+        """The highest temporal layer (TID) the load governor lets viewers be sent of a video
+        encoded in temporal layers; ``None``: all (see :mod:`veche.media.temporal`)."""
         self._on_level = on_level
         self.stats = TrackStats()
         self._counters = counters or MediaCounters()
@@ -299,12 +306,13 @@ class Uptrack:
             if not self.enabled:
                 continue
             sent = 0
+            temporal = self._temporal(frame)
             if self.keyframes_only and not frame.keyframe:
                 # Coalesced and rate-limited: one request per KEYFRAME_INTERVAL at most.
                 self.request_keyframe(index)
             elif self.audible:
                 for downtrack in self.downtracks:
-                    sent += downtrack.push(frame, index)
+                    sent += downtrack.push(frame, index, temporal)
             if self.sinks and self._recorded_layer(index, frame):
                 for sink in self.sinks:
                     sink(frame)
@@ -313,6 +321,17 @@ class Uptrack:
                 counters.packets_forwarded += sent * len(frame.payloads)
                 counters.bytes_forwarded += sent * sum(map(len, frame.payloads))
                 counters.forwarding_delay.observe(self._clock() - arrived)
+
+    def thinned(self) -> None:
+        """Count a frame left out for a viewer (a temporal layer above its own)."""
+        self.stats.frames_thinned += 1
+        self._counters.frames_thinned += 1
+
+    def _temporal(self, frame: AssembledFrame) -> Vp8Temporal | None:
+        """The temporal layer fields of a VP8 frame (read once for every downtrack)."""
+        if self.kind != "video" or self.codec.name.upper() != "VP8":
+            return None
+        return vp8_temporal(frame.payloads[0])
 
     def _recorded_layer(self, index: int, frame: AssembledFrame) -> bool:
         """Whether a frame of layer ``index`` goes to the recording: the highest layer flowing
@@ -422,6 +441,11 @@ class SenderFeed:
         (VP8 picture ids continue; sequence numbers and timestamps keep their meaning)."""
         self._pictures.switch()
 
+    def skip(self) -> None:
+        """A frame of a temporal layer above the viewer's was left out: the next one's picture
+        id follows the last one sent (TL0PICIDX runs on by itself)."""
+        self._pictures.skip()
+
     def release(self, downtrack: Downtrack) -> None:
         """Stop carrying ``downtrack`` (if it is the current one)."""
         if self.downtrack is downtrack:
@@ -459,7 +483,9 @@ class Downtrack:
 
     Of a simulcast uptrack it is sent one layer, :attr:`layer`; another one it is switched to
     (:meth:`want_layer`) takes over at that layer's next keyframe, asked for at once, and the
-    current one is sent until then, so the picture never stops.
+    current one is sent until then, so the picture never stops. Of a layer encoded in temporal
+    layers it is sent the frames up to the uptrack's :attr:`Uptrack.max_temporal` (its
+    :attr:`temporal` filter follows a change without a keyframe).
     """
 
     def __init__(
@@ -480,6 +506,8 @@ class Downtrack:
         self.target = uptrack.best_layer(layer) if uptrack.simulcast else 0
         """The layer to send: the wanted one, or the nearest one that flows."""
         self.switches = 0
+        self.temporal = TemporalFilter()
+        """The temporal layers this subscriber is sent now."""
         self._cut = False
         """The current layer stops before the target's keyframe (see :meth:`want_layer`)."""
         uptrack.downtracks.add(self)
@@ -517,8 +545,11 @@ class Downtrack:
         """Ask for a keyframe of the layer this subscriber needs next."""
         self.uptrack.request_keyframe(self.target)
 
-    def push(self, frame: AssembledFrame, layer: int = 0) -> bool:
-        """Pass a frame of ``layer`` from the uptrack on to the sender; whether it was sent."""
+    def push(
+        self, frame: AssembledFrame, layer: int = 0, temporal: Vp8Temporal | None = None
+    ) -> bool:
+        """Pass a frame of ``layer`` (in temporal layer ``temporal``, if it has any) from the
+        uptrack on to the sender; whether it was sent."""
         if not self._started or self.paused:
             return False  # the sender is not running yet; it asks for a keyframe when it is
         if layer != self.layer:
@@ -541,6 +572,10 @@ class Downtrack:
             if not frame.keyframe:
                 return False
             self._waiting_for_keyframe = False
+        if not self.temporal.admit(temporal, frame.keyframe, self.uptrack.max_temporal):
+            self.uptrack.thinned()
+            self.feed.skip()
+            return False
         if self.uptrack.keyframes_only:
             self.feed.renumber_pictures()  # the viewer must not take skipped frames for lost
         sent = self.feed.put(frame)
