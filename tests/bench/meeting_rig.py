@@ -201,11 +201,11 @@ class Participant:
 
     async def _renew(self, role: str | None) -> None:
         """Start the connection the server renewed afresh, as the browser client does: a new
-        subscribe connection for its next offer (what the old one counted is dropped), or
-        publishing again on a new connection."""
+        subscribe connection for its next offer (its tracks get counters of their own, added
+        to the old ones'), or publishing again on a new connection."""
         if role != "publish" and self.subscribe_pc is not None:
             old, self.subscribe_pc = self.subscribe_pc, None
-            self.tiles, self._by_mid, self._by_ssrc = [], {}, {}
+            self._by_mid, self._by_ssrc = {}, {}
             self._later(old.close())
         if role != "subscribe":
             old = self.publish_pc
@@ -343,7 +343,12 @@ class Participant:
             tile.add_header(int.from_bytes(data[4:8], "big"), len(data))
 
     def video_from(self, owner: int) -> TileCounter | None:
-        return next((t for t in self.tiles if t.video and t.owner == owner), None)
+        """The counter of ``owner``'s video on the newest subscribe connection."""
+        return next((t for t in reversed(self.tiles) if t.video and t.owner == owner), None)
+
+    def frames_from(self, owner: int) -> int:
+        """Video frames received from ``owner`` (on every subscribe connection so far)."""
+        return sum(t.frames for t in self.tiles if t.video and t.owner == owner)
 
     async def close(self) -> None:
         if self._view is not None:
@@ -466,17 +471,18 @@ class Rig:
             (p.index, owner)
             for p in self.participants
             for owner in page(p.index, self.total)
-            if (tile := p.video_from(owner)) is None or tile.frames == 0
+            if p.frames_from(owner) == 0
         ]
 
     def _totals(self) -> dict[str, Any]:
+        tiles: dict[tuple[int, int | None], tuple[int, Counter[int]]] = {}
+        for p in self.participants:
+            for t in p.tiles:
+                if t.video:  # a renewed connection's counters add to the old ones'
+                    frames, layers = tiles.get((p.index, t.owner), (0, Counter()))
+                    tiles[(p.index, t.owner)] = (frames + t.frames, layers + t.layers)
         return {
-            "tiles": {
-                (p.index, t.owner): (t.frames, dict(t.layers))
-                for p in self.participants
-                for t in p.tiles
-                if t.video
-            },
+            "tiles": tiles,
             "audio": {
                 p.index: (
                     sum(t.packets for t in p.tiles if not t.video),
