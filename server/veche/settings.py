@@ -178,7 +178,7 @@ class Settings(BaseSettings):
         le=1000,
         description="Microphones forwarded in one room: when more participants publish one, "
         "only the loudest of late are forwarded (one who pauses keeps its place for 2 s "
-        "unless others speak); 0 forwards every microphone.",
+        "unless others speak; a silent one is not forwarded); 0 forwards every microphone.",
     )
     governor_lag: float = Field(
         0.05,

@@ -373,7 +373,8 @@ def test_the_host_role_passes_to_the_longest_present_moderator() -> None:
 
 def test_the_loudest_keep_their_place_through_a_pause() -> None:
     """Those speaking now come first, loudest first; someone who paused keeps a place for
-    ``HOLD`` seconds over those who never spoke; after that the speaking ones replace it."""
+    ``HOLD`` seconds over those who never spoke; after that the speaking ones replace it. A
+    silent microphone takes no place even when there is room."""
     detector = SpeakerDetector()
     for n in range(50):
         now = n * 0.02
@@ -382,6 +383,7 @@ def test_the_loudest_keep_their_place_through_a_pause() -> None:
         detector.add("quiet", 127, now=now)
     assert detector.loudest(1, now=1.0) == {"loud"}
     assert detector.loudest(2, now=1.0) == {"loud", "soft"}
+    assert detector.loudest(3, now=1.0) == {"loud", "soft"}  # silence is never forwarded
     for n in range(50, 100):  # "loud" pauses, "quiet" starts speaking softly
         now = n * 0.02
         detector.add("loud", 127, now=now)

@@ -22,6 +22,9 @@ MARGIN: Final = 6.0
 """dB by which a newcomer must be louder than the current speaker to take over."""
 HOLD: Final = 2.0
 """Seconds someone stays among the loudest after last being loud enough (no cut words)."""
+SILENCE_LEVEL: Final = 100.0
+"""Smoothed level (-dBov) from which a microphone is silent (a muted or unplugged one sends
+127; a quiet room's background is 60-80): never among the loudest, however few speak."""
 
 
 @dataclass(slots=True)
@@ -53,7 +56,9 @@ class SpeakerDetector:
     def loudest(self, count: int, *, now: float) -> set[str]:
         """The ``count`` participants heard loudest of late: those speaking now, loudest
         first, then those who spoke within ``HOLD`` seconds (so a pause does not cut them
-        off), then the rest by level."""
+        off), then the rest by level, leaving out silent ones (:data:`SILENCE_LEVEL`): in a
+        50-person meeting with three voices, forwarding 5 silent microphones more to everyone
+        would cost the server more than all the small videos."""
         heard = {pid: e for pid, e in self._levels.items() if now - e.last_seen < STALE}
         for entry in heard.values():
             if entry.smoothed < SPEECH_LEVEL:
@@ -63,7 +68,12 @@ class SpeakerDetector:
             entry = heard[pid]
             return (now - entry.last_loud >= HOLD, entry.smoothed)
 
-        return set(sorted(heard, key=rank)[:count])
+        audible = [
+            pid
+            for pid, entry in heard.items()
+            if entry.smoothed < SILENCE_LEVEL or now - entry.last_loud < HOLD
+        ]
+        return set(sorted(audible, key=rank)[:count])
 
     def speaker(self, *, now: float) -> str | None:
         """The current speaker after taking the latest levels into account (the last one stays
