@@ -307,6 +307,36 @@ async def test_refused_subscribe_answer_does_not_stall_later_offers(
         await pc.close()
 
 
+async def test_an_answer_after_a_refused_one_is_still_taken(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    """An answer that does not fit the outstanding subscribe offer (one meant for an earlier
+    offer, or from a connection the client already replaced, arriving late) is refused, and the
+    right answer that follows is still applied: the offer is not given up on."""
+    client = await _client(aiohttp_client, make_settings)
+    offer = await _sections_offer(1)
+    viewer = await client.ws_connect("/ws")
+    await hello(viewer, "late", "Viewer")
+    first = await client.ws_connect("/ws")
+    await hello(first, "late", "First")
+    await first.send_json({"type": "offer", "pc": "publish", "sdp": offer})
+    subscribe = await expect(viewer, "offer")
+    stale = await _sections_offer(3)  # three sections: not an answer to this offer
+    await viewer.send_json({"type": "answer", "pc": "subscribe", "sdp": stale})
+    error = await expect(viewer, "error")
+    assert error["code"] == "bad_sdp"
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(subscribe["sdp"], "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        await viewer.send_json(
+            {"type": "answer", "pc": "subscribe", "sdp": pc.localDescription.sdp}
+        )
+        await ping_ok(viewer)  # an error for the answer would come before the pong
+    finally:
+        await pc.close()
+
+
 async def test_pending_publish_connections_per_address_are_limited(
     aiohttp_client: Any, make_settings: Any
 ) -> None:

@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT: Final = 5.0
 """Seconds to wait for a peer connection to close (aiortc's close can hang)."""
 
+CLOSED_GRACE: Final = 2.0
+"""Seconds a connection the client's side closed waits before it counts as failed: a client that
+leaves closes its connections and says ``leave`` at about the same time, in either order."""
+
 SECTION_SDP: Final = 2000
 """Characters a subscribe answer may spend on each media section the room can carry: measured,
 aiortc's answer takes about 1,200 per section (it repeats its candidates, codecs and ICE and
@@ -374,9 +378,12 @@ class MediaPeer:
             if state == "failed":
                 fail("failed (ICE or DTLS)")
             elif state == "closed":
-                # aiortc closes a connection whose DTLS transport closed: the client closed it,
-                # or ICE consent was lost (under load, for instance).
-                fail("closed (ICE consent or DTLS)")
+                # aiortc closes a connection whose DTLS transport closed: ICE consent was lost
+                # (under load, for instance), or the client closed it, which it also does as
+                # it leaves: a failure only if the participant is still here a moment later.
+                asyncio.get_running_loop().call_later(
+                    CLOSED_GRACE, fail, "closed (ICE consent or DTLS)"
+                )
 
         # aioice can keep checking for a long time (for ever, without remote candidates): a
         # connection that is not up in time is reported and released, never left "checking".

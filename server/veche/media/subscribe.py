@@ -110,6 +110,10 @@ class SubscribeLeg:
         self._downtracks: dict[str, tuple[RTCRtpTransceiver, Downtrack]] = {}
         self._feeds: list[tuple[RTCRtpTransceiver, SenderFeed, RTCRtpCodecParameters]] = []
         self._awaiting_answer = False
+        """An offer is out: a change waits for its answer to be offered."""
+        self._answerable = False
+        """The last offer may still be answered (also after an answer to it was refused: that
+        one may have been meant for an earlier offer, or a connection renewed since)."""
         self._offered = ""
         """The outstanding offer's SDP (aiortc writes its local description anew each time it
         is read: a long one costs milliseconds)."""
@@ -290,7 +294,7 @@ class SubscribeLeg:
         """Apply the client's answer to the last subscribe offer."""
         async with self._lock:
             pc = self.pc
-            if pc is None or not self._awaiting_answer:
+            if pc is None or not self._answerable:
                 raise MediaError(
                     "no subscribe offer is waiting for an answer", code=ErrorCode.WRONG_STATE
                 )
@@ -304,6 +308,7 @@ class SubscribeLeg:
             self._awaiting_answer = False
             refused: list[Uptrack] = []
             if failed is None:
+                self._answerable = False
                 refused = [u for mid in declined if (u := self._declined(mid)) is not None]
         for uptrack in refused:
             self._on_refused(uptrack)
@@ -311,7 +316,7 @@ class SubscribeLeg:
             self._renegotiate = False
             self._schedule_negotiation()
         if failed is not None:
-            # The offer stays unanswered; a change, pending or to come, offers again.
+            # The offer may still be answered; a change, pending or to come, offers again.
             raise MediaError(f"the subscribe answer could not be applied: {failed}")
 
     def _declined(self, mid: str) -> Uptrack | None:
@@ -379,13 +384,14 @@ class SubscribeLeg:
                 log.exception("subscribe offer failed", extra={"participant": self.participant_id})
                 self._on_failed("the subscribe media connection could not be offered")
                 return
-            self._awaiting_answer = True
+            self._awaiting_answer = self._answerable = True
             sections = len(pc.getTransceivers())
             self._next_offer = self._clock() + min(OFFER_GAP_MAX, OFFER_GAP_PER_SECTION * sections)
 
     async def drop_offer(self) -> None:
-        """The client's answer to the outstanding offer was refused: stop waiting for one, and
-        offer again at once if tracks changed meanwhile (else at the next change)."""
+        """The client's answer to the outstanding offer was refused: stop holding changes back
+        for it (an answer to it is still taken), and offer again at once if tracks changed
+        meanwhile (else at the next change)."""
         async with self._lock:
             if not self._awaiting_answer:
                 return
