@@ -29,6 +29,29 @@ OFFER = "\r\n".join(
     ]
 )
 
+FIREFOX_OFFER = "\r\n".join(
+    [
+        "v=0",
+        "m=video 0 UDP/TLS/RTP/SAVPF 120 124",
+        "a=bundle-only",
+        "a=sendonly",
+        "a=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid",
+        "a=extmap:9/sendonly urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+        "a=extmap:10/sendonly urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+        "a=mid:1",
+        "a=rid:q send",
+        "a=rid:h send",
+        "a=rid:f send",
+        "a=simulcast:send q;h;f",
+        "a=ssrc:3472565947 cname:{bb038d8d}",
+        "a=ssrc:3245378323 cname:{bb038d8d}",
+        "a=ssrc-group:FID 3472565947 3245378323",
+        "",
+    ]
+)
+"""A Firefox ESR 153 camera section, abridged: extension ids with a direction, an SSRC and an
+RTX group per layer."""
+
 RIDS = {1: "q", 2: "h", 3: "f"}
 
 
@@ -61,6 +84,17 @@ def test_offered_layers_reads_rids_lowest_first_and_the_extension_ids() -> None:
     assert list(layers) == ["1"]
     assert layers["1"].rids == ("q", "h", "f")
     assert set(layers["1"].extensions.values()) == {10, 11}
+
+
+def test_offered_layers_reads_a_firefox_offer() -> None:
+    """Firefox's extension ids carry a direction (``9/sendonly``): its layers and ids are read
+    as Chromium's are."""
+    layers = offered_layers(FIREFOX_OFFER)
+    assert layers["1"].rids == ("q", "h", "f")
+    assert layers["1"].extensions == {
+        "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id": 9,
+        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id": 10,
+    }
 
 
 def test_answer_layers_accepts_each_rid_in_its_section() -> None:
