@@ -1,12 +1,16 @@
-"""Simulcast without sockets: the offer's layers read and accepted in the answer, a layer chosen
-for a tile's width, each viewer sent one layer and switched at the target layer's keyframe with
-one continuous stream (sequence numbers, timestamps, VP8 picture ids)."""
+"""Simulcast without sockets: the offer's layers read and accepted in the answer, a layer's
+retransmissions recognised, a layer chosen for a tile's width, each viewer sent one layer and
+switched at the target layer's keyframe with one continuous stream (sequence numbers,
+timestamps, VP8 picture ids)."""
 
 from __future__ import annotations
 
+from aiortc import RTCPeerConnection
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from tests.unit.test_forwarding import VP8, FakeTime, FakeWriter
+from veche.media.internals import tap_receiver
 from veche.media.payloads import vp8_picture_ids, vp8_width, with_vp8_picture_ids
 from veche.media.rewriter import PictureIdRewriter, StreamRewriter
 from veche.media.simulcast import answer_layers, layer_for_width, offered_layers
@@ -106,6 +110,39 @@ def test_answer_layers_accepts_each_rid_in_its_section() -> None:
     assert "a=rid:q recv" in first
     assert "a=simulcast:recv q;h;f" in first
     assert "a=rid" not in second
+
+
+async def test_a_layers_retransmissions_are_known_by_an_id_sent_before_the_layer() -> None:
+    """A browser names a layer's RTX stream (repaired stream id) only in its first packets,
+    which may be bandwidth-probing padding sent before the layer itself starts (seen from
+    Chromium and Firefox for the top layer): its later retransmissions, unnamed, are still
+    unwrapped into the layer's stream."""
+    pc = RTCPeerConnection()
+    receiver = pc.addTransceiver("video", direction="recvonly").receiver
+    received: list[tuple[int, int, int]] = []
+    tap_receiver(
+        receiver, lambda p, codec: received.append((p.ssrc, p.sequence_number, p.payload_type))
+    )
+    rtx = RTCRtpCodecParameters(
+        mimeType="video/rtx", clockRate=90000, payloadType=97, parameters={"apt": 96}
+    )
+    receiver.__dict__["_RTCRtpReceiver__codecs"].update({96: VP8, 97: rtx})
+
+    def packet(payload_type: int, ssrc: int, seq: int, payload: bytes) -> RtpPacket:
+        return RtpPacket(
+            payload_type=payload_type, sequence_number=seq, timestamp=0, ssrc=ssrc, payload=payload
+        )
+
+    probe = packet(97, 2003, 1, b"")
+    probe.padding_size = 200
+    probe.extensions.repaired_rtp_stream_id = "f"
+    first = packet(96, 1003, 500, b"\x90\x80\x01frame")
+    first.extensions.rtp_stream_id = "f"
+    resent = packet(97, 2003, 2, (499).to_bytes(2, "big") + b"\x90\x80\x00frame")
+    for p in (probe, first, resent):
+        await receiver._handle_rtp_packet(p, arrival_time_ms=0)
+    await pc.close()
+    assert received == [(1003, 500, 96), (1003, 499, 96)]
 
 
 def test_layer_for_width_follows_the_tile_size() -> None:
