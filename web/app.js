@@ -46,6 +46,8 @@ const speakerButton = byId("speaker-view", HTMLButtonElement);
 const pipButton = byId("pip", HTMLButtonElement);
 const moreButton = byId("more", HTMLButtonElement);
 const moreMenu = byId("more-menu", HTMLElement);
+const controls = /** @type {HTMLElement} */ (moreMenu.closest(".controls"));
+const devicesPanel = /** @type {HTMLDetailsElement} */ (controls.querySelector(".settings"));
 
 /** @type {Connection | null} */
 let connection = null;
@@ -580,10 +582,11 @@ function translateScripted() {
     b.setAttribute("aria-label", name);
     b.title = name;
   }
-  // A tooltip for the toolbar's icon buttons, whose names a phone shows only as icons.
+  // A tooltip for the toolbar's icon buttons, whose names a phone or a narrow window shows only as icons.
   for (const b of document.querySelectorAll(".controls .icon-button")) {
     b.setAttribute("title", b.querySelector(".label")?.textContent ?? "");
   }
+  fitToolbar();
 }
 
 /** @type {import("./signin.js").SignInState} what the server says about sign-in (loaded below) */
@@ -669,6 +672,36 @@ document.addEventListener("keydown", (event) => {
   setMoreOpen(false);
   if (focused) moreButton.focus();
 });
+/**
+ * Fit a wide screen's toolbar on one row: where the names do not all fit (a narrow window, a
+ * long language, a moderator's extra button), the menu's items show only their icons
+ * (`compact`), then every button does (`icons`); see style.css. A phone's toolbar is laid out
+ * by the style sheet alone, and an open Devices panel is left as it is.
+ */
+function fitToolbar() {
+  if (devicesPanel.open) return;
+  for (const step of [[], ["compact"], ["compact", "icons"]]) {
+    controls.classList.remove("compact", "icons");
+    controls.classList.add(...step);
+    if (getComputedStyle(moreButton).display !== "none" || toolbarFits()) return;
+  }
+}
+/** @returns {boolean} whether every control shown in the toolbar stands on its first row */
+function toolbarFits() {
+  const shown = [...controls.querySelectorAll("button, summary")].filter((el) => el.getClientRects().length > 0);
+  if (shown.length === 0) return true;
+  const first = shown[0].getBoundingClientRect();
+  return shown.every((el) => el.getBoundingClientRect().top < first.bottom);
+}
+let toolbarWidth = -1;
+new ResizeObserver(() => {
+  if (controls.clientWidth === toolbarWidth) return; // its own height follows from the fit
+  toolbarWidth = controls.clientWidth;
+  fitToolbar();
+}).observe(controls);
+new MutationObserver(() => fitToolbar()).observe(controls, { subtree: true, attributeFilter: ["hidden"] });
+devicesPanel.addEventListener("toggle", () => fitToolbar());
+
 recordButton.addEventListener("click", () => {
   connection?.record(recordButton.getAttribute("aria-pressed") !== "true");
 });

@@ -43,9 +43,10 @@ function temporalLayers() {
 }
 
 /**
- * Add the camera's sender, in layers where the browser simulcasts (Chromium; Firefox is sent one
- * layer, as is any browser that refuses the encodings), each in temporal layers where the browser
- * offers them (or one frame rate, if it refuses them).
+ * Add the camera's sender, in layers where the browser simulcasts (Chromium and Firefox both take
+ * the encodings as given, lowest first, and name each layer's packets by rid; a browser that
+ * refuses the encodings sends one layer), each in temporal layers where the browser offers them
+ * (or one frame rate, if it refuses them).
  * @param {RTCPeerConnection} pc
  * @param {MediaStreamTrack | null} video
  * @param {MediaStream} stream
@@ -54,14 +55,12 @@ function temporalLayers() {
 function addCamera(pc, video, stream) {
   /** @type {RTCRtpTransceiverInit} */
   const init = { direction: "sendonly", streams: [stream] };
-  if (!/firefox/i.test(navigator.userAgent)) {
-    const layered = CAMERA_LAYERS.map((layer) => ({ ...layer, scalabilityMode: TEMPORAL_MODE }));
-    for (const sendEncodings of temporalLayers() ? [layered, CAMERA_LAYERS] : [CAMERA_LAYERS]) {
-      try {
-        return pc.addTransceiver(video ?? "video", { ...init, sendEncodings }).sender;
-      } catch {
-        // fewer features below
-      }
+  const layered = CAMERA_LAYERS.map((layer) => ({ ...layer, scalabilityMode: TEMPORAL_MODE }));
+  for (const sendEncodings of temporalLayers() ? [layered, CAMERA_LAYERS] : [CAMERA_LAYERS]) {
+    try {
+      return pc.addTransceiver(video ?? "video", { ...init, sendEncodings }).sender;
+    } catch {
+      // fewer features below
     }
   }
   return pc.addTransceiver(video ?? "video", init).sender;

@@ -94,7 +94,9 @@ export class Devices {
     this.camOn = this.video !== null;
     this.micDevice = this.audio?.getSettings().deviceId;
     this.camDevice = this.video?.getSettings().deviceId;
-    await this.fillPickers();
+    // Not waited for: Firefox answers enumerateDevices only once the window has focus (a page
+    // opened in a window behind another waited for ever), and joining needs no picker.
+    void this.fillPickers();
     return problem;
   }
 

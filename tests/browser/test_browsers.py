@@ -203,6 +203,21 @@ async def test_two_people_see_and_hear_each_other(
             await _media_flows(page, 1)
 
 
+async def test_a_firefox_window_behind_another_joins(
+    chrome: Browser, fox: Firefox, server: ServerProcess
+) -> None:
+    """A Firefox page loaded in a window behind another (Firefox lists devices only to a
+    focused window) still joins and shows the other participant's video."""
+    async with meeting(chrome, fox, server, "behind") as join:
+        ada = await join("firefox", "Ada")
+        bob = await join("firefox", "Bob")  # his window opens in front of hers
+        await ada.goto("/r/behind?name=Ada&join=1&lang=en")
+        assert await ada.evaluate("() => document.hasFocus()") is False
+        await ada.wait_for_function("() => window.veche?.ready === true", timeout=10000)
+        for page in (ada, bob):
+            await _videos(page, 1, timeout=20)
+
+
 async def test_a_mixed_room_with_a_late_joiner_toggles_and_a_leave(
     chrome: Browser, fox: Firefox, server: ServerProcess
 ) -> None:

@@ -305,9 +305,9 @@ async def test_four_by_three_video_is_never_cropped(
 async def test_the_desktop_toolbar_keeps_every_control_and_plays_sound_to_the_chosen_speaker(
     browser: Browser, server: ServerProcess
 ) -> None:
-    """At 1280x800 the toolbar shows its controls with their names (no More), screen sharing
-    included; the Devices panel lists the browser's speakers, and the one chosen plays every
-    remote sound, that of a participant who joins later too."""
+    """At 1280x800 the toolbar shows every control (no More), screen sharing included; the
+    Devices panel lists the browser's speakers, and the one chosen plays every remote sound,
+    that of a participant who joins later too."""
     async with publishers(server, "desk-sink", 1, small=True):
         page = await open_call(browser, server, "desk-sink", phone=False)
         try:

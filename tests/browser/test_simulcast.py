@@ -1,6 +1,6 @@
-"""Simulcast: a Chromium publisher sends its camera in three layers and the server forwards each
-viewer the one layer that suits the size it shows the video at, switching at a keyframe when the
-size changes; a Firefox viewer of a simulcast publisher decodes it too."""
+"""Simulcast: a Chromium or Firefox publisher sends its camera in three layers and the server
+forwards each viewer the one layer that suits the size it shows the video at, switching at a
+keyframe when the size changes; a Firefox viewer of a simulcast publisher decodes it too."""
 
 from __future__ import annotations
 
@@ -61,6 +61,16 @@ JS_SENT = """() => window.veche.connection.publishPc.getStats().then(stats => {
     });
     return out;
 })"""
+
+JS_LAYERS_SENT = """() => window.veche.connection.publishPc.getStats().then(stats => {
+    const out = {};
+    stats.forEach(s => {
+        if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid && s.frameWidth)
+            out[s.rid] = s.frameWidth;
+    });
+    return out;
+})"""
+"""Page function: the width each camera layer is being encoded at, by rid."""
 
 JS_TILE_WIDTH = """([owner, width]) => {
     const tile = document.querySelector(`.tile[data-participant-id="${owner}"]`);
@@ -183,3 +193,87 @@ async def test_firefox_decodes_a_simulcast_publisher() -> None:
                 me = await page.evaluate("() => window.veche.connection.participantId")
                 pub = await publisher.evaluate("() => window.veche.connection.participantId")
                 assert _layers(server, me, pub) in (["q"], ["h"], ["f"])
+
+
+async def test_a_firefox_publisher_sends_three_layers_and_each_viewer_gets_its_own() -> None:
+    """A Firefox publisher encodes its camera in three layers (q, h, f, each wider than the one
+    below); a Chromium viewer showing the tile 200 px wide decodes the low layer and one showing
+    it 1200 px wide the high one; when the small tile grows it switches up within 4 s and back
+    down within 3 s, and the video never stops."""
+    reason = firefox_missing()
+    if reason:
+        pytest.skip(reason)
+    with run_server("--admin-token", TOKEN, *NO_GOVERNOR) as server:
+        async with firefox() as fox:
+            publisher = await fox.new_page(server.http)
+            await publisher.goto("/r/simul?name=Fox&join=1&lang=en")
+            await publisher.wait_for_function(
+                "() => window.veche?.connection?.publishPc?.connectionState === 'connected'",
+                timeout=30_000,
+            )
+            sent: dict[str, int] = {}
+
+            async def three_layers() -> bool:
+                sent.update(await publisher.evaluate(JS_LAYERS_SENT))
+                return len(sent) == 3
+
+            await until(three_layers, timeout=10)
+            assert sent["q"] < sent["h"] < sent["f"], sent
+            pub = await publisher.evaluate("() => window.veche.connection.participantId")
+            async with chromium() as viewers:
+                small = await listener(viewers, server.http, "Small", pub, 200)
+                large = await listener(viewers, server.http, "Large", pub, 1200)
+                _, low = await _decoded_width(small, pub, lambda w: 0 < w <= 400, 10)
+                me = await small.evaluate("() => window.veche.connection.participantId")
+                other = await large.evaluate("() => window.veche.connection.participantId")
+                assert _layers(server, me, pub) == ["q"]
+                # Firefox starts its top layer once its bandwidth estimate has grown (2-3 s).
+                await until(lambda: _layers(server, other, pub) == ["f"], timeout=15)
+                _, high = await _decoded_width(large, pub, lambda w: w > sent["h"], 10)
+                print(f"\nFirefox encodes {sent}; decoded: small tile {low} px, large {high} px")
+
+                before = await small.evaluate(JS_VIDEO, pub)
+                await small.evaluate(JS_TILE_WIDTH, [pub, 1200])
+                took, width = await _decoded_width(small, pub, lambda w: w > low, 4)
+                after = await small.evaluate(JS_VIDEO, pub)
+                assert after["frames"] > before["frames"]
+                await small.evaluate(JS_TILE_WIDTH, [pub, 200])
+                down, lower = await _decoded_width(small, pub, lambda w: 0 < w <= 400, 3)
+                final = await small.evaluate(JS_VIDEO, pub)
+                assert final["frames"] > after["frames"]
+                assert _layers(server, me, pub) == ["q"]
+                print(
+                    f"switched up to {width} px in {took:.2f} s, down to {lower} px in "
+                    f"{down:.2f} s; freezes {final['freezes']}"
+                )
+
+
+async def test_a_firefox_viewer_decodes_a_firefox_simulcast_publisher() -> None:
+    """A Firefox viewer of a Firefox publisher that simulcasts is sent one of its layers and
+    decodes it, frames rising."""
+    reason = firefox_missing()
+    if reason:
+        pytest.skip(reason)
+    with run_server("--admin-token", TOKEN, *NO_GOVERNOR) as server:
+        async with firefox() as fox:
+            publisher = await fox.new_page(server.http)
+            await publisher.goto("/r/simul?name=Pub&join=1&lang=en")
+            viewer = await fox.new_page(server.http)
+            await viewer.goto("/r/simul?name=Fox&join=1&lang=en")
+            await viewer.wait_for_function(
+                "() => [...document.querySelectorAll('.tile:not(.me) video')]"
+                ".some(v => v.videoWidth > 0)",
+                timeout=30_000,
+            )
+            me = await viewer.evaluate("() => window.veche.connection.participantId")
+            pub = await publisher.evaluate("() => window.veche.connection.participantId")
+            assert _layers(server, me, pub) in (["q"], ["h"], ["f"])
+            _, width = await _decoded_width(viewer, pub, lambda w: w > 0, 10)
+            frames = (await viewer.evaluate(JS_VIDEO, pub))["frames"]
+
+            async def rising() -> bool:
+                video = await viewer.evaluate(JS_VIDEO, pub)
+                return bool(video and video["frames"] >= frames + 20)
+
+            await until(rising, timeout=5)
+            print(f"\nthe Firefox viewer decodes {width} px wide")

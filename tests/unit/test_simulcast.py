@@ -1,12 +1,16 @@
-"""Simulcast without sockets: the offer's layers read and accepted in the answer, a layer chosen
-for a tile's width, each viewer sent one layer and switched at the target layer's keyframe with
-one continuous stream (sequence numbers, timestamps, VP8 picture ids)."""
+"""Simulcast without sockets: the offer's layers read and accepted in the answer, a layer's
+retransmissions recognised, a layer chosen for a tile's width, each viewer sent one layer and
+switched at the target layer's keyframe with one continuous stream (sequence numbers,
+timestamps, VP8 picture ids)."""
 
 from __future__ import annotations
 
+from aiortc import RTCPeerConnection
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from tests.unit.test_forwarding import VP8, FakeTime, FakeWriter
+from veche.media.internals import tap_receiver
 from veche.media.payloads import vp8_picture_ids, vp8_width, with_vp8_picture_ids
 from veche.media.rewriter import PictureIdRewriter, StreamRewriter
 from veche.media.simulcast import answer_layers, layer_for_width, offered_layers
@@ -28,6 +32,29 @@ OFFER = "\r\n".join(
         "",
     ]
 )
+
+FIREFOX_OFFER = "\r\n".join(
+    [
+        "v=0",
+        "m=video 0 UDP/TLS/RTP/SAVPF 120 124",
+        "a=bundle-only",
+        "a=sendonly",
+        "a=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid",
+        "a=extmap:9/sendonly urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+        "a=extmap:10/sendonly urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+        "a=mid:1",
+        "a=rid:q send",
+        "a=rid:h send",
+        "a=rid:f send",
+        "a=simulcast:send q;h;f",
+        "a=ssrc:3472565947 cname:{bb038d8d}",
+        "a=ssrc:3245378323 cname:{bb038d8d}",
+        "a=ssrc-group:FID 3472565947 3245378323",
+        "",
+    ]
+)
+"""A Firefox ESR 153 camera section, abridged: extension ids with a direction, an SSRC and an
+RTX group per layer."""
 
 RIDS = {1: "q", 2: "h", 3: "f"}
 
@@ -63,6 +90,17 @@ def test_offered_layers_reads_rids_lowest_first_and_the_extension_ids() -> None:
     assert set(layers["1"].extensions.values()) == {10, 11}
 
 
+def test_offered_layers_reads_a_firefox_offer() -> None:
+    """Firefox's extension ids carry a direction (``9/sendonly``): its layers and ids are read
+    as Chromium's are."""
+    layers = offered_layers(FIREFOX_OFFER)
+    assert layers["1"].rids == ("q", "h", "f")
+    assert layers["1"].extensions == {
+        "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id": 9,
+        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id": 10,
+    }
+
+
 def test_answer_layers_accepts_each_rid_in_its_section() -> None:
     """The answer gets ``a=rid:<id> recv`` and ``a=simulcast:recv`` in the simulcast section
     only."""
@@ -72,6 +110,39 @@ def test_answer_layers_accepts_each_rid_in_its_section() -> None:
     assert "a=rid:q recv" in first
     assert "a=simulcast:recv q;h;f" in first
     assert "a=rid" not in second
+
+
+async def test_a_layers_retransmissions_are_known_by_an_id_sent_before_the_layer() -> None:
+    """A browser names a layer's RTX stream (repaired stream id) only in its first packets,
+    which may be bandwidth-probing padding sent before the layer itself starts (seen from
+    Chromium and Firefox for the top layer): its later retransmissions, unnamed, are still
+    unwrapped into the layer's stream."""
+    pc = RTCPeerConnection()
+    receiver = pc.addTransceiver("video", direction="recvonly").receiver
+    received: list[tuple[int, int, int]] = []
+    tap_receiver(
+        receiver, lambda p, codec: received.append((p.ssrc, p.sequence_number, p.payload_type))
+    )
+    rtx = RTCRtpCodecParameters(
+        mimeType="video/rtx", clockRate=90000, payloadType=97, parameters={"apt": 96}
+    )
+    receiver.__dict__["_RTCRtpReceiver__codecs"].update({96: VP8, 97: rtx})
+
+    def packet(payload_type: int, ssrc: int, seq: int, payload: bytes) -> RtpPacket:
+        return RtpPacket(
+            payload_type=payload_type, sequence_number=seq, timestamp=0, ssrc=ssrc, payload=payload
+        )
+
+    probe = packet(97, 2003, 1, b"")
+    probe.padding_size = 200
+    probe.extensions.repaired_rtp_stream_id = "f"
+    first = packet(96, 1003, 500, b"\x90\x80\x01frame")
+    first.extensions.rtp_stream_id = "f"
+    resent = packet(97, 2003, 2, (499).to_bytes(2, "big") + b"\x90\x80\x00frame")
+    for p in (probe, first, resent):
+        await receiver._handle_rtp_packet(p, arrival_time_ms=0)
+    await pc.close()
+    assert received == [(1003, 500, 96), (1003, 499, 96)]
 
 
 def test_layer_for_width_follows_the_tile_size() -> None:

@@ -278,6 +278,7 @@ def tap_receiver(
     """
     state = receiver.__dict__
     layer_ssrcs: dict[str, int] = {}
+    repaired_rids: dict[int, str] = {}
     first_ssrc: dict[int, int] = {}
     more_nacks: dict[int, NackGenerator] = {}
 
@@ -324,9 +325,16 @@ def tap_receiver(
         if rid is not None:
             layer_ssrcs[rid] = packet.ssrc
         if is_rtx(codec):
+            # A simulcast layer's RTX stream is announced by its repaired stream id only, and
+            # only in its first packets: those may be padding sent to probe the bandwidth
+            # before the layer itself starts (a browser's top layer, seconds later), so the
+            # id is kept until the layer's own stream is known.
             repaired = packet.extensions.repaired_rtp_stream_id
+            if repaired is not None:
+                repaired_rids[packet.ssrc] = repaired
+            else:
+                repaired = repaired_rids.get(packet.ssrc)
             if repaired is not None and repaired in layer_ssrcs:
-                # A simulcast layer's RTX stream is announced by its repaired stream id only.
                 state[_RTX_SSRC][packet.ssrc] = layer_ssrcs[repaired]
             original_ssrc = state[_RTX_SSRC].get(packet.ssrc)
             apt = codec.parameters.get("apt")
