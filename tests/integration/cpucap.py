@@ -4,6 +4,8 @@ On these 2-core machines a test can push a server past its capacity only if the 
 less than the test's clients: :func:`cpu_cap` makes a group allowed ``share`` of one core and
 gives a launcher for :func:`~tests.integration.serverproc.run_server` that enters it before
 starting the server. The group is removed afterwards (its processes must have exited).
+:func:`cpu_priority` weighs the test's own process as many ordinary tasks, with no cap, so that
+what is measured is the capped server, not clients starved by other work on the machine.
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ class CpuCap:
         """Allow the group's processes ``share`` of one core from now on."""
         (self.group / "cpu.cfs_quota_us").write_text(str(round(share * PERIOD_US)))
 
+    def periods(self) -> tuple[int, int]:
+        """CFS periods so far in which the group ran, and those in which it used up its
+        quota (and was held back until the next)."""
+        stat = dict(
+            line.split(" ", 1) for line in (self.group / "cpu.stat").read_text().splitlines()
+        )
+        return int(stat.get("nr_periods", 0)), int(stat.get("nr_throttled", 0))
+
     def throttled(self) -> float:
         """Seconds the group was held back by its quota so far."""
         for line in (self.group / "cpu.stat").read_text().splitlines():
@@ -76,4 +86,31 @@ def cpu_cap(share: float) -> Iterator[CpuCap]:
         deadline = time.monotonic() + 10
         while (group / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
             time.sleep(0.05)
+        group.rmdir()
+
+
+def _cpu_group_of(pid: int) -> Path:
+    """The cgroup v1 ``cpu`` group process ``pid`` is in."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):
+            return CPU_ROOT / path.lstrip("/")
+    return CPU_ROOT
+
+
+@contextlib.contextmanager
+def cpu_priority(pid: int) -> Iterator[None]:
+    """Weigh process ``pid`` (every thread of it) as :data:`SHARES` ordinary tasks while in
+    the block, without a quota; then put it back in its own group. On a machine other work
+    keeps busy, a test's clients were seen to get a fraction of the CPU they need, and what
+    they measured was their own lateness."""
+    home = _cpu_group_of(pid)
+    group = CPU_ROOT / f"veche-test-rig-{pid}-{time.monotonic_ns()}"
+    group.mkdir()
+    try:
+        (group / "cpu.shares").write_text(str(SHARES))
+        (group / "cgroup.procs").write_text(str(pid))
+        yield
+    finally:
+        (home / "cgroup.procs").write_text(str(pid))
         group.rmdir()

@@ -1,14 +1,17 @@
 """Cheap participants for load tests: they publish pre-encoded media and count what they receive
 without decoding it, so that one test process can stand for many people.
 
-A clip is encoded once (:func:`encode_clip`, real libvpx and Opus through aiortc's own encoders)
-at the bitrates aiortc's VP8 encoder spans. Each :class:`ReplayParticipant` replays it on a real
-aiortc publish connection: its sender's encoder is replaced by a :class:`Replay` that hands out
-the next frame at 30 fps, restarts the clip at its keyframe when asked for one (PLI), and, like
-aiortc's encoder, follows the bitrate the server tells it (REMB) by switching to the version
-encoded nearest below it (at that version's keyframe). Its subscribe connection taps each
-receiver (:func:`~veche.media.internals.tap_receiver`, nothing decoded) and counts, per second
-and per publisher, audio packets and video frames (distinct RTP timestamps).
+A clip is encoded once (:func:`encode_clip`, real libvpx through PyAV, and Opus) at the
+bitrates aiortc's VP8 encoder spans, in three temporal layers as Chromium sends a camera (L1T3:
+TIDs 0, 2, 1, 2, error-resilient; each frame's TID, layer sync flag and TL0PICIDX in its payload
+descriptor), so that the server can send a viewer fewer frames a second without a keyframe.
+Each :class:`ReplayParticipant` replays it on a real aiortc publish connection: its sender's
+encoder is replaced by a :class:`Replay` that hands out the next frame at 30 fps, restarts the
+clip at its keyframe when asked for one (PLI), and, like aiortc's encoder, follows the bitrate
+the server tells it (REMB) by switching to the version encoded nearest below it (at that
+version's keyframe). Its subscribe connection taps each receiver
+(:func:`~veche.media.internals.tap_receiver`, nothing decoded) and counts, per second and per
+publisher, audio packets and video frames (distinct RTP timestamps).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any, Final
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.codecs.vpx import PACKET_MAX, VpxPayloadDescriptor
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import RTCEncodedFrame
 from aiortc.rtp import RtpPacket
@@ -43,6 +46,12 @@ AUDIO_FRAME: Final = 0.06
 """Seconds of sound in one audio packet."""
 BITRATES: Final = (1_500_000, 600_000, 250_000)
 """The versions of the clip, highest first: aiortc's VP8 encoder's range."""
+TEMPORAL_PATTERN: Final = (0, 2, 1, 2)
+"""The TID of each frame in a group of four (libvpx's ``ts_layering_mode`` 3, as Chromium's
+L1T3): TID 0 alone is 7.5 fps, TID 0-1 15 fps."""
+LAYER_SYNC: Final = (False, True, True, False)
+"""Whether each frame of a group refers to the base layer only (checked by decoding: the
+second TID 2 frame refers to the TID 1 frame before it)."""
 _ENCODER: Final = "_RTCRtpSender__encoder"
 
 
@@ -57,8 +66,8 @@ class Clip:
 
 def encode_clip(seconds: float = 2.0, size: tuple[int, int] = (640, 480)) -> Clip:
     """Encode a moving picture with some grain at every bitrate of :data:`BITRATES` (about
-    150, 65 and 60 packets a second: the encoder cannot go much lower on this picture), and
-    a tone."""
+    145, 80 and 77 packets a second, a third of them in the base temporal layer: the encoder
+    cannot go much lower on this picture), and a tone."""
     width, height = size
     rng = np.random.default_rng(13)
     count = round(seconds * FPS)
@@ -74,11 +83,7 @@ def encode_clip(seconds: float = 2.0, size: tuple[int, int] = (640, 480)) -> Cli
         frame.pts = index * 3000
         frame.time_base = fractions.Fraction(1, 90000)
         pictures.append(frame)
-    video: dict[int, list[list[bytes]]] = {}
-    for bitrate in BITRATES:
-        encoder = Vp8Encoder()
-        encoder.target_bitrate = bitrate
-        video[bitrate] = [encoder.encode(p, index == 0)[0] for index, p in enumerate(pictures)]
+    video = {bitrate: _encode_layered(pictures, bitrate) for bitrate in BITRATES}
     # Opus in 60 ms packets (a framing Opus allows): audio, never degraded, is most of the
     # packets a governed meeting still needs, and a test on two shared cores needs room above it.
     opus = av.CodecContext.create("libopus", "w")
@@ -101,6 +106,58 @@ def encode_clip(seconds: float = 2.0, size: tuple[int, int] = (640, 480)) -> Cli
         frame.time_base = fractions.Fraction(1, 48000)
         audio.extend([bytes(packet)] for packet in opus.encode(frame))
     return Clip(video, audio)
+
+
+def _encode_layered(pictures: list[VideoFrame], bitrate: int) -> list[list[bytes]]:
+    """The pictures in VP8 with three temporal layers (the first a keyframe), each frame as its
+    RTP payloads."""
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height = pictures[0].width, pictures[0].height
+    codec.pix_fmt = "yuv420p"
+    codec.bit_rate = bitrate
+    codec.time_base = fractions.Fraction(1, FPS)
+    codec.framerate = FPS
+    codec.gop_size = 3000  # one keyframe: the rest only when asked for (the clip restarts)
+    # Kilobits per second up to each layer (libvpx shares them out as Chromium does).
+    layers = ",".join(str(bitrate // 1000 * share // 100) for share in (40, 60, 100))
+    codec.options = {
+        "deadline": "realtime",
+        "cpu-used": "8",
+        "lag-in-frames": "0",
+        "error-resilient": "1",
+        "ts-parameters": (
+            f"ts_number_layers=3:ts_target_bitrate={layers}:ts_rate_decimator=4,2,1"
+            ":ts_periodicity=4:ts_layer_id=0,2,1,2:ts_layering_mode=3"
+        ),
+    }
+    encoded: list[bytes] = []
+    for index, picture in enumerate(pictures):
+        picture = picture.reformat(format="yuv420p")
+        picture.pts = index
+        picture.time_base = codec.time_base
+        encoded.extend(bytes(packet) for packet in codec.encode(picture))
+    encoded.extend(bytes(packet) for packet in codec.encode(None))
+    assert len(encoded) == len(pictures), "libvpx held back or dropped frames"
+    return [_packetize(data, index) for index, data in enumerate(encoded)]
+
+
+def _packetize(data: bytes, index: int) -> list[bytes]:
+    """Frame ``index`` of the clip as RTP payloads: a payload descriptor with its picture id,
+    TL0PICIDX, TID and layer sync flag (RFC 7741) before each piece."""
+    position = index % len(TEMPORAL_PATTERN)
+    descriptor = VpxPayloadDescriptor(
+        partition_start=1,
+        partition_id=0,
+        picture_id=index % (1 << 15),
+        tl0picidx=(index // len(TEMPORAL_PATTERN)) % 256,
+        tid=(TEMPORAL_PATTERN[position], int(LAYER_SYNC[position])),
+    )
+    payloads = []
+    for start in range(0, len(data), PACKET_MAX - len(bytes(descriptor))):
+        head = bytes(descriptor)
+        payloads.append(head + data[start : start + PACKET_MAX - len(head)])
+        descriptor.partition_start = 0
+    return payloads
 
 
 class Replay:

@@ -9,10 +9,13 @@ from collections.abc import Iterable
 import pytest
 
 from tests.unit.test_forwarding import DELTA, KEY, SSRC, VP8, FakeTime, FakeWriter, _packet
-from veche.ids import ParticipantId
+from tests.unit.test_temporal import Received, Stream
+from veche.ids import ParticipantId, RoomName
 from veche.media.codecs import Decoders
 from veche.media.governor import BITRATES, GovernorPolicy, LoadGovernor, governed
+from veche.media.peer import MediaConfig
 from veche.media.rewriter import StreamRewriter
+from veche.media.room import MediaRoom
 from veche.media.subscribe import SubscribeLeg
 from veche.media.tracks import KEYFRAME_INTERVAL, Downtrack, SenderFeed, Uptrack
 from veche.media.udpstats import UdpBacklog, parse_udp_table
@@ -202,6 +205,82 @@ def test_keyframes_only_forwards_keyframes_asks_for_them_and_resumes_cleanly() -
     uptrack.on_packet(_packet(11, 33000, KEY), VP8)
     uptrack.on_packet(_packet(12, 36000, DELTA), VP8)
     assert len(writer.frames) == 4
+
+
+def _governed_room(level: int) -> tuple[MediaRoom, LoadGovernor]:
+    """A room whose governor is held at ``level``, with nobody speaking (every camera is
+    unimportant)."""
+    governor = LoadGovernor(POLICY)
+    governor.pin(level)
+    governor.observe(0.0, 0.0)
+    room = MediaRoom(
+        RoomName("r"),
+        MediaConfig(governor=governor),
+        send=lambda participant, message: None,
+        on_closed=lambda peer: None,
+        clock=lambda: 0.0,
+    )
+    return room, governor
+
+
+@pytest.mark.parametrize(
+    ("level", "frames", "bitrate"),
+    [(0, 16, None), (1, 8, 600_000), (2, 8, 300_000), (3, 4, 300_000)],
+)
+def test_a_single_layer_video_in_temporal_layers_is_thinned_by_frame_rate(
+    level: int, frames: int, bitrate: int | None
+) -> None:
+    """An unimportant single-layer camera whose frames carry TIDs (the replaying participants
+    of the overload test, a browser sending L1T3 without simulcast) is told the level's bitrate
+    and sent every frame, TID 0-1 (half) or TID 0 (a quarter) of them, never keyframes only:
+    no keyframe is asked for and every frame sent follows the one before it."""
+    room, _ = _governed_room(level)
+    time, asked = FakeTime(), []
+    uptrack = Uptrack(ParticipantId("p-pub"), "video", VP8, asked.append, clock=time.clock)
+    stream, received = Stream(uptrack), Received()
+    feed = SenderFeed("video", StreamRewriter("video", first_sequence=100, origin=0))
+    Downtrack(uptrack, ParticipantId("p-viewer"), feed)
+    feed.ready(received)
+    room._govern(uptrack)
+    stream.frames(4)  # the first frames tell it the video has temporal layers
+    room._govern(uptrack)  # the governor's next look: nothing changes
+    count = len(received.frames)
+    stream.frames(16)
+    assert len(received.frames) - count == frames
+    assert uptrack.max_bitrate == bitrate
+    assert not uptrack.keyframes_only
+    assert asked == []
+    received.check_continuous()
+
+
+def test_a_single_layer_video_without_temporal_layers_is_keyframes_only_at_the_last_level() -> None:
+    """Without TIDs the last level still forwards keyframes only, while a video governed
+    before its first frame leaves keyframes only once its frames turn out to carry TIDs, and
+    is sent its base layer's delta frames."""
+    room, _ = _governed_room(3)
+    time, asked = FakeTime(), []
+    plain = Uptrack(ParticipantId("p-pub"), "video", VP8, asked.append, clock=time.clock)
+    plain.on_packet(_packet(1, 0, KEY), VP8)
+    room._govern(plain)
+    assert plain.keyframes_only
+    layered = Uptrack(
+        ParticipantId("p-other"),
+        "video",
+        VP8,
+        asked.append,
+        clock=time.clock,
+        schedule=time.schedule,  # type: ignore[arg-type]
+    )
+    room._govern(layered)
+    assert layered.keyframes_only  # nothing known of its frames yet
+    stream, received = Stream(layered), Received()
+    feed = SenderFeed("video", StreamRewriter("video", first_sequence=100, origin=0))
+    Downtrack(layered, ParticipantId("p-viewer"), feed)
+    feed.ready(received)
+    stream.frames(8)
+    assert not layered.keyframes_only
+    assert layered.temporal_layers
+    assert received.tids() == [0, 0]  # the keyframe, then TID 0 only
 
 
 def test_udp_backlog_sums_only_this_processs_sockets() -> None:

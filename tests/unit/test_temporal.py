@@ -35,13 +35,17 @@ def _vp8(picture_id: int, tl0: int, tid: int, *, sync: bool, key: bool) -> bytes
 @dataclass
 class Stream:
     """A publisher's three-layer stream, one packet per frame: frame ``n`` has picture id
-    ``first_picture + n`` and the TID of ``PATTERN``; frame 0 is a keyframe, and a frame is a
-    layer sync frame when its number is in ``sync``."""
+    ``first_picture + n`` and the TID of ``PATTERN``; frame 0 is a keyframe (and those in
+    ``keys``), and a frame is a layer sync frame when its number is in ``sync``. Frames in
+    ``lose`` are lost on the way to the server; with a ``time``, frames come 1/30 s apart."""
 
     uptrack: Uptrack
     first_picture: int = 32760
     sync: set[int] = field(default_factory=set)
     sent: int = 0
+    lose: set[int] = field(default_factory=set)
+    keys: set[int] = field(default_factory=set)
+    time: FakeTime | None = None
 
     def frame(self) -> int:
         """Send the next frame; its TID."""
@@ -53,9 +57,12 @@ class Stream:
             (250 + n // 4) & 0xFF,
             tid,
             sync=n in self.sync,
-            key=n == 0,
+            key=n == 0 or n in self.keys,
         )
-        self.uptrack.on_packet(_packet(100 + n, 1000 + 3000 * n, payload), VP8)
+        if self.time is not None:
+            self.time.advance(1 / 30)
+        if n not in self.lose:
+            self.uptrack.on_packet(_packet(100 + n, 1000 + 3000 * n, payload), VP8)
         return tid
 
     def frames(self, count: int) -> list[int]:
@@ -218,3 +225,37 @@ def test_a_keyframe_request_from_the_viewer_still_reaches_the_publisher() -> Non
     stream.frames(6)
     downtrack.feed.keyframe_requested()
     assert asked == [SSRC]
+
+
+def _lossy(lose: set[int], **stream: set[int]) -> tuple[Stream, Received, list[int]]:
+    """A publisher whose frames ``lose`` do not arrive, and one viewer of every layer."""
+    time, asked = FakeTime(), []
+    uptrack = Uptrack("p-pub", "video", VP8, asked.append, clock=time.clock)
+    received = Received()
+    feed = SenderFeed("video", StreamRewriter("video", first_sequence=65530, origin=0))
+    Downtrack(uptrack, "p-viewer", feed)
+    feed.ready(received)
+    return Stream(uptrack, lose=lose, time=time, **stream), received, asked
+
+
+def test_a_lost_upper_layer_frame_costs_the_upper_layers_until_their_sync_frames() -> None:
+    """A TID 2 frame lost on the way in (picture id 5 missing, TL0PICIDX not skipping): the
+    viewer keeps the base layer without a keyframe asked for, takes TID 1 and 2 up again at
+    their next sync frames, and sees no gap in the numbering."""
+    stream, received, asked = _lossy({5}, sync={10, 13})
+    stream.frames(20)  # the assembler gives the missing packet up after 0.25 s (8 frames)
+    assert received.tids() == [0, 2, 1, 2, 0, 0, 1, 0, 2, 1, 2, 0, 2, 1, 2]
+    received.check_continuous()
+    assert asked == []
+    assert stream.uptrack.stats.frames_dropped == 1
+
+
+def test_a_lost_base_layer_frame_waits_for_a_keyframe() -> None:
+    """A TID 0 frame lost on the way in (TL0PICIDX skips one): every later frame may refer to
+    it, so the viewer is sent nothing until a keyframe, asked for at once."""
+    stream, received, asked = _lossy({4}, keys={16})
+    stream.frames(16)
+    assert received.tids() == [0, 2, 1, 2]
+    assert asked == [SSRC]
+    stream.frames(4)
+    assert received.tids() == [0, 2, 1, 2, 0, 2, 1, 2]

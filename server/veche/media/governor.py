@@ -12,23 +12,25 @@ while its sockets overflow). It answers with a *level*:
 level  simulcast video (layer ceiling)   single-layer video
 ====== ================================= ==================================================
 0      as the viewer's tile size says    as the publisher's link allows
-1      at most the middle layer, 15 fps  REMB to its publisher: at most 600 kbps
-2      the lowest layer, 15 fps          REMB: at most 300 kbps
-3      the lowest layer, 7.5 fps         REMB 300 kbps, and only keyframes forwarded
+1      at most the middle layer, 15 fps  REMB to its publisher: at most 600 kbps, 15 fps
+2      the lowest layer, 15 fps          REMB: at most 300 kbps, 15 fps
+3      the lowest layer, 7.5 fps         REMB 300 kbps, 7.5 fps; without temporal layers
+                                         only keyframes forwarded
 ====== ================================= ==================================================
 
-The frame rates apply where the publisher encodes in temporal layers (Chromium's camera): the
-frames of the higher temporal layers are left out (:mod:`veche.media.temporal`), which needs
-no keyframe, takes effect at the next frame going down, and at the next layer sync frame going
-up.
+The frame rates apply where the publisher encodes in temporal layers (Chromium's camera, in
+simulcast or not): the frames of the higher temporal layers are left out
+(:mod:`veche.media.temporal`), which needs no keyframe, takes effect at the next frame going
+down, and at the next layer sync frame going up.
 
 Only *unimportant* video is governed (:func:`governed`): never audio, never the room's active
 speaker, never a shared screen. A single-layer publisher (aiortc, Firefox) is first asked for a
-lower bitrate: every frame kept, in fewer packets. Its frames cannot simply be thinned: VP8
-without temporal layers cannot skip a delta frame without breaking every later one until a
-keyframe. The last step forwards only keyframes, asked for a few times a second (coalesced per
-publisher and layer, at most one per 0.3 s): each one decodes on its own, so a lost packet
-costs one frame and never a cascade of keyframe requests.
+lower bitrate: every frame kept, in fewer packets. Without temporal layers its frames cannot
+simply be thinned: VP8 cannot skip a delta frame without breaking every later one until a
+keyframe. For such a video alone the last step forwards only keyframes, asked for a few times
+a second (coalesced per publisher and layer, at most one per 0.3 s): each one decodes on its
+own. That step has a cliff (a keyframe that loses a packet costs a third of a second), so a
+video in temporal layers never takes it: it keeps its base layer's delta frames.
 
 The level rises one step when every sample for :attr:`GovernorPolicy.rise` seconds was
 overloaded (lag above ``threshold``, or :attr:`GovernorPolicy.drops` datagrams dropped), and
@@ -59,15 +61,16 @@ CEILINGS: Final = (None, 1, 0, 0)
 """The highest simulcast layer (0 the lowest) an unimportant video gets at each level."""
 
 TEMPORAL: Final = (None, 1, 1, 0)
-"""The highest temporal layer (TID) an unimportant simulcast video in temporal layers gets at
-each level: 1 is 15 fps of 30, 0 is 7.5 fps (see :mod:`veche.media.temporal`)."""
+"""The highest temporal layer (TID) an unimportant video in temporal layers gets at each level,
+simulcast or not: 1 is 15 fps of 30, 0 is 7.5 fps (see :mod:`veche.media.temporal`)."""
 
 BITRATES: Final = (None, 600_000, 300_000, 300_000)
 """Bits per second an unimportant single-layer publisher is told it may send (REMB), per level
 (aiortc's encoder does not go below 250 kbps; browsers do)."""
 
 KEYFRAMES_ONLY: Final = (False, False, False, True)
-"""Whether an unimportant single-layer video is forwarded as keyframes only, per level."""
+"""Whether an unimportant single-layer video without temporal layers is forwarded as keyframes
+only, per level."""
 
 MAX_LEVEL: Final = len(CEILINGS) - 1
 
@@ -188,9 +191,10 @@ class LoadGovernor:
         return None if important else BITRATES[self.level]
 
     def temporal(self, important: bool) -> int | None:
-        """The highest temporal layer a simulcast video is sent now (``None``: all)."""
+        """The highest temporal layer a video in temporal layers is sent now (``None``: all)."""
         return None if important else TEMPORAL[self.level]
 
     def keyframes_only(self, important: bool) -> bool:
-        """Whether a single-layer video is forwarded as keyframes only now."""
+        """Whether a single-layer video is forwarded as keyframes only now, if it has no
+        temporal layers (one that has is thinned by :meth:`temporal` instead)."""
         return not important and KEYFRAMES_ONLY[self.level]

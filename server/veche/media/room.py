@@ -246,9 +246,10 @@ class MediaRoom:
 
     def govern(self) -> None:
         """Apply the load governor's level (or a new active speaker) to every video of the
-        room: simulcast ones through each viewer's layer ceiling and the temporal layers
-        (frame rate) they are sent, single-layer ones through the bitrate their publisher is
-        told it may send and, at the last level, keyframes only."""
+        room: simulcast ones through each viewer's layer ceiling, single-layer ones through
+        the bitrate their publisher is told it may send, and both through the temporal layers
+        (frame rate) they are sent; at the last level a single-layer video without temporal
+        layers is sent as keyframes only."""
         for peer in self.members.values():
             for uptrack in peer.uptracks:
                 self._govern(uptrack)
@@ -257,10 +258,12 @@ class MediaRoom:
 
     def _govern(self, uptrack: Uptrack) -> None:
         governor, important = self.config.governor, self._important(uptrack)
-        if uptrack.kind == "video" and uptrack.simulcast:
-            uptrack.max_temporal = governor.temporal(important)
-        elif uptrack.kind == "video":
+        if uptrack.kind != "video":
+            return
+        uptrack.max_temporal = governor.temporal(important)
+        if not uptrack.simulcast:
             uptrack.max_bitrate = governor.bitrate(important)
+            # Applies only while its frames carry no TID (see Uptrack.keyframes_only).
             uptrack.set_keyframes_only(governor.keyframes_only(important))
 
     def _follow_state(self, uptrack: Uptrack) -> None:

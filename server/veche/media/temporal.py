@@ -52,6 +52,12 @@ class TemporalFilter:
         self.skipped = 0
         """Frames left out, in all."""
 
+    def lost_above(self, tid: int) -> None:
+        """Frames above ``tid`` were lost on the way in (the base layer's were not): the
+        frames after them that may refer to them are left out until each layer's next sync
+        frame, while the layers up to ``tid`` go on; no keyframe is needed."""
+        self.current = min(self.current, tid)
+
     def admit(self, temporal: Vp8Temporal | None, keyframe: bool, target: int | None) -> bool:
         """Whether to send a frame with these temporal fields (``None``: no temporal layers)
         and keyframe flag, when the viewer should get TIDs up to ``target``."""

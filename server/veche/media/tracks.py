@@ -26,7 +26,7 @@ from aiortc.rtp import RtpPacket
 from veche.ids import ParticipantId
 from veche.media.assembler import AssembledFrame, FrameAssembler, Packet
 from veche.media.counters import MediaCounters
-from veche.media.payloads import Vp8Temporal, vp8_temporal, vp8_width
+from veche.media.payloads import Vp8Temporal, vp8_picture_ids, vp8_temporal, vp8_width
 from veche.media.rewriter import PictureIdRewriter, StreamRewriter
 from veche.media.temporal import TemporalFilter
 from veche.protocol import Source
@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 KEYFRAME_INTERVAL: Final = 0.3
 """Least seconds between two keyframe requests to one publisher track."""
+
+MAX_PICTURE_GAP: Final = 1000
+"""VP8 picture ids missing between two frames of a stream above which the publisher is taken
+to have started a new run of ids rather than to have lost frames."""
 
 RTP_OVERHEAD: Final = 12 + 8 + 20 + 10
 """Bytes a forwarded packet adds to its payload on the wire: RTP, UDP and IPv4 headers and the
@@ -99,6 +103,10 @@ class Layer:
     by it (see ``bandwidth``)."""
     window_start: float = -1.0
     window_bytes: int = 0
+    picture: int | None = None
+    """The VP8 picture id of its last whole frame, and below its TL0PICIDX (temporal layers
+    only): a frame lost on the way in shows as a gap in them (see :meth:`Uptrack._after`)."""
+    tl0: int | None = None
 
     def count(self, size: int, now: float) -> None:
         """Note a frame of ``size`` bytes arriving at ``now``; every ``RATE_WINDOW`` seconds
@@ -155,12 +163,13 @@ class Uptrack:
         self.max_bitrate: int | None = None
         """Bits per second the load governor lets a single-layer publisher send (told it by
         REMB); ``None``: what its link allows."""
-        self.keyframes_only = False
-        """The load governor's last resort for a single-layer video: forward only keyframes,
-        asked for every ``KEYFRAME_INTERVAL`` (see :meth:`set_keyframes_only`)."""
+        self._keyframes_only = False
         self.max_temporal: int | None = None
         """The highest temporal layer (TID) the load governor lets viewers be sent of a video
         encoded in temporal layers; ``None``: all (see :mod:`veche.media.temporal`)."""
+        self.temporal_layers = False
+        """Whether the publisher encodes this video in temporal layers (its VP8 frames carry a
+        TID): then the governor thins it by frame rate, never to keyframes only."""
         self._on_level = on_level
         self.stats = TrackStats()
         self._counters = counters or MediaCounters()
@@ -250,15 +259,29 @@ class Uptrack:
             for index in range(len(self.layers)):
                 self.request_keyframe(index)
 
+    @property
+    def keyframes_only(self) -> bool:
+        """Whether only keyframes are forwarded now: the load governor's last resort for a
+        single-layer video without temporal layers (see :meth:`set_keyframes_only`)."""
+        return self._keyframes_only and not self.temporal_layers
+
     def set_keyframes_only(self, keyframes_only: bool) -> None:
         """Forward only keyframes (a few a second, each one decodable on its own: VP8 without
         temporal layers cannot skip a delta frame without breaking the frames after it), or
         every frame again from the next keyframe, asked for at once (a delta frame refers to
-        frames the viewers did not get)."""
-        if keyframes_only == self.keyframes_only or self.kind != "video":
+        frames the viewers did not get). A video in temporal layers is never cut to keyframes:
+        :attr:`max_temporal` thins it, and every frame it sends still decodes."""
+        if keyframes_only == self._keyframes_only or self.kind != "video":
             return
-        self.keyframes_only = keyframes_only
-        if not keyframes_only:
+        was = self.keyframes_only
+        self._keyframes_only = keyframes_only
+        if was != self.keyframes_only:
+            self._resume_all_frames(was)
+
+    def _resume_all_frames(self, was_keyframes_only: bool) -> None:
+        """Keyframes only began or ended: ask for a keyframe (to send, or to start again from:
+        a delta frame refers to frames the viewers did not get)."""
+        if was_keyframes_only:
             for downtrack in self.downtracks:
                 downtrack.hold_until_keyframe()
         self.request_keyframe()
@@ -293,20 +316,28 @@ class Uptrack:
         )
         if lost and self.kind == "video":
             self.stats.frames_dropped += 1
-            for downtrack in self.downtracks:
-                if downtrack.layer == index:
-                    downtrack.hold_until_keyframe()
-            self.request_keyframe(index)
+            if not self.temporal_layers:
+                self._lost_base(index)
+            # In temporal layers the next whole frame tells which layers lost frames.
         for frame in frames:
             self.stats.frames_in += 1
             size = sum(map(len, frame.payloads)) + RTP_OVERHEAD * len(frame.payloads)
             layer.count(size, arrived)
+            temporal = self._temporal(frame)
             if frame.keyframe and self.kind == "video":
                 layer.width = vp8_width(self.codec.name, frame.payloads[0]) or layer.width
+            if temporal is not None:
+                self._after(layer, index, frame, temporal)
             if not self.enabled:
                 continue
             sent = 0
-            temporal = self._temporal(frame)
+            if temporal is not None and not self.temporal_layers:
+                # The first frame with a TID: thinned by frame rate from now on (a keyframe
+                # starts every frame again by itself).
+                was = self.keyframes_only
+                self.temporal_layers = True
+                if was and not frame.keyframe:
+                    self._resume_all_frames(was)
             if self.keyframes_only and not frame.keyframe:
                 # Coalesced and rate-limited: one request per KEYFRAME_INTERVAL at most.
                 self.request_keyframe(index)
@@ -321,6 +352,41 @@ class Uptrack:
                 counters.packets_forwarded += sent * len(frame.payloads)
                 counters.bytes_forwarded += sent * sum(map(len, frame.payloads))
                 counters.forwarding_delay.observe(self._clock() - arrived)
+
+    def _lost_base(self, index: int) -> None:
+        """Frames of layer ``index`` that later ones refer to were lost: its viewers wait for
+        a keyframe, asked for now."""
+        for downtrack in self.downtracks:
+            if downtrack.layer == index:
+                downtrack.hold_until_keyframe()
+        self.request_keyframe(index)
+
+    def _after(
+        self, layer: Layer, index: int, frame: AssembledFrame, temporal: Vp8Temporal
+    ) -> None:
+        """Follow the picture ids of a layer in temporal layers: frames missing between the
+        last one and ``frame`` were lost. If none of them was a base layer frame (TL0PICIDX,
+        which counts those, did not skip one), the viewers keep the base layer and take the
+        layers above up again at their next sync frames, without a keyframe: under a load
+        that drops packets at random most frames lost are of the upper layers, and a keyframe
+        request for each would snowball. Otherwise they wait for a keyframe."""
+        picture, _ = vp8_picture_ids(frame.payloads[0])
+        last_picture, last_tl0 = layer.picture, layer.tl0
+        layer.picture, layer.tl0 = picture, temporal.tl0
+        if frame.keyframe or picture is None or last_picture is None:
+            return
+        missing = (picture - last_picture - 1) & 0x7FFF
+        if missing == 0 or missing > MAX_PICTURE_GAP:
+            return  # in order, or another run of ids (the publisher started again)
+        base_lost = -1
+        if temporal.tl0 is not None and last_tl0 is not None:
+            base_lost = ((temporal.tl0 - last_tl0) & 0xFF) - (1 if temporal.tid == 0 else 0)
+        if base_lost != 0:
+            self._lost_base(index)
+            return
+        for downtrack in self.downtracks:
+            if downtrack.layer == index:
+                downtrack.lost_upper_layers()
 
     def thinned(self) -> None:
         """Count a frame left out for a viewer (a temporal layer above its own)."""
@@ -592,6 +658,14 @@ class Downtrack:
             self._waiting_for_keyframe = True
             if self._started:
                 self.uptrack.request_keyframe(self.target)
+
+    def lost_upper_layers(self) -> None:
+        """Frames of the upper temporal layers were lost on the way in: send the base layer
+        on, the others again from their next sync frames (see :meth:`TemporalFilter.lost_above`),
+        numbered so that the viewer sees no gap."""
+        if not self._waiting_for_keyframe:
+            self.temporal.lost_above(0)
+            self.feed.skip()
 
     def hold_until_keyframe(self) -> None:
         """Send nothing more until the next keyframe (after a loss or a stall)."""
