@@ -216,7 +216,8 @@ class PipedIn:
 class PipeLink:
     """This process's end of the pipe to the process at ``remote`` (its pipe endpoint's
     address). ``send_key`` protects what goes there, ``receive_key`` what comes from there
-    (the other end has them the other way round). ``on_stall`` is called once when nothing
+    (the other end has them the other way round; until it is known, see
+    :meth:`set_receive_key`, whatever comes is dropped). ``on_stall`` is called once when nothing
     has come for :data:`STALL_AFTER` seconds."""
 
     def __init__(
@@ -224,27 +225,18 @@ class PipeLink:
         endpoint: PipeEndpoint,
         remote: tuple[str, int],
         send_key: bytes,
-        receive_key: bytes,
+        receive_key: bytes | None,
         *,
         on_stall: Callable[[PipeLink], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.endpoint = endpoint
         self.remote = remote
-        self._tx = Session(
-            Policy(
-                key=send_key,
-                ssrc_type=Policy.SSRC_ANY_OUTBOUND,
-                srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
-            )
-        )
-        self._rx = Session(
-            Policy(
-                key=receive_key,
-                ssrc_type=Policy.SSRC_ANY_INBOUND,
-                srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
-            )
-        )
+        self._tx: Session
+        self.set_send_key(send_key)
+        self._rx: Session | None = None
+        if receive_key is not None:
+            self.set_receive_key(receive_key)
         self._extensions = HeaderExtensionsMap()
         self._extensions.configure(
             RTCRtpParameters(
@@ -268,6 +260,27 @@ class PipeLink:
         self._feedback_ssrc = random.getrandbits(32)
         self._task = asyncio.ensure_future(self._keep_alive())
         endpoint.links[remote] = self
+
+    def set_receive_key(self, key: bytes) -> None:
+        """Take what comes from the other end under ``key`` from now on (its first key, or a
+        fresh one after it re-established the link)."""
+        self._rx = Session(
+            Policy(
+                key=key,
+                ssrc_type=Policy.SSRC_ANY_INBOUND,
+                srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+            )
+        )
+
+    def set_send_key(self, key: bytes) -> None:
+        """Protect what goes to the other end under ``key`` from now on."""
+        self._tx = Session(
+            Policy(
+                key=key,
+                ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+            )
+        )
 
     # ------------------------------------------------------------------ sending side
 
@@ -365,14 +378,15 @@ class PipeLink:
 
     def datagram(self, data: bytes) -> None:
         """One datagram from the other end (the endpoint hands it here)."""
-        if len(data) < 2:
+        rx = self._rx
+        if len(data) < 2 or rx is None:
             self.stats.rejected += 1
             return
         try:
             if 192 <= data[1] <= 223:
-                self._rtcp(self._rx.unprotect_rtcp(data))
+                self._rtcp(rx.unprotect_rtcp(data))
             else:
-                self._rtp(self._rx.unprotect(data))
+                self._rtp(rx.unprotect(data))
         except (SrtpError, ValueError):
             self.stats.rejected += 1
             return

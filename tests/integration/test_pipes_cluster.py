@@ -1,0 +1,144 @@
+"""One room's media spread over two nodes with ``pipes`` on: real processes over a real Redis,
+real aiortc participants. Each participant's media runs on the node its WebSocket reached; the
+room's tracks cross between the nodes once per node, not once per viewer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from .peers import MediaClient
+from .redisproc import REDIS_SERVER, RedisProcess, run_redis
+from .serverproc import ServerProcess, run_server
+from .waiting import until
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
+    pytest.mark.skipif(os.environ.get("VECHE_IN_NETNS") != "1", reason="media runs in the netns"),
+]
+
+ADMIN = "pipes-admin-token-of-at-least-32-characters"
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisProcess]:
+    with run_redis() as server:
+        yield server
+
+
+def _node(redis: RedisProcess) -> contextlib.AbstractContextManager[ServerProcess]:
+    return run_server(
+        *("--redis-url", redis.url, "--resume-grace", "5", "--pipes"),
+        *("--admin-token", ADMIN),
+    )
+
+
+def metrics(server: ServerProcess) -> dict[str, float]:
+    """``/metrics`` of one node: each series (with its labels) and its value."""
+    with urllib.request.urlopen(server.http + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r"([a-z_]+(?:\{[^}]*\})?) (\S+)", line)
+        if match:
+            values[match[1]] = float(match[2])
+    return values
+
+
+def total(values: dict[str, float], name: str) -> float:
+    """The sum of every series of ``name`` (all labels)."""
+    return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))
+
+
+async def test_a_room_over_two_nodes_pipes_each_track_once_per_node(redis: RedisProcess) -> None:
+    """A presenter on the room's node and two viewers on the other (one also publishing): all
+    see and hear each other; the other node receives the presenter's tracks over the pipe once
+    and forwards them twice (one copy per viewer); its own participants' media runs there."""
+    with _node(redis) as first, _node(redis) as second:
+        presenter = await MediaClient.join(first.ws, "lecture", "P")
+        viewers = [await MediaClient.join(second.ws, "lecture", n) for n in ("V1", "V2")]
+        everyone = [presenter, *viewers]
+        try:
+            await presenter.publish()
+            await viewers[1].publish()
+
+            def all_receive() -> bool:
+                return (
+                    all(
+                        v.receives_from(presenter.participant_id, video=30, audio=30)
+                        for v in viewers
+                    )
+                    and presenter.receives_from(viewers[1].participant_id, video=30, audio=30)
+                    and viewers[0].receives_from(viewers[1].participant_id, video=30, audio=30)
+                )
+
+            await until(all_receive, timeout=30)
+            # The room lives on the first node; the viewers' media on the second.
+            room = first.participant("lecture", viewers[0].participant_id)
+            assert room["node"] != first.participant("lecture", presenter.participant_id)["node"]
+            a, b = metrics(first), metrics(second)
+            assert total(a, "veche_pipes") == 1
+            assert total(b, "veche_pipes") == 1
+            # P's microphone and camera cross once for both viewers (and V2's the other way).
+            assert total(b, "veche_pipe_tracks") == 4
+            assert sum(v for k, v in b.items() if 'direction="in"' in k) == 2
+            received = total(b, "veche_pipe_packets_received_total")
+            sent = total(a, "veche_pipe_packets_sent_total")
+            assert received > 50
+            assert received >= 0.9 * sent  # on loopback next to nothing is lost
+            assert total(b, "veche_pipe_rejected_total") == 0
+            # The second node forwards what came over the pipe to two viewers (and V2's own
+            # tracks to V1 and over the pipe): about twice as many packets as it received, where
+            # one pipe per viewer would have received twice as many.
+            forwarded_b = total(b, "veche_packets_forwarded_total")
+            assert 1.5 * received < forwarded_b
+            # The first node receives V2's tracks once and forwards them to P only.
+            assert total(a, "veche_pipe_packets_received_total") > 50
+        finally:
+            for client in everyone:
+                await client.close()
+
+
+async def test_killing_the_second_node_takes_only_its_participants(redis: RedisProcess) -> None:
+    """The node with the viewers dies: they leave the room (reconnecting, then gone), the
+    presenter on the room's node keeps its connection and its place, and the first node's pipe
+    to the dead one stops carrying anything."""
+    with _node(redis) as first:
+        presenter = await MediaClient.join(first.ws, "kill", "P")
+        try:
+            await presenter.publish()
+            with _node(redis) as second:
+                viewer = await MediaClient.join(second.ws, "kill", "V")
+                await viewer.publish()
+                await until(
+                    lambda: (
+                        viewer.receives_from(presenter.participant_id, video=20, audio=20)
+                        and presenter.receives_from(viewer.participant_id, video=20, audio=20)
+                    ),
+                    timeout=30,
+                )
+                os.kill(second.process.pid, signal.SIGKILL)
+                second.process.wait(10)
+                with contextlib.suppress(Exception):
+                    await viewer.close()
+            await presenter.wait_for(
+                lambda m: (
+                    m["type"] == "participant_left"
+                    and m.get("participant_id") == viewer.participant_id
+                ),
+                timeout=20,
+            )
+            me = first.participant("kill", presenter.participant_id)
+            assert me["reconnecting"] is False
+            await presenter.send({"type": "chat", "text": "still here"})
+            await presenter.wait_for(lambda m: m["type"] == "chat_posted", timeout=5)
+            assert total(metrics(first), "veche_pipe_tracks") == 0
+        finally:
+            await presenter.close()
