@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -103,6 +104,50 @@ async def test_a_room_over_two_nodes_pipes_each_track_once_per_node(redis: Redis
             assert total(a, "veche_pipe_packets_received_total") > 50
         finally:
             for client in everyone:
+                await client.close()
+        for node in (first, second):
+            assert "Traceback" not in node.output(), node.output()[-3000:]
+
+
+async def test_a_late_joiner_on_the_other_node_has_a_picture_within_a_second(
+    redis: RedisProcess,
+) -> None:
+    """A call runs on the room's node; someone joins through the other node, which has nobody
+    else in the room: its first video frame comes within 1 s of its subscribe connection
+    connecting (the keyframe request crosses the pipe back to the publisher)."""
+    with _node(redis) as first, _node(redis) as second:
+        publisher = await MediaClient.join(first.ws, "late", "Pub")
+        early = await MediaClient.join(first.ws, "late", "Early")
+        late: MediaClient | None = None
+        try:
+            await publisher.publish()
+            await until(lambda: any(r.frames > 60 for r in early.remote), timeout=20)
+            late = await MediaClient.join(second.ws, "late", "Late")
+            connected: list[float] = []
+
+            def connected_now() -> bool:
+                pc = late.subscribe_pc if late is not None else None
+                if pc is not None and pc.connectionState == "connected" and not connected:
+                    connected.append(time.monotonic())
+                return bool(connected)
+
+            await until(connected_now, timeout=10, step=0.005)
+            await until(
+                lambda: (
+                    late is not None
+                    and any(r.track.kind == "video" and r.frames > 0 for r in late.remote)
+                ),
+                timeout=10,
+            )
+            (video,) = late.tracks_from(publisher.participant_id, "video")
+            assert video.first_frame_at is not None
+            assert video.first_frame_at - connected[0] < 1.0
+            assert (
+                first.participant("late", late.participant_id)["node"]
+                != (first.participant("late", publisher.participant_id)["node"])
+            )
+        finally:
+            for client in (publisher, early, *([late] if late else [])):
                 await client.close()
 
 
