@@ -9,8 +9,10 @@ import os
 import re
 import signal
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -149,6 +151,42 @@ async def test_a_late_joiner_on_the_other_node_has_a_picture_within_a_second(
         finally:
             for client in (publisher, early, *([late] if late else [])):
                 await client.close()
+
+
+def participant_anywhere(server: ServerProcess, room: str, participant_id: str) -> dict[str, Any]:
+    """The admin API's view of a participant, asked until the request lands on the worker that
+    owns the room (each request is a new connection, which the kernel gives any worker)."""
+    for _ in range(50):
+        with contextlib.suppress(urllib.error.HTTPError):
+            return server.participant(room, participant_id)
+    raise AssertionError(f"no worker answered for {room}")
+
+
+async def test_two_workers_pipe_a_room_between_them() -> None:
+    """``--workers 2 --pipes``: a viewer whose connection the kernel gave the other worker
+    than the publisher's receives the publisher's media there, through the pipe."""
+    with run_server("--workers", "2", "--pipes", "--admin-token", ADMIN) as server:
+        publisher = await MediaClient.join(server.ws, "workers", "Pub")
+        viewers: list[MediaClient] = []
+        try:
+            await publisher.publish()
+            home = participant_anywhere(server, "workers", publisher.participant_id)["node"]
+            for attempt in range(16):
+                viewer = await MediaClient.join(server.ws, "workers", f"V{attempt}")
+                viewers.append(viewer)
+                node = participant_anywhere(server, "workers", viewer.participant_id)["node"]
+                if node != home:
+                    break
+            else:
+                raise AssertionError("every connection landed on the publisher's worker")
+            await until(
+                lambda: viewer.receives_from(publisher.participant_id, video=30, audio=30),
+                timeout=30,
+            )
+        finally:
+            for client in (publisher, *viewers):
+                await client.close()
+        assert server.terminate() == 0
 
 
 async def test_killing_the_second_node_takes_only_its_participants(redis: RedisProcess) -> None:
