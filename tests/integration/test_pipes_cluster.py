@@ -4,10 +4,12 @@ room's tracks cross between the nodes once per node, not once per viewer."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -109,6 +111,69 @@ async def test_a_room_over_two_nodes_pipes_each_track_once_per_node(redis: Redis
                 await client.close()
         for node in (first, second):
             assert "Traceback" not in node.output(), node.output()[-3000:]
+
+
+def _capture_pipe_datagrams(seconds: float, ports: range) -> list[bytes]:
+    """The UDP payloads seen on the loopback interface for ``seconds`` between two ports of
+    ``ports`` (one pipe endpoint to another), raw from the wire (needs root: the test runs
+    in its own network namespace)."""
+    sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    sniffer.bind(("lo", 0))
+    sniffer.settimeout(0.1)
+    found: list[bytes] = []
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                frame, address = sniffer.recvfrom(65535)
+            except TimeoutError:
+                continue
+            if address[2] == socket.PACKET_OUTGOING:
+                continue  # on lo each datagram is seen going out and coming in: count it once
+            ip = frame[14:]
+            if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != socket.IPPROTO_UDP:
+                continue
+            udp = ip[(ip[0] & 0x0F) * 4 :]
+            source, destination = int.from_bytes(udp[0:2]), int.from_bytes(udp[2:4])
+            if source in ports and destination in ports:
+                found.append(udp[8:])
+    finally:
+        sniffer.close()
+    return found
+
+
+async def test_the_pipe_carries_srtp_not_plain_rtp(redis: RedisProcess) -> None:
+    """Captured on the wire between two nodes, the pipe's packets are encrypted: in the clear
+    every payload of a stream starts alike (Opus's TOC byte at one configuration, VP8's
+    payload descriptor), on the pipe the first payload bytes of each stream vary as
+    ciphertext does; the feedback coming back is encrypted SRTCP."""
+    with _node(redis) as first, _node(redis) as second:
+        publisher = await MediaClient.join(first.ws, "wire", "P")
+        viewer = await MediaClient.join(second.ws, "wire", "V")
+        try:
+            await publisher.publish()
+            await until(
+                lambda: viewer.receives_from(publisher.participant_id, video=10, audio=10),
+                timeout=30,
+            )
+            datagrams = await asyncio.to_thread(_capture_pipe_datagrams, 1.5, range(40200, 40300))
+        finally:
+            for client in (publisher, viewer):
+                await client.close()
+    streams: dict[int, list[int]] = {}
+    for d in datagrams:
+        if len(d) > 40 and not 192 <= d[1] <= 223:
+            offset = 12 + 4 * (d[0] & 0x0F)
+            if d[0] & 0x10:  # a header extension (the audio level) before the payload
+                offset += 4 + 4 * int.from_bytes(d[offset + 2 : offset + 4])
+            streams.setdefault(int.from_bytes(d[8:12]), []).append(d[offset])
+    long_ones = {ssrc: firsts for ssrc, firsts in streams.items() if len(firsts) >= 20}
+    assert len(long_ones) >= 2, {ssrc: len(f) for ssrc, f in streams.items()}  # audio, video
+    for firsts in long_ones.values():
+        assert len(set(firsts)) > 8, sorted(set(firsts))
+    rtcp = [d for d in datagrams if 192 <= d[1] <= 223]
+    assert rtcp, "feedback travels back as SRTCP"
+    assert all(d[-14] & 0x80 for d in rtcp)  # the SRTCP E flag: the report is encrypted
 
 
 async def test_a_late_joiner_on_the_other_node_has_a_picture_within_a_second(
