@@ -16,7 +16,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from veche import __version__
-from veche.appkeys import HUB, SETTINGS
+from veche.appkeys import CLUSTER, HUB, SETTINGS
 from veche.auth import bearer_matches
 from veche.errors import InvalidRoomName, Refused
 from veche.ids import ParticipantId
@@ -57,6 +57,11 @@ _ROOM_SCHEMA: Final[dict[str, Any]] = {
                             "video": {"type": "integer"},
                             "frames": {"type": "integer"},
                         },
+                    },
+                    "node": {
+                        "type": "string",
+                        "description": "the process (node id) its media runs on: the room's "
+                        "own, or with pipes on the one its WebSocket reached",
                     },
                     "layers": {
                         "type": "array",
@@ -277,7 +282,7 @@ def _room(request: web.Request) -> Room:
     return room
 
 
-def _describe(room: Room, media: MediaRooms) -> dict[str, Any]:
+def _describe(room: Room, media: MediaRooms, node: str) -> dict[str, Any]:
     return {
         "name": room.name,
         "created_at": room.created_at,
@@ -296,7 +301,11 @@ def _describe(room: Room, media: MediaRooms) -> dict[str, Any]:
                     "joined_at",
                 }
             )
-            | {"receiving": media.receiving(p.id), "layers": media.layers(p.id)}
+            | {
+                "receiving": media.receiving(p.id),
+                "layers": media.layers(p.id),
+                "node": media.where(p.id) or node,
+            }
             for p in room.participants
         ],
     }
@@ -306,12 +315,14 @@ async def list_rooms(request: web.Request) -> web.Response:
     _authorized(request)
     hub = request.app[HUB]
     rooms = [room for name in hub.rooms.names if (room := hub.rooms.get(name)) is not None]
-    return web.json_response({"rooms": [_describe(room, hub.media) for room in rooms]})
+    node = request.app[CLUSTER].node_id
+    return web.json_response({"rooms": [_describe(room, hub.media, node) for room in rooms]})
 
 
 async def get_room(request: web.Request) -> web.Response:
     _authorized(request)
-    return web.json_response(_describe(_room(request), request.app[HUB].media))
+    node = request.app[CLUSTER].node_id
+    return web.json_response(_describe(_room(request), request.app[HUB].media, node))
 
 
 async def close_room(request: web.Request) -> web.Response:

@@ -11,16 +11,19 @@ from typing import Final
 
 from aiohttp import web
 
-from veche.appkeys import CLUSTER, HUB, LOOP_MONITOR, METRICS, RELAY, SETTINGS, WEB_ROOT
+from veche.appkeys import CLUSTER, HUB, LOOP_MONITOR, METRICS, PIPES, RELAY, SETTINGS, WEB_ROOT
 from veche.assets import web_root as default_web_root
 from veche.cluster.bus import Bus, create_bus
 from veche.cluster.membership import Cluster
+from veche.cluster.pipes import PipeBroker
+from veche.cluster.placement import Placement
 from veche.cluster.relay import Relay
 from veche.cluster.roomstate import BusStore
 from veche.hub import Hub
 from veche.ice import server_ice_servers
 from veche.media import MediaConfig
 from veche.media.governor import GovernorPolicy, LoadGovernor
+from veche.media.pipe import PipeEndpoint
 from veche.metrics import LoopMonitor, metrics_registry, monitor_loop
 from veche.roomstore import NoStore, RoomStore, SqliteStore
 from veche.routes import setup_routes
@@ -54,6 +57,9 @@ def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Appli
     app.cleanup_ctx.append(_credential_refresher)
     app.cleanup_ctx.append(_media)
     app.cleanup_ctx.append(_coordination)
+    app[PIPES] = []
+    if settings.pipes:
+        app.cleanup_ctx.append(_pipes)
     app.cleanup_ctx.append(_room_state)
     app.cleanup_ctx.append(monitor_loop)
     app.on_shutdown.append(_close_clients)
@@ -158,6 +164,28 @@ async def _coordination(app: web.Application) -> AsyncIterator[None]:
     await relay.stop()
     await cluster.stop()
     await cluster.bus.close()
+
+
+async def _pipes(app: web.Application) -> AsyncIterator[None]:
+    """With ``pipes``: this node's pipe endpoint and broker, and media placed where each
+    participant's WebSocket is (see :mod:`veche.cluster.placement`)."""
+    settings, hub, relay = app[SETTINGS], app[HUB], app[RELAY]
+    endpoint = await PipeEndpoint.open(
+        settings.pipe_host, settings.pipe_port_min, settings.pipe_port_max
+    )
+    broker = PipeBroker(
+        relay.node_id, hub.media, endpoint, relay.post, counters=hub.media.config.counters
+    )
+    placement = Placement(relay, hub, broker)
+    relay.media = placement
+    hub.media.elsewhere = placement
+    app[PIPES].append(broker)
+    await broker.start()
+    yield
+    app[PIPES].clear()
+    relay.media = None
+    hub.media.elsewhere = None
+    await broker.stop()
 
 
 async def _close_clients(app: web.Application) -> None:

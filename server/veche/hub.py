@@ -763,6 +763,10 @@ class Hub:
             ids = tuple(p.id for p in current.participants)
             self._deliver([Delivery(ids, ActiveSpeaker(participant_id=participant_id))])
 
+    def session_of(self, participant_id: ParticipantId) -> Session | None:
+        """The connection a participant of this node's rooms is on now, if any."""
+        return self._by_participant.get(participant_id)
+
     def _send_to(self, participant_id: ParticipantId, message: ServerMessage) -> None:
         target = self._by_participant.get(participant_id)
         if target is not None:

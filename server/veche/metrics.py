@@ -24,7 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from veche import __version__
-from veche.appkeys import CLUSTER, HUB, LOOP_MONITOR, METRICS, SETTINGS
+from veche.appkeys import CLUSTER, HUB, LOOP_MONITOR, METRICS, PIPES, SETTINGS
 from veche.auth import bearer_matches
 from veche.hub import Hub
 from veche.media.counters import DELAY_BUCKETS
@@ -198,6 +198,40 @@ class VecheCollector(Collector):
             "The worst event loop lag since start.",
             value=monitor.worst,
         )
+        yield from self._pipes()
+
+    def _pipes(self) -> Iterator[Metric]:
+        """Pipes to other nodes (``pipes`` on): one series per other node."""
+        brokers = self._app[PIPES]
+        links = brokers[0].links if brokers else {}
+        yield GaugeMetricFamily("veche_pipes", "Pipes up to other nodes.", value=len(links))
+        tracks = GaugeMetricFamily(
+            "veche_pipe_tracks",
+            "Tracks piped, by other node and direction (out: published here).",
+            labels=["peer", "direction"],
+        )
+        for node, link in links.items():
+            tracks.add_metric([node, "out"], len(link.outgoing))
+            tracks.add_metric([node, "in"], len(link.incoming))
+        yield tracks
+        for name, help_text, field in (
+            ("packets_sent", "SRTP packets sent over the pipe, by other node.", "packets_sent"),
+            ("bytes_sent", "Bytes sent over the pipe, by other node.", "bytes_sent"),
+            ("packets_received", "RTP packets received over the pipe.", "packets_received"),
+            ("bytes_received", "Bytes received over the pipe.", "bytes_received"),
+            ("packets_lost", "Sequence numbers skipped on the pipe.", "packets_lost"),
+            ("rejected", "Datagrams that failed SRTP authentication.", "rejected"),
+            (
+                "keyframe_requests",
+                "Keyframe requests sent back over the pipe.",
+                "keyframe_requests_sent",
+            ),
+            ("stalls", "Times the pipe went silent for two seconds.", "stalls"),
+        ):
+            family = CounterMetricFamily(f"veche_pipe_{name}", help_text, labels=["peer"])
+            for node, link in links.items():
+                family.add_metric([node], getattr(link.stats, field))
+            yield family
 
 
 def _allowed(request: web.Request, settings: Settings) -> bool:

@@ -58,6 +58,23 @@ class Settings(BaseSettings):
     public_ip: str | None = Field(
         None, description="IP address announced in media candidates (behind NAT or Docker)."
     )
+    pipes: bool = Field(
+        False,
+        description="With several processes (`workers` or nodes over `redis_url`): a "
+        "participant's media stays on the process its WebSocket reached, and the tracks of a "
+        "room are piped (once per process) to the other processes that have its members.",
+    )
+    pipe_host: str = Field(
+        "127.0.0.1",
+        description="Address on the internal network where this process receives pipes from "
+        "the others (reachable by every node).",
+    )
+    pipe_port_min: int = Field(
+        40200, ge=1024, le=65535, description="Lowest UDP port a process receives pipes on."
+    )
+    pipe_port_max: int = Field(
+        40299, ge=1024, le=65535, description="Highest UDP port a process receives pipes on."
+    )
     max_participants: int = Field(
         50, ge=1, le=10000, description="Maximum participants in one room."
     )
@@ -435,6 +452,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"media_port_min ({self.media_port_min}) is above media_port_max "
                 f"({self.media_port_max})"
+            )
+        if self.pipe_port_min > self.pipe_port_max:
+            raise ValueError(
+                f"pipe_port_min ({self.pipe_port_min}) is above pipe_port_max "
+                f"({self.pipe_port_max})"
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")

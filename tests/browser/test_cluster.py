@@ -1,14 +1,17 @@
 """Two Veche nodes over a real Redis, in Chromium: participants who reached different nodes
-see and hear each other (signalling relayed to the room's node, media straight to it)."""
+see and hear each other (signalling relayed to the room's node, media straight to it; with
+pipes, media on each one's node and piped between them)."""
 
 from __future__ import annotations
 
 import pytest
-from playwright.async_api import Browser
+from playwright.async_api import Browser, Page
 
 from tests.browser.conftest import REMOTE_VIDEO_PLAYS, meeting_pages
 from tests.integration.redisproc import REDIS_SERVER, run_redis
 from tests.integration.serverproc import run_server
+from tests.integration.test_pipes_cluster import metrics, total
+from tests.integration.waiting import until
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,3 +33,44 @@ async def test_participants_on_two_nodes_see_each_other(browser: Browser) -> Non
                 assert await page.locator(".tile").count() == 2
             owners = [first.health()["participants"], second.health()["participants"]]
             assert sorted(owners) == [0, 2], "the room lives on one node"
+
+
+FRAMES_DECODED = """async () => {
+    const pc = window.veche.connection?.subscribePc;
+    let frames = 0;
+    if (pc) (await pc.getStats()).forEach(s => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
+    });
+    return frames;
+}"""
+
+
+async def _frames_decoded(page: Page, least: int) -> bool:
+    frames: int = await page.evaluate(FRAMES_DECODED)
+    return frames > least
+
+
+async def test_with_pipes_each_browser_media_stays_on_its_node(browser: Browser) -> None:
+    """``--pipes``: Chromium participants on two nodes see each other, each one's media on the
+    node its page reached, the tracks crossing once over the pipe (SRTP, never refused)."""
+    with (
+        run_redis() as redis,
+        run_server("--redis-url", redis.url, "--pipes") as first,
+        run_server("--redis-url", redis.url, "--pipes") as second,
+    ):
+        people = [(first.http, "Ada"), (second.http, "Bob")]
+        async with meeting_pages(browser, "two-nodes-piped", people) as pages:
+            for page in pages:
+                await page.wait_for_function(REMOTE_VIDEO_PLAYS, timeout=30000)
+                assert await page.locator(".tile").count() == 2
+            for page in pages:  # the picture keeps coming, not only a first keyframe
+                await until(lambda p=page: _frames_decoded(p, 30), timeout=20)
+            for node in (first, second):
+                values = metrics(node)
+                assert total(values, "veche_pipes") == 1
+                # Each node receives the other's camera and microphone once.
+                assert sum(v for k, v in values.items() if 'direction="in"' in k) == 2
+                assert total(values, "veche_pipe_packets_received_total") > 50
+                assert total(values, "veche_pipe_rejected_total") == 0
+                # And forwards them to its own participant.
+                assert total(values, "veche_packets_forwarded_total") > 50

@@ -11,18 +11,26 @@ from veche.auth import Identity
 from veche.cluster.envelopes import (
     ClientFrame,
     CloseSession,
+    MediaForwarding,
+    MediaJoin,
+    MediaLeave,
     OpenSession,
+    PipeKey,
     RelayedIdentity,
+    RoomMedia,
     ServerFrame,
     SessionClosed,
     ToEdge,
+    ToMedia,
     ToOwner,
+    TrackPiped,
+    TrackUnpiped,
     decode_batch,
     encode_batch,
 )
 from veche.protocol import CloseCode
 
-ONE_OF_EACH: list[ToOwner | ToEdge] = [
+ONE_OF_EACH: list[ToOwner | ToEdge | ToMedia] = [
     OpenSession(
         session="n-a/1",
         edge="n-a",
@@ -35,11 +43,30 @@ ONE_OF_EACH: list[ToOwner | ToEdge] = [
     SessionClosed(session="n-a/1", edge="n-a", reason="timeout"),
     ServerFrame(session="n-a/1", text='{"type":"pong"}'),
     CloseSession(session="n-a/1", code=CloseCode.SERVICE_RESTART, reason="moved"),
+    MediaJoin(session="n-a/1", room="r", participant="p1", receive_codecs=["video/VP8"]),
+    MediaLeave(participant="p1"),
+    MediaForwarding(participant="p1", audio=True, video=False, screen=False),
+    RoomMedia(room="r", nodes=["n-a", "n-b"]),
+    PipeKey(node="n-a", host="10.0.0.2", port=40200, key="a2V5"),
+    TrackPiped(
+        node="n-a",
+        room="r",
+        track="p1-camera-3",
+        owner="p1",
+        kind="video",
+        source="camera",
+        mime_type="video/VP8",
+        clock_rate=90000,
+        payload_type=96,
+        rids=["q", "h", "f"],
+        ssrc=0x12345670,
+    ),
+    TrackUnpiped(node="n-a", room="r", ssrc=0x12345670),
 ]
 
 
 @pytest.mark.parametrize("envelope", ONE_OF_EACH, ids=lambda e: e.type)
-def test_envelope_round_trips_alone(envelope: ToOwner | ToEdge) -> None:
+def test_envelope_round_trips_alone(envelope: ToOwner | ToEdge | ToMedia) -> None:
     """Each kind decodes to an equal envelope of the same class."""
     (decoded,) = decode_batch(encode_batch([envelope]))
     assert type(decoded) is type(envelope)

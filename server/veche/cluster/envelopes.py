@@ -16,10 +16,20 @@ From the owner back to the edge (:data:`ToEdge`):
 * ``server_frame`` -- one server message for the client, already encoded;
 * ``close_session`` -- close the client's connection with a code and a reason.
 
-Every envelope names the relayed ``session`` (``<edge node id>/<number>``). Only nodes of the
-same version talk to each other (a rolling update drains a node before replacing it), so the
-format carries no version. :func:`encode_batch` and :func:`decode_batch` are the only
-(de)serialisation of this wire.
+With ``pipes`` on (see :mod:`veche.cluster.placement`), the owner also tells the edge node to
+run a relayed participant's media there (:data:`ToMedia`): ``media_join``, ``media_leave``,
+``media_forwarding``; and the nodes of a room's media tell each other what their pipes need
+(:mod:`veche.media.pipe`): ``room_media`` (owner to each node: which nodes have members),
+``pipe_key`` (a node's pipe address and the SRTP key it sends under), ``track_piped`` /
+``track_unpiped`` (a published track that starts or stops coming over the pipe). They travel on
+the same ordered channel as the relayed frames: a ``media_join`` reaches the edge before the
+client, answering the ``welcome`` sent ahead of it, can offer; a ``pipe_key`` before the tracks
+sent under it.
+
+Every relayed-session envelope names the relayed ``session`` (``<edge node id>/<number>``).
+Only nodes of the same version talk to each other (a rolling update drains a node before
+replacing it), so the format carries no version. :func:`encode_batch` and
+:func:`decode_batch` are the only (de)serialisation of this wire.
 """
 
 from __future__ import annotations
@@ -38,12 +48,20 @@ __all__ = [
     "ClientFrame",
     "CloseSession",
     "Envelope",
+    "MediaForwarding",
+    "MediaJoin",
+    "MediaLeave",
     "OpenSession",
+    "PipeKey",
     "RelayedIdentity",
+    "RoomMedia",
     "ServerFrame",
     "SessionClosed",
     "ToEdge",
+    "ToMedia",
     "ToOwner",
+    "TrackPiped",
+    "TrackUnpiped",
     "decode_batch",
     "encode_batch",
 ]
@@ -131,25 +149,104 @@ class CloseSession(_Model):
     reason: str
 
 
+class MediaJoin(_Model):
+    """Run the media of the participant of relayed ``session`` here, in ``room``'s media."""
+
+    type: Literal["media_join"] = "media_join"
+    session: SessionId
+    room: str
+    participant: str
+    receive_codecs: list[str] | None = None
+    address: str | None = None
+
+
+class MediaLeave(_Model):
+    """The participant's media here ends (it left, or was let go)."""
+
+    type: Literal["media_leave"] = "media_leave"
+    participant: str
+
+
+class MediaForwarding(_Model):
+    """Forward the participant's microphone, camera and screen only while they are on."""
+
+    type: Literal["media_forwarding"] = "media_forwarding"
+    participant: str
+    audio: bool
+    video: bool
+    screen: bool
+
+
+class RoomMedia(_Model):
+    """The nodes that have members of ``room``'s media now (a node not listed has none)."""
+
+    type: Literal["room_media"] = "room_media"
+    room: str
+    nodes: list[str]
+
+
+class PipeKey(_Model):
+    """Node ``node`` receives pipes at ``host``:``port`` and sends to the receiver under
+    ``key`` (base64 SRTP master key and salt), from now on."""
+
+    type: Literal["pipe_key"] = "pipe_key"
+    node: str
+    host: str
+    port: int
+    key: str
+
+
+class TrackPiped(_Model):
+    """A track of ``room`` published on ``node`` comes over its pipe from now on (layer ``i``
+    as SSRC ``ssrc | i``)."""
+
+    type: Literal["track_piped"] = "track_piped"
+    node: str
+    room: str
+    track: str
+    owner: str
+    kind: Literal["audio", "video"]
+    source: Literal["microphone", "camera", "screen"]
+    mime_type: str
+    clock_rate: int
+    channels: int | None = None
+    payload_type: int
+    parameters: dict[str, str | int | None] = Field(default_factory=dict)
+    rids: list[str] = Field(default_factory=list)
+    ssrc: int
+
+
+class TrackUnpiped(_Model):
+    """The track sent as base SSRC ``ssrc`` by ``node`` no longer comes."""
+
+    type: Literal["track_unpiped"] = "track_unpiped"
+    node: str
+    room: str
+    ssrc: int
+
+
+ToMedia = MediaJoin | MediaLeave | MediaForwarding | RoomMedia | PipeKey | TrackPiped | TrackUnpiped
+"""An envelope about where media runs and what the pipes between nodes carry."""
+
 ToOwner = OpenSession | ClientFrame | SessionClosed
 """An envelope from the edge node to the room's owner."""
 
 ToEdge = ServerFrame | CloseSession
 """An envelope from the room's owner to the edge node."""
 
-Envelope = Annotated[ToOwner | ToEdge, Field(discriminator="type")]
+Envelope = Annotated[ToOwner | ToEdge | ToMedia, Field(discriminator="type")]
 """Any relay envelope."""
 
 _ENVELOPE: Final[TypeAdapter[Envelope]] = TypeAdapter(Envelope)
 _BATCH: Final[TypeAdapter[list[Envelope]]] = TypeAdapter(list[Envelope])
 
 
-def encode_batch(envelopes: Sequence[ToOwner | ToEdge]) -> bytes:
+def encode_batch(envelopes: Sequence[ToOwner | ToEdge | ToMedia]) -> bytes:
     """One bus message carrying ``envelopes`` in order (absent optional fields left out)."""
     return _BATCH.dump_json(list(envelopes), exclude_none=True)
 
 
-def decode_batch(data: bytes) -> list[ToOwner | ToEdge]:
+def decode_batch(data: bytes) -> list[ToOwner | ToEdge | ToMedia]:
     """The envelopes of one bus message, in order. What cannot be read is logged and left
     out: the whole message if it is not a JSON array, else each bad envelope alone (the others
     of the batch still count)."""
@@ -165,7 +262,7 @@ def decode_batch(data: bytes) -> list[ToOwner | ToEdge]:
     if not isinstance(items, list):
         log.warning("unreadable relay message", extra={"error": "not a JSON array"})
         return []
-    envelopes: list[ToOwner | ToEdge] = []
+    envelopes: list[ToOwner | ToEdge | ToMedia] = []
     for item in items:
         try:
             envelopes.append(_ENVELOPE.validate_python(item))

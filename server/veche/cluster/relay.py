@@ -26,18 +26,26 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, assert_never
+from typing import Final, Protocol, assert_never
 
 from veche.cluster.bus import Bus, BusUnavailable, Subscription
 from veche.cluster.envelopes import (
     ClientFrame,
     CloseSession,
+    MediaForwarding,
+    MediaJoin,
+    MediaLeave,
     OpenSession,
+    PipeKey,
     RelayedIdentity,
+    RoomMedia,
     ServerFrame,
     SessionClosed,
     ToEdge,
+    ToMedia,
     ToOwner,
+    TrackPiped,
+    TrackUnpiped,
     decode_batch,
     encode_batch,
 )
@@ -58,7 +66,7 @@ from veche.protocol import (
 from veche.rooms import normalize_room_name
 from veche.session import Session
 
-__all__ = ["Relay", "RemoteOutlet", "channel"]
+__all__ = ["MediaHandler", "Relay", "RemoteOutlet", "channel"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +84,21 @@ def channel(node_id: str) -> str:
     return f"veche:to:{node_id}"
 
 
-_Posted = tuple[ToOwner | ToEdge, Callable[[], None] | None]
+_Posted = tuple[ToOwner | ToEdge | ToMedia, Callable[[], None] | None]
+
+
+class MediaHandler(Protocol):
+    """Where a relayed participant's media runs, and the pipes (see
+    :class:`veche.cluster.placement.Placement`): the relay hands it media envelopes, and the
+    frames of relayed clients first (it keeps those of a participant whose media is here)."""
+
+    def handle(self, envelope: ToMedia) -> None: ...
+
+    async def take(self, session: Session, session_id: str, text: str) -> bool: ...
+
+    def ended(self, session_id: str) -> None: ...
+
+
 """An envelope waiting to be published, and what to do if it cannot be (if anything)."""
 
 
@@ -144,6 +166,8 @@ class Relay:
         """Nodes found dead: nothing is sent to them any more (a restarted node has a new id)."""
         self._missing: set[str] = set()
         """Nodes found without a heartbeat at the last check (two checks in a row: dead)."""
+        self.media: MediaHandler | None = None
+        """With ``pipes`` on: media of relayed participants run here, and pipes."""
 
     async def start(self) -> None:
         self._subscription = self.bus.subscribe(channel(self.node_id), self._receive)
@@ -170,7 +194,8 @@ class Relay:
         """
         relayed = self._relayed.get(session)
         if relayed is not None:
-            self._forward(relayed, text)
+            if self.media is None or not await self.media.take(session, relayed, text):
+                self._forward(relayed, text)
             return
         try:
             message = parse_client_message(text)
@@ -192,6 +217,8 @@ class Relay:
         another."""
         session_id = self._relayed.pop(session, None)
         if session_id is not None:
+            if self.media is not None:
+                self.media.ended(session_id)
             owner = self._links.pop(session_id).owner
             self._post(owner, SessionClosed(session=session_id, edge=self.node_id, reason=reason))
 
@@ -241,7 +268,12 @@ class Relay:
         for envelope in decode_batch(data):
             self._handle(envelope)
 
-    def _handle(self, envelope: ToOwner | ToEdge) -> None:
+    def outlet_of(self, session_id: str) -> Outlet | None:
+        """The connection of a client on this node whose room is elsewhere."""
+        link = self._links.get(session_id)
+        return link.outlet if link is not None else None
+
+    def _handle(self, envelope: ToOwner | ToEdge | ToMedia) -> None:
         match envelope:
             case ServerFrame() | CloseSession():
                 link = self._links.get(envelope.session)
@@ -261,6 +293,17 @@ class Relay:
                     remote.inbox.put_nowait(envelope.text)
                 else:
                     remote.inbox.put_nowait((envelope.reason,))
+            case (
+                MediaJoin()
+                | MediaLeave()
+                | MediaForwarding()
+                | RoomMedia()
+                | PipeKey()
+                | TrackPiped()
+                | TrackUnpiped()
+            ):
+                if self.media is not None:
+                    self.media.handle(envelope)
             case _:
                 assert_never(envelope)
 
@@ -303,8 +346,15 @@ class Relay:
 
     # ------------------------------------------------------------------ sending
 
+    def post(self, node: str, envelope: ToMedia) -> None:
+        """Send a media envelope to ``node``, in order with everything else sent there."""
+        self._post(node, envelope)
+
     def _post(
-        self, node: str, envelope: ToOwner | ToEdge, on_failure: Callable[[], None] | None = None
+        self,
+        node: str,
+        envelope: ToOwner | ToEdge | ToMedia,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         if node in self._dead:
             return

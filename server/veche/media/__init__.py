@@ -27,6 +27,9 @@ Glossary (with the names other SFUs use for the same thing):
   receiver reports; a **ViewerBandwidth** (``allocator.py``) shares it out over the layers of
   the videos the subscriber is sent (LiveKit: the *stream allocator*; mediasoup: a transport's
   available bitrate shared over its consumers' *preferred layers*).
+- **PipeLink** (``pipe.py``): this process's end of a pipe to another Veche process of the same
+  room (mediasoup: a *PipeTransport*; Jitsi: a *relay*); a **PipedOut** sends an uptrack over
+  it, a **PipedIn** stands a remote publisher's track in as a local uptrack.
 - ``codecs.py`` chooses each publisher's codec for its room; ``internals.py`` holds every use of
   aiortc's private members; ``backoff.py`` says how long a participant whose media keeps failing
   waits before it is reset again; ``governor.py`` lowers the least important videos when the

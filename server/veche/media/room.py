@@ -74,6 +74,9 @@ class MediaRoom:
         self._resets: dict[ParticipantId, tuple[asyncio.TimerHandle, set[PeerRole]]] = {}
         """Resets waiting for their member's back-off (see :mod:`veche.media.backoff`), with
         the connections to renew."""
+        self.piped: list[Uptrack] = []
+        """Tracks published on another process of this room, stood in here by a pipe (see
+        :mod:`veche.media.pipe`): every member receives them as a local publisher's."""
 
     # ---------------------------------------------------------------- members
 
@@ -104,6 +107,8 @@ class MediaRoom:
         for other in others:
             for uptrack in list(other.uptracks):
                 self._offer(participant_id, uptrack)
+        for uptrack in list(self.piped):
+            self._offer(participant_id, uptrack)
 
     def remove(self, participant_id: ParticipantId) -> MediaPeer | None:
         """Take a member out: its tracks leave every other member; its peer is handed to
@@ -197,6 +202,8 @@ class MediaRoom:
                 if member != participant_id:
                     for uptrack in list(other.uptracks):
                         self._offer(participant_id, uptrack)
+            for uptrack in list(self.piped):
+                self._offer(participant_id, uptrack)
 
     def set_forwarding(
         self, participant_id: ParticipantId, *, audio: bool, video: bool, screen: bool
@@ -316,6 +323,20 @@ class MediaRoom:
         for member, peer in self.members.items():
             if member != uptrack.owner:
                 peer.unsubscribe(uptrack)
+
+    def add_piped(self, uptrack: Uptrack) -> None:
+        """A track of this room published on another process arrives over a pipe: offer it
+        to every member (its publisher's process applies the moderation state)."""
+        self.piped.append(uptrack)
+        self._record(uptrack)
+        for member in list(self.members):
+            self._offer(member, uptrack)
+
+    def remove_piped(self, uptrack: Uptrack) -> None:
+        """A piped track ends: nobody here receives it any more."""
+        if uptrack in self.piped:
+            self.piped.remove(uptrack)
+            self._unpublished(uptrack)
 
     # ---------------------------------------------------------------- recording
 

@@ -1,4 +1,10 @@
-"""Every room's media on this server (:class:`MediaRoom` each), found by room or participant."""
+"""Every room's media on this server (:class:`MediaRoom` each), found by room or participant.
+
+With pipes between processes (:mod:`veche.media.pipe`, placed by
+:mod:`veche.cluster.placement`), a participant of a room this process owns may have its media
+on another process (:class:`Elsewhere` says where and carries the calls there), and this process
+may run the media of a *guest*: a participant of a room owned elsewhere whose WebSocket reached
+this process."""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from veche.ids import ParticipantId, RoomName
 from veche.media.codecs import Decoders
@@ -15,16 +21,43 @@ from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
 from veche.media.room import MediaRoom
 from veche.media.subscribe import ShownVideos
+from veche.media.tracks import Uptrack
 from veche.media.udpstats import UdpStats
 from veche.protocol import Answer, Candidate, Offer, ServerMessage
 from veche.tasks import cancel_and_wait
 
-__all__ = ["MediaRooms"]
+__all__ = ["Elsewhere", "MediaRooms"]
 
 log = logging.getLogger(__name__)
 
 SPEAKER_INTERVAL: Final = 0.25
 """Seconds between two looks at who is speaking."""
+
+
+class Elsewhere(Protocol):
+    """The media of participants on other processes (see
+    :class:`veche.cluster.placement.Placement`)."""
+
+    def node_of(self, participant_id: ParticipantId) -> str | None:
+        """The other process that is to run this participant's media; ``None``: this one."""
+
+    def join(
+        self,
+        node: str,
+        room: RoomName,
+        participant_id: ParticipantId,
+        receive_codecs: list[str] | None,
+        address: str | None,
+    ) -> None: ...
+
+    def leave(self, node: str, participant_id: ParticipantId) -> None: ...
+
+    def forwarding(
+        self, node: str, participant_id: ParticipantId, *, audio: bool, video: bool, screen: bool
+    ) -> None: ...
+
+    def changed(self, room: RoomName) -> None:
+        """Who is in ``room``'s media here or elsewhere changed."""
 
 
 class MediaRooms:
@@ -52,6 +85,11 @@ class MediaRooms:
         self._closing: set[asyncio.Task[None]] = set()
         self._speaker_task: asyncio.Task[None] | None = None
         self._udp = UdpStats()
+        self.elsewhere: Elsewhere | None = None
+        self.placed: dict[ParticipantId, tuple[RoomName, str]] = {}
+        """Participants of this process's rooms whose media runs on another process (node)."""
+        self._guests: dict[ParticipantId, Callable[[ServerMessage], None]] = {}
+        """Participants of rooms owned elsewhere whose media runs here, and how to reach them."""
 
     @property
     def peers(self) -> list[MediaPeer]:
@@ -76,27 +114,103 @@ class MediaRooms:
         """Add a participant to ``room``'s media; ``receive_codecs`` are the MIME types it
         decodes (``None``: whatever is forwarded), ``address`` the client's network address
         (see ``max_pending_per_address``)."""
+        elsewhere = self.elsewhere
+        node = elsewhere.node_of(participant_id) if elsewhere is not None else None
+        if elsewhere is not None and node is not None:
+            self.placed[participant_id] = (room, node)
+            elsewhere.join(node, room, participant_id, receive_codecs, address)
+            elsewhere.changed(room)
+            return
+        media = self._room(room)
+        self._room_of[participant_id] = room
+        media.add(participant_id, Decoders.named(receive_codecs), address)
+        if self._speaker_task is None or self._speaker_task.done():
+            self._speaker_task = asyncio.ensure_future(self._watch_speakers())
+        if elsewhere is not None:
+            elsewhere.changed(room)
+
+    def join_guest(
+        self,
+        room: RoomName,
+        participant_id: ParticipantId,
+        receive_codecs: list[str] | None,
+        address: str | None,
+        send: Callable[[ServerMessage], None],
+    ) -> None:
+        """Run the media of a participant of a room owned by another process here; ``send``
+        reaches its client."""
+        self._guests[participant_id] = send
         media = self._room(room)
         self._room_of[participant_id] = room
         media.add(participant_id, Decoders.named(receive_codecs), address)
         if self._speaker_task is None or self._speaker_task.done():
             self._speaker_task = asyncio.ensure_future(self._watch_speakers())
 
+    def _deliver(self, participant_id: ParticipantId, message: ServerMessage) -> None:
+        guest = self._guests.get(participant_id)
+        if guest is not None:
+            guest(message)
+        else:
+            self._send(participant_id, message)
+
+    def where(self, participant_id: ParticipantId) -> str | None:
+        """The other process (node) that runs a participant's media; ``None``: this one."""
+        placed = self.placed.get(participant_id)
+        return placed[1] if placed is not None else None
+
+    def nodes_of(self, room: RoomName) -> set[str]:
+        """The other processes that run media of ``room``'s participants."""
+        return {node for name, node in self.placed.values() if name == room}
+
+    def local_uptracks(self, room: RoomName) -> list[Uptrack]:
+        """The tracks published to this process by members of ``room``."""
+        media = self.rooms.get(room)
+        if media is None:
+            return []
+        return [u for peer in media.members.values() for u in peer.uptracks if not u.closed]
+
+    def add_piped(self, room: RoomName, uptrack: Uptrack) -> bool:
+        """Offer a track piped from another process to ``room``'s members here; False if the
+        room has no media here (yet)."""
+        media = self.rooms.get(room)
+        if media is None:
+            return False
+        media.add_piped(uptrack)
+        return True
+
+    def remove_piped(self, room: RoomName, uptrack: Uptrack) -> None:
+        """A piped track ends: its viewers here lose it."""
+        media = self.rooms.get(room)
+        if media is not None:
+            media.remove_piped(uptrack)
+
     def leave(self, participant_id: ParticipantId) -> None:
         """Remove a participant: its tracks leave every other member; its connections close in
         the background (see :meth:`close`)."""
+        placed = self.placed.pop(participant_id, None)
+        if placed is not None and self.elsewhere is not None:
+            self.elsewhere.leave(placed[1], participant_id)
+            self.elsewhere.changed(placed[0])
+            return
+        self._guests.pop(participant_id, None)
         name = self._room_of.pop(participant_id, None)
         media = self.rooms.get(name) if name is not None else None
         if media is None:
             return
         media.remove(participant_id)
         self._drop_if_idle(media)
+        if self.elsewhere is not None and name is not None:
+            self.elsewhere.changed(name)
 
     def _room(self, name: RoomName) -> MediaRoom:
         media = self.rooms.get(name)
         if media is None:
             media = self.rooms[name] = MediaRoom(
-                name, self.config, send=self._send, on_closed=self._close_later, clock=self._clock
+                name,
+                self.config,
+                send=self._deliver,
+                on_closed=self._close_later,
+                clock=self._clock,
             )
         return media
 
@@ -128,6 +242,12 @@ class MediaRooms:
         self, participant_id: ParticipantId, *, audio: bool, video: bool, screen: bool
     ) -> None:
         """See :meth:`MediaRoom.set_forwarding`."""
+        placed = self.placed.get(participant_id)
+        if placed is not None and self.elsewhere is not None:
+            self.elsewhere.forwarding(
+                placed[1], participant_id, audio=audio, video=video, screen=screen
+            )
+            return
         found = self._member(participant_id)
         if found is not None:
             found[0].set_forwarding(participant_id, audio=audio, video=video, screen=screen)
@@ -220,6 +340,7 @@ class MediaRooms:
             media.close()
         self.rooms.clear()
         self._room_of.clear()
+        self._guests.clear()
         await cancel_and_wait(self._speaker_task)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)

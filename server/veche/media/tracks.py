@@ -175,6 +175,9 @@ class Uptrack:
         self._counters = counters or MediaCounters()
         self.sinks: list[Callable[[AssembledFrame], None]] = []
         """Also given every forwarded frame (a recording)."""
+        self.taps: list[Callable[[RtpPacket, int], None]] = []
+        """Also given every packet of an enabled track as it arrives, with its layer's index
+        (a pipe to another process: see :mod:`veche.media.pipe`)."""
         self.downtracks: set[Downtrack] = set()
         self._ask_keyframe = ask_keyframe
         self._clock = clock
@@ -224,6 +227,15 @@ class Uptrack:
             if old is not None and old.ssrc is not None:
                 layer.ssrc = old.ssrc
                 self._by_ssrc[old.ssrc] = layer
+
+    def assign_stream(self, index: int, ssrc: int) -> None:
+        """Know layer ``index``'s stream by its SSRC before its first packet (a piped track's
+        streams are named by the pipe, not by RTP stream id extensions)."""
+        layer = self.layers[index]
+        if layer.ssrc is not None:
+            self._by_ssrc.pop(layer.ssrc, None)
+        layer.ssrc = ssrc
+        self._by_ssrc[ssrc] = layer
 
     def best_layer(self, wanted: int) -> int:
         """The layer to send a viewer who wants layer ``wanted``: the highest flowing one not
@@ -302,6 +314,9 @@ class Uptrack:
             index = self.layers.index(layer)
             if arrived - self._checked >= LAYER_TIMEOUT / 2:
                 self._check_layers(arrived)
+        if self.taps and self.enabled:
+            for tap in self.taps:
+                tap(packet, index)
         level = packet.extensions.audio_level
         if level is not None and self._on_level is not None and self.enabled:
             self._on_level(level[1])

@@ -1,0 +1,223 @@
+"""Pipes between two processes' media, on real UDP sockets with real SRTP: one endpoint sends a
+simulcast uptrack, the other stands it in for local viewers (two ends in one test process; the
+wire between them is the loopback interface)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
+
+from tests.unit.test_forwarding import DELTA, KEY, FakeWriter
+from veche.ids import ParticipantId
+from veche.media.pipe import STALL_AFTER, PipeEndpoint, PipeLink, new_key
+from veche.media.tracks import Downtrack, SenderFeed, Uptrack
+
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+RIDS = ("q", "h", "f")
+SSRCS = (1000, 2000, 3000)
+
+
+class Publisher:
+    """Feeds an uptrack the three layers of a simulcast camera, as a publish receiver does;
+    keyframe requests it gets are noted, by layer."""
+
+    def __init__(self) -> None:
+        self.requests: list[int] = []
+        self.uptrack = Uptrack(
+            ParticipantId("presenter"), "video", VP8, self._ask, source="camera", rids=RIDS
+        )
+        self.sequence = [10, 5000, 30000]
+        self.timestamp = 0
+        self.sent = [0, 0, 0]
+        for index, ssrc in enumerate(SSRCS):
+            self.uptrack.assign_stream(index, ssrc)
+
+    def _ask(self, ssrc: int) -> None:
+        self.requests.append(SSRCS.index(ssrc))
+
+    def frame(self, keyframe: bool = False) -> None:
+        """One frame on every layer, two packets each."""
+        self.timestamp += 3000
+        for index, ssrc in enumerate(SSRCS):
+            for part in range(2):
+                payload = (KEY if keyframe else DELTA) if part == 0 else b"\x00" + b"p" * 20
+                packet = RtpPacket(
+                    payload_type=96,
+                    marker=part == 1,
+                    sequence_number=self.sequence[index] & 0xFFFF,
+                    timestamp=self.timestamp,
+                    ssrc=ssrc,
+                    payload=payload,
+                )
+                self.sequence[index] += 1
+                self.sent[index] += 1
+                self.uptrack.on_packet(packet, VP8)
+
+
+@pytest.fixture
+async def ends() -> AsyncIterator[tuple[PipeEndpoint, PipeEndpoint]]:
+    a = await PipeEndpoint.open("127.0.0.1", 41000, 41099)
+    b = await PipeEndpoint.open("127.0.0.1", 41000, 41099)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def link(a: PipeEndpoint, b: PipeEndpoint) -> tuple[PipeLink, PipeLink]:
+    """Both ends of a link between ``a`` and ``b``, with keys as the bus would hand them."""
+    a_to_b, b_to_a = new_key(), new_key()
+    return (
+        PipeLink(a, b.address, a_to_b, b_to_a),
+        PipeLink(b, a.address, b_to_a, a_to_b),
+    )
+
+
+def viewer(uptrack: Uptrack, name: str, layer: int) -> tuple[Downtrack, FakeWriter]:
+    writer = FakeWriter()
+    feed = SenderFeed("video")
+    downtrack = Downtrack(uptrack, ParticipantId(name), feed, layer=layer)
+    feed.ready(writer)
+    return downtrack, writer
+
+
+async def settle(seconds: float = 0.05) -> None:
+    await asyncio.sleep(seconds)
+
+
+async def test_pipe_carries_each_needed_layer_once_for_all_viewers(
+    ends: tuple[PipeEndpoint, PipeEndpoint],
+) -> None:
+    """Two viewers of the middle layer on the receiving side: each of its packets crosses the
+    pipe once, the other layers not at all, and both viewers get every frame."""
+    out_end, in_end = link(*ends)
+    publisher = Publisher()
+    piped_out = out_end.send_track(publisher.uptrack)
+    stand_in = in_end.receive_track(piped_out.describe()).uptrack
+    publisher.frame(keyframe=True)  # the layers flow at the publisher
+    out_end.feedback()
+    await settle()
+    (_, first), (_, second) = viewer(stand_in, "v1", 1), viewer(stand_in, "v2", 1)
+    await settle()  # their keyframe request crosses back
+    assert publisher.requests == [1]
+    sent_before = out_end.stats.packets_sent
+    publisher.frame(keyframe=True)
+    for _ in range(9):
+        publisher.frame()
+    await settle()
+    assert out_end.stats.packets_sent - sent_before == 20  # layer 1's ten frames, once
+    assert in_end.stats.packets_received == out_end.stats.packets_sent
+    assert len(first.frames) == len(second.frames) == 10
+    assert in_end.stats.packets_lost == 0
+
+
+async def test_pipe_layer_change_crosses(ends: tuple[PipeEndpoint, PipeEndpoint]) -> None:
+    """A viewer switching to the top layer gets it over the pipe at its next keyframe; the
+    layer nobody needs any more stops crossing after the next feedback round."""
+    out_end, in_end = link(*ends)
+    publisher = Publisher()
+    piped_out = out_end.send_track(publisher.uptrack)
+    stand_in = in_end.receive_track(piped_out.describe()).uptrack
+    publisher.frame(keyframe=True)
+    out_end.feedback()
+    await settle()
+    downtrack, writer = viewer(stand_in, "v1", 0)
+    await settle()
+    publisher.frame(keyframe=True)
+    await settle()
+    assert downtrack.layer == 0
+    downtrack.want_layer(2)
+    await settle()
+    assert publisher.requests[-1] == 2
+    publisher.frame(keyframe=True)
+    await settle()
+    assert downtrack.layer == 2
+    in_end.feedback()
+    await settle()
+    assert piped_out.wanted == {2}
+    before = out_end.stats.packets_sent
+    publisher.frame()
+    await settle()
+    assert out_end.stats.packets_sent - before == 2
+    assert len(writer.frames) == 4  # the old layer until the new one's keyframe
+
+
+async def test_pipe_packets_are_srtp_on_the_wire(ends: tuple[PipeEndpoint, PipeEndpoint]) -> None:
+    """What a pipe sends is SRTP: the clear payload does not appear in the datagram, it fails
+    authentication under another key, and one altered byte makes its own end drop it."""
+    a, _ = ends
+    wire = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    wire.bind(("127.0.0.1", 0))
+    wire.setblocking(False)
+    try:
+        key = new_key()
+        sender = PipeLink(a, wire.getsockname(), key, new_key())
+        publisher = Publisher()
+        piped_out = sender.send_track(publisher.uptrack)
+        piped_out.wanted = {0}
+        publisher.frame(keyframe=True)
+        await settle()
+        datagrams = []
+        while True:
+            try:
+                datagrams.append(wire.recv(2048))
+            except BlockingIOError:
+                break
+        rtp = [d for d in datagrams if not 192 <= d[1] <= 223]
+        assert len(rtp) == 2
+        for datagram in rtp:
+            assert KEY[2:] not in datagram
+            assert b"p" * 20 not in datagram
+            clear = 21 if RtpPacket.parse(datagram).marker else len(KEY)
+            assert len(datagram) == 12 + clear + 10  # header, ciphertext, authentication tag
+        receiver = PipeLink(a, ("127.0.0.1", 9), new_key(), new_key())  # the wrong key
+        receiver.datagram(rtp[0])
+        assert receiver.stats.rejected == 1
+        assert receiver.stats.packets_received == 0
+        sender.close()
+        right = PipeLink(a, ("127.0.0.1", 9), new_key(), key)
+        right.receive_track(piped_out.describe())
+        tampered = bytearray(rtp[1])
+        tampered[20] ^= 1
+        right.datagram(bytes(tampered))
+        right.datagram(rtp[0])
+        assert right.stats.rejected == 1
+        assert right.stats.packets_received == 1
+        right.close()
+        receiver.close()
+    finally:
+        wire.close()
+
+
+async def test_pipe_stall_is_noticed_within_two_seconds(
+    ends: tuple[PipeEndpoint, PipeEndpoint],
+) -> None:
+    """A link whose other end goes silent calls its ``on_stall`` once, within
+    ``STALL_AFTER`` and one feedback round; it counts as live again when the other end is
+    heard."""
+    a, b = ends
+    stalled = asyncio.Event()
+    a_to_b, b_to_a = new_key(), new_key()
+    near = PipeLink(a, b.address, a_to_b, b_to_a, on_stall=lambda _: stalled.set())
+    far = PipeLink(b, a.address, b_to_a, a_to_b)
+    await asyncio.sleep(1.2)
+    assert not near.stalled
+    assert near.stats.stalls == 0
+    far.close()
+    loop = asyncio.get_running_loop()
+    silent = loop.time()
+    await asyncio.wait_for(stalled.wait(), STALL_AFTER + 1.5)
+    assert loop.time() - silent <= STALL_AFTER + 1.0
+    assert near.stalled
+    assert near.stats.stalls == 1
+    far = PipeLink(b, a.address, b_to_a, a_to_b)
+    await asyncio.sleep(0.8)
+    assert not near.stalled
+    far.close()
+    near.close()
