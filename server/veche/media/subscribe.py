@@ -7,13 +7,16 @@ its own bandwidth allows (:mod:`~veche.media.bandwidth`, from the feedback its b
 on this connection) and a server-wide :attr:`SubscribeLeg.ceiling`.
 
 It is renegotiated whenever tracks come or go; changes that arrive while an offer is
-outstanding are folded into one new offer after the answer, and offers are spaced out in
-proportion to their size (:data:`OFFER_GAP_PER_SECTION`): a renegotiation costs the server and
-the client about a quarter of a millisecond of CPU per section, so in a burst of joins to a
-50-person room each viewer is offered the newcomers a few at a time rather than one by one
-(which cost the event loop over a second per join). A section the client declines (it
-cannot decode the codec) is left inactive and the participant is told, while every other section
-keeps flowing.
+outstanding are folded into one new offer after the answer, and offers are spaced out by the
+square of their size (:func:`offer_gap`): a renegotiation costs the server (and the client)
+about a quarter of a millisecond of CPU per section, and a room of N members has N subscribe
+connections of about 2N sections each, so offered one by one a burst of joins to a 50-person
+room cost the event loop over a second per join. Spaced so, a room's renegotiations take at
+most about 15% of a core however large it is, and a newcomer reaches the others in well under
+a second in a small room, within about 8 s in a 50-person one.
+
+A section the client declines (it cannot decode the codec) is left inactive and the participant
+is told, while every other section keeps flowing.
 """
 
 from __future__ import annotations
@@ -48,14 +51,21 @@ from veche.media.tracks import Downtrack, SenderFeed, Uptrack
 from veche.protocol import Offer, ServerMessage, TrackUnavailable
 from veche.tasks import cancel_and_wait
 
-__all__ = ["OFFER_GAP_MAX", "OFFER_GAP_PER_SECTION", "ShownVideos", "SubscribeLeg"]
+__all__ = ["ShownVideos", "SubscribeLeg", "offer_gap"]
 
 log = logging.getLogger(__name__)
 
-OFFER_GAP_PER_SECTION: Final = 0.03
-"""Seconds between two subscribe offers, for each media section of the last one."""
-OFFER_GAP_MAX: Final = 3.0
+OFFER_GAP_FACTOR: Final = 0.0008
+"""Seconds between two subscribe offers, times the square of the last one's sections."""
+OFFER_GAP_MAX: Final = 10.0
 """The longest wait between two subscribe offers."""
+
+
+def offer_gap(sections: int) -> float:
+    """Seconds a subscribe connection of ``sections`` media sections waits after an offer
+    before the next one: 3 ms for 2, 0.2 s for 16, 3 s for 62, 7.7 s for 98 (a 50-person
+    room's)."""
+    return min(OFFER_GAP_MAX, OFFER_GAP_FACTOR * sections * sections)
 
 
 class _ForwardedTrack(MediaStreamTrack):
@@ -385,8 +395,7 @@ class SubscribeLeg:
                 self._on_failed("the subscribe media connection could not be offered")
                 return
             self._awaiting_answer = self._answerable = True
-            sections = len(pc.getTransceivers())
-            self._next_offer = self._clock() + min(OFFER_GAP_MAX, OFFER_GAP_PER_SECTION * sections)
+            self._next_offer = self._clock() + offer_gap(len(pc.getTransceivers()))
 
     async def drop_offer(self) -> None:
         """The client's answer to the outstanding offer was refused: stop holding changes back
