@@ -63,7 +63,7 @@ from tests.bench.replay import (
     without_bandwidth_estimate,
 )
 from tests.bench.rig import count_packets
-from veche.media.internals import speed_up_negotiation, tap_receiver
+from veche.media.internals import lighten_aiortc, tap_receiver
 
 CONFIG: Final = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 PAGE: Final = 16
@@ -593,7 +593,7 @@ def main() -> None:
     parser.add_argument("--epoch", type=float, required=True, help="time.monotonic() of frame 0")
     parser.add_argument("--single", action="store_true", help="one layer, no view (baseline)")
     parser.add_argument("--clip", help="the clip's cache file (see clip.py)")
-    speed_up_negotiation()  # as the server does: answering a long offer costs less
+    lighten_aiortc()  # as the server does: answering a long offer costs less
     asyncio.run(run(parser.parse_args()))
 
 

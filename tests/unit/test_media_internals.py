@@ -103,7 +103,7 @@ def test_an_answer_that_declines_nothing_is_left_alone() -> None:
 
 
 def test_faster_codec_matching_gives_what_aiortc_gives() -> None:
-    """:func:`speed_up_negotiation`'s codec matching returns what aiortc's own does, for a
+    """:func:`lighten_aiortc`'s codec matching returns what aiortc's own does, for a
     Chromium-like remote list (other payload types, RTX, a codec aiortc lacks, feedback aiortc
     does not offer) and for RTX of a codec refused; and its results share no list or dict with
     aiortc's codec table (aiortc changes them in place)."""
@@ -147,18 +147,40 @@ def test_faster_codec_matching_gives_what_aiortc_gives() -> None:
 
 
 async def test_fingerprints_are_computed_once_and_stay_the_same() -> None:
-    """With :func:`speed_up_negotiation`, a certificate's fingerprints are what aiortc computes
+    """With :func:`lighten_aiortc`, a certificate's fingerprints are what aiortc computes
     (every algorithm), asked again they are equal but a new list."""
     from aiortc.rtcdtlstransport import RTCCertificate
 
-    from veche.media.internals import speed_up_negotiation
+    from veche.media.internals import lighten_aiortc
 
     certificate = RTCCertificate.generateCertificate()
     before = certificate.getFingerprints()
-    speed_up_negotiation()
-    speed_up_negotiation()  # idempotent
+    lighten_aiortc()
+    lighten_aiortc()  # idempotent
     first = certificate.getFingerprints()
     again = certificate.getFingerprints()
     assert first == before
     assert again == first
     assert again is not first
+
+
+def test_a_receiver_makes_its_bandwidth_estimator_at_its_first_packet() -> None:
+    """With :func:`lighten_aiortc`, a video receiver holds no estimator's thousand buckets
+    until a packet comes, and then estimates exactly as aiortc's own estimator does."""
+    from aiortc.rate import RemoteBitrateEstimator
+
+    from veche.media import internals
+
+    internals.lighten_aiortc()
+    lazy = internals._LazyEstimator()
+    assert lazy._real is None
+    real = RemoteBitrateEstimator()
+    for n in range(400):
+        packet = {
+            "arrival_time_ms": 1000 + n * 5,
+            "abs_send_time": (n * 5 * (1 << 18) // 1000) & 0xFFFFFF,
+            "payload_size": 1100,
+            "ssrc": 1234,
+        }
+        assert lazy.add(**packet) == real.add(**packet)
+    assert lazy._real is not None

@@ -16,7 +16,7 @@ from typing import Final, Protocol
 
 from veche.ids import ParticipantId, RoomName
 from veche.media.codecs import Decoders
-from veche.media.internals import speed_up_negotiation
+from veche.media.internals import lighten_aiortc
 from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
 from veche.media.room import MediaRoom
@@ -76,7 +76,7 @@ class MediaRooms:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        speed_up_negotiation()
+        lighten_aiortc()
         self._send = send
         self._on_speaker = on_speaker
         self._clock = clock
