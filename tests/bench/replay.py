@@ -11,6 +11,7 @@ module is the one place where the rig reaches into aiortc's and aioice's interna
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import time
@@ -21,6 +22,7 @@ from typing import Any, Final
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import (
+    RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
@@ -28,6 +30,7 @@ from aiortc.rtp import (
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
     RtpPacket,
+    unpack_remb_fci,
 )
 
 from tests.bench.clip import FPS, FRAMES, LAYERS, SINGLE_LAYER, Clip
@@ -157,13 +160,17 @@ class _Stream:
     """The last :data:`HISTORY` packets, protected, by sequence number (for NACKs)."""
     resent: dict[int, tuple[float, int]] = field(default_factory=dict)
     """When each packet was last sent again, and how many times it was."""
+    paused: bool = False
+    """Not sent: the server's REMB does not leave room for this layer."""
 
 
 class ReplaySender:
     """Sends the clip's packets on a connected publish connection: the video as three layers
     (their own SSRCs, each packet naming its rid and mid) or one, and the audio, from the
     senders' transport (SRTP, one ``sendto`` a packet), as the server's ``PacketWriter`` does.
-    Like a browser it answers a PLI with a keyframe of that layer and a NACK by sending the
+    Like a browser it sends only the layers, lowest first, that fit in the bitrate the server
+    says it may send (REMB; a layer that comes back starts with a keyframe), answers a PLI with
+    a keyframe of that layer and a NACK by sending the
     packets again (the same protected bytes: no RTX stream, which the server's receiver takes
     all the same); without retransmission, a burst lost under load would cost a keyframe each
     time and the keyframes more loss.
@@ -208,6 +215,10 @@ class ReplaySender:
         handle = video._handle_rtcp_packet
 
         async def handle_rtcp(packet: Any) -> None:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                with contextlib.suppress(ValueError):
+                    self.remb = unpack_remb_fci(packet.fci)[0]
+                return
             asked = isinstance(packet, RtcpPsfbPacket) and packet.fmt in (
                 RTCP_PSFB_PLI,
                 RTCP_PSFB_FIR,
@@ -231,6 +242,9 @@ class ReplaySender:
                     self.retransmissions += 1
 
         video._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
+        self.remb: int | None = None
+        """The bitrate the server last said this publisher may send (bits per second)."""
+        self._rates = clip.layer_bitrates()
         self.keyframe_requests = 0
         self.retransmissions = 0
         self.lag: list[float] = []
@@ -257,7 +271,20 @@ class ReplaySender:
         index = number % FRAMES
         timestamp = (number * 90000 // FPS) & 0xFFFFFFFF
         abs_send_time = int(time.time() * (1 << 18)) & 0xFFFFFF
-        for stream, layer in zip(self.streams, self._layers, strict=True):
+        fitting = len(self.streams)
+        if len(self.streams) > 1 and self.remb is not None:
+            fitting, total = 0, 0.0
+            for layer in self._layers:
+                total += self._rates[layer]
+                if fitting and total > self.remb:
+                    break
+                fitting += 1
+        for rank, (stream, layer) in enumerate(zip(self.streams, self._layers, strict=True)):
+            if rank >= fitting:
+                stream.paused = True
+                continue
+            if stream.paused:
+                stream.paused, stream.keyframe = False, True
             key = stream.keyframe
             payloads = (self.clip.keyframes if key else self.clip.video)[layer][index]
             last = len(payloads) - 1

@@ -306,3 +306,28 @@ def test_a_step_down_for_a_full_link_stops_the_current_layer_at_once() -> None:
     uptrack.on_packet(_packet(1, 102, 10000, _vp8(1002, key=True)), VP8)
     assert viewer.layer == 0
     assert len(writer.frames) == 3
+
+
+def test_a_governed_simulcast_publisher_is_told_to_send_only_the_layers_wanted() -> None:
+    """Ungoverned, a simulcast publisher gets no REMB cap (every layer keeps flowing). While the
+    load governor is engaged it is told enough for the highest layer a shown viewer wants and
+    no more; a paused viewer counts for nothing, a viewer wanting the top layer lifts the cap,
+    and so does a recording that took no layer yet."""
+    from veche.media.tracks import SIMULCAST_LAYER_REMB
+
+    time, asked = FakeTime(), []
+    uptrack = _simulcast(time, asked)
+    small = Downtrack(uptrack, "p-small", SenderFeed("video", StreamRewriter("video")), layer=0)
+    middle = Downtrack(uptrack, "p-mid", SenderFeed("video", StreamRewriter("video")), layer=1)
+    assert uptrack.remb_cap() is None
+    uptrack.governed = True
+    assert uptrack.remb_cap() == SIMULCAST_LAYER_REMB[1]
+    middle.set_paused(True)
+    assert uptrack.remb_cap() == SIMULCAST_LAYER_REMB[0]
+    small.want_layer(2)
+    assert uptrack.remb_cap() is None
+    small.want_layer(0)
+    uptrack.sinks.append(lambda frame: None)
+    assert uptrack.remb_cap() is None
+    uptrack.governed = False
+    assert uptrack.remb_cap() is None

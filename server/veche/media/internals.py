@@ -298,7 +298,7 @@ def tap_receiver(
 ) -> None:
     """Deliver ``receiver``'s packets to ``sink`` instead of decoding them; ``on_nack`` is
     called for each NACK sent to the publisher. ``max_bitrate()``, if given, caps the bitrate
-    a single-layer publisher is told (REMB) it may send (the load governor's lever).
+    the publisher is told (REMB) it may send (the load governor's lever).
 
     Call before the receiver starts (from the peer connection's ``track`` event).
     """
@@ -328,9 +328,9 @@ def tap_receiver(
                     # congestion and would keep the top layer off for good. Loss still
                     # lowers the publisher's rate (its own loss-based estimate).
                     bitrate = max(bitrate, SIMULCAST_REMB_FLOOR)
-                elif max_bitrate is not None:
-                    cap = max_bitrate()
-                    bitrate = bitrate if cap is None else min(bitrate, cap)
+                cap = max_bitrate() if max_bitrate is not None else None
+                if cap is not None:
+                    bitrate = min(bitrate, cap)
                 feedback = RtcpPsfbPacket(
                     fmt=RTCP_PSFB_APP,
                     ssrc=rtcp_ssrc,

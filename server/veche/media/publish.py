@@ -242,7 +242,7 @@ class PublishLeg:
                 def max_bitrate(*, t: RTCRtpTransceiver = transceiver) -> int | None:
                     section = self._sections.get(t)
                     uptrack = section.uptrack if section is not None else None
-                    return uptrack.max_bitrate if uptrack is not None else None
+                    return uptrack.remb_cap() if uptrack is not None else None
 
                 tap_receiver(
                     transceiver.receiver, sink, on_nack=self._count_nack, max_bitrate=max_bitrate

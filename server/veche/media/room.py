@@ -268,6 +268,7 @@ class MediaRoom:
         if uptrack.kind != "video":
             return
         uptrack.max_temporal = governor.temporal(important)
+        uptrack.governed = governor.level > 0
         if not uptrack.simulcast:
             uptrack.max_bitrate = governor.bitrate(important)
             # Applies only while its frames carry no TID (see Uptrack.keyframes_only).

@@ -84,6 +84,12 @@ RATE_WINDOW: Final = 0.5
 """Seconds over which a layer's arriving bits are counted before they update its bitrate."""
 
 
+SIMULCAST_LAYER_REMB: Final = (250_000, 800_000)
+"""Bits per second a simulcast publisher is told it may send when viewers want at most its
+lowest layer, its middle one: what the browser client asks of those layers (150 and 500 kbps)
+and the microphone, below what the next layer up would need."""
+
+
 @dataclass(slots=True, eq=False)
 class Layer:
     """One RTP stream of an uptrack: the only one, or one simulcast layer (``rid``)."""
@@ -163,6 +169,9 @@ class Uptrack:
         self.max_bitrate: int | None = None
         """Bits per second the load governor lets a single-layer publisher send (told it by
         REMB); ``None``: what its link allows."""
+        self.governed = False
+        """The load governor is engaged: a simulcast publisher is told (REMB) to send only the
+        layers somebody is sent (see :meth:`remb_cap`)."""
         self._keyframes_only = False
         self.max_temporal: int | None = None
         """The highest temporal layer (TID) the load governor lets viewers be sent of a video
@@ -192,6 +201,23 @@ class Uptrack:
         self._checked = clock()  # every layer counts as flowing until its first check
         self._recorded = 0 if len(self.layers) == 1 else -1
         self.closed = False
+
+    def remb_cap(self) -> int | None:
+        """The most this track's publisher is to be told (REMB) it may send, ``None``: no cap.
+        A single-layer track: :attr:`max_bitrate`. A simulcast one while :attr:`governed`:
+        enough for the highest layer a viewer wants, not for the layers above it, so that the
+        browser stops encoding them and the overloaded server stops receiving them (without
+        a governor every layer is kept flowing, for a viewer to switch up to at once)."""
+        if not self.simulcast:
+            return self.max_bitrate
+        if not self.governed or self.taps:
+            return None  # a pipe to another process may want any layer
+        wanted = max((d.wanted for d in self.downtracks if not d.paused), default=0)
+        if self.sinks:  # a recording keeps the layer it took (any, before it took one)
+            wanted = max(wanted, self._recorded if self._recorded >= 0 else len(self.layers))
+        if wanted >= len(SIMULCAST_LAYER_REMB):
+            return None
+        return SIMULCAST_LAYER_REMB[wanted]
 
     @property
     def stream_id(self) -> str:
