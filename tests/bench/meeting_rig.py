@@ -329,11 +329,14 @@ class Participant:
             ssrc = attribute(section, "a=ssrc:")
             if mid is None or msid is None or ssrc is None:
                 continue
+            stream = msid.split()[0].split("~")[0]
             tile = self._by_mid.get(mid)
-            if tile is None:
+            if tile is None or (tile.stream and tile.stream != stream):
+                # A section reused for another publisher's track counts afresh (its old
+                # counts stay with their owner).
                 tile = self._by_mid[mid] = TileCounter(section[0].startswith("m=video"), self.rig)
                 self.tiles.append(tile)
-            tile.stream = msid.split()[0].split("~")[0]
+            tile.stream = stream
             tile.owner = self.rig.index_of.get(tile.stream)
             self._by_ssrc[int(ssrc.split()[0])] = tile
 
