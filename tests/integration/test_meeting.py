@@ -374,7 +374,7 @@ async def test_lobby_admit_deny_and_nothing_leaks_to_waiters(join: Join) -> None
     await expect(bob, "room_updated")
 
     eve, reply = await join("lobby", "Eve")
-    assert reply == {"type": "waiting"}
+    assert reply == {"type": "waiting", "for_host": False}  # waits for admission
     lobby = await expect(ada, "lobby_updated")
     assert [w["name"] for w in lobby["waiting"]] == ["Eve"]
     eve_id = lobby["waiting"][0]["id"]
@@ -399,7 +399,7 @@ async def test_lobby_admit_deny_and_nothing_leaks_to_waiters(join: Join) -> None
     assert (await expect(bob, "participant_joined"))["participant"]["name"] == "Eve"
 
     mal, reply = await join("lobby", "Mal")
-    assert reply == {"type": "waiting"}
+    assert reply == {"type": "waiting", "for_host": False}  # waits for admission
     mal_id = (await expect_where(ada, "lobby_updated", lambda m: bool(m["waiting"])))["waiting"][0][
         "id"
     ]
