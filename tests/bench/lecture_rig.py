@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 
 from tests.bench.clip import load_clip
-from tests.bench.meeting_rig import LARGE, READY_TIMEOUT, Participant, Rig
+from tests.bench.meeting_rig import LARGE, READY_TIMEOUT, Participant, Rig, serve
 
 
 class LectureParticipant(Participant):
@@ -107,10 +106,6 @@ class LectureRig(Rig):
         }
 
 
-def _emit(message: dict[str, Any]) -> None:
-    print(json.dumps(message), flush=True)
-
-
 async def run(args: argparse.Namespace) -> None:
     clip = load_clip(Path(args.clip) if args.clip else None)
     rig = LectureRig(
@@ -123,18 +118,7 @@ async def run(args: argparse.Namespace) -> None:
         count=args.count,
         measured_every=10**9,  # only the presenter's own index is "measured"; viewers count
     )
-    try:
-        _emit({"ready": True, "missing": await rig.join()})
-        reader = asyncio.StreamReader()
-        loop = asyncio.get_running_loop()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        while line := (await reader.readline()).decode().strip():
-            if line == "start":
-                rig.start()
-            elif line == "stop":
-                _emit(rig.results())
-    finally:
-        await rig.close()
+    await serve(rig)
 
 
 def main() -> None:

@@ -572,6 +572,12 @@ async def run(args: argparse.Namespace) -> None:
         count=args.count,
         single=args.single,
     )
+    await serve(rig)
+
+
+async def serve(rig: Rig) -> None:
+    """Join ``rig``'s participants and say so, then answer the benchmark's ``start`` and
+    ``stop`` lines on standard input until it closes; leave."""
     try:
         _emit({"ready": True, "missing": await rig.join()})
         reader = asyncio.StreamReader()
