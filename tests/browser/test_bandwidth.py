@@ -117,6 +117,24 @@ async def _width(page: Page, owner: str, check: Any, seconds: float) -> tuple[fl
     return took, seen["width"]
 
 
+async def _steady(pages: tuple[Page, ...], seconds: float = 2.0, within: float = 30.0) -> None:
+    """Wait until every page decodes without a gap above 400 ms for ``seconds`` (the watches
+    are left reset). The first browser test of a run meets a cold machine: its publisher was
+    seen stalling for 1.4 s for every viewer, the unconstrained one included, which the cut
+    would then be blamed for."""
+    deadline = time.monotonic() + within
+    while True:
+        for page in pages:
+            await page.evaluate(JS_WATCHED, True)
+        await asyncio.sleep(seconds)
+        gaps = [(await page.evaluate(JS_WATCHED, False))["gap"] for page in pages]
+        if max(gaps) <= 400:
+            for page in pages:
+                await page.evaluate(JS_WATCHED, True)
+            return
+        assert time.monotonic() < deadline, f"the call never decoded steadily: gaps {gaps} ms"
+
+
 async def test_a_viewer_whose_link_drops_gets_the_low_layer_and_climbs_back(
     guest: Guest,
 ) -> None:
@@ -160,25 +178,32 @@ async def _meeting(guest: Guest, server: ServerProcess) -> None:
         for page in (wide, narrow):
             await page.evaluate(JS_WATCH, pub)
             await until(lambda p=page: p.evaluate("() => window.__watch.ticks > 1"), 5)
-        await wide.evaluate(JS_WATCHED, True)
-        try:
-            await narrow.evaluate(JS_WATCHED, True)
-            before = await narrow.evaluate(JS_WATCHED, False)
-            guest.shape("300kbit")
-            cut_at = time.monotonic()
-            down, low = await _width(narrow, pub, lambda w: 0 < w <= 400, 3)
-            # While the link stays narrow the picture moves, at the low layer but for
-            # the odd probe of a higher one (undone as the link fills).
-            widths = []
-            while time.monotonic() - cut_at < 12:
-                video = await narrow.evaluate(JS_VIDEO, pub)
-                widths.append(video["width"])
-                await asyncio.sleep(0.2)
-            during = await narrow.evaluate(JS_WATCHED, True)
-            guest.unshape()
-            up, climbed = await _width(narrow, pub, lambda w: w > low, 30)
-        finally:
-            guest.unshape()
+        await _steady((wide, narrow))
+        for attempt in (1, 2):
+            try:
+                before = await narrow.evaluate(JS_WATCHED, False)
+                guest.shape("300kbit")
+                cut_at = time.monotonic()
+                down, low = await _width(narrow, pub, lambda w: 0 < w <= 400, 3)
+                # While the link stays narrow the picture moves, at the low layer but for
+                # the odd probe of a higher one (undone as the link fills).
+                widths = []
+                while time.monotonic() - cut_at < 12:
+                    video = await narrow.evaluate(JS_VIDEO, pub)
+                    widths.append(video["width"])
+                    await asyncio.sleep(0.2)
+                during = await narrow.evaluate(JS_WATCHED, True)
+                reference = await wide.evaluate(JS_WATCHED, False)
+                guest.unshape()
+                up, climbed = await _width(narrow, pub, lambda w, low=low: w > low, 30)
+            finally:
+                guest.unshape()
+            if reference["gap"] <= 400 or attempt == 2:
+                break
+            # The unconstrained viewer stalled too: the publisher (a Chromium on two shared
+            # cores) did, not the link; the cut is measured again once the call is steady.
+            print(f"\nboth viewers stalled ({reference['gap']:.0f} ms): measuring again")
+            await _steady((wide, narrow))
         after = await narrow.evaluate(JS_WATCHED, False)
         unconstrained = await wide.evaluate(JS_WATCHED, False)
         print(
