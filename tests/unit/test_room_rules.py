@@ -456,3 +456,17 @@ def test_a_message_to_the_moderators_reaches_only_them_and_its_sender() -> None:
     assert [e.text for e in room.chat_history_for(ben)] == ["hello all"]
     assert [e.text for e in room.chat_history_for(ann)] == ["may I leave early?", "hello all"]
     assert len(room.chat_history_for(teacher)) == 2
+
+
+def test_subscribe_offers_are_spaced_by_the_square_of_their_size() -> None:
+    """A small connection is offered again almost at once, a 50-person room's after ~8 s, no
+    connection after more than 10 s: a room's renegotiations cost it about the same share of
+    a core at any size."""
+    from veche.media.subscribe import offer_gap
+
+    assert offer_gap(2) < 0.01
+    assert 0.1 < offer_gap(16) < 0.3
+    assert 7 < offer_gap(98) < 8.5
+    assert offer_gap(1000) == 10
+    # The cost of a room's offers per second: members x sections / gap, sections ~ 2 members.
+    assert 32 * 62 / offer_gap(62) == pytest.approx(50 * 98 / offer_gap(98), rel=0.5)
