@@ -481,6 +481,9 @@ function join(name, password) {
     const newcomer = list.filter((w) => !before.has(w.id)).at(-1);
     people.waiting = list;
     people.render();
+    // Nobody waits any more (let in, by someone else or by the sign-in rules, or gone): the
+    // cue about them goes too.
+    if (list.length === 0 && feedback.key === "lobby.waits") feedback.toast(null);
     if (newcomer && people.moderator) {
       cue("lobby.waits", { name: newcomer.name, count: String(list.length) }, [
         { key: "lobby.let_in", run: () => conn.decide(true, newcomer.id) },

@@ -84,6 +84,8 @@ async def test_the_host_signs_in_on_the_login_page_and_the_waiting_guest_enters(
 
             # The guest enters by itself, without anyone admitting it.
             await guest.wait_for_function(VISIBLE, arg="meeting")
+            # The host heard that the guest was waiting; once let in, that cue is gone.
+            await host.wait_for_function("() => document.getElementById('toast').hidden")
             await host.wait_for_selector("#people-list .badge.guest", state="attached")
             marks = await host.evaluate(
                 """() => [...document.querySelectorAll('#people-list li')].map((li) => [
