@@ -425,3 +425,59 @@ async def test_connection_that_never_connects_is_reported_in_time() -> None:
             assert "did not connect within 1 s" in message["message"]
             assert time.monotonic() - start < 5
         await until(lambda: not _udp_ports(server.process.pid), timeout=10)
+
+
+async def test_sender_reports_only_for_senders_that_send() -> None:
+    """The server reports (RTCP SR) on a subscriber's sender while it sends, and not on an
+    idle one: here a silent microphone, not among the loudest (one is forwarded), next to a
+    loud one and cameras that are forwarded. aiortc alone reports on every sender every
+    second."""
+    import re
+    from collections import Counter
+
+    from aiortc.rtp import RtcpPacket, RtcpSrPacket
+
+    with run_server("--max-audio-streams", "1") as server:
+        viewer = await MediaClient.join(server.ws, "reports", "Viewer")
+        loud = await MediaClient.join(server.ws, "reports", "Loud")
+        quiet = await MediaClient.join(server.ws, "reports", "Quiet")
+        try:
+            await loud.publish(cheap=True)
+            await quiet.publish(cheap=True, silent=True)
+            await until(
+                lambda: all(
+                    viewer.tracks_from(p.participant_id, "video")
+                    and viewer.tracks_from(p.participant_id, "video")[0].frames > 5
+                    for p in (loud, quiet)
+                ),
+                timeout=20,
+            )
+            pc = viewer.subscribe_pc
+            assert pc is not None
+            transport = pc.getTransceivers()[0].receiver.transport
+            reports: Counter[int] = Counter()
+            handle = transport._handle_rtcp_data
+
+            async def counting(data: bytes) -> None:
+                for packet in RtcpPacket.parse(data):
+                    if isinstance(packet, RtcpSrPacket):
+                        reports[packet.ssrc] += 1
+                await handle(data)
+
+            transport._handle_rtcp_data = counting
+            await asyncio.sleep(5)
+            offer = [m for m in viewer.messages if m["type"] == "offer"][-1]["sdp"]
+            ssrcs: dict[tuple[str, str], int] = {}
+            for section in offer.split("m=")[1:]:
+                ssrc = re.search(r"a=ssrc:(\d+) ", section)
+                owner = re.search(r"a=msid:(\S+) ", section)
+                if ssrc and owner:
+                    ssrcs[owner.group(1), section.split(" ", 1)[0]] = int(ssrc.group(1))
+            assert len(ssrcs) == 4
+            assert reports[ssrcs[loud.participant_id, "audio"]] >= 3
+            assert reports[ssrcs[loud.participant_id, "video"]] >= 3
+            assert reports[ssrcs[quiet.participant_id, "video"]] >= 3
+            assert reports[ssrcs[quiet.participant_id, "audio"]] == 0
+        finally:
+            for client in (viewer, loud, quiet):
+                await client.close()
