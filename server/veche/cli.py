@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         default = field.get_default(call_default_factory=True)
         shown = ",".join(default) if isinstance(default, list) else default
         text = f"{field.description} [env {_env(name)}, default {shown}]".replace("%", "%%")
-        if field.annotation is bool:
+        if field.annotation is bool or field.annotation == (bool | None):
             serve.add_argument(
                 _flag(name), dest=name, action="store_const", const="true", default=None, help=text
             )

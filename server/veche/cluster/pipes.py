@@ -14,6 +14,11 @@ to each node in order, so a ``pipe_key`` reaches the other node before the ``tra
 that will use it. A stalled link (nothing heard for two seconds) is keyed afresh and its tracks
 offered again.
 
+Where a node receives pipes (``pipe_host``) defaults to the address it reaches Redis from
+(:func:`default_pipe_host`): the interface on the network the nodes share, which is loopback
+for the workers of one machine and the container's own address in compose, so that the
+cluster needs no setting of its own for pipes.
+
 What this node publishes is compared with what it has offered every :data:`SCAN_INTERVAL`
 seconds (a track started, replaced or ended), which needs no hook in the media code.
 """
@@ -23,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, assert_never
+from urllib.parse import urlsplit
 
 from veche.cluster.envelopes import PipeKey, RoomMedia, ToMedia, TrackPiped, TrackUnpiped
 from veche.ids import RoomName
@@ -35,12 +42,37 @@ from veche.media.rooms import MediaRooms
 from veche.media.tracks import Uptrack
 from veche.tasks import cancel_and_wait
 
-__all__ = ["SCAN_INTERVAL", "PipeBroker"]
+__all__ = ["SCAN_INTERVAL", "PipeBroker", "default_pipe_host"]
 
 log = logging.getLogger(__name__)
 
 SCAN_INTERVAL: Final = 0.1
 """Seconds between two looks at which tracks this node should offer to others."""
+
+
+async def default_pipe_host(redis_url: str | None) -> str:
+    """The address to receive pipes on when ``pipe_host`` is not set: the one this host
+    reaches the Redis at ``redis_url`` from (no packet is sent: the kernel picks the route).
+    Loopback for a Redis on a Unix socket (the workers of one machine) or on loopback, or when
+    the route cannot be found (then said in a warning: other machines cannot reach it)."""
+    parts = urlsplit(redis_url or "")
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        return "127.0.0.1"
+    loop = asyncio.get_running_loop()
+    try:
+        found = await loop.getaddrinfo(
+            parts.hostname, parts.port or 6379, family=socket.AF_INET, type=socket.SOCK_DGRAM
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(found[0][4])
+            host: str = probe.getsockname()[0]
+    except (OSError, IndexError) as exc:
+        log.warning(
+            "no route to Redis to choose pipe_host by; pipes on loopback only",
+            extra={"error": str(exc)},
+        )
+        return "127.0.0.1"
+    return host
 
 
 @dataclass(eq=False)
