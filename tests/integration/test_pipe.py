@@ -198,9 +198,8 @@ async def test_pipe_packets_are_srtp_on_the_wire(ends: tuple[PipeEndpoint, PipeE
 async def test_pipe_stall_is_noticed_within_two_seconds(
     ends: tuple[PipeEndpoint, PipeEndpoint],
 ) -> None:
-    """A link whose other end goes silent calls its ``on_stall`` once, within
-    ``STALL_AFTER`` and one feedback round; it counts as live again when the other end is
-    heard."""
+    """A link whose other end goes silent calls its ``on_stall`` once, within 2 s; it counts
+    as live again when the other end is heard."""
     a, b = ends
     stalled = asyncio.Event()
     a_to_b, b_to_a = new_key(), new_key()
@@ -213,7 +212,7 @@ async def test_pipe_stall_is_noticed_within_two_seconds(
     loop = asyncio.get_running_loop()
     silent = loop.time()
     await asyncio.wait_for(stalled.wait(), STALL_AFTER + 1.5)
-    assert loop.time() - silent <= STALL_AFTER + 1.0
+    assert loop.time() - silent < 2.0
     assert near.stalled
     assert near.stats.stalls == 1
     far = PipeLink(b, a.address, b_to_a, a_to_b)
@@ -221,3 +220,64 @@ async def test_pipe_stall_is_noticed_within_two_seconds(
     assert not near.stalled
     far.close()
     near.close()
+
+
+async def test_pipe_loss_counts_sequence_gaps_per_stream(
+    ends: tuple[PipeEndpoint, PipeEndpoint],
+) -> None:
+    """Sequence numbers skipped on one layer's stream count as lost (each layer on its own, a
+    late packet neither counted twice nor mistaken for a jump back)."""
+    out_end, in_end = link(*ends)
+    publisher = Publisher()
+    piped_out = out_end.send_track(publisher.uptrack)
+    in_end.receive_track(piped_out.describe())
+
+    def send(layer: int, sequence: int) -> None:
+        packet = RtpPacket(payload_type=96, sequence_number=sequence, ssrc=1, payload=DELTA)
+        out_end.send_rtp(packet, piped_out.ssrc | layer)
+
+    for sequence in (100, 101, 105, 103, 106, 107):  # 102-104 skipped, 103 late
+        send(0, sequence)
+    for sequence in (65534, 65535, 0, 2):  # across the wrap: 1 skipped
+        send(2, sequence)
+    await settle()
+    assert in_end.stats.packets_received == 10
+    assert in_end.stats.packets_lost == 3 + 1
+
+
+async def test_pipe_heard_again_after_a_stall_asks_its_publisher_for_keyframes(
+    ends: tuple[PipeEndpoint, PipeEndpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wire from the publisher's side drops everything for longer than ``STALL_AFTER``:
+    the receiving end notices, and when the wire carries again the layer its viewer needs asks
+    the real publisher for a keyframe across the pipe (the viewer's decoder missed seconds)."""
+    out_end, in_end = link(*ends)
+    publisher = Publisher()
+    piped_out = out_end.send_track(publisher.uptrack)
+    stand_in = in_end.receive_track(piped_out.describe()).uptrack
+    publisher.frame(keyframe=True)
+    out_end.feedback()
+    await settle()
+    viewer(stand_in, "v1", 1)
+    await settle()
+    assert publisher.requests == [1]
+    publisher.frame(keyframe=True)
+    await settle()
+    assert in_end.stats.packets_received == 2
+    sending = ends[0].send
+    monkeypatch.setattr(ends[0], "send", lambda data, remote: None)  # the wire drops it all
+    loop = asyncio.get_running_loop()
+    cut = loop.time()
+    while not in_end.stalled:
+        publisher.frame()
+        await asyncio.sleep(0.05)
+        assert loop.time() - cut < 2.0, "the stall was not noticed within 2 s"
+    assert publisher.requests == [1]
+    monkeypatch.setattr(ends[0], "send", sending)
+    publisher.frame()
+    await settle(0.1)
+    assert not in_end.stalled
+    assert publisher.requests == [1, 1]
+    assert in_end.stats.stalls == 1
+    assert in_end.stats.stalled_seconds > 0
+    assert in_end.stats.packets_lost > 0  # the frames sent into the void

@@ -11,8 +11,11 @@ but the offer.
 Keys: a node makes one SRTP key per other node for what it sends there and tells it, with its
 pipe address, in a ``pipe_key`` envelope (over the bus: the internal network). The relay posts
 to each node in order, so a ``pipe_key`` reaches the other node before the ``track_piped``
-that will use it. A stalled link (nothing heard for two seconds) is keyed afresh and its tracks
-offered again.
+that will use it. A stalled link (nothing heard for 1.5 s, see :mod:`veche.media.pipe`) is
+keyed afresh: this node sends under a new key from then on and tells the other node (whose own
+stall, if the silence was both ways, re-keys the other direction). The tracks stay offered and
+stood in, so that a blip on the internal network costs the viewers a pause, not their tiles and
+a renegotiation; when the link is heard again its viewers' layers ask for keyframes.
 
 Where a node receives pipes (``pipe_host``) defaults to the address it reaches Redis from
 (:func:`default_pipe_host`): the interface on the network the nodes share, which is loopback
@@ -228,8 +231,10 @@ class PipeBroker:
             peer.link.drop_track(ssrc)
 
     def _stalled(self, link: PipeLink) -> None:
-        """Nothing came over ``link`` for a while: key it afresh and offer its tracks again
-        (the other node, if alive, stands them in anew)."""
+        """Nothing came over ``link`` for a while: key what this node sends afresh and tell the
+        other node with its address (a node that restarted on another port, or lost its end,
+        takes the link up again from it). A dead node's tracks go when the cluster notices it
+        (``room_media`` without it), not here."""
         node = next((n for n, p in self.peers.items() if p.link is link), None)
         if node is None:
             return
@@ -237,9 +242,7 @@ class PipeBroker:
         peer.send_key = new_key()
         link.set_send_key(peer.send_key)
         self._tell_key(node, peer)
-        for key in list(peer.offered):
-            self._withdraw(node, peer, key)
-        self._scan()
+        log.info("pipe keyed afresh", extra={"node": node})
 
     # ------------------------------------------------------------------ offering
 
