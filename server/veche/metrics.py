@@ -234,7 +234,7 @@ class VecheCollector(Collector):
             ("stalls", "Times the pipe went silent for 1.5 s (and was keyed afresh).", "stalls"),
             (
                 "stalled_seconds",
-                "Time the pipe spent stalled, until heard again.",
+                "Silence on the pipe in its stalls (counted when it carries again).",
                 "stalled_seconds",
             ),
         ):

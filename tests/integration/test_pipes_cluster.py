@@ -1,6 +1,7 @@
-"""One room's media spread over two nodes with ``pipes`` on: real processes over a real Redis,
-real aiortc participants. Each participant's media runs on the node its WebSocket reached; the
-room's tracks cross between the nodes once per node, not once per viewer."""
+"""One room's media spread over two nodes: real processes over a real Redis, real aiortc
+participants, and no pipe setting (pipes are on by default in a cluster). Each participant's
+media runs on the node its WebSocket reached; the room's tracks cross between the nodes once per
+node, not once per viewer."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -38,10 +41,10 @@ def redis() -> Iterator[RedisProcess]:
         yield server
 
 
-def _node(redis: RedisProcess) -> contextlib.AbstractContextManager[ServerProcess]:
+def _node(redis: RedisProcess, *flags: str) -> contextlib.AbstractContextManager[ServerProcess]:
+    """A node of the cluster, with nothing said about pipes (they are on by default)."""
     return run_server(
-        *("--redis-url", redis.url, "--resume-grace", "5", "--pipes"),
-        *("--admin-token", ADMIN),
+        *("--redis-url", redis.url, "--resume-grace", "5"), *("--admin-token", ADMIN), *flags
     )
 
 
@@ -228,9 +231,10 @@ def participant_anywhere(server: ServerProcess, room: str, participant_id: str) 
 
 
 async def test_two_workers_pipe_a_room_between_them() -> None:
-    """``--workers 2 --pipes``: a viewer whose connection the kernel gave the other worker
-    than the publisher's receives the publisher's media there, through the pipe."""
-    with run_server("--workers", "2", "--pipes", "--admin-token", ADMIN) as server:
+    """``--workers 2`` and no other setting: a viewer whose connection the kernel gave the
+    other worker than the publisher's receives the publisher's media there, through the
+    pipe."""
+    with run_server("--workers", "2", "--admin-token", ADMIN) as server:
         publisher = await MediaClient.join(server.ws, "workers", "Pub")
         viewers: list[MediaClient] = []
         try:
@@ -290,3 +294,74 @@ async def test_killing_the_second_node_takes_only_its_participants(redis: RedisP
             assert total(metrics(first), "veche_pipe_tracks") == 0
         finally:
             await presenter.close()
+
+
+PIPE_PORTS = (40250, 40251)
+"""One pipe port for each node of the stall test, for its packet filter to drop."""
+
+
+async def test_a_stalled_pipe_is_noticed_within_two_seconds_and_carries_again(
+    redis: RedisProcess,
+) -> None:
+    """A packet filter in the test's network namespace drops every pipe datagram between the
+    two nodes for 4 s: each node notices within 2 s (its log says after how long a silence) and
+    keys the pipe afresh; when the filter goes, the viewer on the second node has the
+    publisher's picture again within 3 s on the same track (a keyframe was asked across the
+    pipe), the pipe is live on both nodes, and what the filter dropped counts as lost."""
+    if shutil.which("iptables") is None:
+        pytest.skip("iptables is not installed (make test installs it as root)")
+    one_port = [("--pipe-port-min", str(p), "--pipe-port-max", str(p)) for p in PIPE_PORTS]
+    with _node(redis, *one_port[0]) as first, _node(redis, *one_port[1]) as second:
+        publisher = await MediaClient.join(first.ws, "stall", "P")
+        viewer = await MediaClient.join(second.ws, "stall", "V")
+        try:
+            await publisher.publish()
+            await until(
+                lambda: viewer.receives_from(publisher.participant_id, video=30, audio=30),
+                timeout=30,
+            )
+            (video,) = viewer.tracks_from(publisher.participant_id, "video")
+            lost_before = total(metrics(second), "veche_pipe_packets_lost_total")
+            asked_before = total(metrics(first), "veche_pipe_keyframe_requests_received_total")
+            ports = ",".join(map(str, PIPE_PORTS))
+            rule = ["INPUT", "-p", "udp", "-m", "multiport", "--dports", ports, "-j", "DROP"]
+            subprocess.run(["iptables", "-w", "-I", *rule], check=True)
+            cut = time.monotonic()
+            noticed: dict[str, float] = {}
+            try:
+                while len(noticed) < 2 and time.monotonic() - cut < 4:
+                    for name, node in (("first", first), ("second", second)):
+                        values = await asyncio.to_thread(metrics, node)
+                        if name not in noticed and total(values, "veche_pipe_stalled") == 1:
+                            noticed[name] = time.monotonic() - cut
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(max(0.0, 4 - (time.monotonic() - cut)))
+                frozen = video.frames
+            finally:
+                subprocess.run(["iptables", "-w", "-D", *rule], check=True)
+            back = await until(lambda: video.frames >= frozen + 15, timeout=10, step=0.02)
+            assert viewer.tracks_from(publisher.participant_id, "video") == [video]
+            a, b = metrics(first), metrics(second)
+        finally:
+            for client in (publisher, viewer):
+                await client.close()
+        logs = [first.output(), second.output()]
+    # Noticed by both, as the /metrics poll saw it and as each node measured its silence.
+    assert set(noticed) == {"first", "second"}, noticed
+    assert max(noticed.values()) < 2.5, noticed  # 1.5-1.75 s, plus the poll's own delay
+    for log in logs:
+        silences = [float(x) for x in re.findall(r"pipe stalled.*?silent=([0-9.]+)", log)]
+        assert len(silences) == 1, log[-3000:]
+        assert silences[0] < 2.0
+        assert "pipe keyed afresh" in log
+        assert "Traceback" not in log, log[-3000:]
+    assert back < 3.0
+    for values in (a, b):
+        assert total(values, "veche_pipes") == 1
+        assert total(values, "veche_pipe_stalled") == 0
+        assert total(values, "veche_pipe_stalls_total") == 1
+        assert 3.5 < total(values, "veche_pipe_stalled_seconds_total") < 5.5
+    # Four seconds of the publisher's audio (50 packets a second) and video, dropped.
+    assert total(b, "veche_pipe_packets_lost_total") - lost_before > 200
+    assert total(a, "veche_pipe_keyframe_requests_received_total") > asked_before
+    print(f"stall noticed after {noticed}, picture back {back:.2f} s after the filter went")

@@ -150,7 +150,8 @@ class PipeStats:
     keyframe_requests_received: int = 0
     stalls: int = 0
     stalled_seconds: float = 0.0
-    """Time spent stalled, counted when the other end is heard again."""
+    """The silences that were stalls, whole (from the last datagram before to the first
+    after), counted when the other end is heard again."""
 
 
 def _mask(layers: set[int]) -> bytes:
@@ -264,8 +265,6 @@ class PipeLink:
         self._clock = clock
         self.last_heard = clock()
         self.stalled = False
-        self.stalled_at: float | None = None
-        """When the current stall was noticed (``None`` while live)."""
         self.closed = False
         self._feedback_ssrc = random.getrandbits(32)
         self._task = asyncio.ensure_future(self._keep_alive())
@@ -400,9 +399,10 @@ class PipeLink:
         except (SrtpError, ValueError):
             self.stats.rejected += 1
             return
-        self.last_heard = self._clock()
+        now = self._clock()
         if self.stalled:
-            self._resumed()
+            self._resumed(now - self.last_heard)
+        self.last_heard = now
 
     def _rtp(self, data: bytes) -> None:
         packet = RtpPacket.parse(data, self._extensions)
@@ -462,7 +462,6 @@ class PipeLink:
             silent = self._clock() - self.last_heard
             if not self.stalled and silent > STALL_AFTER:
                 self.stalled = True
-                self.stalled_at = self._clock()
                 self.stats.stalls += 1
                 log.warning(
                     "pipe stalled",
@@ -474,14 +473,12 @@ class PipeLink:
                 if self._on_stall is not None:
                     self._on_stall(self)
 
-    def _resumed(self) -> None:
-        """The other end is heard again after a stall: the viewers of each received track
-        missed packets for seconds, so their layers ask the publisher for a keyframe now."""
-        now = self._clock()
-        stalled_for = now - self.stalled_at if self.stalled_at is not None else 0.0
+    def _resumed(self, silence: float) -> None:
+        """The other end is heard again after ``silence`` seconds: the viewers of each
+        received track missed packets all that time, so their layers ask the publisher for a
+        keyframe now."""
         self.stalled = False
-        self.stalled_at = None
-        self.stats.stalled_seconds += stalled_for
+        self.stats.stalled_seconds += silence
         for piped in self.incoming.values():
             for index in sorted(piped.needed()):
                 if index < len(piped.uptrack.layers):
@@ -490,7 +487,7 @@ class PipeLink:
             "pipe resumed",
             extra={
                 "remote": f"{self.remote[0]}:{self.remote[1]}",
-                "stalled": round(stalled_for, 2),
+                "silent": round(silence, 2),
             },
         )
 
