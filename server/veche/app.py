@@ -180,10 +180,12 @@ async def _pipes(app: web.Application) -> AsyncIterator[None]:
     hub.media.elsewhere = placement
     app[PIPES].append(broker)
     await broker.start()
+    await placement.start()
     yield
     app[PIPES].clear()
     relay.media = None
     hub.media.elsewhere = None
+    await placement.stop()
     await broker.stop()
 
 

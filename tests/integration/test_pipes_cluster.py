@@ -21,9 +21,12 @@ from typing import Any
 
 import pytest
 
+from tests.bench.clip import load_clip
+from tests.bench.meeting_rig import Rig
+
 from .peers import MediaClient
 from .redisproc import REDIS_SERVER, RedisProcess, run_redis
-from .serverproc import ServerProcess, run_server
+from .serverproc import NO_GOVERNOR, ServerProcess, run_server
 from .waiting import until
 
 pytestmark = [
@@ -94,6 +97,18 @@ async def test_a_room_over_two_nodes_pipes_each_track_once_per_node(redis: Redis
             a, b = metrics(first), metrics(second)
             assert total(a, "veche_pipes") == 1
             assert total(b, "veche_pipes") == 1
+            # The room's node tells what each participant is sent, wherever its media runs: P
+            # gets V2's tracks over the pipe, V1 (its media on the second node, which reports
+            # it) P's and V2's.
+            for client, audio, video in ((presenter, 1, 1), (viewers[0], 2, 2)):
+                await until(
+                    lambda c=client, a=audio, v=video: (
+                        first.receiving("lecture", c.participant_id)["audio"] == a
+                        and first.receiving("lecture", c.participant_id)["video"] == v
+                    ),
+                    timeout=5,
+                )
+            assert first.receiving("lecture", viewers[0].participant_id)["frames"] > 30
             # P's microphone and camera cross once for both viewers (and V2's the other way).
             assert total(b, "veche_pipe_tracks") == 4
             assert sum(v for k, v in b.items() if 'direction="in"' in k) == 2
@@ -365,3 +380,50 @@ async def test_a_stalled_pipe_is_noticed_within_two_seconds_and_carries_again(
     assert total(b, "veche_pipe_packets_lost_total") - lost_before > 200
     assert total(a, "veche_pipe_keyframe_requests_received_total") > asked_before
     print(f"stall noticed after {noticed}, picture back {back:.2f} s after the filter went")
+
+
+async def test_the_room_node_shows_the_layers_each_participant_is_sent_wherever_it_is(
+    redis: RedisProcess,
+) -> None:
+    """Two replayed simulcast publishers of one room, one on each node, each showing the other
+    large: the admin API on the room's node gives each the top layer of the other's camera,
+    with its width and bitrate: its own participant's of the camera that came over the pipe,
+    the other node's participant's as that node reports it."""
+    clip = await asyncio.to_thread(load_clip)
+    flags = (*NO_GOVERNOR, "--max-connections-per-address", "100")
+    with _node(redis, *flags) as first, _node(redis, *flags) as second:
+        epoch = time.monotonic()
+        here = Rig(first.ws, "layers", 2, clip, epoch=epoch, count=1, measured_every=2)
+        there = Rig(second.ws, "layers", 2, clip, epoch=epoch, first=1, measured_every=2)
+        try:
+            joining = asyncio.ensure_future(here.join(timeout=20))
+            await until(lambda: bool(here.participants), timeout=10)  # the room is the first's
+            assert await there.join(timeout=20) == []
+            assert await joining == []
+            (local,), (guest,) = here.participants, there.participants
+            nodes = {first.participant("layers", p.participant_id)["node"] for p in (local, guest)}
+            assert len(nodes) == 2
+
+            def top_layer_of_the_other(who: str, other: str) -> bool:
+                layers = first.participant("layers", who)["layers"]
+                return (
+                    len(layers) == 1
+                    and layers[0]["from"] == other
+                    and layers[0]["source"] == "camera"
+                    and layers[0]["layer"] == "f"
+                    and (layers[0]["width"] or 0) >= 640
+                    and (layers[0]["bitrate"] or 0) > 100_000
+                )
+
+            await until(
+                lambda: top_layer_of_the_other(local.participant_id, guest.participant_id),
+                timeout=10,
+            )
+            await until(
+                lambda: top_layer_of_the_other(guest.participant_id, local.participant_id),
+                timeout=10,
+            )
+            assert first.receiving("layers", guest.participant_id)["video"] == 1
+        finally:
+            await here.close()
+            await there.close()

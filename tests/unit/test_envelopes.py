@@ -14,6 +14,7 @@ from veche.cluster.envelopes import (
     MediaForwarding,
     MediaJoin,
     MediaLeave,
+    MediaReport,
     OpenSession,
     PipeKey,
     RelayedIdentity,
@@ -62,6 +63,11 @@ ONE_OF_EACH: list[ToOwner | ToEdge | ToMedia] = [
         ssrc=0x12345670,
     ),
     TrackUnpiped(node="n-a", room="r", ssrc=0x12345670),
+    MediaReport(
+        participant="p1",
+        receiving={"audio": 1, "video": 2, "frames": 300},
+        layers=[{"from": "p2", "source": "camera", "layer": "h", "width": 640, "bitrate": 500000}],
+    ),
 ]
 
 

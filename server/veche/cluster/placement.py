@@ -16,6 +16,10 @@ a *guest* and keeps the client's ``offer`` / ``answer`` / ``candidate`` / ``view
 owner tells every node of the room's media which nodes those are (``room_media``), and the
 nodes pipe the room's tracks to each other (:class:`~veche.cluster.pipes.PipeBroker`).
 
+The admin API answers on the owner, which does not run a guest's media: the edge tells it what
+each guest is sent (``media_report``, every :data:`REPORT_INTERVAL` seconds while it changes),
+so that ``veche admin room`` shows ``receiving`` and ``layers`` wherever the media runs.
+
 A node that dies takes its own participants' media with it: the owner's relay treats their
 sessions as lost (they resume, through any node, as without pipes) and the other nodes drop
 the tracks that came from it. When the owner dies, its relayed clients are closed with 1012 and
@@ -24,12 +28,15 @@ their media here ends with their connection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Final
 
 from veche.cluster.envelopes import (
     MediaForwarding,
     MediaJoin,
     MediaLeave,
+    MediaReport,
     PipeKey,
     RoomMedia,
     ToMedia,
@@ -43,10 +50,14 @@ from veche.hub import Hub
 from veche.ids import ParticipantId, RoomName
 from veche.protocol import Answer, Candidate, Offer, View, parse_client_message
 from veche.session import Session
+from veche.tasks import cancel_and_wait
 
-__all__ = ["Placement"]
+__all__ = ["REPORT_INTERVAL", "Placement"]
 
 log = logging.getLogger(__name__)
+
+REPORT_INTERVAL: Final = 1.0
+"""Seconds between two reports of what the guests here are sent, to their rooms' owners."""
 
 
 class Placement:
@@ -61,6 +72,15 @@ class Placement:
         """Relayed sessions whose participant's media runs here, by relayed session id."""
         self._told: dict[RoomName, set[str]] = {}
         """The nodes each room's media was last said to be on (owner side)."""
+        self._reported: dict[ParticipantId, MediaReport] = {}
+        """What was last reported of each guest (edge side)."""
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._report_forever(), name="media-reports")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
 
     # ------------------------------------------------------------------ owner side
 
@@ -153,6 +173,32 @@ class Placement:
             case _:
                 return False
 
+    async def _report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            try:
+                self.report()
+            except Exception:  # one bad round must not end the reports
+                log.exception("media report failed")
+
+    def report(self) -> None:
+        """Tell each guest's room owner what the guest is sent now, if that changed."""
+        media = self.hub.media
+        for session_id, participant_id in self._guests.items():
+            owner = self.relay.owner_of(session_id)
+            if owner is None:
+                continue
+            report = MediaReport(
+                participant=participant_id,
+                receiving=media.receiving(participant_id),
+                layers=media.layers(participant_id),
+            )
+            if self._reported.get(participant_id) != report:
+                self._reported[participant_id] = report
+                self.relay.post(owner, report)
+        for gone in self._reported.keys() - set(self._guests.values()):
+            del self._reported[gone]
+
     def ended(self, session_id: str) -> None:
         """A relayed client's connection ended: its media here ends with it."""
         participant_id = self._guests.pop(session_id, None)
@@ -197,6 +243,10 @@ class Placement:
                     audio=envelope.audio,
                     video=envelope.video,
                     screen=envelope.screen,
+                )
+            case MediaReport():
+                media.report(
+                    ParticipantId(envelope.participant), envelope.receiving, envelope.layers
                 )
             case RoomMedia() | PipeKey() | TrackPiped() | TrackUnpiped():
                 self.broker.handle(envelope)
