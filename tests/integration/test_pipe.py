@@ -5,6 +5,7 @@ wire between them is the loopback interface)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from tests.unit.test_forwarding import DELTA, KEY, FakeWriter
+from veche.cluster.pipes import default_pipe_host
 from veche.ids import ParticipantId
 from veche.media.pipe import STALL_AFTER, PipeEndpoint, PipeLink, new_key
 from veche.media.tracks import Downtrack, SenderFeed, Uptrack
@@ -281,3 +283,15 @@ async def test_pipe_heard_again_after_a_stall_asks_its_publisher_for_keyframes(
     assert in_end.stats.stalls == 1
     assert in_end.stats.stalled_seconds > 0
     assert in_end.stats.packets_lost > 0  # the frames sent into the void
+
+
+@pytest.mark.skipif(os.environ.get("VECHE_IN_NETNS") != "1", reason="needs the test netns")
+async def test_pipe_host_defaults_to_the_address_redis_is_reached_from() -> None:
+    """A Redis on another host of the internal network (the namespace's 10.99.0.0/24): pipes
+    are received on this host's address on that network, where the other nodes reach it."""
+    assert await default_pipe_host("redis://10.99.0.2:6379/0") == "10.99.0.1"
+    endpoint = await PipeEndpoint.open(await default_pipe_host("redis://10.99.0.2/0"), 41100, 41199)
+    try:
+        assert endpoint.address[0] == "10.99.0.1"
+    finally:
+        endpoint.close()
