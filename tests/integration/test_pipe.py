@@ -7,16 +7,19 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from tests.unit.test_forwarding import DELTA, KEY, FakeWriter
-from veche.cluster.pipes import default_pipe_host
-from veche.ids import ParticipantId
+from veche.cluster.envelopes import PipeKey, ToMedia
+from veche.cluster.pipes import PipeBroker, default_pipe_host
+from veche.ids import ParticipantId, RoomName
+from veche.media import MediaConfig
 from veche.media.pipe import STALL_AFTER, PipeEndpoint, PipeLink, new_key
+from veche.media.rooms import MediaRooms
 from veche.media.tracks import Downtrack, SenderFeed, Uptrack
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
@@ -295,3 +298,59 @@ async def test_pipe_host_defaults_to_the_address_redis_is_reached_from() -> None
         assert endpoint.address[0] == "10.99.0.1"
     finally:
         endpoint.close()
+
+
+async def test_pipe_brokers_agree_on_keys_again_after_a_fresh_key_is_lost(
+    ends: tuple[PipeEndpoint, PipeEndpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two nodes' pipe brokers (real media rooms and sockets, the bus a queue between them).
+    The wire from A to B drops everything: B's link stalls and keys itself afresh, and the bus
+    loses that key. A, which then cannot read B, stalls in turn; its own fresh key is answered
+    with B's current one, so once the wire carries again both links are live and nothing is
+    refused any more."""
+    a_end, b_end = ends
+    losing: list[str] = []
+    lost: list[PipeKey] = []
+    brokers: dict[str, PipeBroker] = {}
+
+    def post(sender: str) -> Callable[[str, ToMedia], None]:
+        def deliver(node: str, envelope: ToMedia) -> None:
+            if sender in losing and isinstance(envelope, PipeKey):
+                lost.append(envelope)
+                return
+            loop.call_soon(brokers[node].handle, envelope)  # type: ignore[arg-type]
+
+        return deliver
+
+    loop = asyncio.get_running_loop()
+    for node, endpoint in (("a", a_end), ("b", b_end)):
+        media = MediaRooms(MediaConfig(), lambda participant, message: None)
+        brokers[node] = PipeBroker(node, media, endpoint, post(node))
+    room = RoomName("room")
+    for broker in brokers.values():
+        broker.room_media(room, {"a", "b"})
+    await settle(0.7)
+    a_link, b_link = brokers["a"].links["b"], brokers["b"].links["a"]
+    assert not a_link.stalled
+    assert not b_link.stalled
+    sending = a_end.send
+    monkeypatch.setattr(a_end, "send", lambda data, remote: None)  # A to B drops it all
+    losing.append("b")
+    await asyncio.wait_for(until_true(lambda: b_link.stalled), 2.5)
+    assert len(lost) == 1  # B's fresh key never reached A
+    losing.clear()
+    await asyncio.wait_for(until_true(lambda: a_link.stalled), 2.5)  # B's packets unreadable
+    monkeypatch.setattr(a_end, "send", sending)
+    await asyncio.wait_for(until_true(lambda: not a_link.stalled and not b_link.stalled), 3)
+    refused = a_link.stats.rejected, b_link.stats.rejected
+    await settle(1.0)
+    assert (a_link.stats.rejected, b_link.stats.rejected) == refused
+    assert not a_link.stalled
+    assert not b_link.stalled
+    for broker in brokers.values():
+        await broker.stop()
+
+
+async def until_true(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.02)

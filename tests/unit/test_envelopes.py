@@ -49,6 +49,7 @@ ONE_OF_EACH: list[ToOwner | ToEdge | ToMedia] = [
     MediaForwarding(participant="p1", audio=True, video=False, screen=False),
     RoomMedia(room="r", nodes=["n-a", "n-b"]),
     PipeKey(node="n-a", host="10.0.0.2", port=40200, key="a2V5"),
+    PipeKey(node="n-b", host="10.0.0.3", port=40201, key="a2V6", answer=True),
     TrackPiped(
         node="n-a",
         room="r",

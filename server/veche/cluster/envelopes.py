@@ -190,13 +190,15 @@ class RoomMedia(_Model):
 
 class PipeKey(_Model):
     """Node ``node`` receives pipes at ``host``:``port`` and sends to the receiver under
-    ``key`` (base64 SRTP master key and salt), from now on."""
+    ``key`` (base64 SRTP master key and salt), from now on. ``answer``: the reply to the
+    receiver's own ``pipe_key`` (which is not answered again)."""
 
     type: Literal["pipe_key"] = "pipe_key"
     node: str
     host: str
     port: int
     key: str
+    answer: bool = False
 
 
 class TrackPiped(_Model):

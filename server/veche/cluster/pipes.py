@@ -12,10 +12,12 @@ Keys: a node makes one SRTP key per other node for what it sends there and tells
 pipe address, in a ``pipe_key`` envelope (over the bus: the internal network). The relay posts
 to each node in order, so a ``pipe_key`` reaches the other node before the ``track_piped``
 that will use it. A stalled link (nothing heard for 1.5 s, see :mod:`veche.media.pipe`) is
-keyed afresh: this node sends under a new key from then on and tells the other node (whose own
-stall, if the silence was both ways, re-keys the other direction). The tracks stay offered and
-stood in, so that a blip on the internal network costs the viewers a pause, not their tiles and
-a renegotiation; when the link is heard again its viewers' layers ask for keyframes.
+keyed afresh: this node sends under a new key from then on and tells the other node. Each
+``pipe_key`` is answered with the key the receiver sends under (an answer is not answered), so
+that both ends agree again even if one was lost on the way while the network was in trouble.
+The tracks stay offered and stood in, so that a blip on the internal network costs the viewers
+a pause, not their tiles and a renegotiation; when the link is heard again its viewers' layers
+ask for keyframes.
 
 Where a node receives pipes (``pipe_host``) defaults to the address it reaches Redis from
 (:func:`default_pipe_host`): the interface on the network the nodes share, which is loopback
@@ -83,6 +85,8 @@ class _Peer:
     """Another node this node's rooms share media with."""
 
     send_key: bytes
+    receive_key: bytes | None = None
+    """The key the other node last said it sends under."""
     link: PipeLink | None = None
     """Made once the other node's ``pipe_key`` has come."""
     offered: dict[tuple[RoomName, Uptrack], PipedOut] = field(default_factory=dict)
@@ -172,10 +176,10 @@ class PipeBroker:
             self._tell_key(node, peer)
         return peer
 
-    def _tell_key(self, node: str, peer: _Peer) -> None:
+    def _tell_key(self, node: str, peer: _Peer, *, answer: bool = False) -> None:
         host, port = self.endpoint.address
         key = base64.b64encode(peer.send_key).decode()
-        self._post(node, PipeKey(node=self.node_id, host=host, port=port, key=key))
+        self._post(node, PipeKey(node=self.node_id, host=host, port=port, key=key, answer=answer))
 
     def _keyed(self, envelope: PipeKey) -> None:
         node = envelope.node
@@ -191,8 +195,13 @@ class PipeBroker:
         if link is None:
             peer.link = PipeLink(self.endpoint, remote, peer.send_key, key, on_stall=self._stalled)
             log.info("pipe up", extra={"node": node, "remote": f"{remote[0]}:{remote[1]}"})
-        else:
+        elif key != peer.receive_key:
+            # Only a new key makes a new SRTP session: a fresh one under the same key would
+            # guess the streams' rollover counters anew, wrongly after 65,536 packets.
             link.set_receive_key(key)
+        peer.receive_key = key
+        if not envelope.answer:
+            self._tell_key(node, peer, answer=True)
         self._scan()
 
     def _piped(self, envelope: TrackPiped) -> None:
