@@ -17,8 +17,10 @@ owner tells every node of the room's media which nodes those are (``room_media``
 nodes pipe the room's tracks to each other (:class:`~veche.cluster.pipes.PipeBroker`).
 
 The admin API answers on the owner, which does not run a guest's media: the edge tells it what
-each guest is sent (``media_report``, every :data:`REPORT_INTERVAL` seconds while it changes),
-so that ``veche admin room`` shows ``receiving`` and ``layers`` wherever the media runs.
+each guest is sent (``media_report``): within :data:`REPORT_INTERVAL` seconds when its tracks or
+layers change, and every :data:`REPORT_REFRESH` seconds for its frame count and bitrates, which
+always change (a lecture's hundreds of viewers must not keep the bus busy for an admin view), so
+that ``veche admin room`` shows ``receiving`` and ``layers`` wherever the media runs.
 
 A node that dies takes its own participants' media with it: the owner's relay treats their
 sessions as lost (they resume, through any node, as without pipes) and the other nodes drop
@@ -52,12 +54,14 @@ from veche.protocol import Answer, Candidate, Offer, View, parse_client_message
 from veche.session import Session
 from veche.tasks import cancel_and_wait
 
-__all__ = ["REPORT_INTERVAL", "Placement"]
+__all__ = ["REPORT_INTERVAL", "REPORT_REFRESH", "Placement"]
 
 log = logging.getLogger(__name__)
 
 REPORT_INTERVAL: Final = 1.0
-"""Seconds between two reports of what the guests here are sent, to their rooms' owners."""
+"""Seconds between two looks at what the guests here are sent, for their rooms' owners."""
+REPORT_REFRESH: Final = 5.0
+"""Seconds after which a guest's report is sent again though only counts and rates changed."""
 
 
 class Placement:
@@ -72,8 +76,8 @@ class Placement:
         """Relayed sessions whose participant's media runs here, by relayed session id."""
         self._told: dict[RoomName, set[str]] = {}
         """The nodes each room's media was last said to be on (owner side)."""
-        self._reported: dict[ParticipantId, MediaReport] = {}
-        """What was last reported of each guest (edge side)."""
+        self._reported: dict[ParticipantId, tuple[MediaReport, float]] = {}
+        """What was last reported of each guest, and when (edge side)."""
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -182,8 +186,10 @@ class Placement:
                 log.exception("media report failed")
 
     def report(self) -> None:
-        """Tell each guest's room owner what the guest is sent now, if that changed."""
+        """Tell each guest's room owner what the guest is sent now, if its tracks or layers
+        changed or the last report is :data:`REPORT_REFRESH` seconds old."""
         media = self.hub.media
+        now = asyncio.get_running_loop().time()
         for session_id, participant_id in self._guests.items():
             owner = self.relay.owner_of(session_id)
             if owner is None:
@@ -193,8 +199,9 @@ class Placement:
                 receiving=media.receiving(participant_id),
                 layers=media.layers(participant_id),
             )
-            if self._reported.get(participant_id) != report:
-                self._reported[participant_id] = report
+            last = self._reported.get(participant_id)
+            if last is None or _shape(last[0]) != _shape(report) or now - last[1] >= REPORT_REFRESH:
+                self._reported[participant_id] = (report, now)
                 self.relay.post(owner, report)
         for gone in self._reported.keys() - set(self._guests.values()):
             del self._reported[gone]
@@ -250,3 +257,16 @@ class Placement:
                 )
             case RoomMedia() | PipeKey() | TrackPiped() | TrackUnpiped():
                 self.broker.handle(envelope)
+
+
+def _shape(report: MediaReport) -> tuple[object, ...]:
+    """What of a report is news: the tracks sent and each video's layer, not the frame count
+    or bitrates (they change all the time)."""
+    receiving = report.receiving
+    return (
+        receiving.get("audio"),
+        receiving.get("video"),
+        tuple(
+            (v.get("from"), v.get("source"), v.get("layer"), v.get("width")) for v in report.layers
+        ),
+    )
