@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -250,8 +252,9 @@ def participant_anywhere(server: ServerProcess, room: str, participant_id: str) 
 
 async def test_two_workers_pipe_a_room_between_them() -> None:
     """``--workers 2`` and no other setting: a viewer whose connection the kernel gave the
-    other worker than the publisher's receives the publisher's media there, through the
-    pipe."""
+    other worker than the publisher's receives the publisher's media there, through the pipe;
+    ``veche admin room`` (whichever worker its calls reach) names each one's worker and what
+    the viewer is sent there."""
     with run_server("--workers", "2", "--admin-token", ADMIN) as server:
         publisher = await MediaClient.join(server.ws, "workers", "Pub")
         viewers: list[MediaClient] = []
@@ -270,6 +273,41 @@ async def test_two_workers_pipe_a_room_between_them() -> None:
                 lambda: viewer.receives_from(publisher.participant_id, video=30, audio=30),
                 timeout=30,
             )
+
+            def admin_room() -> dict[str, Any]:
+                """``veche admin room workers``, as an operator types it."""
+                done = subprocess.run(
+                    [
+                        *(sys.executable, "-m", "veche", "admin"),
+                        *("--url", server.http, "room", "workers"),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
+                    env={**os.environ, "VECHE_ADMIN_TOKEN": ADMIN},
+                )
+                assert done.returncode == 0, done.stderr
+                room: dict[str, Any] = json.loads(done.stdout)
+                return {p["id"]: p for p in room["participants"]}
+
+            # The room's worker says where each participant's media runs, and what the viewer
+            # on the other worker is sent there (its report).
+            def described() -> bool:
+                people = admin_room()
+                me = people[viewer.participant_id]
+                return (
+                    me["node"] != people[publisher.participant_id]["node"]
+                    and me["receiving"]["video"] == 1
+                    and me["receiving"]["audio"] == 1
+                )
+
+            for _ in range(20):
+                if await asyncio.to_thread(described):
+                    break
+                await asyncio.sleep(0.5)
+            else:
+                raise AssertionError(f"veche admin room: {admin_room()}")
         finally:
             for client in (publisher, *viewers):
                 await client.close()
