@@ -317,7 +317,7 @@ async def test_two_workers_pipe_a_room_between_them() -> None:
 async def test_killing_the_second_node_takes_only_its_participants(redis: RedisProcess) -> None:
     """The node with the viewers dies: they leave the room (reconnecting, then gone), the
     presenter on the room's node keeps its connection and its place, and the first node's pipe
-    to the dead one stops carrying anything."""
+    to the dead one carries nothing more and is closed (not a stalled pipe for ever)."""
     with _node(redis) as first:
         presenter = await MediaClient.join(first.ws, "kill", "P")
         try:
@@ -348,6 +348,9 @@ async def test_killing_the_second_node_takes_only_its_participants(redis: RedisP
             await presenter.send({"type": "chat", "text": "still here"})
             await presenter.wait_for(lambda m: m["type"] == "chat_posted", timeout=5)
             assert total(metrics(first), "veche_pipe_tracks") == 0
+            # The pipe to the dead node is closed, not left stalled for ever.
+            await until(lambda: total(metrics(first), "veche_pipes") == 0, timeout=5)
+            assert total(metrics(first), "veche_pipe_stalled") == 0
         finally:
             await presenter.close()
 

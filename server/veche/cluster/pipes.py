@@ -165,9 +165,23 @@ class PipeBroker:
                 self._withdraw(node, peer, key)
             for ssrc in [s for s, item in peer.received.items() if item[0] == room]:
                 self._drop_received(peer, ssrc)
+            if not self._shares_media(node):
+                self._forget(node, peer)
         for node in others - before:
             self._peer(node)
         self._scan()
+
+    def _shares_media(self, node: str) -> bool:
+        return any(node in others for others in self.rooms.values())
+
+    def _forget(self, node: str, peer: _Peer) -> None:
+        """No room here has media on ``node`` any more (its members left, or it died): close
+        the link, so that a node gone for good does not count as a stalled pipe for ever. A
+        room that brings them together again keys a new one."""
+        del self.peers[node]
+        if peer.link is not None:
+            peer.link.close()
+            log.info("pipe down", extra={"node": node})
 
     def _peer(self, node: str) -> _Peer:
         peer = self.peers.get(node)
@@ -183,6 +197,10 @@ class PipeBroker:
 
     def _keyed(self, envelope: PipeKey) -> None:
         node = envelope.node
+        if node not in self.peers and not self._shares_media(node):
+            # Early (this node hears of the room later, and its own key then asks for the
+            # other's again) or late (the pipe was just closed): no link for it.
+            return
         peer = self._peer(node)
         key = base64.b64decode(envelope.key)
         remote = (envelope.host, envelope.port)
