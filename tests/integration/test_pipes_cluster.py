@@ -311,7 +311,10 @@ async def test_two_workers_pipe_a_room_between_them() -> None:
         finally:
             for client in (publisher, *viewers):
                 await client.close()
-        assert server.terminate() == 0
+            # SIGTERM, also when the test failed: the parent stops its workers and their Redis
+            # (the SIGKILL run_server falls back on would leave them running).
+            status = server.terminate()
+        assert status == 0
 
 
 async def test_killing_the_second_node_takes_only_its_participants(redis: RedisProcess) -> None:
