@@ -16,6 +16,12 @@ a *guest* and keeps the client's ``offer`` / ``answer`` / ``candidate`` / ``view
 owner tells every node of the room's media which nodes those are (``room_media``), and the
 nodes pipe the room's tracks to each other (:class:`~veche.cluster.pipes.PipeBroker`).
 
+The admin API answers on the owner, which does not run a guest's media: the edge tells it what
+each guest is sent (``media_report``): within :data:`REPORT_INTERVAL` seconds when its tracks or
+layers change, and every :data:`REPORT_REFRESH` seconds for its frame count and bitrates, which
+always change (a lecture's hundreds of viewers must not keep the bus busy for an admin view), so
+that ``veche admin room`` shows ``receiving`` and ``layers`` wherever the media runs.
+
 A node that dies takes its own participants' media with it: the owner's relay treats their
 sessions as lost (they resume, through any node, as without pipes) and the other nodes drop
 the tracks that came from it. When the owner dies, its relayed clients are closed with 1012 and
@@ -24,12 +30,15 @@ their media here ends with their connection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Final
 
 from veche.cluster.envelopes import (
     MediaForwarding,
     MediaJoin,
     MediaLeave,
+    MediaReport,
     PipeKey,
     RoomMedia,
     ToMedia,
@@ -43,10 +52,16 @@ from veche.hub import Hub
 from veche.ids import ParticipantId, RoomName
 from veche.protocol import Answer, Candidate, Offer, View, parse_client_message
 from veche.session import Session
+from veche.tasks import cancel_and_wait
 
-__all__ = ["Placement"]
+__all__ = ["REPORT_INTERVAL", "REPORT_REFRESH", "Placement"]
 
 log = logging.getLogger(__name__)
+
+REPORT_INTERVAL: Final = 1.0
+"""Seconds between two looks at what the guests here are sent, for their rooms' owners."""
+REPORT_REFRESH: Final = 5.0
+"""Seconds after which a guest's report is sent again though only counts and rates changed."""
 
 
 class Placement:
@@ -61,6 +76,15 @@ class Placement:
         """Relayed sessions whose participant's media runs here, by relayed session id."""
         self._told: dict[RoomName, set[str]] = {}
         """The nodes each room's media was last said to be on (owner side)."""
+        self._reported: dict[ParticipantId, tuple[MediaReport, float]] = {}
+        """What was last reported of each guest, and when (edge side)."""
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._report_forever(), name="media-reports")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
 
     # ------------------------------------------------------------------ owner side
 
@@ -153,6 +177,35 @@ class Placement:
             case _:
                 return False
 
+    async def _report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            try:
+                self.report()
+            except Exception:  # one bad round must not end the reports
+                log.exception("media report failed")
+
+    def report(self) -> None:
+        """Tell each guest's room owner what the guest is sent now, if its tracks or layers
+        changed or the last report is :data:`REPORT_REFRESH` seconds old."""
+        media = self.hub.media
+        now = asyncio.get_running_loop().time()
+        for session_id, participant_id in self._guests.items():
+            owner = self.relay.owner_of(session_id)
+            if owner is None:
+                continue
+            report = MediaReport(
+                participant=participant_id,
+                receiving=media.receiving(participant_id),
+                layers=media.layers(participant_id),
+            )
+            last = self._reported.get(participant_id)
+            if last is None or _shape(last[0]) != _shape(report) or now - last[1] >= REPORT_REFRESH:
+                self._reported[participant_id] = (report, now)
+                self.relay.post(owner, report)
+        for gone in self._reported.keys() - set(self._guests.values()):
+            del self._reported[gone]
+
     def ended(self, session_id: str) -> None:
         """A relayed client's connection ended: its media here ends with it."""
         participant_id = self._guests.pop(session_id, None)
@@ -198,5 +251,22 @@ class Placement:
                     video=envelope.video,
                     screen=envelope.screen,
                 )
+            case MediaReport():
+                media.report(
+                    ParticipantId(envelope.participant), envelope.receiving, envelope.layers
+                )
             case RoomMedia() | PipeKey() | TrackPiped() | TrackUnpiped():
                 self.broker.handle(envelope)
+
+
+def _shape(report: MediaReport) -> tuple[object, ...]:
+    """What of a report is news: the tracks sent and each video's layer, not the frame count
+    or bitrates (they change all the time)."""
+    receiving = report.receiving
+    return (
+        receiving.get("audio"),
+        receiving.get("video"),
+        tuple(
+            (v.get("from"), v.get("source"), v.get("layer"), v.get("width")) for v in report.layers
+        ),
+    )

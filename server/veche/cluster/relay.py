@@ -35,6 +35,7 @@ from veche.cluster.envelopes import (
     MediaForwarding,
     MediaJoin,
     MediaLeave,
+    MediaReport,
     OpenSession,
     PipeKey,
     RelayedIdentity,
@@ -273,6 +274,11 @@ class Relay:
         link = self._links.get(session_id)
         return link.outlet if link is not None else None
 
+    def owner_of(self, session_id: str) -> str | None:
+        """The node owning the room of a client on this node whose room is elsewhere."""
+        link = self._links.get(session_id)
+        return link.owner if link is not None else None
+
     def _handle(self, envelope: ToOwner | ToEdge | ToMedia) -> None:
         match envelope:
             case ServerFrame() | CloseSession():
@@ -301,6 +307,7 @@ class Relay:
                 | PipeKey()
                 | TrackPiped()
                 | TrackUnpiped()
+                | MediaReport()
             ):
                 if self.media is not None:
                     self.media.handle(envelope)
