@@ -42,6 +42,7 @@ an upgrade that changes them fails loudly.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -166,6 +167,8 @@ _LSR: Final = f"{_S}lsr"
 _LSR_TIME: Final = f"{_S}lsr_time"
 _RTCP_STARTED: Final = f"{_S}rtcp_started"
 _RTCP_EXITED: Final = f"{_S}rtcp_exited"
+_IDLE: Final = "_veche_idle"
+"""A fed sender's future, resolved by its next frame (see :func:`_report_while_sending`)."""
 _RTT: Final = f"{_S}rtt"
 _STREAM_ID: Final = "_stream_id"
 
@@ -333,7 +336,59 @@ class _LazyEstimator:
     ) -> tuple[int, list[int]] | None:
         if self._real is None:
             self._real = RemoteBitrateEstimator()
+            window = self._real.incoming_bitrate
+            self._real.incoming_bitrate = RateWindow(window._window_size, window._scale)  # type: ignore[assignment]
         return self._real.add(arrival_time_ms, abs_send_time, payload_size, ssrc)
+
+
+class RateWindow:
+    """aiortc's :class:`~aiortc.rate.RateCounter` (a byte rate over a sliding window of
+    milliseconds), with the same results, kept as a queue of samples instead of a bucket per
+    millisecond: aiortc's walks every millisecond passed on each packet and makes a thousand
+    buckets anew each time its receiver was silent for a second (a simulcast layer paused, a
+    publisher renewed), which was 7% of the server's time in a 50-person meeting."""
+
+    __slots__ = ("_count", "_origin", "_samples", "_scale", "_total", "_window")
+
+    def __init__(self, window_size: int, scale: int = 8000) -> None:
+        self._window = window_size
+        self._scale = scale
+        self.reset()
+
+    def reset(self) -> None:
+        self._samples: collections.deque[tuple[int, int]] = collections.deque()
+        self._origin: int | None = None
+        self._total = 0
+        self._count = 0
+
+    def add(self, value: int, now_ms: int) -> None:
+        if self._origin is None:
+            self._origin = now_ms
+        else:
+            self._erase_old(now_ms)
+        self._samples.append((now_ms, value))
+        self._total += value
+        self._count += 1
+
+    def rate(self, now_ms: int) -> int | None:
+        if self._origin is not None:
+            self._erase_old(now_ms)
+            active = now_ms - self._origin + 1
+            if self._count > 0 and active > 1:
+                return round(self._scale * self._total / active)
+        return None
+
+    def _erase_old(self, now_ms: int) -> None:
+        assert self._origin is not None
+        origin = now_ms - self._window + 1
+        if self._origin >= origin:
+            return
+        self._origin = origin
+        samples = self._samples
+        while samples and samples[0][0] < origin:
+            _, value = samples.popleft()
+            self._total -= value
+            self._count -= 1
 
 
 def _copy_codec(codec: RTCRtpCodecParameters) -> RTCRtpCodecParameters:
@@ -590,6 +645,9 @@ class PacketWriter:
         state[_RTP_TIMESTAMP] = rtp_timestamp
         state[_OCTET_COUNT] += octets
         state[_PACKET_COUNT] += len(payloads)
+        idle = state.pop(_IDLE, None)
+        if idle is not None and not idle.done():
+            idle.set_result(None)  # wakes the sender's report loop (see _report_while_sending)
 
     def forget(self) -> None:
         """Answer no NACK for what was sent so far (aiortc resends from this history)."""
@@ -640,15 +698,21 @@ async def _report_while_sending(sender: RTCRtpSender) -> None:
     among the loudest. aiortc reports on each every second regardless: in a 50-person meeting
     ~4,900 SRTP-protected RTCP packets a second, a sixth of the server's time in one profile.
     An idle sender's last report still holds (RFC 3550 lets a sender that stopped sending stop
-    reporting as one); the first packet it sends again brings the reports back."""
+    reporting as one); the first packet it sends again brings the reports back. While idle the
+    loop waits for that packet instead of waking every second (4,900 wake-ups a second at 50
+    people were another 6% of the server's time)."""
     state = sender.__dict__
     state[_RTCP_STARTED].set()
+    loop = asyncio.get_running_loop()
     reported = -1
     try:
         while True:
             await asyncio.sleep(0.5 + random.random())
             count = state[_PACKET_COUNT]
             if count == reported:
+                # Sleep until the next frame rather than waking every second for nothing.
+                idle = state[_IDLE] = loop.create_future()
+                await idle
                 continue
             reported = count
             packets: list[AnyRtcpPacket] = [
