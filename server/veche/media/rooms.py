@@ -16,7 +16,7 @@ from typing import Final, Protocol
 
 from veche.ids import ParticipantId, RoomName
 from veche.media.codecs import Decoders
-from veche.media.internals import lighten_aiortc, patient_consent
+from veche.media.internals import lighten_aiortc, patient_consent, read_in_bursts
 from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
 from veche.media.room import MediaRoom
@@ -82,6 +82,7 @@ class MediaRooms:
         self.config = config
         lighten_aiortc()
         patient_consent()
+        read_in_bursts()
         self._send = send
         self._on_speaker = on_speaker
         self._clock = clock

@@ -1,4 +1,4 @@
-"""ICE consent under load: answers that come late keep a connection; no answers end it.
+"""Sockets of a loaded server: read in bursts; ICE consent kept while answers come late.
 
 Two real aioice connections over the loopback, the controlled side answering consent checks
 late (as a loaded process does) or not at all. The intervals are shortened so that the test
@@ -8,6 +8,7 @@ takes seconds: a check every 0.2 s, consent expiring after 2 s without an answer
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -108,3 +109,30 @@ async def test_aioice_alone_drops_a_connection_whose_answers_come_late(
     controlling._query_consent_task = asyncio.create_task(controlling.query_consent())
     answer_late(controlled, 0.8)
     assert not await still_open_after(controlling, 2.5 * EXPIRY)
+
+
+async def test_a_ready_socket_is_read_in_bursts() -> None:
+    """What waits on a UDP socket is read within a few turns of the event loop (asyncio alone
+    reads one datagram per turn: a publisher's socket fell behind a busy loop), in order."""
+    internals.read_in_bursts()
+    loop = asyncio.get_running_loop()
+    received: list[bytes] = []
+
+    class Counting(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+            received.append(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Counting, local_addr=("127.0.0.1", 0))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        sent = [index.to_bytes(2, "big") for index in range(3 * internals.BURST)]
+        for datagram in sent:
+            sender.sendto(datagram, ("127.0.0.1", port))
+        # On the loopback they all wait on the socket now; give the loop six turns.
+        for _ in range(6):
+            await asyncio.sleep(0)
+        assert received == sent
+    finally:
+        sender.close()
+        transport.close()
