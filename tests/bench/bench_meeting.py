@@ -100,6 +100,10 @@ class Trial:
     packets_per_second: float = 0.0
     bits_per_second: float = 0.0
     keyframes_per_minute: float = 0.0
+    thinned_per_second: float = 0.0
+    """Frames of upper temporal layers the load governor left out, per second (all viewers)."""
+    governor_level: float = 0.0
+    """The load governor's level at the end of the window."""
     fps: list[float] = field(default_factory=list)
     """Frames per second of each shown tile (viewer, tile), 0 for a tile without frames."""
     latency_ms: dict[int, int] = field(default_factory=dict)
@@ -142,6 +146,13 @@ class Trial:
         return min(self.fps, default=0.0)
 
     @property
+    def fps_p10(self) -> float:
+        """The frame rate that 90% of the shown tiles reach or exceed."""
+        if not self.fps:
+            return 0.0
+        return sorted(self.fps)[len(self.fps) // 10]
+
+    @property
     def fps_median(self) -> float:
         return statistics.median(self.fps) if self.fps else 0.0
 
@@ -180,6 +191,8 @@ def _metrics(port: int) -> dict[str, float]:
         "veche_bytes_forwarded_total": "bytes",
         "veche_keyframe_requests_total": "keyframes",
         "veche_event_loop_lag_max_seconds": "loop_lag_max",
+        "veche_frames_thinned_total": "thinned",
+        "veche_governor_level": "governor",
     }
     found: dict[str, float] = {}
     for line in text.splitlines():
@@ -309,6 +322,8 @@ def _fill(trial: Trial, before: Snapshot, after: Snapshot, results: list[dict[st
     trial.bits_per_second = metric.get("bytes", 0.0) * 8 / window
     trial.keyframes_per_minute = metric.get("keyframes", 0.0) * 60 / window
     trial.loop_lag_max = after.metrics.get("loop_lag_max", 0.0)
+    trial.thinned_per_second = metric.get("thinned", 0.0) / window
+    trial.governor_level = after.metrics.get("governor", 0.0)
     lags = []
     for result in results:
         trial.fps += [fps for _, _, fps, _ in result["tiles"]]
@@ -339,7 +354,8 @@ def describe(trial: Trial) -> str:
             f"{_num(trial.packets_per_second)} pkt/s, "
             f"{trial.bits_per_second / 1e6:.1f} Mbit/s forwarded | "
             f"{_num(trial.us_per_packet, 1)} us/pkt | "
-            f"tile fps worst {trial.fps_worst:.1f} median {trial.fps_median:.1f} | "
+            f"tile fps worst {trial.fps_worst:.1f} p10 {trial.fps_p10:.1f} "
+            f"median {trial.fps_median:.1f} | "
             f"arrival p50 {_num(trial.latency(50))} ms p95 {_num(trial.latency(95))} ms | "
             f"{trial.keyframes_per_minute:.0f} keyframe requests/min",
             f"{'':28}audio per viewer: {min(trial.audio_streams, default=0)}-"
@@ -347,7 +363,9 @@ def describe(trial: Trial) -> str:
             f"{_num(min(trial.audio_pps, default=0))} pkt/s min | rig {trial.rig_cores:.2f} "
             f"cores (send lag p95 {_num(trial.send_lag_ms)} ms, "
             f"{trial.retransmissions} retransmitted) | other work {trial.other_cores:.2f} "
-            f"cores | server loop lag max {trial.loop_lag_max * 1000:.0f} ms",
+            f"cores | server loop lag max {trial.loop_lag_max * 1000:.0f} ms | "
+            f"governor level {trial.governor_level:.0f}, "
+            f"{_num(trial.thinned_per_second)} frames thinned/s",
         ]
         if trial.missing:
             lines.append(f"{'':28}{trial.missing} tiles had no frame when measuring began")

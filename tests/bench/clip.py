@@ -5,8 +5,11 @@ in a cache file, so that fifty replaying publishers cost about what sending pack
 video is one synthetic picture (a drifting pattern with a band of fresh noise, so that the rate
 control spends its budget as on a camera) in three simulcast layers, lowest first; each layer
 has its frames as delta frames (played in a loop: no periodic keyframe) and, for every frame, a
-keyframe version, sent instead when the server asks for a keyframe (PLI). The audio is a second
-of Opus frames.
+keyframe version, sent instead when the server asks for a keyframe (PLI). Each layer is in three
+temporal layers as Chromium sends a camera (L1T3: TIDs 0, 2, 1, 2, error-resilient), every
+payload descriptor naming its TID, layer sync flag, picture id and TL0PICIDX; the replaying
+sender numbers picture ids and TL0PICIDX on across loops (:func:`renumber`). The audio is a
+second of Opus frames.
 
 Every frame's first packet ends with bytes no other frame of the clip ends with:
 :meth:`Clip.identify` turns the tail of a received first packet back into (layer, frame index,
@@ -26,7 +29,7 @@ from typing import Final
 
 import av
 import numpy as np
-from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.codecs.vpx import PACKET_MAX
 from av import AudioFrame, VideoFrame
 
 FPS: Final = 30
@@ -54,8 +57,16 @@ LAYERS: Final = (
 """The browser client's camera layers, lowest first (``web/`` publishes the same three)."""
 SINGLE_LAYER: Final = 1
 """The layer a publisher without simulcast sends (640x360, 500 kbps)."""
+TEMPORAL_PATTERN: Final = (0, 2, 1, 2)
+"""The TID of each frame in a group of four (libvpx's ``ts_layering_mode`` 3, as Chromium's
+L1T3): TID 0 alone is 7.5 fps, TIDs 0-1 15 fps. :data:`FRAMES` is a multiple of four."""
+LAYER_SYNC: Final = (False, True, True, False)
+"""Whether each frame of a group refers to the base layer only."""
+DESCRIPTOR: Final = 6
+"""Bytes of every payload's VP8 descriptor here: X, then I, L and T; a 15-bit picture id;
+TL0PICIDX; TID, Y and KEYIDX."""
 
-_VERSION: Final = 1
+_VERSION: Final = 2
 """Bump when what is encoded changes: the cache file is named after it."""
 
 
@@ -120,6 +131,8 @@ def _vp8(spec: LayerSpec, pictures: list[np.ndarray], *, key: bool) -> list[list
     codec.pix_fmt = "yuv420p"
     codec.time_base = fractions.Fraction(1, FPS)
     codec.gop_size = 3000
+    # Kilobits per second up to each temporal layer (libvpx shares them out as Chromium does).
+    rates = ",".join(str(spec.bitrate // 1000 * share // 100) for share in (40, 60, 100))
     codec.options = {
         "deadline": "realtime",
         "cpu-used": "4",
@@ -129,6 +142,11 @@ def _vp8(spec: LayerSpec, pictures: list[np.ndarray], *, key: bool) -> list[list
         "bufsize": str(spec.bitrate),
         "undershoot-pct": "100",
         "overshoot-pct": "15",
+        "error-resilient": "1",
+        "ts-parameters": (
+            f"ts_number_layers=3:ts_target_bitrate={rates}:ts_rate_decimator=4,2,1"
+            ":ts_periodicity=4:ts_layer_id=0,2,1,2:ts_layering_mode=3"
+        ),
     }
     frames = []
     for number, picture in enumerate(pictures):
@@ -138,8 +156,35 @@ def _vp8(spec: LayerSpec, pictures: list[np.ndarray], *, key: bool) -> list[list
         if key:
             frame.pict_type = av.video.frame.PictureType.I
         data = b"".join(bytes(packet) for packet in codec.encode(frame))
-        frames.append(Vp8Encoder._packetize(data, number % (1 << 15)))
+        # Frame ``number`` is played as frame ``number - 1`` of the loop (the first is dropped).
+        position = (number - 1) % len(TEMPORAL_PATTERN)
+        tid, sync = (0, True) if key else (TEMPORAL_PATTERN[position], LAYER_SYNC[position])
+        frames.append(_packetize(data, tid, sync))
     return frames[1:]
+
+
+def _packetize(data: bytes, tid: int, sync: bool) -> list[bytes]:
+    """A frame's RTP payloads, each with a :data:`DESCRIPTOR`-byte descriptor naming ``tid``
+    and ``sync`` (picture id and TL0PICIDX 0: see :func:`renumber`)."""
+    payloads = []
+    size = PACKET_MAX - DESCRIPTOR  # as large as aiortc's payloads
+    for start in range(0, len(data), size):
+        first = 0x10 if start == 0 else 0x00  # S: a partition starts here
+        head = bytes([0x80 | first, 0xE0, 0x80, 0x00, 0x00, (tid << 6) | (int(sync) << 5)])
+        payloads.append(head + data[start : start + size])
+    return payloads
+
+
+def renumber(payloads: list[bytes], picture_id: int, tl0picidx: int) -> list[bytes]:
+    """``payloads`` (one frame of the clip) with picture id ``picture_id`` (15 bits) and
+    TL0PICIDX ``tl0picidx`` (8 bits), so that a replayed loop numbers on."""
+    fields = bytes([0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF, tl0picidx & 0xFF])
+    return [payload[:2] + fields + payload[5:] for payload in payloads]
+
+
+def temporal_id(payload: bytes) -> int:
+    """The TID of a frame of the clip, from one of its payloads."""
+    return payload[5] >> 6
 
 
 def _opus() -> list[bytes]:

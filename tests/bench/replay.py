@@ -33,7 +33,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from tests.bench.clip import FPS, FRAMES, LAYERS, SINGLE_LAYER, Clip
+from tests.bench.clip import FPS, FRAMES, LAYERS, SINGLE_LAYER, Clip, renumber, temporal_id
 
 RID_EXTENSION: Final = 10
 REPAIRED_RID_EXTENSION: Final = 11
@@ -162,6 +162,10 @@ class _Stream:
     """When each packet was last sent again, and how many times it was."""
     paused: bool = False
     """Not sent: the server's REMB does not leave room for this layer."""
+    picture_id: int = field(default_factory=lambda: random.randrange(1 << 15))
+    """The next frame's VP8 picture id."""
+    tl0picidx: int = field(default_factory=lambda: random.randrange(1 << 8))
+    """The TL0PICIDX of the last base-layer frame sent."""
 
 
 class ReplaySender:
@@ -287,6 +291,10 @@ class ReplaySender:
                 stream.paused, stream.keyframe = False, True
             key = stream.keyframe
             payloads = (self.clip.keyframes if key else self.clip.video)[layer][index]
+            if temporal_id(payloads[0]) == 0:
+                stream.tl0picidx = (stream.tl0picidx + 1) & 0xFF
+            payloads = renumber(payloads, stream.picture_id, stream.tl0picidx)
+            stream.picture_id = (stream.picture_id + 1) & 0x7FFF
             last = len(payloads) - 1
             for position, payload in enumerate(payloads):
                 packet = RtpPacket(
