@@ -228,9 +228,12 @@ def participant_anywhere(server: ServerProcess, room: str, participant_id: str) 
 
 
 async def test_two_workers_pipe_a_room_between_them() -> None:
-    """``--workers 2 --pipes``: a viewer whose connection the kernel gave the other worker
-    than the publisher's receives the publisher's media there, through the pipe."""
-    with run_server("--workers", "2", "--pipes", "--admin-token", ADMIN) as server:
+    """``--workers 2 --pipes``: a viewer whose media runs on the other worker than the
+    publisher's receives the publisher's media there, through the pipe (the placement threshold
+    at 0: the room grows onto the idle worker at once, wherever the viewer's WebSocket is)."""
+    with run_server(
+        *("--workers", "2", "--pipes", "--placement-threshold", "0", "--admin-token", ADMIN)
+    ) as server:
         publisher = await MediaClient.join(server.ws, "workers", "Pub")
         viewers: list[MediaClient] = []
         try:
