@@ -79,7 +79,7 @@ from veche.protocol import (
 from veche.session import Session
 from veche.tasks import cancel_and_wait
 
-__all__ = ["Placement"]
+__all__ = ["Placement", "choose", "estimate"]
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,10 @@ REFRESH: Final = 1.0
 RECENT: Final = 6.0
 """Seconds a placement counts on top of the load its process reports: a heartbeat's interval
 plus the time the smoothed load takes to show a new participant's cost."""
-DEFAULT_COST: Final = 0.01
+DEFAULT_COST: Final = 0.05
 """What one participant is assumed to cost (a share of a process's CPU) where too few run to
-tell."""
+tell: on the high side, so that a burst of joins spreads rather than piles up before the loads
+show it."""
 EDGE_BONUS: Final = 0.02
 """How much busier than another process the edge may be and still be chosen (no extra hop)."""
 MAX_EARLY: Final = 64
@@ -110,6 +111,43 @@ class _Guest:
     inbox: asyncio.Queue[Offer | Answer | Candidate | View] = field(default_factory=asyncio.Queue)
     """Media frames passed on by its edge or owner, applied one at a time."""
     task: asyncio.Task[None] | None = None
+
+
+def estimate(node: NodeInfo, recent: int) -> float:
+    """``node``'s load with ``recent`` placements on it added that its load does not show yet,
+    each at what one participant costs there (measured where enough run, else
+    :data:`DEFAULT_COST`)."""
+    each = node.cpu / node.media if node.media >= 3 and node.cpu > 0.05 else DEFAULT_COST
+    return node.cpu + recent * each
+
+
+def choose(
+    nodes: dict[str, NodeInfo],
+    edge: str,
+    carrying: set[str],
+    recent: dict[str, int],
+    threshold: float,
+) -> str:
+    """The node to run the media of a participant whose WebSocket reached ``edge``: among the
+    live ``nodes`` of ``edge``'s host that take new work, the least loaded (:func:`estimate`,
+    with ``recent`` placements not shown in their loads yet) of those already ``carrying`` the
+    room's media while under ``threshold``; else the least loaded under it; else the least
+    loaded of all. The edge wins a near tie (:data:`EDGE_BONUS`): it saves a hop. An edge not
+    among ``nodes`` (its heartbeat not read yet) keeps the media."""
+    home = nodes.get(edge)
+    if home is None:
+        return edge
+    candidates = [n for n in nodes.values() if n.host == home.host and not n.draining]
+    if not candidates:
+        return edge
+    load = {
+        n.id: estimate(n, recent.get(n.id, 0)) - (EDGE_BONUS if n.id == edge else 0.0)
+        for n in candidates
+    }
+    pool = [n for n in candidates if n.id in carrying and load[n.id] < threshold]
+    if not pool:
+        pool = [n for n in candidates if load[n.id] < threshold] or candidates
+    return min(pool, key=lambda n: (load[n.id], n.id != edge, n.id)).id
 
 
 class Placement:
@@ -182,22 +220,14 @@ class Placement:
 
     def _choose(self, room: RoomName, edge: str) -> str:
         nodes = {**self._nodes, self.node_id: self.cluster.describe()}
-        home = nodes.get(edge)
-        if home is None:
-            return edge  # its heartbeat not read yet: where its WebSocket is, as before
-        candidates = [
-            n
-            for n in nodes.values()
-            if n.host == home.host and not n.draining and n.id not in self._gone
-        ]
-        if not candidates:
-            return edge
-        carrying = self._carrying(room)
-        load = {n.id: self._estimate(n) - (EDGE_BONUS if n.id == edge else 0.0) for n in candidates}
-        pool = [n for n in candidates if n.id in carrying and load[n.id] < self.threshold]
-        if not pool:
-            pool = [n for n in candidates if load[n.id] < self.threshold] or candidates
-        return min(pool, key=lambda n: (load[n.id], n.id != edge, n.id)).id
+        for node in self._gone:
+            nodes.pop(node, None)
+        now = time.monotonic()
+        recent = {}
+        for node, times in list(self._recent.items()):
+            self._recent[node] = [t for t in times if now - t < RECENT]
+            recent[node] = len(self._recent[node])
+        return choose(nodes, edge, self._carrying(room), recent, self.threshold)
 
     def _carrying(self, room: RoomName) -> set[str]:
         """The nodes that run some of ``room``'s media now."""
@@ -207,14 +237,6 @@ class Placement:
         if local is not None and local.members:
             nodes.add(self.node_id)
         return nodes
-
-    def _estimate(self, node: NodeInfo) -> float:
-        """``node``'s load with this owner's recent placements on it added."""
-        now = time.monotonic()
-        recent = [t for t in self._recent.get(node.id, []) if now - t < RECENT]
-        self._recent[node.id] = recent
-        each = node.cpu / node.media if node.media >= 3 and node.cpu > 0.05 else DEFAULT_COST
-        return node.cpu + len(recent) * each
 
     def join(
         self,
