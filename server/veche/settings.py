@@ -61,8 +61,9 @@ class Settings(BaseSettings):
     pipes: bool = Field(
         False,
         description="With several processes (`workers` or nodes over `redis_url`): a "
-        "participant's media stays on the process its WebSocket reached, and the tracks of a "
-        "room are piped (once per process) to the other processes that have its members.",
+        "participant's media runs on a process of the host its WebSocket reached, and the "
+        "tracks of a room are piped (once per process) to the other processes that have its "
+        "members.",
     )
     pipe_host: str = Field(
         "127.0.0.1",
