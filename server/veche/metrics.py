@@ -220,10 +220,19 @@ class VecheCollector(Collector):
             "Participants' media placed by the rooms of this process, by the process chosen.",
             labels=["node"],
         )
+        passed = CounterMetricFamily(
+            "veche_media_frames_passed",
+            "Clients' media frames passed on to the process running their media, by who passed "
+            "them: edge (this process holds the WebSocket) or owner (this process owns the room).",
+            labels=["by"],
+        )
         for placement in self._app[PLACEMENT]:
             for node, count in placement.placements.items():
                 placements.add_metric([node], count)
+            for by, count in placement.passed_on.items():
+                passed.add_metric([by], count)
         yield placements
+        yield passed
 
     def _pipes(self) -> Iterator[Metric]:
         """Pipes to other nodes (``pipes`` on): one series per other node."""

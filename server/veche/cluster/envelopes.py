@@ -191,6 +191,7 @@ class MediaRoute(_Model):
 
     type: Literal["media_route"] = "media_route"
     session: SessionId
+    participant: str
     node: str | None = None
 
 

@@ -94,6 +94,8 @@ tell: on the high side, so that a burst of joins spreads rather than piles up be
 show it."""
 EDGE_BONUS: Final = 0.02
 """How much busier than another process the edge may be and still be chosen (no extra hop)."""
+STALE: Final = 5.0
+"""Seconds after which a process's last heartbeat (sent every 2 s) no longer counts."""
 MAX_EARLY: Final = 64
 """Media frames kept for a participant whose ``media_join`` has not arrived yet."""
 
@@ -174,8 +176,9 @@ class Placement:
         """Participants whose media runs here, by relayed session id."""
         self._early: dict[str, list[str]] = {}
         """Media frames for a guest whose ``media_join`` is still on its way, by participant."""
-        self._routes: dict[str, str] = {}
-        """Edge side: relayed sessions whose media runs on a third process, and which."""
+        self._routes: dict[str, tuple[str, ParticipantId]] = {}
+        """Edge side: relayed sessions whose media runs on a third process: which, and their
+        participant (the edge does not know it otherwise: the owner admitted it)."""
         self._told: dict[RoomName, set[str]] = {}
         """The nodes each room's media was last said to be on (owner side)."""
         self._nodes: dict[str, NodeInfo] = {}
@@ -189,6 +192,9 @@ class Placement:
         """Nodes found dead: nothing more is placed on them."""
         self.placements: Counter[str] = Counter()
         """Participants' media placed by this owner, by node (its own id included)."""
+        self.passed_on: Counter[str] = Counter()
+        """Media frames passed on to the process running the media, by who passed them:
+        ``edge`` (straight from the WebSocket's process), ``owner`` (through the room's)."""
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -219,9 +225,11 @@ class Placement:
         return None if node == self.node_id else node
 
     def _choose(self, room: RoomName, edge: str) -> str:
-        nodes = {**self._nodes, self.node_id: self.cluster.describe()}
-        for node in self._gone:
-            nodes.pop(node, None)
+        # A heartbeat older than STALE: that process may be gone (its key outlives it for a
+        # few seconds). The processes of one host share its clock.
+        fresh = time.time() - STALE
+        nodes = {n.id: n for n in self._nodes.values() if n.at >= fresh and n.id not in self._gone}
+        nodes[self.node_id] = self.cluster.describe()
         now = time.monotonic()
         recent = {}
         for node, times in list(self._recent.items()):
@@ -253,7 +261,9 @@ class Placement:
         if isinstance(outlet, RemoteOutlet):
             edge, session_id = outlet.edge_node, outlet.session_id
             if edge != node:
-                self.relay.post(edge, MediaRoute(session=session_id, node=node))
+                self.relay.post(
+                    edge, MediaRoute(session=session_id, participant=participant_id, node=node)
+                )
         else:
             edge, session_id = self.node_id, self.relay.link_local(outlet)
             self._local[participant_id] = session_id
@@ -279,7 +289,10 @@ class Placement:
         session = self.hub.session_of(participant_id)
         outlet = session.outlet if session is not None else None
         if isinstance(outlet, RemoteOutlet) and outlet.edge_node != node:
-            self.relay.post(outlet.edge_node, MediaRoute(session=outlet.session_id, node=None))
+            self.relay.post(
+                outlet.edge_node,
+                MediaRoute(session=outlet.session_id, participant=participant_id, node=None),
+            )
 
     def forwarding(
         self, node: str, participant_id: ParticipantId, *, audio: bool, video: bool, screen: bool
@@ -294,6 +307,7 @@ class Placement:
     ) -> None:
         """A media frame of a participant whose media runs on ``node`` reached this owner:
         pass it on."""
+        self.passed_on["owner"] += 1
         self.relay.post(
             node, MediaFrame(participant=participant_id, text=message.model_dump_json())
         )
@@ -338,10 +352,8 @@ class Placement:
         if guest is not None:
             await self._apply(guest.participant, message, session.outlet.send)
         elif route is not None:
-            participant = session.participant
-            if participant is None:
-                return False
-            self.relay.post(route, MediaFrame(participant=participant.id, text=text))
+            self.passed_on["edge"] += 1
+            self.relay.post(route[0], MediaFrame(participant=route[1], text=text))
         return True
 
     async def _apply(
@@ -425,7 +437,8 @@ class Placement:
                 if envelope.node is None:
                     self._routes.pop(envelope.session, None)
                 elif self.relay.outlet_of(envelope.session) is not None:
-                    self._routes[envelope.session] = envelope.node
+                    participant = ParticipantId(envelope.participant)
+                    self._routes[envelope.session] = (envelope.node, participant)
             case MediaFrame():
                 target = self._guest_of(ParticipantId(envelope.participant))
                 if target is None:
