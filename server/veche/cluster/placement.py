@@ -97,7 +97,8 @@ EDGE_BONUS: Final = 0.02
 STALE: Final = 5.0
 """Seconds after which a process's last heartbeat (sent every 2 s) no longer counts."""
 MAX_EARLY: Final = 64
-"""Media frames kept for a participant whose ``media_join`` has not arrived yet."""
+"""Media frames kept for a participant whose ``media_join`` has not arrived yet (and such
+participants kept at once)."""
 
 _MEDIA_FRAMES: Final = (Offer, Answer, Candidate, View)
 
@@ -442,6 +443,8 @@ class Placement:
             case MediaFrame():
                 target = self._guest_of(ParticipantId(envelope.participant))
                 if target is None:
+                    if len(self._early) >= MAX_EARLY and envelope.participant not in self._early:
+                        return  # a flood for participants that never come: not kept
                     early = self._early.setdefault(envelope.participant, [])
                     if len(early) < MAX_EARLY:
                         early.append(envelope.text)
