@@ -37,7 +37,7 @@ def redis() -> Iterator[RedisProcess]:
 
 
 def _node(
-    redis: RedisProcess, *, threshold: float
+    redis: RedisProcess, *, threshold: float, extra: tuple[str, ...] = ()
 ) -> contextlib.AbstractContextManager[ServerProcess]:
     """A node of a host named after the test (pipes on, explicitly): the nodes of an earlier
     test of the module, whose heartbeats may outlive them for a few seconds, are not of it."""
@@ -46,6 +46,7 @@ def _node(
         *("--redis-url", redis.url, "--resume-grace", "5", "--pipes"),
         *("--host-id", host, "--placement-threshold", str(threshold)),
         *("--admin-token", ADMIN),
+        *extra,
     )
 
 
@@ -174,6 +175,53 @@ async def test_a_room_stays_on_its_process_while_that_one_has_room(redis: RedisP
             assert total(metrics(b), "veche_media_participants") == 0
         finally:
             for client in clients:
+                await client.close()
+
+
+async def test_a_placed_participant_s_failed_connection_starts_afresh(redis: RedisProcess) -> None:
+    """A viewer connected to A whose media the owner put on B misses its first subscribe offer
+    (as a client that lost it): B gives up on that connection after ``media_connect_timeout``,
+    the ``media_failed`` error reaches the viewer through A, B offers a new connection, and
+    the viewer receives the presenter on it, its media still on B."""
+    with (
+        _node(redis, threshold=0, extra=("--media-connect-timeout", "2")) as a,
+        _node(redis, threshold=0, extra=("--media-connect-timeout", "2")) as b,
+    ):
+        await _heard_of(a, b)
+        presenter = await MediaClient.join(a.ws, "renew", "P")
+        viewers: list[MediaClient] = []
+        try:
+            await presenter.publish()
+            await asyncio.sleep(1)
+            missed: list[str] = []
+            for attempt in range(6):
+                viewer = await MediaClient.join(a.ws, "renew", f"V{attempt}")
+                viewers.append(viewer)
+                if media_node(a, "renew", viewer) == node_id(b):
+                    break
+            else:
+                raise AssertionError("no viewer's media was placed on B")
+            answer = viewer._answer_subscribe
+
+            async def miss_the_first(sdp: str) -> None:
+                if not missed:
+                    missed.append(sdp)
+                    return
+                await answer(sdp)
+
+            viewer._answer_subscribe = miss_the_first  # type: ignore[method-assign]
+            failed = await viewer.wait_for(
+                lambda m: m["type"] == "error" and m["code"] == "media_failed", timeout=20
+            )
+            assert failed.get("pc") == "subscribe"
+            await until(
+                lambda: viewer.receives_from(presenter.participant_id, video=20, audio=20),
+                timeout=30,
+            )
+            assert missed
+            assert media_node(a, "renew", viewer) == node_id(b)
+        finally:
+            for client in (presenter, *viewers):
                 await client.close()
 
 
