@@ -39,7 +39,6 @@ closed with 1012, and the guests it had placed anywhere end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -208,8 +207,12 @@ class Placement:
 
     async def _read_forever(self) -> None:
         while True:
-            with contextlib.suppress(BusUnavailable):
+            try:
                 self._nodes = await self.cluster.nodes()
+            except BusUnavailable:
+                pass  # the bus logs it; the loads last read stand until it answers
+            except Exception:  # a bad reply must not stop placement for good
+                log.exception("reading the processes' loads failed")
             await asyncio.sleep(self._refresh)
 
     # ------------------------------------------------------------------ owner side
