@@ -8,7 +8,8 @@ another node, this *edge* node keeps the WebSocket (limits, rate, keepalive stay
 forwards every frame from ``hello`` on to the *owner* node over the bus; the owner runs them
 through its hub exactly as for a local client, behind a :class:`RemoteOutlet`, and sends every
 reply back. Media never takes this path: the client's peer connections go straight to the
-owner's address.
+owner's address (with ``pipes``, to the process :mod:`veche.cluster.placement` chose, which
+answers the client's media frames through the edge the same way).
 
 Envelopes (:mod:`veche.cluster.envelopes`) travel in batches on the channel
 ``veche:to:<node id>``: ``open_session`` / ``client_frame`` / ``session_closed`` from edge to
