@@ -25,7 +25,7 @@ from veche.appkeys import (
 from veche.assets import web_root as default_web_root
 from veche.cluster.bus import Bus, create_bus
 from veche.cluster.membership import Cluster
-from veche.cluster.pipes import PipeBroker
+from veche.cluster.pipes import PipeBroker, default_pipe_host
 from veche.cluster.placement import Placement
 from veche.cluster.relay import Relay
 from veche.cluster.roomstate import BusStore
@@ -73,7 +73,7 @@ def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Appli
     app.cleanup_ctx.append(_coordination)
     app[PIPES] = []
     app[PLACEMENT] = []
-    if settings.pipes:
+    if settings.pipes_on:
         app.cleanup_ctx.append(_pipes)
     app.cleanup_ctx.append(_room_state)
     app.cleanup_ctx.append(monitor_loop)
@@ -182,13 +182,12 @@ async def _coordination(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _pipes(app: web.Application) -> AsyncIterator[None]:
-    """With ``pipes``: this node's pipe endpoint and broker, and media placed on the
-    least-loaded process of the host each participant's WebSocket reached (see
-    :mod:`veche.cluster.placement`)."""
+    """With pipes on (by default in a cluster): this node's pipe endpoint and broker, and
+    media placed on the least-loaded process of the host each participant's WebSocket reached
+    (see :mod:`veche.cluster.placement`)."""
     settings, hub, relay = app[SETTINGS], app[HUB], app[RELAY]
-    endpoint = await PipeEndpoint.open(
-        settings.pipe_host, settings.pipe_port_min, settings.pipe_port_max
-    )
+    host = settings.pipe_host or await default_pipe_host(settings.redis_url)
+    endpoint = await PipeEndpoint.open(host, settings.pipe_port_min, settings.pipe_port_max)
     broker = PipeBroker(
         relay.node_id, hub.media, endpoint, relay.post, counters=hub.media.config.counters
     )

@@ -260,12 +260,30 @@ class VecheCollector(Collector):
                 "Keyframe requests sent back over the pipe.",
                 "keyframe_requests_sent",
             ),
-            ("stalls", "Times the pipe went silent for two seconds.", "stalls"),
+            (
+                "keyframe_requests_received",
+                "Keyframe requests that came over the pipe for tracks published here.",
+                "keyframe_requests_received",
+            ),
+            ("stalls", "Times the pipe went silent for 1.5 s (and was keyed afresh).", "stalls"),
+            (
+                "stalled_seconds",
+                "Silence on the pipe in its stalls (counted when it carries again).",
+                "stalled_seconds",
+            ),
         ):
             family = CounterMetricFamily(f"veche_pipe_{name}", help_text, labels=["peer"])
             for node, link in links.items():
                 family.add_metric([node], getattr(link.stats, field))
             yield family
+        stalled = GaugeMetricFamily(
+            "veche_pipe_stalled",
+            "1 while nothing comes over the pipe, by other node.",
+            labels=["peer"],
+        )
+        for node, link in links.items():
+            stalled.add_metric([node], 1.0 if link.stalled else 0.0)
+        yield stalled
 
 
 def _allowed(request: web.Request, settings: Settings) -> bool:

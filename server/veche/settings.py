@@ -58,17 +58,20 @@ class Settings(BaseSettings):
     public_ip: str | None = Field(
         None, description="IP address announced in media candidates (behind NAT or Docker)."
     )
-    pipes: bool = Field(
-        False,
-        description="With several processes (`workers` or nodes over `redis_url`): a "
-        "participant's media runs on a process of the host its WebSocket reached, and the "
-        "tracks of a room are piped (once per process) to the other processes that have its "
-        "members.",
+    pipes: bool | None = Field(
+        None,
+        description="Whether a room's media may span processes: each participant's media runs on "
+        "a process of the host its WebSocket reached, and the tracks of a room are piped (once per "
+        "process) to the other processes that have its members. Default: on whenever this "
+        "process is one of several (`workers` above 1, or nodes sharing a `redis_url`); "
+        "`false` keeps each room's media on its owner's process.",
     )
-    pipe_host: str = Field(
-        "127.0.0.1",
+    pipe_host: str | None = Field(
+        None,
         description="Address on the internal network where this process receives pipes from "
-        "the others (reachable by every node).",
+        "the others (reachable by every node). Default: the address this process reaches "
+        "Redis from (loopback for workers of one machine, the container's own address in "
+        "compose).",
     )
     pipe_port_min: int = Field(
         40200, ge=1024, le=65535, description="Lowest UDP port a process receives pipes on."
@@ -440,7 +443,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{url!r} is not a stun:, stuns:, turn: or turns: URL")
         return value
 
-    @field_validator("public_ip")
+    @field_validator("pipes", mode="before")
+    @classmethod
+    def _auto(cls, value: object) -> object:
+        return None if value == "" else value  # VECHE_PIPES= (compose's empty default): auto
+
+    @field_validator("public_ip", "pipe_host")
     @classmethod
     def _ip(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -507,6 +515,14 @@ class Settings(BaseSettings):
                 "ice_transport_policy=relay needs turn_secret and a turn: URL in ice_servers"
             )
         return self
+
+    @property
+    def pipes_on(self) -> bool:
+        """Whether this process pipes rooms' media to others: ``pipes`` if set, else whether
+        it is one of several processes (a Redis they share: ``--workers`` sets one too)."""
+        if self.pipes is not None:
+            return self.pipes
+        return self.redis_url is not None or self.workers > 1
 
     @property
     def oidc(self) -> bool:

@@ -6,12 +6,14 @@ kernel spreads new connections over them) and sharing one coordination bus, exac
 on several machines do (see :mod:`veche.cluster`): the configured Redis, or, without one, an
 embedded ``redis-server`` on a private Unix socket. Each room lives in one process, so a
 single room still uses one core; many rooms use them all. The parent restarts a child that
-dies, and on SIGTERM/SIGINT stops them all (each drains as one node does).
+dies, and on SIGTERM/SIGINT stops them all (each drains as one node does); if the parent
+itself is killed, the children are sent SIGTERM by the kernel.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 STOP_GRACE: Final = 20.0
 """Seconds children get to drain after SIGTERM before they are killed."""
 RESTART_DELAY: Final = 1.0
+PR_SET_PDEATHSIG: Final = 1
+"""``prctl`` option: the signal a process gets when its parent dies (Linux)."""
 
 
 @contextlib.contextmanager
@@ -55,6 +59,7 @@ def embedded_redis(data: Path | None = None) -> Iterator[str]:
                 *("--loglevel", "warning"),
             ],
             stdout=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # the parent is single-threaded here
         )
         try:
             deadline = time.monotonic() + 10
@@ -84,9 +89,26 @@ def _stop(process: subprocess.Popen[bytes], grace: float) -> None:
         process.wait(5)
 
 
+def _die_with_parent() -> None:
+    """In a child between fork and exec: be sent SIGTERM when the parent dies, however it dies
+    (SIGKILL, a crash): orphaned workers would keep the port and the room state, and an
+    orphaned embedded redis-server its socket. Linux only; elsewhere nothing changes."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     # This very program, with the operator's own flags.
-    return subprocess.Popen(command, env=env)  # noqa: S603
+    return subprocess.Popen(  # noqa: S603
+        command,
+        env=env,
+        preexec_fn=_die_with_parent,  # the parent is single-threaded here
+    )
 
 
 def run_workers(

@@ -63,7 +63,7 @@ from tests.bench.replay import (
     without_bandwidth_estimate,
 )
 from tests.bench.rig import count_packets
-from veche.media.internals import lighten_aiortc, tap_receiver
+from veche.media.internals import lighten_aiortc, patient_consent, read_in_bursts, tap_receiver
 
 CONFIG: Final = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 PAGE: Final = 16
@@ -603,6 +603,8 @@ def main() -> None:
     parser.add_argument("--single", action="store_true", help="one layer, no view (baseline)")
     parser.add_argument("--clip", help="the clip's cache file (see clip.py)")
     lighten_aiortc()  # as the server does: answering a long offer costs less
+    patient_consent()  # as browsers do: consent lasts 30 s from the last answer
+    read_in_bursts()  # as the server does
     asyncio.run(run(parser.parse_args()))
 
 

@@ -1,7 +1,7 @@
 """Two Veche nodes over a real Redis, in Chromium: participants who reached different nodes
-see and hear each other (signalling relayed to the room's node, media straight to it; with
-pipes, media on each one's node, or placed on another process of the host, and piped between
-them)."""
+see and hear each other (signalling relayed to the room's node; with pipes, a cluster's
+default, media on each one's node, or placed on another process of the host, and piped
+between them; without, media straight to the room's node)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,13 @@ pytestmark = [
 
 
 async def test_participants_on_two_nodes_see_each_other(browser: Browser) -> None:
+    """``VECHE_PIPES=false``: Chromium participants on two nodes see each other, the room and
+    its media on one node."""
+    off = {"VECHE_PIPES": "false"}
     with (
         run_redis() as redis,
-        run_server("--redis-url", redis.url) as first,
-        run_server("--redis-url", redis.url) as second,
+        run_server("--redis-url", redis.url, env=off) as first,
+        run_server("--redis-url", redis.url, env=off) as second,
     ):
         people = [(first.http, "Ada"), (second.http, "Bob")]
         async with meeting_pages(browser, "two-nodes", people) as pages:
@@ -36,6 +39,7 @@ async def test_participants_on_two_nodes_see_each_other(browser: Browser) -> Non
                 assert await page.locator(".tile").count() == 2
             owners = [first.health()["participants"], second.health()["participants"]]
             assert sorted(owners) == [0, 2], "the room lives on one node"
+            assert total(metrics(first), "veche_pipes") == 0
 
 
 FRAMES_DECODED = """async () => {
@@ -54,12 +58,12 @@ async def _frames_decoded(page: Page, least: int) -> bool:
 
 
 async def test_with_pipes_each_browser_media_stays_on_its_node(browser: Browser) -> None:
-    """``--pipes``: Chromium participants on two nodes see each other, each one's media on the
-    node its page reached, the tracks crossing once over the pipe (SRTP, never refused)."""
+    """No pipe setting: Chromium participants on two nodes see each other, each one's media on
+    the node its page reached, the tracks crossing once over the pipe (SRTP, never refused)."""
     with (
         run_redis() as redis,
-        run_server("--redis-url", redis.url, "--pipes") as first,
-        run_server("--redis-url", redis.url, "--pipes") as second,
+        run_server("--redis-url", redis.url) as first,
+        run_server("--redis-url", redis.url) as second,
     ):
         people = [(first.http, "Ada"), (second.http, "Bob")]
         async with meeting_pages(browser, "two-nodes-piped", people) as pages:

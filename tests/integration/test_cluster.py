@@ -396,6 +396,39 @@ async def test_workers_share_one_port_and_meet_in_one_room() -> None:
             assert not Path(f"/proc/{pid}").exists(), f"process {pid} outlived the parent"
 
 
+async def test_workers_stop_when_their_parent_is_killed() -> None:
+    """A ``--workers`` parent killed with SIGKILL (no chance to stop its children) leaves
+    nothing running: the kernel sends each worker and the embedded redis-server SIGTERM."""
+    children: list[int] = []
+    try:
+        with run_server("--workers", "2") as server:
+            deadline = time.monotonic() + 20
+            while len(children := _children(server.process.pid)) < 3:
+                assert time.monotonic() < deadline, f"only {children} started"
+                await asyncio.sleep(0.2)
+            server.health()
+            server.process.send_signal(signal.SIGKILL)
+            server.process.wait(10)
+            deadline = time.monotonic() + 25
+            while left := [pid for pid in children if _alive(pid)]:
+                assert time.monotonic() < deadline, f"processes {left} outlived a killed parent"
+                await asyncio.sleep(0.2)
+    finally:
+        for pid in children:
+            if _alive(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for init to reap it does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():

@@ -5,16 +5,21 @@ wire between them is the loopback interface)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from tests.unit.test_forwarding import DELTA, KEY, FakeWriter
-from veche.ids import ParticipantId
+from veche.cluster.envelopes import PipeKey, ToMedia
+from veche.cluster.pipes import PipeBroker, default_pipe_host
+from veche.ids import ParticipantId, RoomName
+from veche.media import MediaConfig
 from veche.media.pipe import STALL_AFTER, PipeEndpoint, PipeLink, new_key
+from veche.media.rooms import MediaRooms
 from veche.media.tracks import Downtrack, SenderFeed, Uptrack
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
@@ -198,9 +203,8 @@ async def test_pipe_packets_are_srtp_on_the_wire(ends: tuple[PipeEndpoint, PipeE
 async def test_pipe_stall_is_noticed_within_two_seconds(
     ends: tuple[PipeEndpoint, PipeEndpoint],
 ) -> None:
-    """A link whose other end goes silent calls its ``on_stall`` once, within
-    ``STALL_AFTER`` and one feedback round; it counts as live again when the other end is
-    heard."""
+    """A link whose other end goes silent calls its ``on_stall`` once, within 2 s; it counts
+    as live again when the other end is heard."""
     a, b = ends
     stalled = asyncio.Event()
     a_to_b, b_to_a = new_key(), new_key()
@@ -213,7 +217,7 @@ async def test_pipe_stall_is_noticed_within_two_seconds(
     loop = asyncio.get_running_loop()
     silent = loop.time()
     await asyncio.wait_for(stalled.wait(), STALL_AFTER + 1.5)
-    assert loop.time() - silent <= STALL_AFTER + 1.0
+    assert loop.time() - silent < 2.0
     assert near.stalled
     assert near.stats.stalls == 1
     far = PipeLink(b, a.address, b_to_a, a_to_b)
@@ -221,3 +225,132 @@ async def test_pipe_stall_is_noticed_within_two_seconds(
     assert not near.stalled
     far.close()
     near.close()
+
+
+async def test_pipe_loss_counts_sequence_gaps_per_stream(
+    ends: tuple[PipeEndpoint, PipeEndpoint],
+) -> None:
+    """Sequence numbers skipped on one layer's stream count as lost (each layer on its own, a
+    late packet neither counted twice nor mistaken for a jump back)."""
+    out_end, in_end = link(*ends)
+    publisher = Publisher()
+    piped_out = out_end.send_track(publisher.uptrack)
+    in_end.receive_track(piped_out.describe())
+
+    def send(layer: int, sequence: int) -> None:
+        packet = RtpPacket(payload_type=96, sequence_number=sequence, ssrc=1, payload=DELTA)
+        out_end.send_rtp(packet, piped_out.ssrc | layer)
+
+    for sequence in (100, 101, 105, 103, 106, 107):  # 102-104 skipped, 103 late
+        send(0, sequence)
+    for sequence in (65534, 65535, 0, 2):  # across the wrap: 1 skipped
+        send(2, sequence)
+    await settle()
+    assert in_end.stats.packets_received == 10
+    assert in_end.stats.packets_lost == 3 + 1
+
+
+async def test_pipe_heard_again_after_a_stall_asks_its_publisher_for_keyframes(
+    ends: tuple[PipeEndpoint, PipeEndpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wire from the publisher's side drops everything for longer than ``STALL_AFTER``:
+    the receiving end notices, and when the wire carries again the layer its viewer needs asks
+    the real publisher for a keyframe across the pipe (the viewer's decoder missed seconds)."""
+    out_end, in_end = link(*ends)
+    publisher = Publisher()
+    piped_out = out_end.send_track(publisher.uptrack)
+    stand_in = in_end.receive_track(piped_out.describe()).uptrack
+    publisher.frame(keyframe=True)
+    out_end.feedback()
+    await settle()
+    viewer(stand_in, "v1", 1)
+    await settle()
+    assert publisher.requests == [1]
+    publisher.frame(keyframe=True)
+    await settle()
+    assert in_end.stats.packets_received == 2
+    sending = ends[0].send
+    monkeypatch.setattr(ends[0], "send", lambda data, remote: None)  # the wire drops it all
+    loop = asyncio.get_running_loop()
+    cut = loop.time()
+    while not in_end.stalled:
+        publisher.frame()
+        await asyncio.sleep(0.05)
+        assert loop.time() - cut < 2.0, "the stall was not noticed within 2 s"
+    assert publisher.requests == [1]
+    monkeypatch.setattr(ends[0], "send", sending)
+    publisher.frame()
+    await settle(0.1)
+    assert not in_end.stalled
+    assert publisher.requests == [1, 1]
+    assert in_end.stats.stalls == 1
+    assert in_end.stats.stalled_seconds > 0
+    assert in_end.stats.packets_lost > 0  # the frames sent into the void
+
+
+@pytest.mark.skipif(os.environ.get("VECHE_IN_NETNS") != "1", reason="needs the test netns")
+async def test_pipe_host_defaults_to_the_address_redis_is_reached_from() -> None:
+    """A Redis on another host of the internal network (the namespace's 10.99.0.0/24): pipes
+    are received on this host's address on that network, where the other nodes reach it."""
+    assert await default_pipe_host("redis://10.99.0.2:6379/0") == "10.99.0.1"
+    endpoint = await PipeEndpoint.open(await default_pipe_host("redis://10.99.0.2/0"), 41100, 41199)
+    try:
+        assert endpoint.address[0] == "10.99.0.1"
+    finally:
+        endpoint.close()
+
+
+async def test_pipe_brokers_agree_on_keys_again_after_a_fresh_key_is_lost(
+    ends: tuple[PipeEndpoint, PipeEndpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two nodes' pipe brokers (real media rooms and sockets, the bus a queue between them).
+    The wire from A to B drops everything: B's link stalls and keys itself afresh, and the bus
+    loses that key. A, which then cannot read B, stalls in turn; its own fresh key is answered
+    with B's current one, so once the wire carries again both links are live and nothing is
+    refused any more."""
+    a_end, b_end = ends
+    losing: list[str] = []
+    lost: list[PipeKey] = []
+    brokers: dict[str, PipeBroker] = {}
+
+    def post(sender: str) -> Callable[[str, ToMedia], None]:
+        def deliver(node: str, envelope: ToMedia) -> None:
+            if sender in losing and isinstance(envelope, PipeKey):
+                lost.append(envelope)
+                return
+            loop.call_soon(brokers[node].handle, envelope)  # type: ignore[arg-type]
+
+        return deliver
+
+    loop = asyncio.get_running_loop()
+    for node, endpoint in (("a", a_end), ("b", b_end)):
+        media = MediaRooms(MediaConfig(), lambda participant, message: None)
+        brokers[node] = PipeBroker(node, media, endpoint, post(node))
+    room = RoomName("room")
+    for broker in brokers.values():
+        broker.room_media(room, {"a", "b"})
+    await settle(0.7)
+    a_link, b_link = brokers["a"].links["b"], brokers["b"].links["a"]
+    assert not a_link.stalled
+    assert not b_link.stalled
+    sending = a_end.send
+    monkeypatch.setattr(a_end, "send", lambda data, remote: None)  # A to B drops it all
+    losing.append("b")
+    await asyncio.wait_for(until_true(lambda: b_link.stalled), 2.5)
+    assert len(lost) == 1  # B's fresh key never reached A
+    losing.clear()
+    await asyncio.wait_for(until_true(lambda: a_link.stalled), 2.5)  # B's packets unreadable
+    monkeypatch.setattr(a_end, "send", sending)
+    await asyncio.wait_for(until_true(lambda: not a_link.stalled and not b_link.stalled), 3)
+    refused = a_link.stats.rejected, b_link.stats.rejected
+    await settle(1.0)
+    assert (a_link.stats.rejected, b_link.stats.rejected) == refused
+    assert not a_link.stalled
+    assert not b_link.stalled
+    for broker in brokers.values():
+        await broker.stop()
+
+
+async def until_true(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.02)

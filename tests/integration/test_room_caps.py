@@ -110,6 +110,45 @@ def _forwards(sdp: str, owner: str) -> bool:
     )
 
 
+async def test_a_renewed_publish_connection_takes_over_the_same_senders() -> None:
+    """A publish connection that closes under the server is renewed; the tracks published
+    on the new one take over the senders that carried the old ones at every viewer: no viewer
+    is offered anything (no renegotiation of a connection of up to a hundred sections, which
+    used to happen twice per failure), and the viewer's same receiver decodes the new
+    stream."""
+    with run_server(*ONE_ADDRESS) as server:
+        async with _clients() as clients:
+            alice = await MediaClient.join(server.ws, "handover", "Alice")
+            bob = await MediaClient.join(server.ws, "handover", "Bob")
+            clients += [alice, bob]
+            await asyncio.gather(alice.publish(cheap=True), bob.publish(cheap=True))
+            await until(
+                lambda: alice.receives_from(bob.participant_id, video=5, audio=5), timeout=20
+            )
+            offers = len([m for m in alice.messages if m["type"] == "offer"])
+            old = bob.publish_pc
+            await old.close()  # DTLS close_notify: the server's side closes by itself
+            error = await bob.wait_for(lambda m: m["type"] == "error", timeout=10)
+            assert (error["code"], error["pc"]) == ("media_failed", "publish")
+            frozen = alice.tracks_from(bob.participant_id, "video")[0].frames
+            await bob.republish(cheap=True)
+            await until(
+                lambda: alice.tracks_from(bob.participant_id, "video")[0].frames > frozen + 10,
+                timeout=20,
+            )
+            await until(
+                lambda: bob.receives_from(alice.participant_id, video=5, audio=5), timeout=10
+            )
+            assert len([m for m in alice.messages if m["type"] == "offer"]) == offers
+            assert len(alice.tracks_from(bob.participant_id, "video")) == 1
+            assert len(alice.tracks_from(bob.participant_id, "audio")) == 1
+            assert _errors([alice]) == []
+        output = server.output()
+    assert output.count("media reset after failure") == 1
+    assert "Error handling request" not in output
+    assert "Traceback" not in output
+
+
 async def test_failing_media_is_reset_with_growing_waits() -> None:
     """A publisher whose subscribe connection never connects (it never answers) has that
     connection renewed with growing waits (1, 2, 4 … s apart) rather than at every failure,

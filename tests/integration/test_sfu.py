@@ -220,16 +220,22 @@ async def test_media_stays_in_port_range_announces_public_ip_and_is_released() -
         await until(lambda: not _udp_ports(server.process.pid), timeout=10)
 
 
-async def test_failed_connection_releases_media_and_starts_afresh() -> None:
-    """When a participant's publish connection fails, it is told ``media_failed`` for
-    ``publish``, its tracks leave the other subscribers, that connection is closed (the peer is
-    not: what it receives keeps coming), and it can publish again."""
+async def _fail_publish_connection(
+    monkeypatch: pytest.MonkeyPatch, handover_wait: float, *, republish: bool
+) -> None:
+    """A publisher's publish connection fails: it is told ``media_failed`` for ``publish``,
+    that connection is closed (the peer is not: what it receives keeps coming), and it can
+    publish again. The subscriber keeps the tracks' senders for ``handover_wait`` seconds:
+    with ``republish`` the new tracks take them over (no offer, same receiver); without,
+    they go inactive when the wait is over."""
     from aiohttp.test_utils import TestServer
 
     from veche.app import create_app
     from veche.appkeys import HUB
+    from veche.media import room
     from veche.settings import Settings
 
+    monkeypatch.setattr(room, "HANDOVER_WAIT", handover_wait)
     app = create_app(Settings())
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -253,15 +259,21 @@ async def test_failed_connection_releases_media_and_starts_afresh() -> None:
         await until(lambda: pc.connectionState == "closed", timeout=5)
         assert not failing.closed
         assert failing.publish_pc is None
-        await until(
-            lambda: sum(1 for m in sub.messages if m["type"] == "offer") > offers_before,
-            timeout=5,
-        )
-        assert "a=inactive" in [m for m in sub.messages if m["type"] == "offer"][-1]["sdp"]
-        # The participant publishes again on a new connection and is forwarded again, on the
-        # subscriber's idle transceivers (reused rather than added).
         (video,) = [r for r in sub.remote if r.track.kind == "video"]
         frames_before = video.frames
+        if republish:
+            await publisher.republish()
+            await until(lambda: video.frames > frames_before + 10, timeout=20)
+            assert sum(1 for m in sub.messages if m["type"] == "offer") == offers_before
+            assert [r for r in sub.remote if r.track.kind == "video"] == [video]
+            return
+        await until(
+            lambda: sum(1 for m in sub.messages if m["type"] == "offer") > offers_before,
+            timeout=handover_wait + 5,
+        )
+        assert "a=inactive" in [m for m in sub.messages if m["type"] == "offer"][-1]["sdp"]
+        # Published again later, it is forwarded again on the subscriber's idle transceivers
+        # (reused rather than added).
         await publisher.republish()
         await until(lambda: video.frames > frames_before + 10, timeout=20)
         last_offer = [m for m in sub.messages if m["type"] == "offer"][-1]["sdp"]
@@ -271,6 +283,18 @@ async def test_failed_connection_releases_media_and_starts_afresh() -> None:
         await publisher.close()
         await sub.close()
         await server.close()
+
+
+async def test_a_failed_publish_connection_hands_its_senders_to_the_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _fail_publish_connection(monkeypatch, 10.0, republish=True)
+
+
+async def test_a_failed_publish_connection_not_renewed_in_time_leaves_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _fail_publish_connection(monkeypatch, 1.0, republish=False)
 
 
 async def test_lossy_links_recover_with_retransmissions() -> None:
@@ -401,3 +425,59 @@ async def test_connection_that_never_connects_is_reported_in_time() -> None:
             assert "did not connect within 1 s" in message["message"]
             assert time.monotonic() - start < 5
         await until(lambda: not _udp_ports(server.process.pid), timeout=10)
+
+
+async def test_sender_reports_only_for_senders_that_send() -> None:
+    """The server reports (RTCP SR) on a subscriber's sender while it sends, and not on an
+    idle one: here a silent microphone, not among the loudest (one is forwarded), next to a
+    loud one and cameras that are forwarded. aiortc alone reports on every sender every
+    second."""
+    import re
+    from collections import Counter
+
+    from aiortc.rtp import RtcpPacket, RtcpSrPacket
+
+    with run_server("--max-audio-streams", "1") as server:
+        viewer = await MediaClient.join(server.ws, "reports", "Viewer")
+        loud = await MediaClient.join(server.ws, "reports", "Loud")
+        quiet = await MediaClient.join(server.ws, "reports", "Quiet")
+        try:
+            await loud.publish(cheap=True)
+            await quiet.publish(cheap=True, silent=True)
+            await until(
+                lambda: all(
+                    viewer.tracks_from(p.participant_id, "video")
+                    and viewer.tracks_from(p.participant_id, "video")[0].frames > 5
+                    for p in (loud, quiet)
+                ),
+                timeout=20,
+            )
+            pc = viewer.subscribe_pc
+            assert pc is not None
+            transport = pc.getTransceivers()[0].receiver.transport
+            reports: Counter[int] = Counter()
+            handle = transport._handle_rtcp_data
+
+            async def counting(data: bytes) -> None:
+                for packet in RtcpPacket.parse(data):
+                    if isinstance(packet, RtcpSrPacket):
+                        reports[packet.ssrc] += 1
+                await handle(data)
+
+            transport._handle_rtcp_data = counting
+            await asyncio.sleep(5)
+            offer = [m for m in viewer.messages if m["type"] == "offer"][-1]["sdp"]
+            ssrcs: dict[tuple[str, str], int] = {}
+            for section in offer.split("m=")[1:]:
+                ssrc = re.search(r"a=ssrc:(\d+) ", section)
+                owner = re.search(r"a=msid:(\S+) ", section)
+                if ssrc and owner:
+                    ssrcs[owner.group(1), section.split(" ", 1)[0]] = int(ssrc.group(1))
+            assert len(ssrcs) == 4
+            assert reports[ssrcs[loud.participant_id, "audio"]] >= 3
+            assert reports[ssrcs[loud.participant_id, "video"]] >= 3
+            assert reports[ssrcs[quiet.participant_id, "video"]] >= 3
+            assert reports[ssrcs[quiet.participant_id, "audio"]] == 0
+        finally:
+            for client in (viewer, loud, quiet):
+                await client.close()

@@ -14,6 +14,7 @@ from veche.cluster.envelopes import (
     MediaForwarding,
     MediaJoin,
     MediaLeave,
+    MediaReport,
     OpenSession,
     PipeKey,
     RelayedIdentity,
@@ -48,6 +49,7 @@ ONE_OF_EACH: list[ToOwner | ToEdge | ToMedia] = [
     MediaForwarding(participant="p1", audio=True, video=False, screen=False),
     RoomMedia(room="r", nodes=["n-a", "n-b"]),
     PipeKey(node="n-a", host="10.0.0.2", port=40200, key="a2V5"),
+    PipeKey(node="n-b", host="10.0.0.3", port=40201, key="a2V6", answer=True),
     TrackPiped(
         node="n-a",
         room="r",
@@ -62,6 +64,11 @@ ONE_OF_EACH: list[ToOwner | ToEdge | ToMedia] = [
         ssrc=0x12345670,
     ),
     TrackUnpiped(node="n-a", room="r", ssrc=0x12345670),
+    MediaReport(
+        participant="p1",
+        receiving={"audio": 1, "video": 2, "frames": 300},
+        layers=[{"from": "p2", "source": "camera", "layer": "h", "width": 640, "bitrate": 500000}],
+    ),
 ]
 
 

@@ -184,3 +184,32 @@ def test_a_receiver_makes_its_bandwidth_estimator_at_its_first_packet() -> None:
         }
         assert lazy.add(**packet) == real.add(**packet)
     assert lazy._real is not None
+
+
+def test_rate_window_gives_aiortcs_rates() -> None:
+    """The cheap rate window answers exactly as aiortc's bucket counter, on packets in bursts,
+    with silences longer than the window, and after resets."""
+    import random
+
+    from aiortc.rate import RateCounter
+
+    from veche.media.internals import RateWindow
+
+    rng = random.Random(7)
+    theirs, ours = RateCounter(1000, 8000), RateWindow(1000, 8000)
+    now = 5_000
+    for step in range(20_000):
+        roll = rng.random()
+        if roll < 0.001:
+            now += rng.randint(1_000, 3_000)  # a silence longer than the window
+        elif roll < 0.3:
+            now += rng.randint(1, 40)
+        if step % 5_000 == 4_999:
+            theirs.reset()
+            ours.reset()
+        if rng.random() < 0.2:
+            assert ours.rate(now) == theirs.rate(now)
+        size = rng.randint(50, 1_200)
+        theirs.add(size, now)
+        ours.add(size, now)
+        assert ours.rate(now) == theirs.rate(now)

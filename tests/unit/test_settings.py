@@ -74,3 +74,35 @@ def test_invalid_setting_stops_startup_with_one_line() -> None:
     assert "port" in lines[0]
     assert "VECHE_PORT" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "on"),
+    [
+        ({}, False),
+        ({"redis_url": "redis://redis:6379/0"}, True),
+        ({"workers": 2}, True),
+        ({"redis_url": "unix:///run/veche/redis.sock", "pipes": False}, False),
+        ({"pipes": True}, True),
+    ],
+    ids=["one-process", "redis", "workers", "turned-off", "turned-on"],
+)
+def test_pipes_default_on_in_a_cluster(values: dict[str, object], on: bool) -> None:
+    """Pipes need no setting: on when the process is one of several (a Redis, workers), off
+    for a single process, and ``pipes`` set either way wins."""
+    assert Settings.model_validate(values).pipes_on is on
+
+
+def test_pipes_empty_in_the_environment_means_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``VECHE_PIPES=`` (compose's empty default) is the default, and ``false`` turns it off."""
+    monkeypatch.setenv("VECHE_REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("VECHE_PIPES", "")
+    assert Settings().pipes_on
+    monkeypatch.setenv("VECHE_PIPES", "false")
+    assert not Settings().pipes_on
+
+
+def test_pipe_host_must_be_an_ip_address() -> None:
+    """A pipe address other nodes send to is an IP address; a name is refused, naming it."""
+    with pytest.raises(SettingsError, match="pipe_host"):
+        parse_settings({"pipe_host": "veche-2"})

@@ -23,7 +23,9 @@ is when it is a third one (``media_route``), and the edge passes the client's me
 to it (``media_frame``); and the nodes of a room's media tell each other what their pipes need
 (:mod:`veche.media.pipe`): ``room_media`` (owner to each node: which nodes have members),
 ``pipe_key`` (a node's pipe address and the SRTP key it sends under), ``track_piped`` /
-``track_unpiped`` (a published track that starts or stops coming over the pipe). They travel on
+``track_unpiped`` (a published track that starts or stops coming over the pipe); and the edge
+tells the owner what each participant whose media it runs is sent (``media_report``, for the
+admin API there). They travel on
 the same ordered channel as the relayed frames: a ``media_join`` reaches the edge before the
 client, answering the ``welcome`` sent ahead of it, can offer; a ``pipe_key`` before the tracks
 sent under it.
@@ -54,6 +56,7 @@ __all__ = [
     "MediaFrame",
     "MediaJoin",
     "MediaLeave",
+    "MediaReport",
     "MediaRoute",
     "OpenSession",
     "PipeKey",
@@ -214,13 +217,15 @@ class RoomMedia(_Model):
 
 class PipeKey(_Model):
     """Node ``node`` receives pipes at ``host``:``port`` and sends to the receiver under
-    ``key`` (base64 SRTP master key and salt), from now on."""
+    ``key`` (base64 SRTP master key and salt), from now on. ``answer``: the reply to the
+    receiver's own ``pipe_key`` (which is not answered again)."""
 
     type: Literal["pipe_key"] = "pipe_key"
     node: str
     host: str
     port: int
     key: str
+    answer: bool = False
 
 
 class TrackPiped(_Model):
@@ -252,6 +257,17 @@ class TrackUnpiped(_Model):
     ssrc: int
 
 
+class MediaReport(_Model):
+    """What the participant whose media runs on the sending node is sent now: ``receiving``
+    (tracks by kind, and frames) and ``layers`` (of each simulcast video), as
+    :meth:`veche.media.rooms.MediaRooms.receiving` and ``layers`` say there."""
+
+    type: Literal["media_report"] = "media_report"
+    participant: str
+    receiving: dict[str, int]
+    layers: list[dict[str, str | int | None]] = Field(default_factory=list)
+
+
 ToMedia = (
     MediaJoin
     | MediaLeave
@@ -262,6 +278,7 @@ ToMedia = (
     | PipeKey
     | TrackPiped
     | TrackUnpiped
+    | MediaReport
 )
 """An envelope about where media runs and what the pipes between nodes carry."""
 

@@ -11,8 +11,18 @@ but the offer.
 Keys: a node makes one SRTP key per other node for what it sends there and tells it, with its
 pipe address, in a ``pipe_key`` envelope (over the bus: the internal network). The relay posts
 to each node in order, so a ``pipe_key`` reaches the other node before the ``track_piped``
-that will use it. A stalled link (nothing heard for two seconds) is keyed afresh and its tracks
-offered again.
+that will use it. A stalled link (nothing heard for 1.5 s, see :mod:`veche.media.pipe`) is
+keyed afresh: this node sends under a new key from then on and tells the other node. Each
+``pipe_key`` is answered with the key the receiver sends under (an answer is not answered), so
+that both ends agree again even if one was lost on the way while the network was in trouble.
+The tracks stay offered and stood in, so that a blip on the internal network costs the viewers
+a pause, not their tiles and a renegotiation; when the link is heard again its viewers' layers
+ask for keyframes.
+
+Where a node receives pipes (``pipe_host``) defaults to the address it reaches Redis from
+(:func:`default_pipe_host`): the interface on the network the nodes share, which is loopback
+for the workers of one machine and the container's own address in compose, so that the
+cluster needs no setting of its own for pipes.
 
 What this node publishes is compared with what it has offered every :data:`SCAN_INTERVAL`
 seconds (a track started, replaced or ended), which needs no hook in the media code.
@@ -23,9 +33,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, assert_never
+from urllib.parse import urlsplit
 
 from veche.cluster.envelopes import PipeKey, RoomMedia, ToMedia, TrackPiped, TrackUnpiped
 from veche.ids import RoomName
@@ -35,7 +47,7 @@ from veche.media.rooms import MediaRooms
 from veche.media.tracks import Uptrack
 from veche.tasks import cancel_and_wait
 
-__all__ = ["SCAN_INTERVAL", "PipeBroker"]
+__all__ = ["SCAN_INTERVAL", "PipeBroker", "default_pipe_host"]
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +55,38 @@ SCAN_INTERVAL: Final = 0.1
 """Seconds between two looks at which tracks this node should offer to others."""
 
 
+async def default_pipe_host(redis_url: str | None) -> str:
+    """The address to receive pipes on when ``pipe_host`` is not set: the one this host
+    reaches the Redis at ``redis_url`` from (no packet is sent: the kernel picks the route).
+    Loopback for a Redis on a Unix socket (the workers of one machine) or on loopback, or when
+    the route cannot be found (then said in a warning: other machines cannot reach it)."""
+    parts = urlsplit(redis_url or "")
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        return "127.0.0.1"
+    loop = asyncio.get_running_loop()
+    try:
+        found = await loop.getaddrinfo(
+            parts.hostname, parts.port or 6379, family=socket.AF_INET, type=socket.SOCK_DGRAM
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(found[0][4])
+            host: str = probe.getsockname()[0]
+    except (OSError, IndexError) as exc:
+        log.warning(
+            "no route to Redis to choose pipe_host by; pipes on loopback only",
+            extra={"error": str(exc)},
+        )
+        return "127.0.0.1"
+    return host
+
+
 @dataclass(eq=False)
 class _Peer:
     """Another node this node's rooms share media with."""
 
     send_key: bytes
+    receive_key: bytes | None = None
+    """The key the other node last said it sends under."""
     link: PipeLink | None = None
     """Made once the other node's ``pipe_key`` has come."""
     offered: dict[tuple[RoomName, Uptrack], PipedOut] = field(default_factory=dict)
@@ -126,9 +165,23 @@ class PipeBroker:
                 self._withdraw(node, peer, key)
             for ssrc in [s for s, item in peer.received.items() if item[0] == room]:
                 self._drop_received(peer, ssrc)
+            if not self._shares_media(node):
+                self._forget(node, peer)
         for node in others - before:
             self._peer(node)
         self._scan()
+
+    def _shares_media(self, node: str) -> bool:
+        return any(node in others for others in self.rooms.values())
+
+    def _forget(self, node: str, peer: _Peer) -> None:
+        """No room here has media on ``node`` any more (its members left, or it died): close
+        the link, so that a node gone for good does not count as a stalled pipe for ever. A
+        room that brings them together again keys a new one."""
+        del self.peers[node]
+        if peer.link is not None:
+            peer.link.close()
+            log.info("pipe down", extra={"node": node})
 
     def _peer(self, node: str) -> _Peer:
         peer = self.peers.get(node)
@@ -137,13 +190,17 @@ class PipeBroker:
             self._tell_key(node, peer)
         return peer
 
-    def _tell_key(self, node: str, peer: _Peer) -> None:
+    def _tell_key(self, node: str, peer: _Peer, *, answer: bool = False) -> None:
         host, port = self.endpoint.address
         key = base64.b64encode(peer.send_key).decode()
-        self._post(node, PipeKey(node=self.node_id, host=host, port=port, key=key))
+        self._post(node, PipeKey(node=self.node_id, host=host, port=port, key=key, answer=answer))
 
     def _keyed(self, envelope: PipeKey) -> None:
         node = envelope.node
+        if node not in self.peers and not self._shares_media(node):
+            # Early (this node hears of the room later, and its own key then asks for the
+            # other's again) or late (the pipe was just closed): no link for it.
+            return
         peer = self._peer(node)
         key = base64.b64decode(envelope.key)
         remote = (envelope.host, envelope.port)
@@ -156,8 +213,13 @@ class PipeBroker:
         if link is None:
             peer.link = PipeLink(self.endpoint, remote, peer.send_key, key, on_stall=self._stalled)
             log.info("pipe up", extra={"node": node, "remote": f"{remote[0]}:{remote[1]}"})
-        else:
+        elif key != peer.receive_key:
+            # Only a new key makes a new SRTP session: a fresh one under the same key would
+            # guess the streams' rollover counters anew, wrongly after 65,536 packets.
             link.set_receive_key(key)
+        peer.receive_key = key
+        if not envelope.answer:
+            self._tell_key(node, peer, answer=True)
         self._scan()
 
     def _piped(self, envelope: TrackPiped) -> None:
@@ -196,8 +258,10 @@ class PipeBroker:
             peer.link.drop_track(ssrc)
 
     def _stalled(self, link: PipeLink) -> None:
-        """Nothing came over ``link`` for a while: key it afresh and offer its tracks again
-        (the other node, if alive, stands them in anew)."""
+        """Nothing came over ``link`` for a while: key what this node sends afresh and tell the
+        other node with its address (a node that restarted on another port, or lost its end,
+        takes the link up again from it). A dead node's tracks go when the cluster notices it
+        (``room_media`` without it), not here."""
         node = next((n for n, p in self.peers.items() if p.link is link), None)
         if node is None:
             return
@@ -205,9 +269,7 @@ class PipeBroker:
         peer.send_key = new_key()
         link.set_send_key(peer.send_key)
         self._tell_key(node, peer)
-        for key in list(peer.offered):
-            self._withdraw(node, peer, key)
-        self._scan()
+        log.info("pipe keyed afresh", extra={"node": node})
 
     # ------------------------------------------------------------------ offering
 

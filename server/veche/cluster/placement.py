@@ -29,6 +29,13 @@ the edge heard where to send them) are passed on by the owner. The owner tells e
 the room's media which processes those are (``room_media``), and they pipe the room's tracks to
 each other (:class:`~veche.cluster.pipes.PipeBroker`).
 
+The admin API answers on the owner, which does not run a guest's media: the process running
+it tells the owner what each guest is sent (``media_report``): within :data:`REPORT_INTERVAL`
+seconds when its tracks or layers change, and every :data:`REPORT_REFRESH` seconds for its
+frame count and bitrates, which always change (a lecture's hundreds of viewers must not keep
+the bus busy for an admin view), so that ``veche admin room`` shows ``receiving`` and
+``layers`` wherever the media runs.
+
 A process that dies takes its own participants' media with it: a participant whose WebSocket
 was on it resumes through another (as without pipes); one whose WebSocket is elsewhere is told
 to reconnect (1012) by its owner and resumes, its media placed afresh on a live process; the
@@ -52,6 +59,7 @@ from veche.cluster.envelopes import (
     MediaFrame,
     MediaJoin,
     MediaLeave,
+    MediaReport,
     MediaRoute,
     PipeKey,
     RoomMedia,
@@ -78,10 +86,14 @@ from veche.protocol import (
 from veche.session import Session
 from veche.tasks import cancel_and_wait
 
-__all__ = ["Placement", "choose", "estimate"]
+__all__ = ["REPORT_INTERVAL", "REPORT_REFRESH", "Placement", "choose", "estimate"]
 
 log = logging.getLogger(__name__)
 
+REPORT_INTERVAL: Final = 1.0
+"""Seconds between two looks at what the guests here are sent, for their rooms' owners."""
+REPORT_REFRESH: Final = 5.0
+"""Seconds after which a guest's report is sent again though only counts and rates changed."""
 REFRESH: Final = 1.0
 """Seconds between two reads of the processes' heartbeats (their loads)."""
 RECENT: Final = 6.0
@@ -195,13 +207,18 @@ class Placement:
         self.passed_on: Counter[str] = Counter()
         """Media frames passed on to the process running the media, by who passed them:
         ``edge`` (straight from the WebSocket's process), ``owner`` (through the room's)."""
+        self._reported: dict[ParticipantId, tuple[MediaReport, float]] = {}
+        """What was last reported of each guest, and when (edge side)."""
         self._task: asyncio.Task[None] | None = None
+        self._report_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._read_forever(), name="placement-loads")
+        self._report_task = asyncio.create_task(self._report_forever(), name="media-reports")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        await cancel_and_wait(self._report_task)
         for guest in self._guests.values():
             await cancel_and_wait(guest.task)
 
@@ -379,6 +396,35 @@ class Placement:
                 }
                 media.set_view(participant_id, shown)
 
+    async def _report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            try:
+                self.report()
+            except Exception:  # one bad round must not end the reports
+                log.exception("media report failed")
+
+    def report(self) -> None:
+        """Tell each guest's room owner what the guest is sent now, if its tracks or layers
+        changed or the last report is :data:`REPORT_REFRESH` seconds old."""
+        media = self.hub.media
+        now = asyncio.get_running_loop().time()
+        for guest in self._guests.values():
+            owner, participant_id = guest.owner, guest.participant
+            if owner == self.node_id:
+                continue  # its room is here: the admin API reads the media directly
+            report = MediaReport(
+                participant=participant_id,
+                receiving=media.receiving(participant_id),
+                layers=media.layers(participant_id),
+            )
+            last = self._reported.get(participant_id)
+            if last is None or _shape(last[0]) != _shape(report) or now - last[1] >= REPORT_REFRESH:
+                self._reported[participant_id] = (report, now)
+                self.relay.post(owner, report)
+        for gone in self._reported.keys() - {g.participant for g in self._guests.values()}:
+            del self._reported[gone]
+
     def ended(self, session_id: str) -> None:
         """A relayed client's connection ended: its media here ends with it."""
         self._routes.pop(session_id, None)
@@ -453,6 +499,10 @@ class Placement:
                         early.append(envelope.text)
                     return
                 self._frame(target, envelope.text)
+            case MediaReport():
+                self.hub.media.report(
+                    ParticipantId(envelope.participant), envelope.receiving, envelope.layers
+                )
             case RoomMedia() | PipeKey() | TrackPiped() | TrackUnpiped():
                 self.broker.handle(envelope)
 
@@ -514,3 +564,16 @@ class Placement:
         if guest.task is not None:
             guest.task.cancel()
         self.hub.media.leave(guest.participant)
+
+
+def _shape(report: MediaReport) -> tuple[object, ...]:
+    """What of a report is news: the tracks sent and each video's layer, not the frame count
+    or bitrates (they change all the time)."""
+    receiving = report.receiving
+    return (
+        receiving.get("audio"),
+        receiving.get("video"),
+        tuple(
+            (v.get("from"), v.get("source"), v.get("layer"), v.get("width")) for v in report.layers
+        ),
+    )

@@ -37,6 +37,7 @@ from veche.cluster.envelopes import (
     MediaFrame,
     MediaJoin,
     MediaLeave,
+    MediaReport,
     MediaRoute,
     OpenSession,
     PipeKey,
@@ -292,6 +293,11 @@ class Relay:
         link = self._links.get(session_id)
         return link.outlet if link is not None else None
 
+    def owner_of(self, session_id: str) -> str | None:
+        """The node owning the room of a client on this node whose room is elsewhere."""
+        link = self._links.get(session_id)
+        return link.owner if link is not None else None
+
     def _handle(self, envelope: ToOwner | ToEdge | ToMedia) -> None:
         match envelope:
             case ServerFrame() | CloseSession():
@@ -322,6 +328,7 @@ class Relay:
                 | PipeKey()
                 | TrackPiped()
                 | TrackUnpiped()
+                | MediaReport()
             ):
                 if self.media is not None:
                     self.media.handle(envelope)

@@ -29,9 +29,13 @@ base SSRC carries a four-byte name and a bit mask of layers (a byte, padded to a
 * ``VPLW`` -- receiver to sender: the layers its viewers need now (none: nothing is sent);
 * ``VPKA`` -- either way, the link is alive.
 
-Each side sends its ``VPLA``/``VPLW`` (or a ``VPKA``) every :data:`KEEPALIVE` seconds; a link
-that hears nothing for :data:`STALL_AFTER` seconds calls its ``on_stall`` (the owner of the
-link re-establishes it with fresh keys).
+Each side sends its ``VPLA``/``VPLW`` (or a ``VPKA``) every :data:`KEEPALIVE` seconds, so a
+link that hears nothing for :data:`STALL_AFTER` seconds (three rounds) has stalled: it notices
+within :data:`STALL_AFTER` + :data:`CHECK_INTERVAL` (under 2 s), counts it, and calls its
+``on_stall`` (the owner of the link re-establishes it with fresh keys; the tracks stay, so that
+viewers keep their tiles). When the other end is heard again, each received track asks its
+publisher for a keyframe of every layer its viewers need: their decoders missed seconds of
+packets, and would otherwise wait for a request of their own.
 """
 
 from __future__ import annotations
@@ -85,8 +89,10 @@ KEY_LENGTH: Final = 30
 """Bytes of an SRTP master key and salt (AES-128-CM with HMAC-SHA1-80)."""
 KEEPALIVE: Final = 0.5
 """Seconds between two feedback rounds on a link (each is also a sign of life)."""
-STALL_AFTER: Final = 2.0
+STALL_AFTER: Final = 1.5
 """Seconds without anything from the other end after which a link counts as stalled."""
+CHECK_INTERVAL: Final = 0.25
+"""Seconds between two looks at whether a link has stalled."""
 AUDIO_LEVEL_ID: Final = 1
 """The header extension id of the audio level on the pipe's wire."""
 
@@ -143,6 +149,9 @@ class PipeStats:
     keyframe_requests_sent: int = 0
     keyframe_requests_received: int = 0
     stalls: int = 0
+    stalled_seconds: float = 0.0
+    """The silences that were stalls, whole (from the last datagram before to the first
+    after), counted when the other end is heard again."""
 
 
 def _mask(layers: set[int]) -> bytes:
@@ -390,10 +399,10 @@ class PipeLink:
         except (SrtpError, ValueError):
             self.stats.rejected += 1
             return
-        self.last_heard = self._clock()
+        now = self._clock()
         if self.stalled:
-            self.stalled = False
-            log.info("pipe resumed", extra={"remote": f"{self.remote[0]}:{self.remote[1]}"})
+            self._resumed(now - self.last_heard)
+        self.last_heard = now
 
     def _rtp(self, data: bytes) -> None:
         packet = RtpPacket.parse(data, self._extensions)
@@ -403,11 +412,10 @@ class PipeLink:
         if piped is None:
             return
         last = piped.last_sequence.get(packet.ssrc)
-        if last is not None:
-            gap = (packet.sequence_number - last) & 0xFFFF
-            if 1 < gap < 0x8000:
-                self.stats.packets_lost += gap - 1
-        piped.last_sequence[packet.ssrc] = packet.sequence_number
+        gap = 1 if last is None else (packet.sequence_number - last) & 0xFFFF
+        if gap < 0x8000:  # else a late packet: counted lost when it was skipped
+            self.stats.packets_lost += max(0, gap - 1)
+            piped.last_sequence[packet.ssrc] = packet.sequence_number
         piped.uptrack.on_packet(packet, piped.uptrack.codec)
 
     def _rtcp(self, data: bytes) -> None:
@@ -444,15 +452,44 @@ class PipeLink:
     # ------------------------------------------------------------------ liveness
 
     async def _keep_alive(self) -> None:
+        rounds = round(KEEPALIVE / CHECK_INTERVAL)
+        tick = 0
         while not self.closed:
-            await asyncio.sleep(KEEPALIVE)
-            self.feedback()
-            if not self.stalled and self._clock() - self.last_heard > STALL_AFTER:
+            await asyncio.sleep(CHECK_INTERVAL)
+            tick += 1
+            if tick % rounds == 0:
+                self.feedback()
+            silent = self._clock() - self.last_heard
+            if not self.stalled and silent > STALL_AFTER:
                 self.stalled = True
                 self.stats.stalls += 1
-                log.warning("pipe stalled", extra={"remote": f"{self.remote[0]}:{self.remote[1]}"})
+                log.warning(
+                    "pipe stalled",
+                    extra={
+                        "remote": f"{self.remote[0]}:{self.remote[1]}",
+                        "silent": round(silent, 2),
+                    },
+                )
                 if self._on_stall is not None:
                     self._on_stall(self)
+
+    def _resumed(self, silence: float) -> None:
+        """The other end is heard again after ``silence`` seconds: the viewers of each
+        received track missed packets all that time, so their layers ask the publisher for a
+        keyframe now."""
+        self.stalled = False
+        self.stats.stalled_seconds += silence
+        for piped in self.incoming.values():
+            for index in sorted(piped.needed()):
+                if index < len(piped.uptrack.layers):
+                    piped.uptrack.request_keyframe(index)
+        log.info(
+            "pipe resumed",
+            extra={
+                "remote": f"{self.remote[0]}:{self.remote[1]}",
+                "silent": round(silence, 2),
+            },
+        )
 
     def feedback(self) -> None:
         """Send one round of feedback now: the layers each received track needs, the layers

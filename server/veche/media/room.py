@@ -37,6 +37,9 @@ _DEFAULT_FORWARDING: Final[dict[Source, bool]] = {
 }
 """What a participant forwards until its state says otherwise (a screen needs a grant)."""
 
+HANDOVER_WAIT: Final = 10.0
+"""Seconds the others keep a renewed publish connection's tracks (their senders, silent) for
+the tracks it publishes again (see :meth:`MediaRoom.reset`)."""
 SWITCH_WAIT: Final = 5.0
 """Seconds a publisher asked for another codec has before the member who cannot decode the
 current one is told (a client that ignores ``renegotiate`` still works)."""
@@ -74,6 +77,9 @@ class MediaRoom:
         self._resets: dict[ParticipantId, tuple[asyncio.TimerHandle, set[PeerRole]]] = {}
         """Resets waiting for their member's back-off (see :mod:`veche.media.backoff`), with
         the connections to renew."""
+        self._handovers: dict[ParticipantId, tuple[asyncio.TimerHandle, dict[Source, Uptrack]]] = {}
+        """Tracks of a renewed publish connection, by source, waiting for the tracks that
+        replace them (see :meth:`reset`), with the timer that gives up waiting."""
         self.piped: list[Uptrack] = []
         """Tracks published on another process of this room, stood in here by a pipe (see
         :mod:`veche.media.pipe`): every member receives them as a local publisher's."""
@@ -126,6 +132,7 @@ class MediaRoom:
         if peer is None:
             return None
         self.speakers.forget(participant_id)
+        self._give_up_handover(participant_id)
         for other in self.members.values():
             for uptrack in peer.uptracks:
                 other.unsubscribe(uptrack)
@@ -168,7 +175,14 @@ class MediaRoom:
         A renewed subscribe connection is offered every track again; the member's own tracks
         keep going to everyone. A renewed publish connection takes the member's tracks away
         from the others until it publishes again; what it receives keeps coming. Its
-        forwarding state, view, decoders and back-off are kept."""
+        forwarding state, view, decoders and back-off are kept.
+
+        The others keep a renewed publish connection's tracks (their senders idle) for up to
+        :data:`HANDOVER_WAIT` seconds: a track it publishes again of the same source takes
+        over the same sender on each of them (:meth:`SubscribeLeg.hand_over`), with no
+        renegotiation of anyone's subscribe connection. Under load, when consent or DTLS
+        fails on many publish connections at once, this is what spares every viewer two
+        renegotiations of up to a hundred sections per failure."""
         self._resets.pop(participant_id, None)
         peer = self.members.get(participant_id)
         if peer is None:
@@ -189,10 +203,7 @@ class MediaRoom:
         # The client hears of it before the new subscribe offer: it answers on a new connection.
         self._send(participant_id, Error(code=ErrorCode.MEDIA_FAILED, message=reason, pc=renewed))
         if "publish" in roles:
-            for member, other in self.members.items():
-                if member != participant_id:
-                    for uptrack in peer.uptracks:
-                        other.unsubscribe(uptrack)
+            self._await_handover(participant_id, list(peer.uptracks))
             peer.renew("publish")
         if "subscribe" in roles:
             peer.renew("subscribe")
@@ -303,13 +314,56 @@ class MediaRoom:
             return
         peer.subscribing.unavailable(uptrack)
 
+    def _await_handover(self, participant_id: ParticipantId, uptracks: list[Uptrack]) -> None:
+        """Keep ``uptracks`` at the others until the member publishes their successors, or
+        :data:`HANDOVER_WAIT` has passed."""
+        loop = asyncio.get_running_loop()
+        waiting = self._handovers.pop(participant_id, None)
+        orphans: dict[Source, Uptrack] = {}
+        if waiting is not None:
+            waiting[0].cancel()
+            orphans = waiting[1]
+        for uptrack in uptracks:
+            replaced = orphans.pop(uptrack.source, None)
+            if replaced is not None:
+                self._unsubscribe_others(replaced)
+            orphans[uptrack.source] = uptrack
+        if orphans:
+            handle = loop.call_later(HANDOVER_WAIT, self._give_up_handover, participant_id)
+            self._handovers[participant_id] = (handle, orphans)
+
+    def _give_up_handover(self, participant_id: ParticipantId) -> None:
+        waiting = self._handovers.pop(participant_id, None)
+        if waiting is None:
+            return
+        waiting[0].cancel()
+        for uptrack in waiting[1].values():
+            self._unsubscribe_others(uptrack)
+
+    def _unsubscribe_others(self, uptrack: Uptrack) -> None:
+        for member, peer in self.members.items():
+            if member != uptrack.owner:
+                peer.unsubscribe(uptrack)
+
     def _published(self, uptrack: Uptrack) -> None:
         self._follow_state(uptrack)
         self._govern(uptrack)
         self._record(uptrack)
+        replaced: Uptrack | None = None
+        waiting = self._handovers.get(ParticipantId(uptrack.owner))
+        if waiting is not None:
+            replaced = waiting[1].pop(uptrack.source, None)
+            if not waiting[1]:
+                waiting[0].cancel()
+                del self._handovers[ParticipantId(uptrack.owner)]
         for other in list(self.members):
             if other != uptrack.owner:
                 try:
+                    if replaced is not None:
+                        viewer = self.members[other]
+                        if viewer.subscribing.hand_over(replaced, uptrack):
+                            continue
+                        viewer.unsubscribe(replaced)
                     self._offer(other, uptrack)
                 except Exception:
                     # One member's broken connection is its own: never the publisher's error.
@@ -377,3 +431,5 @@ class MediaRoom:
         for handle in self._switch_waits:
             handle.cancel()
         self._switch_waits.clear()
+        for participant_id in list(self._handovers):
+            self._give_up_handover(participant_id)

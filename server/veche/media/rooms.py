@@ -16,7 +16,7 @@ from typing import Final, Protocol
 
 from veche.ids import ParticipantId, RoomName
 from veche.media.codecs import Decoders
-from veche.media.internals import lighten_aiortc
+from veche.media.internals import lighten_aiortc, patient_consent, read_in_bursts
 from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
 from veche.media.room import MediaRoom
@@ -26,7 +26,11 @@ from veche.media.udpstats import UdpStats
 from veche.protocol import Answer, Candidate, Offer, ServerMessage, View
 from veche.tasks import cancel_and_wait
 
-__all__ = ["Elsewhere", "MediaRooms"]
+__all__ = ["Elsewhere", "Layers", "MediaRooms"]
+
+Layers = dict[str, str | int | None]
+"""One simulcast video a participant is sent: whose, its source, the layer's rid, width and
+bitrate (see :attr:`veche.media.subscribe.SubscribeLeg.layers`)."""
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,8 @@ class MediaRooms:
     ) -> None:
         self.config = config
         lighten_aiortc()
+        patient_consent()
+        read_in_bursts()
         self._send = send
         self._on_speaker = on_speaker
         self._clock = clock
@@ -95,6 +101,8 @@ class MediaRooms:
         """Participants of this process's rooms whose media runs on another process (node)."""
         self._guests: dict[ParticipantId, Callable[[ServerMessage], None]] = {}
         """Participants of rooms owned elsewhere whose media runs here, and how to reach them."""
+        self._reports: dict[ParticipantId, tuple[dict[str, int], list[Layers]]] = {}
+        """What each placed participant is sent, as the process running its media last said."""
 
     @property
     def peers(self) -> list[MediaPeer]:
@@ -202,6 +210,7 @@ class MediaRooms:
         """Remove a participant: its tracks leave every other member; its connections close in
         the background (see :meth:`close`)."""
         placed = self.placed.pop(participant_id, None)
+        self._reports.pop(participant_id, None)
         if placed is not None and self.elsewhere is not None:
             self.elsewhere.leave(placed[1], participant_id)
             self.elsewhere.changed(placed[0])
@@ -287,18 +296,38 @@ class MediaRooms:
             found[0].set_view(participant_id, shown)
 
     def receiving(self, participant_id: ParticipantId) -> dict[str, int]:
-        """What a participant is sent now: audio and video tracks, and frames in all."""
+        """What a participant is sent now: audio and video tracks, and frames in all (for one
+        whose media runs on another process, as that process last reported it)."""
+        report = self._reports.get(participant_id)
+        if report is not None:
+            return report[0]
         found = self._member(participant_id)
         if found is None:
             return {"audio": 0, "video": 0, "frames": 0}
         return found[1].subscribing.receiving
 
-    def layers(self, participant_id: ParticipantId) -> list[dict[str, str | int | None]]:
-        """The simulcast layer a participant is sent of each simulcast video."""
+    def layers(self, participant_id: ParticipantId) -> list[Layers]:
+        """The simulcast layer a participant is sent of each simulcast video (reported, as
+        :meth:`receiving`, for one whose media runs elsewhere)."""
+        report = self._reports.get(participant_id)
+        if report is not None:
+            return report[1]
         found = self._member(participant_id)
         if found is None:
             return []
         return found[1].subscribing.layers
+
+    def report(
+        self, participant_id: ParticipantId, receiving: dict[str, int], layers: list[Layers]
+    ) -> None:
+        """What a participant whose media runs on another process is sent there now (that
+        process tells, see :class:`veche.cluster.placement.Placement`)."""
+        if participant_id in self.placed:
+            self._reports[participant_id] = (receiving, layers)
+
+    def guests(self) -> list[ParticipantId]:
+        """Participants of rooms owned elsewhere whose media runs here."""
+        return list(self._guests)
 
     def speaker(self, room: RoomName) -> str | None:
         """Who is speaking in ``room`` now, if anyone."""

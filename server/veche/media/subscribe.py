@@ -277,16 +277,48 @@ class SubscribeLeg:
 
     def _free_feed(self, uptrack: Uptrack) -> tuple[RTCRtpTransceiver, SenderFeed] | None:
         """An idle transceiver that can carry ``uptrack``: same kind and same codec (a running
-        sender keeps the payload type it started with)."""
+        sender keeps the payload type it started with), and not kept for a track that is to
+        be handed over to its successor (see :meth:`hand_over`)."""
+        kept = {id(carrier) for carrier, _ in self._downtracks.values()}
         for transceiver, feed, codec in self._feeds:
             if (
                 feed.downtrack is None
+                and id(transceiver) not in kept
                 and transceiver.kind == uptrack.kind
                 and codec.mimeType.lower() == uptrack.codec.mimeType.lower()
                 and codec.parameters == uptrack.codec.parameters
             ):
                 return transceiver, feed
         return None
+
+    def hand_over(self, old: Uptrack, new: Uptrack) -> bool:
+        """Let ``new`` (its publisher's track published again on a renewed connection) take
+        over the sender that carried ``old``, with no renegotiation: the same stream id, kind
+        and codec, numbered on from where ``old`` stopped, starting at a keyframe. False (and
+        nothing changed) if this leg did not receive ``old`` or cannot carry ``new`` on its
+        sender."""
+        entry = self._downtracks.get(old.id)
+        if self.closed or entry is None or new.closed or new.id in self._downtracks:
+            return False
+        transceiver, downtrack = entry
+        codec = next((c for t, _, c in self._feeds if t is transceiver), None)
+        if (
+            codec is None
+            or new.kind != old.kind
+            or new.stream_id != old.stream_id
+            or codec.mimeType.lower() != new.codec.mimeType.lower()
+            or codec.parameters != new.codec.parameters
+        ):
+            return False
+        del self._downtracks[old.id]
+        feed = downtrack.feed
+        downtrack.detach()
+        successor = Downtrack(new, self.participant_id, feed, layer=self._layer_for(new))
+        successor.set_paused(not self._shows(new))
+        self._downtracks[new.id] = (transceiver, successor)
+        if self.budget.limit is not None:
+            self.update_layers()
+        return True
 
     def unsubscribe(self, uptrack: Uptrack) -> None:
         """Stop receiving ``uptrack``; its transceiver goes inactive in the next offer."""
