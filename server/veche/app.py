@@ -11,7 +11,17 @@ from typing import Final
 
 from aiohttp import web
 
-from veche.appkeys import CLUSTER, HUB, LOOP_MONITOR, METRICS, PIPES, RELAY, SETTINGS, WEB_ROOT
+from veche.appkeys import (
+    CLUSTER,
+    HUB,
+    LOOP_MONITOR,
+    METRICS,
+    PIPES,
+    PLACEMENT,
+    RELAY,
+    SETTINGS,
+    WEB_ROOT,
+)
 from veche.assets import web_root as default_web_root
 from veche.cluster.bus import Bus, create_bus
 from veche.cluster.membership import Cluster
@@ -45,7 +55,11 @@ def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Appli
     bus = create_bus(settings)
     hub = app[HUB] = Hub(settings, media=media_config(settings), store=room_store(settings, bus))
     cluster = app[CLUSTER] = Cluster(
-        bus, load=lambda: hub.rooms.participant_count, rooms=lambda: hub.rooms.names
+        bus,
+        load=lambda: hub.rooms.participant_count,
+        rooms=lambda: hub.rooms.names,
+        media=lambda: hub.media.member_count,
+        host=settings.host_id,
     )
     app[RELAY] = Relay(bus, cluster, hub)
     app[LOOP_MONITOR] = LoopMonitor()
@@ -58,6 +72,7 @@ def create_app(settings: Settings, *, web_root: Path | None = None) -> web.Appli
     app.cleanup_ctx.append(_media)
     app.cleanup_ctx.append(_coordination)
     app[PIPES] = []
+    app[PLACEMENT] = []
     if settings.pipes_on:
         app.cleanup_ctx.append(_pipes)
     app.cleanup_ctx.append(_room_state)
@@ -168,21 +183,24 @@ async def _coordination(app: web.Application) -> AsyncIterator[None]:
 
 async def _pipes(app: web.Application) -> AsyncIterator[None]:
     """With pipes on (by default in a cluster): this node's pipe endpoint and broker, and
-    media placed where each participant's WebSocket is (see :mod:`veche.cluster.placement`)."""
+    media placed on the least-loaded process of the host each participant's WebSocket reached
+    (see :mod:`veche.cluster.placement`)."""
     settings, hub, relay = app[SETTINGS], app[HUB], app[RELAY]
     host = settings.pipe_host or await default_pipe_host(settings.redis_url)
     endpoint = await PipeEndpoint.open(host, settings.pipe_port_min, settings.pipe_port_max)
     broker = PipeBroker(
         relay.node_id, hub.media, endpoint, relay.post, counters=hub.media.config.counters
     )
-    placement = Placement(relay, hub, broker)
+    placement = Placement(relay, hub, broker, threshold=settings.placement_threshold)
     relay.media = placement
     hub.media.elsewhere = placement
     app[PIPES].append(broker)
+    app[PLACEMENT].append(placement)
     await broker.start()
     await placement.start()
     yield
     app[PIPES].clear()
+    app[PLACEMENT].clear()
     relay.media = None
     hub.media.elsewhere = None
     await placement.stop()

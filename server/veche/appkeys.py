@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from veche.cluster.membership import Cluster
 from veche.cluster.pipes import PipeBroker
+from veche.cluster.placement import Placement
 from veche.cluster.relay import Relay
 from veche.hub import Hub
 from veche.settings import Settings
@@ -23,6 +24,7 @@ __all__ = [
     "LOOP_MONITOR",
     "METRICS",
     "PIPES",
+    "PLACEMENT",
     "RELAY",
     "SETTINGS",
     "WEB_ROOT",
@@ -37,3 +39,5 @@ METRICS: web.AppKey[CollectorRegistry] = web.AppKey("metrics", CollectorRegistry
 LOOP_MONITOR: web.AppKey[LoopMonitor] = web.AppKey("loop_monitor")
 PIPES: web.AppKey[list[PipeBroker]] = web.AppKey("pipes", list[PipeBroker])
 """This node's pipe broker while it runs (``pipes`` on), else empty."""
+PLACEMENT: web.AppKey[list[Placement]] = web.AppKey("placement", list[Placement])
+"""This node's media placement while it runs (``pipes`` on), else empty."""

@@ -24,7 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from veche import __version__
-from veche.appkeys import CLUSTER, HUB, LOOP_MONITOR, METRICS, PIPES, SETTINGS
+from veche.appkeys import CLUSTER, HUB, LOOP_MONITOR, METRICS, PIPES, PLACEMENT, SETTINGS
 from veche.auth import bearer_matches
 from veche.hub import Hub
 from veche.media.counters import DELAY_BUCKETS
@@ -199,6 +199,40 @@ class VecheCollector(Collector):
             value=monitor.worst,
         )
         yield from self._pipes()
+        yield from self._placement()
+
+    def _placement(self) -> Iterator[Metric]:
+        """This process's load as its heartbeat publishes it, and where the rooms it owns
+        placed their participants' media (``pipes`` on; see :mod:`veche.cluster.placement`)."""
+        cluster = self._app[CLUSTER]
+        yield GaugeMetricFamily(
+            "veche_load",
+            "Share of the CPU this process may use that it used lately (smoothed).",
+            value=cluster.meter.load,
+        )
+        yield GaugeMetricFamily(
+            "veche_media_participants",
+            "Participants whose media runs in this process (guests included).",
+            value=self._app[HUB].media.member_count,
+        )
+        placements = CounterMetricFamily(
+            "veche_placements",
+            "Participants' media placed by the rooms of this process, by the process chosen.",
+            labels=["node"],
+        )
+        passed = CounterMetricFamily(
+            "veche_media_frames_passed",
+            "Clients' media frames passed on to the process running their media, by who passed "
+            "them: edge (this process holds the WebSocket) or owner (this process owns the room).",
+            labels=["by"],
+        )
+        for placement in self._app[PLACEMENT]:
+            for node, count in placement.placements.items():
+                placements.add_metric([node], count)
+            for by, count in placement.passed_on.items():
+                passed.add_metric([by], count)
+        yield placements
+        yield passed
 
     def _pipes(self) -> Iterator[Metric]:
         """Pipes to other nodes (``pipes`` on): one series per other node."""

@@ -60,8 +60,8 @@ class Settings(BaseSettings):
     )
     pipes: bool | None = Field(
         None,
-        description="Whether a room's media may span processes: each participant's media stays "
-        "on the process its WebSocket reached, and the tracks of a room are piped (once per "
+        description="Whether a room's media may span processes: each participant's media runs on "
+        "a process of the host its WebSocket reached, and the tracks of a room are piped (once per "
         "process) to the other processes that have its members. Default: on whenever this "
         "process is one of several (`workers` above 1, or nodes sharing a `redis_url`); "
         "`false` keeps each room's media on its owner's process.",
@@ -78,6 +78,20 @@ class Settings(BaseSettings):
     )
     pipe_port_max: int = Field(
         40299, ge=1024, le=65535, description="Highest UDP port a process receives pipes on."
+    )
+    host_id: str | None = Field(
+        None,
+        description="Names the machine this process runs on: with `pipes`, a room's owner may "
+        "place a participant's media on any process of the same host as the one its WebSocket "
+        "reached (`workers` set one for their children). Unset: a host of its own.",
+    )
+    placement_threshold: float = Field(
+        0.7,
+        ge=0.0,
+        le=1.0,
+        description="With `pipes`: the load (share of its CPU) below which a process already "
+        "carrying a room's media takes that room's next participants; above it the room grows "
+        "onto the least-loaded process of the host.",
     )
     max_participants: int = Field(
         50, ge=1, le=10000, description="Maximum participants in one room."

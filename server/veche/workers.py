@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -130,7 +131,9 @@ def run_workers(
         except RuntimeError as exc:
             print(f"veche: {exc}", file=sys.stderr)
             return 2
-        env = {**os.environ, "VECHE_REDIS_URL": url, "VECHE_WORKERS": "1"}
+        # One host name for all children: a room's media may be placed on any of them.
+        host = os.environ.get("VECHE_HOST_ID") or f"{socket.gethostname()}-{os.getpid()}"
+        env = {**os.environ, "VECHE_REDIS_URL": url, "VECHE_WORKERS": "1", "VECHE_HOST_ID": host}
         command = [sys.executable, "-m", "veche", "serve", *argv, "--reuse-port"]
         children = [_spawn(command, env) for _ in range(count)]
         log.info("workers started", extra={"count": count, "pids": [c.pid for c in children]})

@@ -1,18 +1,24 @@
 """Benchmark: a lecture (one presenter, V viewers) on one capped server process, then on two
 capped worker processes with pipes (``--workers 2 --pipes``).
 
-The presenter publishes a simulcast camera and a microphone (``lecture_rig.py``, replaying the
-pre-encoded clip); the viewers publish nothing and show the presenter large; they count what
-they receive without decoding. Each server process is capped at ``--share`` of one core (a
+The presenter publishes a simulcast camera, a microphone and a shared screen (one 1280x720
+layer at 5 fps) (``lecture_rig.py``, replaying the pre-encoded clip); the viewers publish
+nothing and show the presenter's camera and screen large; they count what they receive without
+decoding. Each server process is capped at ``--share`` of one core (a
 cgroup v1 CPU quota, one group per process, see ``tests/integration/cpucap.py``) so that the
 rig keeps the rest of this 2-core machine. With two workers the kernel spreads the viewers'
-connections over both; each worker receives the presenter's tracks once over the pipe and
-fans them out to its own viewers.
+connections over both, and the room's owner places each viewer's media on the less-loaded
+worker (:mod:`veche.cluster.placement`: the room stays on the presenter's worker until that one
+passes the placement threshold, then grows onto the other); each worker receives the
+presenter's tracks once over the pipe and fans them out to its own viewers.
 
-For each configuration V grows by ``--step`` from ``--start`` until the worst viewer's frame
-rate falls below 25 fps (or ``--max`` is reached); V_max is the last V that held. Per trial it
-prints the worst and median viewer frame rate, each server process's CPU (cores), the packets
-forwarded and piped per second (``/metrics`` of each process) and the CPU per forwarded packet;
+For each configuration V grows by ``--step`` from ``--start`` until the worst viewer's camera
+frame rate falls below 25 fps or its screen's below 4 (or ``--max`` is reached), each V tried
+``--repeat`` times (held only if every try held); V_max is the last V that held. Per trial it
+prints the worst and median viewer frame rate (camera, and the worst screen rate), each server
+process's CPU (cores) and the viewers' media it runs, the packets forwarded and piped per second
+(``/metrics`` of each process), the CPU per forwarded packet, the rig's CPU and the machine's
+load average (the machine is shared: figures are noisy);
 at the end V_max for 1 and 2 workers, their ratio against the 1.7x target, and the pipe's cost
 per packet (the two workers' CPU beyond what their forwarding costs at the one-process rate,
 per packet sent or received over the pipe).
@@ -29,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -54,6 +61,7 @@ from tests.bench.procstat import cpu_seconds  # noqa: E402
 from tests.integration.cpucap import CpuCap, cpu_cap, cpu_cap_available  # noqa: E402
 
 FLOOR_FPS: Final = 25.0
+SCREEN_FLOOR_FPS: Final = 4.0
 TARGET_RATIO: Final = 1.7
 WARMUP: Final = 3.0
 RIG: Final = [sys.executable, "-m", "tests.bench.lecture_rig"]
@@ -64,6 +72,11 @@ class Trial:
     workers: int
     viewers: int
     fps: list[float] = field(default_factory=list)
+    screen_fps: list[float] = field(default_factory=list)
+    media: list[int] = field(default_factory=list)
+    """Participants whose media each process runs (``veche_media_participants``)."""
+    loadavg: float = 0.0
+    """The machine's 1-minute load average at the end of the trial."""
     missing: int = 0
     cpu: dict[int, float] = field(default_factory=dict)
     """Cores used by each server process (by PID)."""
@@ -79,7 +92,10 @@ class Trial:
 
     @property
     def held(self) -> bool:
-        return bool(self.fps) and self.worst >= FLOOR_FPS and not self.missing
+        screen = min(self.screen_fps, default=0.0)
+        return (
+            bool(self.fps) and self.worst >= FLOOR_FPS and screen >= SCREEN_FLOOR_FPS
+        ) and not self.missing
 
     @property
     def cores(self) -> float:
@@ -89,11 +105,14 @@ class Trial:
         median = statistics.median(self.fps) if self.fps else 0.0
         per_packet = self.cores / self.forwarded * 1e6 if self.forwarded else float("nan")
         processes = " ".join(f"{c:.2f}" for c in self.cpu.values())
+        media = "/".join(str(m) for m in self.media)
+        screen = min(self.screen_fps, default=0.0)
         return (
             f"workers={self.workers} V={self.viewers:4d}  fps worst {self.worst:5.1f} median "
-            f"{median:5.1f}  missing {self.missing}  server cores [{processes}]  forwarded "
-            f"{self.forwarded:7.0f}/s  piped {self.piped:6.0f}/s  {per_packet:5.1f} us/packet  "
-            f"rig {self.rig_cores:.2f} cores"
+            f"{median:5.1f} screen worst {screen:4.1f}  missing {self.missing}  server cores "
+            f"[{processes}] media [{media}]  forwarded {self.forwarded:7.0f}/s  piped "
+            f"{self.piped:6.0f}/s  {per_packet:5.1f} us/packet  rig {self.rig_cores:.2f} cores  "
+            f"load avg {self.loadavg:.2f}"
         )
 
 
@@ -215,6 +234,11 @@ async def run_trial(workers: int, viewers: int, args: argparse.Namespace) -> Tri
             trial.rig_cores = (sum(cpu_seconds(r.pid) for r in rigs) - rig_before) / elapsed
             for result in results:
                 trial.fps.extend(result["fps"])
+                trial.screen_fps.extend(result["screen_fps"])
+            trial.media = [
+                int(values.get("veche_media_participants", 0)) for values in after.values()
+            ]
+            trial.loadavg = os.getloadavg()[0]
             name = "veche_packets_forwarded_total"
             trial.forwarded = (_total(after, name) - _total(before, name)) / elapsed
             piped = 0.0
@@ -235,17 +259,22 @@ async def ramp(workers: int, args: argparse.Namespace) -> list[Trial]:
     trials: list[Trial] = []
     viewers = args.start
     while viewers <= args.max:
-        trial = await run_trial(workers, viewers, args)
-        print(trial.describe(), flush=True)
-        trials.append(trial)
-        if not trial.held:
+        tries = []
+        for _ in range(args.repeat):
+            trial = await run_trial(workers, viewers, args)
+            print(trial.describe(), flush=True)
+            tries.append(trial)
+        trials += tries
+        if not all(t.held for t in tries):
             break
         viewers += args.step
     return trials
 
 
 def v_max(trials: list[Trial]) -> int:
-    held = [t.viewers for t in trials if t.held]
+    """The largest V at which every try held (and every smaller V tried held too)."""
+    failed = {t.viewers for t in trials if not t.held}
+    held = [t.viewers for t in trials if t.held and t.viewers < min(failed, default=1 << 30)]
     return max(held) if held else 0
 
 
@@ -286,7 +315,10 @@ async def main_async(args: argparse.Namespace) -> int:
                 "viewers": t.viewers,
                 "worst_fps": round(t.worst, 2),
                 "median_fps": round(statistics.median(t.fps), 2) if t.fps else 0,
+                "screen_worst_fps": round(min(t.screen_fps, default=0.0), 2),
                 "missing": t.missing,
+                "media": t.media,
+                "loadavg": round(t.loadavg, 2),
                 "cores": [round(c, 3) for c in t.cpu.values()],
                 "forwarded": round(t.forwarded),
                 "piped": round(t.piped),
@@ -308,6 +340,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--share", type=float, default=0.5, help="of a core, per process")
     parser.add_argument("--rigs", type=int, default=2, help="rig processes")
+    parser.add_argument("--repeat", type=int, default=2, help="tries of each V")
     parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
     raise SystemExit(asyncio.run(main_async(parser.parse_args())))
 

@@ -4,10 +4,12 @@ share one lecture).
 ``python -m tests.bench.lecture_rig --url WS --room ROOM --total N --first I --count C
 --epoch T`` joins ``p<I>`` .. ``p<I+C-1>`` of a lecture of N: ``p0`` is the presenter, who
 publishes a simulcast camera and a microphone by replaying :mod:`tests.bench.clip` (as
-:mod:`tests.bench.meeting_rig` does); everyone else is a viewer that publishes nothing (muted,
-no camera) and shows the presenter large (``view``), counting what it receives without
-decoding. The protocol on standard input and output is the meeting rig's: ``{"ready": ...}``,
-then ``start`` / ``stop`` lines, ``stop`` answered with :meth:`LectureRig.results`.
+:mod:`tests.bench.meeting_rig` does) and shares a screen (a second video track: the clip's
+1280x720 layer alone, at :data:`SCREEN_FPS` frames a second, as a browser sends a screen);
+everyone else is a viewer that publishes nothing (muted, no camera) and shows the presenter's
+camera and screen large (``view``), counting what it receives without decoding. The protocol
+on standard input and output is the meeting rig's: ``{"ready": ...}``, then ``start`` /
+``stop`` lines, ``stop`` answered with :meth:`LectureRig.results`.
 """
 
 from __future__ import annotations
@@ -16,18 +18,70 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from aiortc import RTCSessionDescription
 from websockets.exceptions import ConnectionClosed
 
 from tests.bench.clip import load_clip
 from tests.bench.meeting_rig import LARGE, READY_TIMEOUT, Participant, Rig, serve
+from tests.bench.replay import (
+    IdleTrack,
+    ReplaySender,
+    ScreenSender,
+    attribute,
+    enlarge_buffers,
+    sections,
+    simulcast_offer,
+)
+
+SCREEN_FPS: Final = 5
+"""Frames a second of the presenter's shared screen (slides: few changes, many pixels)."""
+SCREEN: Final = -1
+"""The owner index under which a viewer counts the presenter's screen (its camera: 0)."""
 
 
 class LectureParticipant(Participant):
-    """The presenter (``p0``) or a viewer: a viewer shows the presenter alone, large."""
+    """The presenter (``p0``) or a viewer: a viewer shows the presenter's camera and screen,
+    both large."""
+
+    screen: ScreenSender | None = None
+
+    async def publish(self) -> None:
+        """The presenter's microphone, simulcast camera and one-layer screen, its sources
+        named in the offer and the screen share announced first."""
+        pc = self.publish_pc
+        audio = pc.addTransceiver(IdleTrack("audio"), direction="sendonly")
+        video = pc.addTransceiver(IdleTrack("video"), direction="sendonly")
+        screen = pc.addTransceiver(IdleTrack("video"), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        enlarge_buffers(pc)
+        offer = simulcast_offer(pc.localDescription.sdp, videos=1)
+        mids = [attribute(section, "a=mid:") for section in sections(offer)]
+        sources = dict(zip(mids, ("microphone", "camera", "screen"), strict=True))
+        await self.ws.send(json.dumps({"type": "screen_share", "active": True}))
+        await self.ws.send(
+            json.dumps({"type": "offer", "pc": "publish", "sdp": offer, "sources": sources})
+        )
+        answer = await asyncio.wait_for(self._answers.get(), 30)
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        self.sender = ReplaySender(
+            self.rig.clip, video.sender, audio.sender, offer, answer, simulcast=True, level=30
+        )
+        self.screen = ScreenSender(self.rig.clip, screen.sender, offer, answer, 2, SCREEN_FPS)
+
+    def _tiles_from_offer(self, sdp: str) -> None:
+        """As a meeting participant, but the presenter's screen counts apart (owner
+        :data:`SCREEN`) from its camera."""
+        super()._tiles_from_offer(sdp)
+        for section in sections(sdp):
+            mid, msid = attribute(section, "a=mid:"), attribute(section, "a=msid:")
+            tile = self._by_mid.get(mid or "")
+            if tile is not None and msid is not None and msid.split()[0].endswith("~screen"):
+                tile.owner = SCREEN
 
     async def show(self) -> None:
         presenter = self.rig.ids.get("p0")
@@ -37,7 +91,15 @@ class LectureParticipant(Participant):
         text = json.dumps(
             {
                 "type": "view",
-                "tiles": [{"participant_id": presenter, "width": width, "height": height}],
+                "tiles": [
+                    {"participant_id": presenter, "width": width, "height": height},
+                    {
+                        "participant_id": presenter,
+                        "source": "screen",
+                        "width": width,
+                        "height": height,
+                    },
+                ],
             }
         )
         if text != self._shown:
@@ -59,6 +121,7 @@ class LectureRig(Rig):
             if index == 0:
                 await participant.publish()
                 self._replays.append(asyncio.ensure_future(self.replay(participant)))
+                self._replays.append(asyncio.ensure_future(self.replay_screen(participant)))
         deadline = time.monotonic() + timeout
         while "p0" not in self.ids and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -68,22 +131,37 @@ class LectureRig(Rig):
             await asyncio.sleep(0.2)
         return self.missing()
 
+    async def replay_screen(self, participant: LectureParticipant) -> None:
+        """Send the presenter's screen, :data:`SCREEN_FPS` frames a second on the shared
+        clock, from now on."""
+        number = math.ceil((time.monotonic() - self.epoch) * SCREEN_FPS)
+        while True:
+            await asyncio.sleep(max(0.0, self.epoch + number / SCREEN_FPS - time.monotonic()))
+            if participant.screen is not None:
+                participant.screen.send(number)
+            number = max(number + 1, math.floor((time.monotonic() - self.epoch) * SCREEN_FPS))
+
     def missing(self) -> list[tuple[int, int]]:
+        """(viewer, 0) for each viewer without a frame of the presenter's camera yet, (viewer,
+        :data:`SCREEN`) without one of its screen."""
         for participant in self.participants:
             participant.resolve_owners()
         return [
-            (p.index, 0)
+            (p.index, owner)
             for p in self.participants
-            if p.index and ((tile := p.video_from(0)) is None or tile.frames == 0)
+            for owner in (0, SCREEN)
+            if p.index and ((tile := p.video_from(owner)) is None or tile.frames == 0)
         ]
 
     def results(self) -> dict[str, Any]:
-        """``fps``: each viewer's frame rate of the presenter's camera; ``audio``: each one's
-        audio packets per second; ``packets_per_second`` received by all viewers together."""
+        """``fps``: each viewer's frame rate of the presenter's camera; ``screen_fps`` of its
+        screen; ``audio``: each one's audio packets per second; ``packets_per_second`` received
+        by all viewers together."""
         self.measuring = False
         end, start = self._totals(), self._start
         window = end["at"] - start["at"]
         fps = []
+        screen_fps = []
         audio = []
         for participant in self.participants:
             if participant.index == 0:
@@ -91,12 +169,16 @@ class LectureRig(Rig):
             frames = end["tiles"].get((participant.index, 0), (0, {}))[0]
             before = start["tiles"].get((participant.index, 0), (0, {}))[0]
             fps.append((frames - before) / window)
+            shown = end["tiles"].get((participant.index, SCREEN), (0, {}))[0]
+            shown_before = start["tiles"].get((participant.index, SCREEN), (0, {}))[0]
+            screen_fps.append((shown - shown_before) / window)
             packets = end["audio"].get(participant.index, (0, {}))[0]
             earlier = start["audio"].get(participant.index, (0, {}))[0]
             audio.append((packets - earlier) / window)
         return {
             "window": window,
             "fps": fps,
+            "screen_fps": screen_fps,
             "audio": audio,
             "packets_per_second": (end["packets"] - start["packets"]) / window,
             "send_lag_ms": max(

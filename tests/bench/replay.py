@@ -51,15 +51,18 @@ gap, and a browser bounds its retransmissions too (without a bound, retransmissi
 loss they answer)."""
 
 
-def simulcast_offer(sdp: str) -> str:
+def simulcast_offer(sdp: str, *, videos: int | None = None) -> str:
     """``sdp`` (aiortc's publish offer) with its video section sending three layers the way
     Chromium's offer says it: RTP stream id extensions, ``a=rid:<id> send`` each and
-    ``a=simulcast:send``; the section's own ``a=ssrc`` lines go (Chromium names none)."""
+    ``a=simulcast:send``; the section's own ``a=ssrc`` lines go (Chromium names none). With
+    ``videos``, only that many video sections, the first ones (a screen stays one layer)."""
     out: list[str] = []
     video = False
+    seen = 0
     for line in sdp.splitlines():
         if line.startswith("m="):
-            video = line.startswith("m=video")
+            video = line.startswith("m=video") and (videos is None or seen < videos)
+            seen += line.startswith("m=video")
         if video and line.startswith(("a=ssrc:", "a=ssrc-group:")):
             continue
         out.append(line)
@@ -196,8 +199,10 @@ class ReplaySender:
     ) -> None:
         self.clip = clip
         self._transport = video.transport
-        audio_section, video_section = sections(offer)
-        answered = {s[0].split()[0]: s for s in sections(answer)}
+        audio_section, video_section = sections(offer)[:2]  # a screen's section may follow
+        answered: dict[str, list[str]] = {}
+        for section in sections(answer):
+            answered.setdefault(section[0].split()[0], section)
         self._audio_extensions = _extensions(audio_section)
         self._video_extensions = _extensions(video_section)
         self._audio_pt = int(answered["m=audio"][0].split()[3])
@@ -336,3 +341,62 @@ class ReplaySender:
 
 def attribute(section: list[str], prefix: str) -> str | None:
     return next((line[len(prefix) :] for line in section if line.startswith(prefix)), None)
+
+
+class ScreenSender:
+    """Sends a shared screen on a publish connection: one layer (the clip's largest, 1280x720)
+    at ``fps`` frames a second, on the sender's own SSRC, answering a PLI with a keyframe, as a
+    browser sends a screen (no simulcast, a low frame rate). The section is the offer's
+    ``section``-th (0: the first). No retransmissions: on loopback a screen's few packets are
+    next to never lost, and a lost one costs a keyframe, as without NACKs."""
+
+    def __init__(
+        self, clip: Clip, sender: RTCRtpSender, offer: str, answer: str, section: int, fps: int
+    ) -> None:
+        self.clip = clip
+        self.fps = fps
+        self._transport = sender.transport
+        offered, answered = sections(offer)[section], sections(answer)[section]
+        self._extensions = _extensions(offered)
+        self._pt = int(answered[0].split()[3])
+        self._mid = attribute(offered, "a=mid:")
+        self._stream = _Stream(sender._ssrc, None)
+        self._stream.keyframe = True
+        self.keyframe_requests = 0
+        handle = sender._handle_rtcp_packet
+
+        async def handle_rtcp(packet: Any) -> None:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                self._stream.keyframe = True
+                self.keyframe_requests += 1
+                return
+            await handle(packet)
+
+        sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
+
+    def send(self, number: int) -> None:
+        """Send screen frame ``number`` (the clip's frames, every ``FPS / fps``-th)."""
+        stream = self._stream
+        index = (number * (FPS // self.fps)) % FRAMES
+        key = stream.keyframe
+        payloads = (self.clip.keyframes if key else self.clip.video)[len(LAYERS) - 1][index]
+        pair = self._transport.transport._connection._nominated.get(1)
+        srtp = getattr(self._transport, "_tx_srtp", None)
+        if pair is None or srtp is None:
+            return
+        for position, payload in enumerate(payloads):
+            packet = RtpPacket(
+                payload_type=self._pt,
+                marker=int(position == len(payloads) - 1),
+                sequence_number=stream.sequence,
+                timestamp=(number * 90000 // self.fps) & 0xFFFFFFFF,
+                ssrc=stream.ssrc,
+                payload=payload,
+            )
+            packet.extensions.mid = self._mid
+            packet.extensions.abs_send_time = int(time.time() * (1 << 18)) & 0xFFFFFF
+            pair.protocol.transport.sendto(
+                srtp.protect(packet.serialize(self._extensions)), pair.remote_addr
+            )
+            stream.sequence = (stream.sequence + 1) & 0xFFFF
+        stream.keyframe = stream.keyframe and not key

@@ -1,9 +1,11 @@
 """Two Veche nodes over a real Redis, in Chromium: participants who reached different nodes
 see and hear each other (signalling relayed to the room's node; with pipes, a cluster's
-default, media on each one's node and piped between them; without, media straight to the
-room's node)."""
+default, media on each one's node, or placed on another process of the host, and piped
+between them; without, media straight to the room's node)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from playwright.async_api import Browser, Page
@@ -79,3 +81,32 @@ async def test_with_pipes_each_browser_media_stays_on_its_node(browser: Browser)
                 assert total(values, "veche_pipe_rejected_total") == 0
                 # And forwards them to its own participant.
                 assert total(values, "veche_packets_forwarded_total") > 50
+
+
+async def test_a_browser_whose_media_is_placed_on_another_process_gets_a_picture(
+    browser: Browser,
+) -> None:
+    """Two nodes of one host (``--host-id``), every page connected to the first, the placement
+    threshold at 0 (each participant's media goes to the least-loaded process): the second
+    node, which holds no WebSocket, runs some of the pages' media, and every page, those
+    included, decodes the others' video."""
+    host = ("--pipes", "--host-id", "one-host", "--placement-threshold", "0")
+    with (
+        run_redis() as redis,
+        run_server("--redis-url", redis.url, *host) as first,
+        run_server("--redis-url", redis.url, *host) as second,
+    ):
+        await asyncio.sleep(3)  # both heartbeats read: the first node knows the second's load
+        people = [(first.http, name) for name in ("Ada", "Bob", "Cy")]
+        async with meeting_pages(browser, "placed", people) as pages:
+            for page in pages:
+                await page.wait_for_function(REMOTE_VIDEO_PLAYS, timeout=30000)
+            for page in pages:
+                await until(lambda p=page: _frames_decoded(p, 30), timeout=20)
+            placed = metrics(second)
+            assert total(placed, "veche_media_participants") >= 1
+            assert total(metrics(first), "veche_media_participants") >= 1
+            # The second node sends its pages what it receives over the pipe.
+            assert total(placed, "veche_pipe_packets_received_total") > 50
+            assert total(placed, "veche_packets_forwarded_total") > 50
+            assert total(placed, "veche_pipe_rejected_total") == 0

@@ -251,11 +251,14 @@ def participant_anywhere(server: ServerProcess, room: str, participant_id: str) 
 
 
 async def test_two_workers_pipe_a_room_between_them() -> None:
-    """``--workers 2`` and no other setting: a viewer whose connection the kernel gave the
-    other worker than the publisher's receives the publisher's media there, through the pipe;
-    ``veche admin room`` (whichever worker its calls reach) names each one's worker and what
-    the viewer is sent there."""
-    with run_server("--workers", "2", "--admin-token", ADMIN) as server:
+    """``--workers 2`` and no other setting but the placement threshold at 0 (the room grows
+    onto the idle worker at once, wherever the viewer's WebSocket is): a viewer whose media
+    runs on the other worker than the publisher's receives the publisher's media there,
+    through the pipe; ``veche admin room`` (whichever worker its calls reach) names each one's
+    worker and what the viewer is sent there."""
+    with run_server(
+        *("--workers", "2", "--placement-threshold", "0", "--admin-token", ADMIN)
+    ) as server:
         publisher = await MediaClient.join(server.ws, "workers", "Pub")
         viewers: list[MediaClient] = []
         try:

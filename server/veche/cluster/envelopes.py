@@ -16,9 +16,11 @@ From the owner back to the edge (:data:`ToEdge`):
 * ``server_frame`` -- one server message for the client, already encoded;
 * ``close_session`` -- close the client's connection with a code and a reason.
 
-With ``pipes`` on (see :mod:`veche.cluster.placement`), the owner also tells the edge node to
-run a relayed participant's media there (:data:`ToMedia`): ``media_join``, ``media_leave``,
-``media_forwarding``; and the nodes of a room's media tell each other what their pipes need
+With ``pipes`` on (see :mod:`veche.cluster.placement`), the owner also tells the process it
+chose to run a participant's media there (:data:`ToMedia`): ``media_join`` (naming the edge,
+where the replies go), ``media_leave``, ``media_forwarding``; tells the edge which process that
+is when it is a third one (``media_route``), and the edge passes the client's media frames on
+to it (``media_frame``); and the nodes of a room's media tell each other what their pipes need
 (:mod:`veche.media.pipe`): ``room_media`` (owner to each node: which nodes have members),
 ``pipe_key`` (a node's pipe address and the SRTP key it sends under), ``track_piped`` /
 ``track_unpiped`` (a published track that starts or stops coming over the pipe); and the edge
@@ -51,9 +53,11 @@ __all__ = [
     "CloseSession",
     "Envelope",
     "MediaForwarding",
+    "MediaFrame",
     "MediaJoin",
     "MediaLeave",
     "MediaReport",
+    "MediaRoute",
     "OpenSession",
     "PipeKey",
     "RelayedIdentity",
@@ -161,6 +165,10 @@ class MediaJoin(_Model):
     participant: str
     receive_codecs: list[str] | None = None
     address: str | None = None
+    edge: str | None = Field(
+        None, description="The node holding the client's WebSocket (absent: the receiver)."
+    )
+    owner: str | None = Field(None, description="The room's node (absent: the edge).")
 
 
 class MediaLeave(_Model):
@@ -178,6 +186,25 @@ class MediaForwarding(_Model):
     audio: bool
     video: bool
     screen: bool
+
+
+class MediaRoute(_Model):
+    """The media of relayed ``session`` runs on ``node`` (a third node, not the owner): pass
+    its media frames straight there. ``None``: no longer."""
+
+    type: Literal["media_route"] = "media_route"
+    session: SessionId
+    participant: str
+    node: str | None = None
+
+
+class MediaFrame(_Model):
+    """One media frame (``offer``, ``answer``, ``candidate``, ``view``) of the client of a
+    participant whose media runs on the receiver, unparsed."""
+
+    type: Literal["media_frame"] = "media_frame"
+    participant: str
+    text: str
 
 
 class RoomMedia(_Model):
@@ -245,6 +272,8 @@ ToMedia = (
     MediaJoin
     | MediaLeave
     | MediaForwarding
+    | MediaRoute
+    | MediaFrame
     | RoomMedia
     | PipeKey
     | TrackPiped

@@ -1,12 +1,14 @@
 """The cluster: which nodes are alive, how loaded, and which node owns each room.
 
-Each node writes a heartbeat key (``veche:node:<id>``: its load, whether it is draining) that
-expires unless renewed, and holds an expiring lease (``veche:room:<name>`` = node id) on every
-room it hosts, renewed with each heartbeat. A room is owned by exactly one node: the first
-``hello`` for a room without a live owner picks the least-loaded node that is not draining and
-claims the room for it (an atomic set-if-absent, so two nodes racing agree). A node that dies
-stops renewing: its heartbeat disappears within ``node_ttl`` and its rooms are taken over by
-whichever node next receives a ``hello`` for them.
+Each node writes a heartbeat key (``veche:node:<id>``: its participants, whether it is
+draining, and for media placement its CPU load, the media it runs and its host; see
+:mod:`veche.cluster.load`) that expires unless renewed, and holds an expiring lease
+(``veche:room:<name>`` = node id) on every room it hosts, renewed with each heartbeat. A room
+is owned by exactly one node: the first ``hello`` for a room without a live owner picks the
+least-loaded node that is not draining and claims the room for it (an atomic set-if-absent,
+so two nodes racing agree). A node that dies stops renewing: its heartbeat disappears within
+``node_ttl`` and its rooms are taken over by whichever node next receives a ``hello`` for
+them.
 
 With the in-process :class:`~veche.cluster.bus.LocalBus` there is one node and every room is its
 own.
@@ -19,11 +21,13 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
 from veche.cluster.bus import Bus, BusUnavailable
+from veche.cluster.load import LoadMeter
 from veche.tasks import cancel_and_wait
 
 __all__ = ["Cluster", "NodeInfo", "new_node_id"]
@@ -41,11 +45,17 @@ def new_node_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
-    """A node as its heartbeat describes it."""
+    """A node as its heartbeat describes it: ``load`` its participants (rooms go to the node
+    with fewest), ``cpu`` the share of its CPU it used lately, ``media`` the participants whose
+    media it runs, ``host`` the machine it is on, ``at`` the (wall) time it said so."""
 
     id: str
     load: int
     draining: bool
+    cpu: float = 0.0
+    media: int = 0
+    host: str = ""
+    at: float = 0.0
 
 
 class Cluster:
@@ -59,6 +69,9 @@ class Cluster:
         node_id: str | None = None,
         load: Callable[[], int] = lambda: 0,
         rooms: Callable[[], Iterable[str]] = lambda: (),
+        media: Callable[[], int] = lambda: 0,
+        host: str | None = None,
+        meter: LoadMeter | None = None,
         beat: float = 2.0,
         node_ttl: float = 6.0,
         room_ttl: float = 10.0,
@@ -68,6 +81,10 @@ class Cluster:
         self.draining = False
         self._load = load
         self._rooms = rooms
+        self._media = media
+        self.host = host or self.node_id
+        """The machine this node runs on (its own id when nobody said: a host of its own)."""
+        self.meter = meter or LoadMeter()
         self._beat = beat
         self._node_ttl = node_ttl
         self._room_ttl = room_ttl
@@ -115,7 +132,16 @@ class Cluster:
         for key, value in (await self.bus.scan(NODE_PREFIX)).items():
             try:
                 data = json.loads(value)
-                info = NodeInfo(key[len(NODE_PREFIX) :], int(data["load"]), bool(data["draining"]))
+                node = key[len(NODE_PREFIX) :]
+                info = NodeInfo(
+                    node,
+                    int(data["load"]),
+                    bool(data["draining"]),
+                    cpu=float(data.get("cpu", 0.0)),
+                    media=int(data.get("media", 0)),
+                    host=str(data.get("host", node)),
+                    at=float(data.get("at", 0.0)),
+                )
             except (ValueError, KeyError, TypeError):
                 continue
             found[info.id] = info
@@ -159,10 +185,33 @@ class Cluster:
             return self.node_id  # everyone drains: better served here than refused
         return min(candidates, key=lambda n: n.load).id
 
+    def describe(self) -> NodeInfo:
+        """This node as its next heartbeat says (with the load last sampled)."""
+        return NodeInfo(
+            self.node_id,
+            self._load(),
+            self.draining,
+            cpu=round(self.meter.load, 3),
+            media=self._media(),
+            host=self.host,
+            at=time.time(),
+        )
+
     def _describe(self) -> str:
-        return json.dumps({"load": self._load(), "draining": self.draining})
+        info = self.describe()
+        return json.dumps(
+            {
+                "load": info.load,
+                "draining": info.draining,
+                "cpu": info.cpu,
+                "media": info.media,
+                "host": info.host,
+                "at": info.at,
+            }
+        )
 
     async def _heartbeat(self) -> None:
+        self.meter.sample()
         await self.bus.put(NODE_PREFIX + self.node_id, self._describe(), self._node_ttl)
         if self.draining:
             # Rooms move away: whoever receives their next hello takes them.

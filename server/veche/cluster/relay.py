@@ -8,7 +8,8 @@ another node, this *edge* node keeps the WebSocket (limits, rate, keepalive stay
 forwards every frame from ``hello`` on to the *owner* node over the bus; the owner runs them
 through its hub exactly as for a local client, behind a :class:`RemoteOutlet`, and sends every
 reply back. Media never takes this path: the client's peer connections go straight to the
-owner's address.
+owner's address (with ``pipes``, to the process :mod:`veche.cluster.placement` chose, which
+answers the client's media frames through the edge the same way).
 
 Envelopes (:mod:`veche.cluster.envelopes`) travel in batches on the channel
 ``veche:to:<node id>``: ``open_session`` / ``client_frame`` / ``session_closed`` from edge to
@@ -33,9 +34,11 @@ from veche.cluster.envelopes import (
     ClientFrame,
     CloseSession,
     MediaForwarding,
+    MediaFrame,
     MediaJoin,
     MediaLeave,
     MediaReport,
+    MediaRoute,
     OpenSession,
     PipeKey,
     RelayedIdentity,
@@ -98,6 +101,10 @@ class MediaHandler(Protocol):
     async def take(self, session: Session, session_id: str, text: str) -> bool: ...
 
     def ended(self, session_id: str) -> None: ...
+
+    def watched(self) -> set[str]: ...
+
+    def lost(self, node: str) -> None: ...
 
 
 """An envelope waiting to be published, and what to do if it cannot be (if anything)."""
@@ -269,6 +276,18 @@ class Relay:
         for envelope in decode_batch(data):
             self._handle(envelope)
 
+    def link_local(self, outlet: Outlet) -> str:
+        """A relayed session id for a client connected here whose room is here too, so that
+        another node running its media can reach it (``server_frame``)."""
+        self._next_session += 1
+        session_id = f"{self.node_id}/{self._next_session}"
+        self._links[session_id] = _Link(self.node_id, outlet)
+        return session_id
+
+    def unlink_local(self, session_id: str) -> None:
+        """Forget a session id given by :meth:`link_local`."""
+        self._links.pop(session_id, None)
+
     def outlet_of(self, session_id: str) -> Outlet | None:
         """The connection of a client on this node whose room is elsewhere."""
         link = self._links.get(session_id)
@@ -303,6 +322,8 @@ class Relay:
                 MediaJoin()
                 | MediaLeave()
                 | MediaForwarding()
+                | MediaRoute()
+                | MediaFrame()
                 | RoomMedia()
                 | PipeKey()
                 | TrackPiped()
@@ -403,6 +424,9 @@ class Relay:
             self._missing.clear()
             return
         peers = {link.owner for link in self._links.values()} | {key[0] for key in self._remotes}
+        if self.media is not None:
+            peers |= self.media.watched()
+        peers.discard(self.node_id)
         missing = {node for node in peers if not await self.cluster.alive(node)}
         dead, self._missing = missing & self._missing, missing
         for node in dead:
@@ -411,6 +435,8 @@ class Relay:
             for link in [link for link in self._links.values() if link.owner == node]:
                 link.outlet.close(CloseCode.SERVICE_RESTART, "the meeting's server went away")
             self._lose(node)
+            if self.media is not None:
+                self.media.lost(node)
             self._dead.add(node)
             sender = self._senders.pop(node, None)
             if sender is not None:

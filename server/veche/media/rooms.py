@@ -23,7 +23,7 @@ from veche.media.room import MediaRoom
 from veche.media.subscribe import ShownVideos
 from veche.media.tracks import Uptrack
 from veche.media.udpstats import UdpStats
-from veche.protocol import Answer, Candidate, Offer, ServerMessage
+from veche.protocol import Answer, Candidate, Offer, ServerMessage, View
 from veche.tasks import cancel_and_wait
 
 __all__ = ["Elsewhere", "Layers", "MediaRooms"]
@@ -42,7 +42,7 @@ class Elsewhere(Protocol):
     """The media of participants on other processes (see
     :class:`veche.cluster.placement.Placement`)."""
 
-    def node_of(self, participant_id: ParticipantId) -> str | None:
+    def node_of(self, room: RoomName, participant_id: ParticipantId) -> str | None:
         """The other process that is to run this participant's media; ``None``: this one."""
 
     def join(
@@ -59,6 +59,11 @@ class Elsewhere(Protocol):
     def forwarding(
         self, node: str, participant_id: ParticipantId, *, audio: bool, video: bool, screen: bool
     ) -> None: ...
+
+    def frame(
+        self, node: str, participant_id: ParticipantId, message: Offer | Answer | Candidate | View
+    ) -> None:
+        """A media frame of a participant whose media runs on ``node``: pass it on."""
 
     def changed(self, room: RoomName) -> None:
         """Who is in ``room``'s media here or elsewhere changed."""
@@ -123,7 +128,7 @@ class MediaRooms:
         decodes (``None``: whatever is forwarded), ``address`` the client's network address
         (see ``max_pending_per_address``)."""
         elsewhere = self.elsewhere
-        node = elsewhere.node_of(participant_id) if elsewhere is not None else None
+        node = elsewhere.node_of(room, participant_id) if elsewhere is not None else None
         if elsewhere is not None and node is not None:
             self.placed[participant_id] = (room, node)
             elsewhere.join(node, room, participant_id, receive_codecs, address)
@@ -169,6 +174,15 @@ class MediaRooms:
     def nodes_of(self, room: RoomName) -> set[str]:
         """The other processes that run media of ``room``'s participants."""
         return {node for name, node in self.placed.values() if name == room}
+
+    def nodes_of_all(self) -> set[str]:
+        """The other processes that run media of this process's rooms."""
+        return {node for _, node in self.placed.values()}
+
+    @property
+    def member_count(self) -> int:
+        """Participants whose media runs here (guests included)."""
+        return len(self._room_of)
 
     def local_uptracks(self, room: RoomName) -> list[Uptrack]:
         """The tracks published to this process by members of ``room``."""
@@ -243,6 +257,10 @@ class MediaRooms:
         self, participant_id: ParticipantId, message: Offer | Answer | Candidate
     ) -> None:
         """Apply a participant's offer, answer or candidate."""
+        placed = self.placed.get(participant_id)
+        if placed is not None and self.elsewhere is not None:
+            self.elsewhere.frame(placed[1], participant_id, message)
+            return
         found = self._member(participant_id)
         if found is not None:
             await found[1].handle(message)
@@ -263,6 +281,16 @@ class MediaRooms:
 
     def set_view(self, participant_id: ParticipantId, shown: ShownVideos | None) -> None:
         """See :meth:`MediaRoom.set_view`."""
+        placed = self.placed.get(participant_id)
+        if placed is not None and self.elsewhere is not None:
+            if shown is not None:
+                tiles = [
+                    {"participant_id": p, "source": s, "width": w, "height": h}
+                    for (p, s), (w, h) in shown.items()
+                ]
+                view = View.model_validate({"tiles": tiles})
+                self.elsewhere.frame(placed[1], participant_id, view)
+            return
         found = self._member(participant_id)
         if found is not None:
             found[0].set_view(participant_id, shown)
