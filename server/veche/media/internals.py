@@ -4,7 +4,8 @@ aiortc's public API decodes every received frame and encodes every sent one; an 
 neither. Four narrow hooks make aiortc forward encoded media instead:
 
 * :func:`tap_receiver` replaces one receiver's RTP handler: it keeps the parts a good receiver
-  needs (statistics for receiver reports, RTX unwrapping, NACKs and REMB towards the publisher)
+  needs (statistics for receiver reports, RTX unwrapping, NACKs and REMB towards the publisher;
+  a NACK names only packets still worth sending again, :mod:`veche.media.nacks`)
   and hands each packet to Veche instead of the jitter buffer and decoder; the decoder thread
   that ``receive()`` starts is stopped before any frame could reach it.
 * :func:`feed_sender` makes one sender send ready RTP payloads that Veche writes with a
@@ -84,6 +85,8 @@ from aiortc.rtp import (
     unpack_remb_fci,
     unwrap_rtx,
 )
+
+from veche.media.nacks import NackWindow
 
 __all__ = [
     "EncodedFrame",
@@ -307,6 +310,7 @@ def tap_receiver(
     repaired_rids: dict[int, str] = {}
     first_ssrc: dict[int, int] = {}
     more_nacks: dict[int, NackGenerator] = {}
+    windows: dict[int, NackWindow] = {}
 
     async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
         if not receiver._enabled:
@@ -377,9 +381,14 @@ def tap_receiver(
                 if nacks is None:
                     nacks = more_nacks[packet.ssrc] = NackGenerator()
         if nacks is not None and nacks.add(packet):
-            if on_nack is not None:
-                on_nack()
-            await receiver._send_rtcp_nack(packet.ssrc, sorted(nacks.missing))
+            window = windows.get(packet.ssrc)
+            if window is None:
+                window = windows[packet.ssrc] = NackWindow()
+            lost = window.due(nacks.missing, time.monotonic())
+            if lost:
+                if on_nack is not None:
+                    on_nack()
+                await receiver._send_rtcp_nack(packet.ssrc, lost)
         sink(packet, codec)
 
     original_receive = receiver.receive
