@@ -1,11 +1,11 @@
 """How much a media socket may hold unread: about a fifth of a second of what comes in on it.
 
 The kernel gives every UDP socket the same receive buffer (``net.core.rmem_default``, 208 KB
-here), over a second of a light publisher's packets. A server short of CPU reads more slowly
-than packets come: the buffer fills, and from then on every packet waits the buffer's whole
-length before the server sees it, NACKed retransmissions and requested keyframes included.
-Measured in the overload test: each publisher's socket held 130-160 KB, more than a second of
-its 56 packets a second, so no retransmission came within the frame assembler's 250 ms, each
+here), most of a second of a light publisher's packets or more. A server short of CPU reads
+more slowly than packets come: the buffer fills, and from then on every packet waits the
+buffer's whole length before the server sees it, NACKed retransmissions and requested keyframes
+included. Measured in the overload test: each publisher's socket held 130-160 KB, 0.75-1.4 s of
+its 56-94 packets a second, so no retransmission came within the frame assembler's 250 ms, each
 lost base layer frame cost a keyframe that came a second later, and viewers got nothing of that
 video for a whole second; and the kernel dropped nothing for seconds after the server fell
 behind, so the load governor engaged late, after the deficit had grown.
