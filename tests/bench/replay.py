@@ -51,6 +51,18 @@ gap, and a browser bounds its retransmissions too (without a bound, retransmissi
 loss they answer)."""
 
 
+def may_resend(resent: dict[int, tuple[float, int]], sequence: int, now: float) -> bool:
+    """Whether a NACKed packet ``sequence`` may be sent again at ``now`` (seconds, monotonic),
+    within :data:`RESEND_INTERVAL` and :data:`RESENDS`; if so it is noted in ``resent`` (when
+    each packet was last sent again, and how many times it was). Both replay rigs answer
+    NACKs through this."""
+    last, times = resent.get(sequence, (-1.0, 0))
+    if now - last < RESEND_INTERVAL or times >= RESENDS:
+        return False
+    resent[sequence] = (now, times + 1)
+    return True
+
+
 def simulcast_offer(sdp: str, *, videos: int | None = None) -> str:
     """``sdp`` (aiortc's publish offer) with its video section sending three layers the way
     Chromium's offer says it: RTP stream id extensions, ``a=rid:<id> send`` each and
@@ -243,10 +255,8 @@ class ReplaySender:
                 now = time.monotonic()
                 for sequence in packet.lost:
                     data = stream.sent.get(sequence)
-                    last, times = stream.resent.get(sequence, (-1.0, 0))
-                    if data is None or now - last < RESEND_INTERVAL or times >= RESENDS:
+                    if data is None or not may_resend(stream.resent, sequence, now):
                         continue
-                    stream.resent[sequence] = (now, times + 1)
                     self._resend(data)
                     self.retransmissions += 1
 

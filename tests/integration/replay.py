@@ -9,7 +9,13 @@ Each :class:`ReplayParticipant` replays it on a real aiortc publish connection: 
 encoder is replaced by a :class:`Replay` that hands out the next frame at 30 fps, restarts the
 clip at its keyframe when asked for one (PLI), and, like aiortc's encoder, follows the bitrate
 the server tells it (REMB) by switching to the version encoded nearest below it (at that
-version's keyframe). Its subscribe connection taps each receiver
+version's keyframe). Like a browser, it answers the server's NACKs with RTX from the packets it
+sent last (aiortc's sender keeps them), each packet at most twice and 100 ms apart
+(:func:`tests.bench.replay.may_resend`, as the meeting benchmark's rig): aiortc alone resends
+every packet each NACK names, however often, and when the server still named every packet
+missing among the last 128 in each NACK, the same stale packets came again and again under
+loss (1,013 retransmissions for 37 NACKs in one run's 10 s), more for a starved server to
+read. Its subscribe connection taps each receiver
 (:func:`~veche.media.internals.tap_receiver`, nothing decoded) and counts, per second and per
 publisher, audio packets and video frames (distinct RTP timestamps).
 """
@@ -37,6 +43,7 @@ from av import AudioFrame, VideoFrame
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.bench.replay import HISTORY, may_resend
 from veche.media.internals import tap_receiver
 
 from .peers import _CONFIG
@@ -222,6 +229,22 @@ class _Placeholder(MediaStreamTrack):
         raise RuntimeError("a replayed track is fed, not read")
 
 
+def _bound_retransmissions(sender: RTCRtpSender, participant: ReplayParticipant) -> None:
+    """Let aiortc's sender resend a NACKed packet only within :func:`may_resend`'s bounds."""
+    resent: dict[int, tuple[float, int]] = {}
+    retransmit = sender._retransmit
+
+    async def bounded(sequence: int) -> None:
+        if not may_resend(resent, sequence, time.monotonic()):
+            return
+        if len(resent) > HISTORY:
+            resent.pop(next(iter(resent)))  # the oldest noted
+        participant.retransmissions += 1
+        await retransmit(sequence)
+
+    sender._retransmit = bounded  # type: ignore[method-assign]
+
+
 def _replace_encoder(sender: RTCRtpSender, replay: Replay, *, follow_remb: bool) -> None:
     sender._next_encoded_frame = replay.next_frame  # type: ignore[method-assign]
     sender._send_keyframe = replay.keyframe  # type: ignore[method-assign]
@@ -247,6 +270,8 @@ class ReplayParticipant:
         self._answer: asyncio.Future[dict[str, Any]] | None = None
         self._offer_sdp = ""
         self._reader: asyncio.Task[None] | None = None
+        self.retransmissions = 0
+        """Packets sent again for the server's NACKs."""
 
     @classmethod
     async def join(cls, url: str, room: str, name: str) -> ReplayParticipant:
@@ -276,6 +301,7 @@ class ReplayParticipant:
             else:
                 self.video = Replay(clip.video, step=90000 // FPS, interval=1 / FPS)
                 _replace_encoder(sender, self.video, follow_remb=follow_remb)
+                _bound_retransmissions(sender, self)
         self._answer = asyncio.get_running_loop().create_future()
         await pc.setLocalDescription(await pc.createOffer())
         offer = {"type": "offer", "pc": "publish", "sdp": pc.localDescription.sdp}

@@ -205,6 +205,12 @@ async def measure_overload(
             throttled = cap.throttled()
             cpu = (cpu_seconds(server.process.pid), cpu_seconds(os.getpid()))
             start = int(time.monotonic()) + 1
+            resent = sum(p.retransmissions for p in people)
+            queued: list[float] = []  # bytes waiting in the server's sockets, once a second
+            while time.monotonic() < start + SECONDS - 0.5:
+                await asyncio.sleep(1)
+                samples = await asyncio.to_thread(scrape, server)
+                queued.append(value(samples, "veche_udp_receive_queue_bytes"))
             await asyncio.sleep(start + SECONDS - time.monotonic() + 0.5)
             after = await asyncio.to_thread(scrape, server)
             worst, silent = _worst_seconds(people, range(start, start + SECONDS))
@@ -232,6 +238,10 @@ async def measure_overload(
                 "lag_max": value(after, "veche_event_loop_lag_max_seconds"),
                 "udp_drops": value(after, "veche_udp_receive_drops_total")
                 - value(before, "veche_udp_receive_drops_total"),
+                "nacks_sent": value(after, "veche_nacks_sent_total")
+                - value(before, "veche_nacks_sent_total"),
+                "retransmitted": sum(p.retransmissions for p in people) - resent,
+                "queue_max": max(queued),
                 "engagements": value(after, "veche_governor_engagements_total"),
                 "packets_per_second": (
                     value(after, "veche_packets_forwarded_total")

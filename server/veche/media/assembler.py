@@ -16,8 +16,10 @@ from typing import Final
 
 from veche.media.payloads import is_keyframe, starts_frame
 
-__all__ = ["AssembledFrame", "FrameAssembler", "Packet"]
+__all__ = ["MAX_WAIT", "AssembledFrame", "FrameAssembler", "Packet"]
 
+MAX_WAIT: Final = 0.25
+"""Seconds a frame waits for a missing packet by default (its NACKed retransmission)."""
 _SEQ_MOD: Final = 1 << 16
 
 
@@ -51,7 +53,7 @@ class FrameAssembler:
     """
 
     def __init__(
-        self, codec: str, *, video: bool, clock: Callable[[], float], max_wait: float = 0.25
+        self, codec: str, *, video: bool, clock: Callable[[], float], max_wait: float = MAX_WAIT
     ):
         self.codec = codec
         self.video = video

@@ -4,7 +4,9 @@ aiortc's public API decodes every received frame and encodes every sent one; an 
 neither. Four narrow hooks make aiortc forward encoded media instead:
 
 * :func:`tap_receiver` replaces one receiver's RTP handler: it keeps the parts a good receiver
-  needs (statistics for receiver reports, RTX unwrapping, NACKs and REMB towards the publisher)
+  needs (statistics for receiver reports, RTX unwrapping, NACKs and REMB towards the publisher;
+  a NACK names only packets still worth sending again, :mod:`veche.media.nacks`), sizes its
+  socket's receive buffer to what it receives (:mod:`veche.media.recvbuf`)
   and hands each packet to Veche instead of the jitter buffer and decoder; the decoder thread
   that ``receive()`` starts is stopped before any frame could reach it.
 * :func:`feed_sender` makes one sender send ready RTP payloads that Veche writes with a
@@ -97,6 +99,9 @@ from aiortc.rtp import (
     unpack_remb_fci,
     unwrap_rtx,
 )
+
+from veche.media.nacks import NackWindow
+from veche.media.recvbuf import ReceiveBuffer
 
 __all__ = [
     "EncodedFrame",
@@ -487,10 +492,18 @@ def tap_receiver(
     repaired_rids: dict[int, str] = {}
     first_ssrc: dict[int, int] = {}
     more_nacks: dict[int, NackGenerator] = {}
+    windows: dict[int, NackWindow] = {}
+    buffer: ReceiveBuffer | None = None
 
     async def handle_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+        nonlocal buffer
         if not receiver._enabled:
             return
+        now = time.monotonic()
+        if buffer is None:
+            buffer = _receive_buffer(receiver, now)
+        if buffer is not None:
+            buffer.count(now)
         estimator = state[_ESTIMATOR]
         rtcp_ssrc = state[_RTCP_SSRC]
         if estimator is not None and packet.extensions.abs_send_time is not None:
@@ -557,9 +570,14 @@ def tap_receiver(
                 if nacks is None:
                     nacks = more_nacks[packet.ssrc] = NackGenerator()
         if nacks is not None and nacks.add(packet):
-            if on_nack is not None:
-                on_nack()
-            await receiver._send_rtcp_nack(packet.ssrc, sorted(nacks.missing))
+            window = windows.get(packet.ssrc)
+            if window is None:
+                window = windows[packet.ssrc] = NackWindow()
+            lost = window.due(nacks.missing, now)
+            if lost:
+                if on_nack is not None:
+                    on_nack()
+                await receiver._send_rtcp_nack(packet.ssrc, lost)
         sink(packet, codec)
 
     original_receive = receiver.receive
@@ -572,6 +590,24 @@ def tap_receiver(
 
     receiver._handle_rtp_packet = handle_rtp  # type: ignore[method-assign]
     receiver.receive = receive  # type: ignore[method-assign]
+
+
+def _receive_buffer(receiver: RTCRtpReceiver, now: float) -> ReceiveBuffer | None:
+    """The :class:`ReceiveBuffer` of the UDP socket ``receiver``'s packets come in on, shared
+    by every receiver of that socket (a bundled connection's audio and video); ``None`` until
+    a pair is nominated. A TCP transport's (a TURN relay over TCP: its window is not this
+    module's to size) sizes nothing. aioice's internals: ``Connection._nominated``."""
+    pair = receiver.transport.transport._connection._nominated.get(1)
+    if pair is None:
+        return None
+    protocol = pair.protocol
+    buffer: ReceiveBuffer | None = getattr(protocol, "_veche_buffer", None)
+    if buffer is None:
+        sock = protocol.transport.get_extra_info("socket")
+        if sock is not None and sock.type != socket.SOCK_DGRAM:
+            sock = None
+        buffer = protocol._veche_buffer = ReceiveBuffer(sock, now)  # type: ignore[attr-defined]
+    return buffer
 
 
 async def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
