@@ -226,14 +226,18 @@ class MediaClient:
         decode: bool = True,
         receive_codecs: list[str] | None = None,
         decline: tuple[str, ...] = (),
+        resume: str | None = None,
     ) -> MediaClient:
         """Join ``room``; ``receive_codecs`` is what the client says it decodes (nothing said by
         default), ``decline`` the codecs (``video/H264``) whose sections it declines in its
-        subscribe answers, as a browser that cannot decode them does."""
+        subscribe answers, as a browser that cannot decode them does; ``resume`` a resume
+        token (coming back on a new connection, as the browser does after 1012)."""
         client = cls(await connect(url, max_size=2**22), decode=decode, decline=decline)
         hello: dict[str, Any] = {"type": "hello", "version": 1, "room": room, "name": name}
         if receive_codecs is not None:
             hello["receive_codecs"] = receive_codecs
+        if resume is not None:
+            hello["resume"] = resume
         await client.ws.send(json.dumps(hello))
         welcome = json.loads(await client.ws.recv())
         assert welcome["type"] == "welcome", welcome

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import signal
 from collections.abc import Iterator
 
 import pytest
-from websockets.asyncio.client import connect
 
 from .peers import MediaClient
 from .redisproc import REDIS_SERVER, RedisProcess, run_redis
@@ -225,19 +223,6 @@ async def test_a_placed_participant_s_failed_connection_starts_afresh(redis: Red
                 await client.close()
 
 
-async def _resume(url: str, room: str, name: str, token: str) -> MediaClient:
-    """Come back on a new connection with a resume token (as the browser does after 1012)."""
-    client = MediaClient(await connect(url, max_size=2**22))
-    hello = {"type": "hello", "version": 1, "room": room, "name": name, "resume": token}
-    await client.ws.send(json.dumps(hello))
-    welcome = json.loads(await client.ws.recv())
-    assert welcome["type"] == "welcome", welcome
-    client.welcome = welcome
-    client.participant_id = welcome["participant_id"]
-    client._reader = asyncio.create_task(client._read())
-    return client
-
-
 async def test_killing_the_media_process_resumes_only_its_participants(
     redis: RedisProcess,
 ) -> None:
@@ -285,7 +270,7 @@ async def test_killing_the_media_process_resumes_only_its_participants(
                 assert video.frames > frames_before[viewer.participant_id] + 30
             for viewer in on_b:
                 token = viewer.welcome["resume_token"]
-                back = await _resume(a.ws, "kill", "V", token)
+                back = await MediaClient.join(a.ws, "kill", "V", resume=token)
                 resumed.append(back)
                 assert back.welcome["resumed"] is True
                 assert back.participant_id == viewer.participant_id

@@ -39,15 +39,30 @@ def test_choose_takes_the_least_loaded_of_all_when_every_process_is_busy() -> No
     assert choose(found, "a", {"a"}, {}, 0.7) == "b"
 
 
-def test_choose_stays_on_the_edge_s_host() -> None:
-    """An idle process of another host is never chosen; a draining one of the same host
-    neither."""
+def test_choose_stays_on_the_edge_s_host_while_it_has_room() -> None:
+    """An idler process of another host is not chosen while one of the edge's host is under
+    the threshold; a draining one of the same host never."""
     found = nodes(
-        node("a", cpu=0.9, media=30),
+        node("a", cpu=0.6, media=30),
         node("b", cpu=0.0, host="other"),
         node("c", cpu=0.0, draining=True),
     )
     assert choose(found, "a", {"a"}, {}, 0.7) == "a"
+
+
+def test_choose_takes_a_node_with_room_to_spare_when_the_host_is_full() -> None:
+    """Every process of the edge's host past the threshold: the least loaded node of the
+    cluster still under it, one carrying the room first; with none, the edge's host."""
+    found = nodes(
+        node("a", cpu=0.9, media=30),
+        node("b", cpu=0.5, host="other"),
+        node("c", cpu=0.1, host="third"),
+        node("d", cpu=0.0, host="other", draining=True),
+    )
+    assert choose(found, "a", {"a"}, {}, 0.7) == "c"
+    assert choose(found, "a", {"a", "b"}, {}, 0.7) == "b"
+    busy = nodes(node("a", cpu=0.9, media=30), node("b", cpu=0.95, host="other"))
+    assert choose(busy, "a", {"a"}, {}, 0.7) == "a"
 
 
 def test_choose_keeps_the_media_on_an_edge_it_has_not_heard_of() -> None:

@@ -145,23 +145,28 @@ def choose(
     """The node to run the media of a participant whose WebSocket reached ``edge``: among the
     live ``nodes`` of ``edge``'s host that take new work, the least loaded (:func:`estimate`,
     with ``recent`` placements not shown in their loads yet) of those already ``carrying`` the
-    room's media while under ``threshold``; else the least loaded under it; else the least
-    loaded of all. The edge wins a near tie (:data:`EDGE_BONUS`): it saves a hop. An edge not
-    among ``nodes`` (its heartbeat not read yet) keeps the media."""
+    room's media while under ``threshold``; else the least loaded under it; else, when every
+    process of the host is past it, the least loaded process of *another* host (a node of the
+    cluster) still under it, the same way (those carrying the room first); else the least
+    loaded of the edge's host. The edge wins a near tie (:data:`EDGE_BONUS`): it saves a hop.
+    An edge not among ``nodes`` (its heartbeat not read yet) keeps the media."""
     home = nodes.get(edge)
     if home is None:
         return edge
-    candidates = [n for n in nodes.values() if n.host == home.host and not n.draining]
+    live = [n for n in nodes.values() if not n.draining]
+    load = {
+        n.id: estimate(n, recent.get(n.id, 0)) - (EDGE_BONUS if n.id == edge else 0.0) for n in live
+    }
+    candidates = [n for n in live if n.host == home.host]
     if not candidates:
         return edge
-    load = {
-        n.id: estimate(n, recent.get(n.id, 0)) - (EDGE_BONUS if n.id == edge else 0.0)
-        for n in candidates
-    }
-    pool = [n for n in candidates if n.id in carrying and load[n.id] < threshold]
-    if not pool:
-        pool = [n for n in candidates if load[n.id] < threshold] or candidates
-    return min(pool, key=lambda n: (load[n.id], n.id != edge, n.id)).id
+    elsewhere = [n for n in live if n.host != home.host]
+    for group in (candidates, elsewhere):
+        pool = [n for n in group if n.id in carrying and load[n.id] < threshold]
+        pool = pool or [n for n in group if load[n.id] < threshold]
+        if pool:
+            return min(pool, key=lambda n: (load[n.id], n.id != edge, n.id)).id
+    return min(candidates, key=lambda n: (load[n.id], n.id != edge, n.id)).id
 
 
 class Placement:
