@@ -7,7 +7,7 @@ on several machines do (see :mod:`veche.cluster`): the configured Redis, or, wit
 embedded ``redis-server`` on a private Unix socket. Each room lives in one process, so a
 single room still uses one core; many rooms use them all. The parent restarts a child that
 dies, and on SIGTERM/SIGINT stops them all (each drains as one node does); if the parent
-itself is killed, the children are sent SIGTERM by the kernel.
+itself is killed, the kernel kills the children (the embedded redis-server is sent SIGTERM).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -59,7 +59,8 @@ def embedded_redis(data: Path | None = None) -> Iterator[str]:
                 *("--loglevel", "warning"),
             ],
             stdout=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # the parent is single-threaded here
+            # SIGTERM: it writes what it holds to its append-only file and exits.
+            preexec_fn=_die_with_parent(signal.SIGTERM),  # the parent is single-threaded here
         )
         try:
             deadline = time.monotonic() + 10
@@ -89,17 +90,21 @@ def _stop(process: subprocess.Popen[bytes], grace: float) -> None:
         process.wait(5)
 
 
-def _die_with_parent() -> None:
-    """In a child between fork and exec: be sent SIGTERM when the parent dies, however it dies
-    (SIGKILL, a crash): orphaned workers would keep the port and the room state, and an
+def _die_with_parent(signum: int) -> Callable[[], None]:
+    """For a child, between fork and exec: be sent ``signum`` when the parent dies, however it
+    dies (SIGKILL, a crash): orphaned workers would keep the port and the room state, and an
     orphaned embedded redis-server its socket. Linux only; elsewhere nothing changes."""
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+
+    def request() -> None:
+        if not sys.platform.startswith("linux"):
+            return
+        parent = os.getppid()
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signum)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signum)
+
+    return request
 
 
 def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -107,7 +112,9 @@ def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(  # noqa: S603
         command,
         env=env,
-        preexec_fn=_die_with_parent,  # the parent is single-threaded here
+        # SIGKILL: a worker's drain needs the bus, which died with the parent (the embedded
+        # redis-server) or whose coordination is gone; nobody would bound a drain that hangs.
+        preexec_fn=_die_with_parent(signal.SIGKILL),  # the parent is single-threaded here
     )
 
 
