@@ -38,7 +38,7 @@ from veche.metrics import LoopMonitor, metrics_registry, monitor_loop
 from veche.roomstore import NoStore, RoomStore, SqliteStore
 from veche.routes import setup_routes
 from veche.settings import Settings
-from veche.tasks import cancel_and_wait
+from veche.tasks import cancel_and_wait, every
 from veche.views import security_headers
 
 __all__ = ["create_app"]
@@ -149,12 +149,7 @@ async def _credential_refresher(app: web.Application) -> AsyncIterator[None]:
 async def _every(interval: float, action: Callable[[], None], name: str) -> AsyncIterator[None]:
     """Call ``action`` every ``interval`` seconds while the block runs."""
 
-    async def forever() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            action()
-
-    task = asyncio.create_task(forever(), name=name)
+    task = asyncio.create_task(every(interval, action, name), name=name)
     try:
         yield
     finally:

@@ -110,6 +110,23 @@ def _forwards(sdp: str, owner: str) -> bool:
     )
 
 
+async def _two_in_a_call(
+    url: str, room: str, clients: list[MediaClient]
+) -> tuple[MediaClient, MediaClient]:
+    """Alice and Bob join ``room``, publish cheaply and receive each other (added to
+    ``clients``, which closes them)."""
+    alice = await MediaClient.join(url, room, "Alice")
+    bob = await MediaClient.join(url, room, "Bob")
+    clients += [alice, bob]
+    await asyncio.gather(alice.publish(cheap=True), bob.publish(cheap=True))
+    for one, other in ((alice, bob), (bob, alice)):
+        await until(
+            lambda one=one, other=other: one.receives_from(other.participant_id, video=5, audio=5),
+            timeout=20,
+        )
+    return alice, bob
+
+
 async def test_a_renewed_publish_connection_takes_over_the_same_senders() -> None:
     """A publish connection that closes under the server is renewed; the tracks published
     on the new one take over the senders that carried the old ones at every viewer: no viewer
@@ -118,13 +135,7 @@ async def test_a_renewed_publish_connection_takes_over_the_same_senders() -> Non
     stream."""
     with run_server(*ONE_ADDRESS) as server:
         async with _clients() as clients:
-            alice = await MediaClient.join(server.ws, "handover", "Alice")
-            bob = await MediaClient.join(server.ws, "handover", "Bob")
-            clients += [alice, bob]
-            await asyncio.gather(alice.publish(cheap=True), bob.publish(cheap=True))
-            await until(
-                lambda: alice.receives_from(bob.participant_id, video=5, audio=5), timeout=20
-            )
+            alice, bob = await _two_in_a_call(server.ws, "handover", clients)
             offers = len([m for m in alice.messages if m["type"] == "offer"])
             old = bob.publish_pc
             await old.close()  # DTLS close_notify: the server's side closes by itself
@@ -206,16 +217,7 @@ async def test_closed_subscribe_connection_is_renewed_alone() -> None:
     its own stream keeps going to the others."""
     with run_server(*ONE_ADDRESS) as server:
         async with _clients() as clients:
-            alice = await MediaClient.join(server.ws, "closing", "Alice")
-            bob = await MediaClient.join(server.ws, "closing", "Bob")
-            clients += [alice, bob]
-            await asyncio.gather(alice.publish(cheap=True), bob.publish(cheap=True))
-            await until(
-                lambda: alice.receives_from(bob.participant_id, video=5, audio=5), timeout=20
-            )
-            await until(
-                lambda: bob.receives_from(alice.participant_id, video=5, audio=5), timeout=20
-            )
+            alice, bob = await _two_in_a_call(server.ws, "closing", clients)
             old = bob.subscribe_pc
             assert old is not None
             await old.close()  # DTLS close_notify: the server's side closes by itself

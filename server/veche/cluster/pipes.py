@@ -45,7 +45,7 @@ from veche.media.counters import MediaCounters
 from veche.media.pipe import PipedIn, PipedOut, PipeEndpoint, PipeLink, TrackDescription, new_key
 from veche.media.rooms import MediaRooms
 from veche.media.tracks import Uptrack
-from veche.tasks import cancel_and_wait
+from veche.tasks import cancel_and_wait, every
 
 __all__ = ["SCAN_INTERVAL", "PipeBroker", "default_pipe_host"]
 
@@ -118,7 +118,9 @@ class PipeBroker:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._scan_forever(), name="pipe-broker")
+        self._task = asyncio.create_task(
+            every(SCAN_INTERVAL, self._scan, "pipe scan"), name="pipe-broker"
+        )
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -272,14 +274,6 @@ class PipeBroker:
         log.info("pipe keyed afresh", extra={"node": node})
 
     # ------------------------------------------------------------------ offering
-
-    async def _scan_forever(self) -> None:
-        while True:
-            await asyncio.sleep(SCAN_INTERVAL)
-            try:
-                self._scan()
-            except Exception:  # one bad round must not end the pipes
-                log.exception("pipe scan failed")
 
     def _scan(self) -> None:
         """Offer each room's new tracks to the room's other nodes, withdraw ended ones, and

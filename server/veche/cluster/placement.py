@@ -84,7 +84,7 @@ from veche.protocol import (
     parse_client_message,
 )
 from veche.session import Session
-from veche.tasks import cancel_and_wait
+from veche.tasks import cancel_and_wait, every
 
 __all__ = ["REPORT_INTERVAL", "REPORT_REFRESH", "Placement", "choose", "estimate"]
 
@@ -219,7 +219,9 @@ class Placement:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._read_forever(), name="placement-loads")
-        self._report_task = asyncio.create_task(self._report_forever(), name="media-reports")
+        self._report_task = asyncio.create_task(
+            every(REPORT_INTERVAL, self.report, "media report"), name="media-reports"
+        )
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -400,14 +402,6 @@ class Placement:
                     (t.participant_id, t.source): (t.width, t.height) for t in message.tiles
                 }
                 media.set_view(participant_id, shown)
-
-    async def _report_forever(self) -> None:
-        while True:
-            await asyncio.sleep(REPORT_INTERVAL)
-            try:
-                self.report()
-            except Exception:  # one bad round must not end the reports
-                log.exception("media report failed")
 
     def report(self) -> None:
         """Tell each guest's room owner what the guest is sent now, if its tracks or layers
