@@ -14,6 +14,7 @@ from veche.ids import ParticipantId, RoomName
 from veche.media.codecs import Decoders
 from veche.media.governor import BITRATES, GovernorPolicy, LoadGovernor, governed
 from veche.media.peer import MediaConfig
+from veche.media.recvbuf import PACKET_COST, waiting_seconds
 from veche.media.rewriter import StreamRewriter
 from veche.media.room import MediaRoom
 from veche.media.subscribe import SubscribeLeg
@@ -321,3 +322,40 @@ def test_governor_rises_on_dropped_datagrams_even_with_no_lag() -> None:
         governor.observe(0.0, now, dropped=POLICY.drops)
     assert governor.level == 1
     assert governor.fall_hold == 2 * POLICY.fall
+
+
+def test_governor_rises_on_a_standing_queue_with_the_lag_pinned_at_its_threshold() -> None:
+    """Measured with a capped server a little short of CPU: the lag sat at the threshold
+    (above it every other sample at most) and 60-136 KB waited in the sockets for eight
+    seconds, nothing dropped; the governor must not wait for the collapse that follows."""
+    governor = LoadGovernor(POLICY)
+    rate = 750.0  # packets a second read, as measured
+    for index, now in enumerate(_ticks(0, 8)):
+        queued = 90_000 if index % 5 else 17_000  # now and then the loop catches up a little
+        lag = 0.051 if index % 2 else 0.049
+        governor.observe(lag, now, queued=queued, waiting=waiting_seconds(queued, rate))
+    assert governor.level >= 2
+    calm = LoadGovernor(POLICY)  # the same lag with what a server that keeps up leaves queued
+    for index, now in enumerate(_ticks(0, 8)):
+        lag = 0.051 if index % 2 else 0.049
+        calm.observe(lag, now, queued=6_912, waiting=waiting_seconds(6_912, rate))
+    assert calm.level == 0
+
+
+def test_governor_rises_when_three_quarters_of_a_seconds_samples_are_overloaded() -> None:
+    """One calm sample in four does not hold the level down; one in two does."""
+    mostly = LoadGovernor(POLICY)
+    for index, now in enumerate(_ticks(0, 3)):
+        mostly.observe(0.2 if index % 4 else 0.0, now)
+    assert mostly.level >= 2
+    half = LoadGovernor(POLICY)
+    for index, now in enumerate(_ticks(0, 3)):
+        half.observe(0.2 if index % 2 else 0.0, now)
+    assert half.level == 0
+
+
+def test_waiting_seconds_counts_queued_datagrams_at_the_read_rate() -> None:
+    assert waiting_seconds(0, 750) == 0
+    assert waiting_seconds(750 * PACKET_COST, 750) == pytest.approx(1.0)
+    # A quiet server's few waiting datagrams are not a backlog.
+    assert waiting_seconds(3 * PACKET_COST, 0) < POLICY.backlog

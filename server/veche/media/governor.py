@@ -32,10 +32,16 @@ a second (coalesced per publisher and layer, at most one per 0.3 s): each one de
 own. That step has a cliff (a keyframe that loses a packet costs a third of a second), so a
 video in temporal layers never takes it: it keeps its base layer's delta frames.
 
-The level rises one step when every sample for :attr:`GovernorPolicy.rise` seconds was
-overloaded (lag above ``threshold``, or :attr:`GovernorPolicy.drops` datagrams dropped), and
-falls one step when every sample for the fall hold was calm (lag below half the threshold,
-nothing dropped): hysteresis, so a load near the limit does not make the picture flap. The
+The level rises one step when at least three quarters of the samples of the last
+:attr:`GovernorPolicy.rise` seconds, the latest among them, were overloaded: lag above
+``threshold``, :attr:`GovernorPolicy.drops` datagrams dropped, or more than
+:attr:`GovernorPolicy.backlog` seconds of packets waiting in the sockets after the loop's last
+read of them (a server a little short of CPU keeps a standing queue for as long as the deficit
+lasts, its lag pinned near the threshold, long before the kernel drops anything: measured with
+a capped server, 60-136 KB waiting for eight seconds, the lag at 38-60 ms, nothing dropped, and
+10% less CPU later a collapse). It falls one step when every sample for the fall hold was calm
+(lag below half the threshold, nothing dropped, no standing queue): hysteresis, so a load near
+the limit does not make the picture flap. The
 fall hold starts at :attr:`GovernorPolicy.fall` and doubles (up to :data:`MAX_FALL`) each time
 the load comes back soon after a step down, so a server that only copes at a level stays there.
 Pure: it is fed samples and the time; nothing here imports aiortc or asyncio.
@@ -43,6 +49,7 @@ Pure: it is fed samples and the time; nothing here imports aiortc or asyncio.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -87,8 +94,8 @@ def governed(kind: str, source: str, owner: str, speaker: str | None) -> bool:
 @dataclass(frozen=True, slots=True)
 class GovernorPolicy:
     """``threshold``: seconds of event-loop lag above which the server counts as overloaded
-    (0: never govern). ``rise``/``fall``: how long the lag must stay above the threshold (below
-    half of it, nothing dropped) before the level goes up (down) one step."""
+    (0: never govern). ``rise``/``fall``: how long the server must be overloaded (calm) before
+    the level goes up (down) one step (see the module)."""
 
     threshold: float = 0.05
     rise: float = 1.0
@@ -96,6 +103,13 @@ class GovernorPolicy:
     drops: int = 8
     """Datagrams dropped in one sample (a quarter of a second) that count as overload: a few
     lost in a burst are not."""
+    backlog: float = 0.025
+    """Seconds of packets (at the rate they are read) still waiting in the sockets when the
+    governor samples, just after the loop read them, that count as overload: a server that
+    keeps up has read nearly everything by then."""
+    share: float = 0.75
+    """Least share of the samples of the last ``rise`` seconds that must be overloaded for the
+    level to rise (a lag pinned at the threshold is above it every other sample)."""
 
 
 class LoadGovernor:
@@ -120,7 +134,9 @@ class LoadGovernor:
         """Times the level rose from 0."""
         self.changes = 0
         """Times the level changed."""
-        self._above_since: float | None = None
+        self._recent: deque[tuple[float, bool]] = deque()
+        """(time, overloaded) of the samples since the last change, the oldest the last one
+        at least ``rise`` seconds old."""
         self._below_since: float | None = None
         self.pinned: int | None = None
         """A level an operator holds the governor at (the admin API), whatever the load;
@@ -130,31 +146,43 @@ class LoadGovernor:
     def enabled(self) -> bool:
         return self.policy.threshold > 0
 
-    def observe(self, lag: float, now: float, *, dropped: int = 0, queued: int = 0) -> bool:
+    def observe(
+        self, lag: float, now: float, *, dropped: int = 0, queued: int = 0, waiting: float = 0.0
+    ) -> bool:
         """Take one sample at ``now``: the timer ran ``lag`` seconds late, ``dropped``
-        datagrams were lost since the last sample, ``queued`` bytes wait to be read. Whether
-        the level changed."""
+        datagrams were lost since the last sample, ``queued`` bytes wait to be read, which is
+        ``waiting`` seconds of packets. Whether the level changed."""
         self.lag = lag
         self.dropped += dropped
         self.queued = queued
         policy = self.policy
         if self.pinned is not None:
-            self._above_since = self._below_since = None
+            self._recent.clear()
+            self._below_since = None
             return self.pinned != self.level and self._set(self.pinned)
         if not self.enabled:
             return False
-        if lag > policy.threshold or dropped >= policy.drops:
+        overloaded = lag > policy.threshold or dropped >= policy.drops or waiting > policy.backlog
+        recent = self._recent
+        recent.append((now, overloaded))
+        while len(recent) > 1 and recent[1][0] <= now - policy.rise:
+            recent.popleft()
+        if overloaded:
             self._below_since = None
-            if self._above_since is None:
-                self._above_since = now
-            if now - self._above_since >= policy.rise and self.level < MAX_LEVEL:
-                self._above_since = now  # the next step waits for this one to take effect
+            if (
+                now - recent[0][0] >= policy.rise
+                and sum(over for _, over in recent) >= policy.share * len(recent)
+                and self.level < MAX_LEVEL
+            ):
                 if now - self._fell_at < 2 * self.fall_hold:
                     self.fall_hold = min(2 * self.fall_hold, MAX_FALL)
+                self._restart(now, overloaded)
                 return self._set(self.level + 1)
             return False
-        self._above_since = None
-        if lag >= policy.threshold / 2 or dropped > 0 or self.level == 0:
+        if lag >= policy.threshold / 2 or dropped > 0 or waiting > policy.backlog / 2:
+            self._below_since = None
+            return False
+        if self.level == 0:
             self._below_since = None
             return False
         if self._below_since is None:
@@ -164,6 +192,7 @@ class LoadGovernor:
             self._fell_at = now
             if self.level == 1:
                 self.fall_hold = policy.fall
+            self._restart(now, overloaded)
             return self._set(self.level - 1)
         return False
 
@@ -174,6 +203,12 @@ class LoadGovernor:
         if level is not None and not 0 <= level <= MAX_LEVEL:
             raise ValueError(f"the governor's level is 0 to {MAX_LEVEL}, not {level}")
         self.pinned = level
+
+    def _restart(self, now: float, overloaded: bool) -> None:
+        """The level changes at ``now``: the next step waits for this one to take effect, so
+        the samples before it are no evidence for it either way."""
+        self._recent.clear()
+        self._recent.append((now, overloaded))
 
     def _set(self, level: int) -> bool:
         if self.level == 0:

@@ -70,6 +70,7 @@ from pylibsrtp import Policy, Session
 from veche.ids import ParticipantId
 from veche.media.counters import MediaCounters
 from veche.media.tracks import Uptrack
+from veche.media.udpstats import READS
 from veche.protocol import Source
 
 __all__ = [
@@ -527,6 +528,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.endpoint = endpoint
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        READS.total += 1
         link = self.endpoint.links.get((str(addr[0]), int(str(addr[1]))))
         if link is None:
             self.endpoint.strays += 1

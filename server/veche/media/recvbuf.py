@@ -23,7 +23,9 @@ from __future__ import annotations
 import socket
 from typing import Any, Final
 
-__all__ = ["BUDGET", "FLOOR", "ReceiveBuffer", "buffer_size"]
+from veche.media.udpstats import READS
+
+__all__ = ["BUDGET", "FLOOR", "ReceiveBuffer", "buffer_size", "waiting_seconds"]
 
 BUDGET: Final = 0.2
 """Seconds of a socket's packets its receive buffer holds."""
@@ -47,6 +49,17 @@ def buffer_size(packets_per_second: float, ceiling: int) -> int:
     return max(min(FLOOR, ceiling), min(ceiling, wanted))
 
 
+RATE_FLOOR: Final = 200.0
+"""Packets a second :func:`waiting_seconds` assumes at least: a quiet server's few queued
+datagrams are not seconds of backlog."""
+
+
+def waiting_seconds(queued: int, packets_per_second: float) -> float:
+    """How long the server would take to read ``queued`` bytes of waiting datagrams (as the
+    kernel counts them) at ``packets_per_second`` (at least :data:`RATE_FLOOR`)."""
+    return queued / (max(RATE_FLOOR, packets_per_second) * PACKET_COST)
+
+
 class ReceiveBuffer:
     """Sizes one UDP socket's receive buffer to the packets read from it (see the module);
     ``sock`` ``None`` (a TCP transport): counts nothing, sizes nothing."""
@@ -64,6 +77,7 @@ class ReceiveBuffer:
     def count(self, now: float) -> None:
         """One packet was read at ``now`` (seconds, monotonic)."""
         self._packets += 1
+        READS.total += 1
         elapsed = now - self._since
         if elapsed < INTERVAL or self._sock is None:
             return

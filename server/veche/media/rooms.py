@@ -19,10 +19,11 @@ from veche.media.codecs import Decoders
 from veche.media.internals import lighten_aiortc, patient_consent, read_in_bursts
 from veche.media.peer import MediaConfig, MediaPeer
 from veche.media.recorder import Recording
+from veche.media.recvbuf import waiting_seconds
 from veche.media.room import MediaRoom
 from veche.media.subscribe import ShownVideos
 from veche.media.tracks import Uptrack
-from veche.media.udpstats import UdpStats
+from veche.media.udpstats import READS, UdpStats
 from veche.protocol import Answer, Candidate, Offer, ServerMessage, View
 from veche.tasks import cancel_and_wait
 
@@ -337,19 +338,29 @@ class MediaRooms:
     async def _watch_speakers(self) -> None:
         """Every :data:`SPEAKER_INTERVAL`: choose the forwarded microphones and the active
         speakers, and feed the load governor how late this timer ran (the event loop's lag:
-        every packet waits for the same loop) and what its UDP sockets dropped."""
+        every packet waits for the same loop), what its UDP sockets dropped and how long what
+        waits in them would take to read."""
         loop = asyncio.get_running_loop()
         governor = self.config.governor
         drops: int | None = None
         while self.rooms:
             started = loop.time()
+            read = READS.total
             await asyncio.sleep(SPEAKER_INTERVAL)
-            lag = max(0.0, loop.time() - started - SPEAKER_INTERVAL)
+            ended = loop.time()
+            lag = max(0.0, ended - started - SPEAKER_INTERVAL)
             now = self._clock()
-            backlog = self._udp.read(loop.time())
+            backlog = self._udp.read(ended)
             dropped = 0 if drops is None else max(0, backlog.drops - drops)
             drops = backlog.drops
-            changed = governor.observe(lag, now, dropped=dropped, queued=backlog.queued)
+            rate = (READS.total - read) / max(ended - started, 1e-3)
+            changed = governor.observe(
+                lag,
+                now,
+                dropped=dropped,
+                queued=backlog.queued,
+                waiting=waiting_seconds(backlog.queued, rate),
+            )
             if changed:
                 log.info(
                     "load governor",

@@ -16,11 +16,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["UdpBacklog", "UdpStats", "parse_udp_table"]
+__all__ = ["READS", "ReadCounter", "UdpBacklog", "UdpStats", "parse_udp_table"]
 
 TABLES: Final = (Path("/proc/net/udp"), Path("/proc/net/udp6"))
 REFRESH: Final = 2.0
 """Seconds between two looks for this process's sockets (they come and go with peers)."""
+
+
+class ReadCounter:
+    """Media datagrams this process has read so far (publishers' RTP, pipe frames): what the
+    load governor measures the backlog against, as seconds of packets rather than bytes."""
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total = 0
+
+
+READS: Final = ReadCounter()
 
 
 @dataclass(frozen=True, slots=True)
