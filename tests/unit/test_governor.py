@@ -340,6 +340,11 @@ def test_governor_rises_on_a_standing_queue_with_the_lag_pinned_at_its_threshold
         lag = 0.051 if index % 2 else 0.049
         calm.observe(lag, now, queued=6_912, waiting=waiting_seconds(6_912, rate))
     assert calm.level == 0
+    # A busy uncapped server's queue between two long turns of its loop, on time otherwise.
+    busy = LoadGovernor(POLICY)
+    for now in _ticks(0, 8):
+        busy.observe(0.003, now, queued=1_000_000, waiting=waiting_seconds(1_000_000, 9_000))
+    assert busy.level == 0
 
 
 def test_governor_rises_when_three_quarters_of_a_seconds_samples_are_overloaded() -> None:
