@@ -41,11 +41,11 @@ keeps a standing queue for as long as the deficit lasts, its lag pinned near the
 long before the kernel drops anything: measured with a capped server, 60-136 KB waiting for
 eight seconds, the lag at 38-60 ms, nothing dropped, and 10% less CPU later a collapse). It
 falls one step when every sample for the fall hold was calm (lag below half the threshold,
-nothing dropped, no standing queue): hysteresis, so a load near the limit does not make the
-picture flap. The
-fall hold starts at :attr:`GovernorPolicy.fall` and doubles (up to :data:`MAX_FALL`) each time
-the load comes back soon after a step down, so a server that only copes at a level stays there.
-Pure: it is fed samples and the time; nothing here imports aiortc or asyncio.
+nothing dropped, less than half the standing queue): hysteresis, so a load near the limit
+does not make the picture flap. The fall hold starts at :attr:`GovernorPolicy.fall` and
+doubles (up to :data:`MAX_FALL`) each time the load comes back soon after a step down, so a
+server that only copes at a level stays there. Pure: it is fed samples and the time; nothing
+here imports aiortc or asyncio.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class GovernorPolicy:
     also runs late by half the threshold or more: a server that keeps up has read nearly
     everything by then. (A busy uncapped server has such a queue now and then, between two
     long turns of its loop, but not most of a second: measured at 32 people and 0.9 of a
-    core, 5 samples of 70, all during bursts of keyframes.)"""
+    core, 5 samples of 70.)"""
     share: float = 0.75
     """Least share of the samples of the last ``rise`` seconds that must be overloaded for the
     level to rise (a lag pinned at the threshold is above it every other sample)."""
