@@ -35,11 +35,12 @@ def redis() -> Iterator[RedisProcess]:
 
 
 def _node(
-    redis: RedisProcess, *, threshold: float, extra: tuple[str, ...] = ()
+    redis: RedisProcess, *, threshold: float, extra: tuple[str, ...] = (), machine: str = ""
 ) -> contextlib.AbstractContextManager[ServerProcess]:
     """A node of a host named after the test (pipes on, explicitly): the nodes of an earlier
-    test of the module, whose heartbeats may outlive them for a few seconds, are not of it."""
-    host = os.environ.get("PYTEST_CURRENT_TEST", "test").split(" ")[0]
+    test of the module, whose heartbeats may outlive them for a few seconds, are not of it.
+    ``machine`` tells the nodes of two hosts of one test apart."""
+    host = os.environ.get("PYTEST_CURRENT_TEST", "test").split(" ")[0] + machine
     return run_server(
         *("--redis-url", redis.url, "--resume-grace", "5", "--pipes"),
         *("--host-id", host, "--placement-threshold", str(threshold)),
@@ -150,6 +151,48 @@ async def test_an_edge_passes_media_frames_straight_to_a_third_process(
             for client in (presenter, *viewers):
                 await client.close()
         for node in (a, b, c):
+            assert "Traceback" not in node.output(), node.output()[-3000:]
+
+
+async def test_a_full_host_places_media_on_another_host_of_the_cluster(
+    redis: RedisProcess,
+) -> None:
+    """Two nodes that say they are on different machines, every WebSocket on A. With the
+    threshold at 0.12 of a core, A (whose host has no other process) is past it after a few
+    placements (each counts :data:`~veche.cluster.placement.DEFAULT_COST` until its load shows
+    it); the owner then places media on B, the other host, which has room: some participants'
+    media runs there, A placed it (its counter names B), and everyone receives both publishers
+    through the pipe between the hosts."""
+    with (
+        _node(redis, threshold=0.12, machine="-x") as a,
+        _node(redis, threshold=0.12, machine="-y") as b,
+    ):
+        await _heard_of(a, b)
+        clients = [await MediaClient.join(a.ws, "across", f"X{i}") for i in range(6)]
+        publishers = clients[:2]
+        try:
+            for publisher in publishers:
+                await publisher.publish()
+            await until(
+                lambda: all(
+                    c.receives_from(p.participant_id, video=20, audio=20)
+                    for p in publishers
+                    for c in clients
+                    if c is not p
+                ),
+                timeout=40,
+            )
+            ids = {node_id(a): "A", node_id(b): "B"}
+            where = [ids[media_node(a, "across", c)] for c in clients]
+            assert where[0] == "A", where  # the first one, on an idle host
+            on_b = where.count("B")
+            assert on_b >= 1, where
+            assert metrics(a)[f'veche_placements_total{{node="{node_id(b)}"}}'] == on_b
+            assert total(metrics(b), "veche_media_participants") == on_b
+        finally:
+            for client in clients:
+                await client.close()
+        for node in (a, b):
             assert "Traceback" not in node.output(), node.output()[-3000:]
 
 
