@@ -39,12 +39,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisProcess]:
-    with run_redis() as server:
-        yield server
-
-
 def _node(redis: RedisProcess, *args: str) -> contextlib.AbstractContextManager[ServerProcess]:
     return run_server("--redis-url", redis.url, "--resume-grace", "5", *args)
 

@@ -18,7 +18,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,7 +26,7 @@ from tests.bench.clip import load_clip
 from tests.bench.meeting_rig import Rig
 
 from .peers import MediaClient
-from .redisproc import REDIS_SERVER, RedisProcess, run_redis
+from .redisproc import REDIS_SERVER, RedisProcess
 from .serverproc import NO_GOVERNOR, ServerProcess, run_server
 from .waiting import until
 
@@ -38,12 +37,6 @@ pytestmark = [
 ]
 
 ADMIN = "pipes-admin-token-of-at-least-32-characters"
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisProcess]:
-    with run_redis() as server:
-        yield server
 
 
 def _node(redis: RedisProcess, *flags: str) -> contextlib.AbstractContextManager[ServerProcess]:

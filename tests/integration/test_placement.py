@@ -9,12 +9,11 @@ import contextlib
 import os
 import re
 import signal
-from collections.abc import Iterator
 
 import pytest
 
 from .peers import MediaClient
-from .redisproc import REDIS_SERVER, RedisProcess, run_redis
+from .redisproc import REDIS_SERVER, RedisProcess
 from .serverproc import ServerProcess, run_server
 from .test_pipes_cluster import metrics, total
 from .waiting import until
@@ -26,12 +25,6 @@ pytestmark = [
 ]
 
 ADMIN = "placement-admin-token-of-at-least-32-characters"
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisProcess]:
-    with run_redis() as server:
-        yield server
 
 
 def _node(
