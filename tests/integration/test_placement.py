@@ -9,6 +9,7 @@ import contextlib
 import os
 import re
 import signal
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -65,6 +66,30 @@ async def _heard_of(owner: ServerProcess, other: ServerProcess) -> None:
     await asyncio.sleep(3)  # a heartbeat (2 s) and the owner's next read of the loads (1 s)
 
 
+@contextlib.asynccontextmanager
+async def _six_on(node: ServerProcess, room: str) -> AsyncIterator[list[MediaClient]]:
+    """Six participants whose WebSockets are on ``node``, the first two publishing, once
+    everyone receives both publishers; closed afterwards."""
+    clients = [await MediaClient.join(node.ws, room, f"P{i}") for i in range(6)]
+    publishers = clients[:2]
+    try:
+        for publisher in publishers:
+            await publisher.publish()
+        await until(
+            lambda: all(
+                c.receives_from(p.participant_id, video=20, audio=20)
+                for p in publishers
+                for c in clients
+                if c is not p
+            ),
+            timeout=40,
+        )
+        yield clients
+    finally:
+        for client in clients:
+            await client.close()
+
+
 async def test_media_is_spread_over_the_host_though_every_websocket_is_on_one_process(
     redis: RedisProcess,
 ) -> None:
@@ -73,21 +98,7 @@ async def test_media_is_spread_over_the_host_though_every_websocket_is_on_one_pr
     the admin API and both nodes' counters say, and everyone receives the two publishers."""
     with _node(redis, threshold=0) as a, _node(redis, threshold=0) as b:
         await _heard_of(a, b)
-        clients = [await MediaClient.join(a.ws, "spread", f"P{i}") for i in range(6)]
-        publishers = clients[:2]
-        try:
-            for publisher in publishers:
-                await publisher.publish()
-
-            def everyone_receives() -> bool:
-                return all(
-                    c.receives_from(p.participant_id, video=20, audio=20)
-                    for p in publishers
-                    for c in clients
-                    if c is not p
-                )
-
-            await until(everyone_receives, timeout=40)
+        async with _six_on(a, "spread") as clients:
             ids = {node_id(a): "A", node_id(b): "B"}
             where = {c.participant_id: ids[media_node(a, "spread", c)] for c in clients}
             assert set(where.values()) == {"A", "B"}, where
@@ -101,9 +112,6 @@ async def test_media_is_spread_over_the_host_though_every_websocket_is_on_one_pr
             assert total(placed_a, "veche_media_participants") == 6 - on_b
             # B holds no WebSocket: its participants' replies went through A.
             assert total(placed_b, "veche_pipes") == 1
-        finally:
-            for client in clients:
-                await client.close()
         for node in (a, b):
             assert "Traceback" not in node.output(), node.output()[-3000:]
 
@@ -161,20 +169,7 @@ async def test_a_full_host_places_media_on_another_host_of_the_cluster(
         _node(redis, threshold=0.12, machine="-y") as b,
     ):
         await _heard_of(a, b)
-        clients = [await MediaClient.join(a.ws, "across", f"X{i}") for i in range(6)]
-        publishers = clients[:2]
-        try:
-            for publisher in publishers:
-                await publisher.publish()
-            await until(
-                lambda: all(
-                    c.receives_from(p.participant_id, video=20, audio=20)
-                    for p in publishers
-                    for c in clients
-                    if c is not p
-                ),
-                timeout=40,
-            )
+        async with _six_on(a, "across") as clients:
             ids = {node_id(a): "A", node_id(b): "B"}
             where = [ids[media_node(a, "across", c)] for c in clients]
             assert where[0] == "A", where  # the first one, on an idle host
@@ -182,9 +177,6 @@ async def test_a_full_host_places_media_on_another_host_of_the_cluster(
             assert on_b >= 1, where
             assert metrics(a)[f'veche_placements_total{{node="{node_id(b)}"}}'] == on_b
             assert total(metrics(b), "veche_media_participants") == on_b
-        finally:
-            for client in clients:
-                await client.close()
         for node in (a, b):
             assert "Traceback" not in node.output(), node.output()[-3000:]
 
