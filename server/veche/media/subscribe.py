@@ -162,11 +162,8 @@ class SubscribeLeg:
         pc = self.pc
         if pc is None:
             pc = self.pc = self._new_pc()
-        if pc.signalingState == "closed":
-            # Closed under the leg (aiortc closes a connection whose DTLS closed): it is to be
-            # renewed, with this track among the others; the publisher is not to hear of it.
-            self._on_failed("the subscribe media connection closed")
-            return
+        if self._closed_under_the_leg(pc):
+            return  # renewed with this track among the others; the publisher hears nothing
         reusable = self._free_feed(uptrack)
         if reusable is None:
             transceiver = pc.addTransceiver(uptrack.kind, direction="sendonly")
@@ -423,11 +420,22 @@ class SubscribeLeg:
                 self._send(Offer.from_server("subscribe", self._offered))
             except Exception:
                 # The connection is renewed, and offered afresh with every track.
+                if self._closed_under_the_leg(pc):
+                    return  # not a failure of the offer: nothing to log
                 log.exception("subscribe offer failed", extra={"participant": self.participant_id})
                 self._on_failed("the subscribe media connection could not be offered")
                 return
             self._awaiting_answer = self._answerable = True
             self._next_offer = self._clock() + offer_gap(len(pc.getTransceivers()))
+
+    def _closed_under_the_leg(self, pc: RTCPeerConnection) -> bool:
+        """Whether ``pc`` was closed under the leg (aiortc closes a connection whose DTLS
+        closed: its client left, or the link broke), even while an offer was being made; if so
+        the leg is to be renewed (``on_failed``)."""
+        if pc.signalingState != "closed":
+            return False
+        self._on_failed("the subscribe media connection closed")
+        return True
 
     async def drop_offer(self) -> None:
         """The client's answer to the outstanding offer was refused: stop holding changes back
